@@ -1,0 +1,3 @@
+from charnn.cli import app
+
+app(prog_name="charnn")

@@ -1,0 +1,313 @@
+"""The run directory: everything needed to sample, evaluate or resume a run.
+
+    checkpoints/<run>/
+      config.json      model + training config, corpus fingerprint, format version
+      tokenizer.json   the vocabulary (tokenizers format)
+      best.pt          weights with the lowest validation loss
+      latest.pt        weights + full training state (optimizer, step, RNG, data cursor, hidden state)
+      metrics.jsonl    one JSON object per evaluation
+
+Every write is atomic (temp file in the same folder, fsync, `os.replace`), so a
+crash at any moment leaves the previous version of each file intact. Loading
+never executes code: tensors go through `torch.load(weights_only=True)`, the
+rest is JSON, and both are validated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from charnn.errors import RunError
+from charnn.model import CharRNN, ModelConfig
+from charnn.tokenizer import CharTokenizer
+
+FORMAT_VERSION = 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: temp files are 0600, the finished file gets the usual 0666 & ~umask
+CONFIG, TOKENIZER, BEST, LATEST, METRICS = "config.json", "tokenizer.json", "best.pt", "latest.pt", "metrics.jsonl"
+
+
+# ---- atomic writes ------------------------------------------------------------------------------
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write through `write(file)` into a temp file beside `path`, fsync, then rename over it."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise RunError(f"cannot write in '{path.parent}' ({e.strerror}) — free space or fix permissions; "
+                       "the previous files are untouched") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise RunError(f"could not write '{path}' ({e.strerror}) — free space or fix permissions; "
+                       "the previous version of the file is intact") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)  # makes the rename itself durable
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def save_tensors(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **payload}, f))
+
+
+# ---- creating and updating a run ----------------------------------------------------------------
+
+
+def check_new(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to start a run where one exists (unless `overwrite`) or where something else lives."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"'{run_dir}' exists and is not a folder — pick another --name")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise RunError(f"run '{run_dir}' already exists — pick another --name, resume it with "
+                           f"--resume {run_dir.name}, or pass --overwrite to replace it")
+        if not (run_dir / CONFIG).exists():
+            raise RunError(f"'{run_dir}' is not a charnn run — refusing to overwrite it; pick another --name")
+
+
+def create(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, overwrite: bool) -> None:
+    """Start a run directory: refuse an existing run unless `overwrite`."""
+    check_new(run_dir, overwrite)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create run folder '{run_dir}' ({e.strerror}) — pass a writable --checkpoints-dir") from None
+    if not os.access(run_dir, os.W_OK):
+        raise RunError(f"run folder '{run_dir}' is not writable — pass a writable --checkpoints-dir")
+    for name in (BEST, LATEST, METRICS):
+        (run_dir / name).unlink(missing_ok=True)
+    write_text(run_dir / TOKENIZER, tokenizer.to_json())
+    write_json(run_dir / CONFIG, {"format_version": FORMAT_VERSION, **config})
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one line; the file is rewritten atomically so a crash never leaves half a line."""
+    lines = [json.dumps(r) for r in read_metrics(run_dir)] + [json.dumps(record)]
+    write_text(run_dir / METRICS, "\n".join(lines) + "\n")
+
+
+def truncate_metrics(run_dir: Path, last_step: int) -> None:
+    """Drop records after `last_step` (written after the state a resume starts from)."""
+    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= last_step]
+    write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+# ---- finding runs -------------------------------------------------------------------------------
+
+
+def resolve(spec: str | None, checkpoints_dir: Path) -> Path:
+    """A run name under `checkpoints_dir`, a path to a run directory, or (None) the newest run."""
+    if spec is None:
+        runs = find_runs(checkpoints_dir)
+        if not runs:
+            raise RunError(f"no runs in '{checkpoints_dir}' — train one first: charnn train CORPUS "
+                           "(for example: charnn train shakespeare --time 5m)")
+        return max(runs, key=_modified)
+    for candidate in (checkpoints_dir / spec, Path(spec).expanduser()):
+        if (candidate / CONFIG).is_file():
+            return candidate
+    names = ", ".join(sorted(r.name for r in find_runs(checkpoints_dir))[:8]) or "none yet"
+    raise RunError(f"run '{spec}' not found — give a run name under '{checkpoints_dir}' ({names}) "
+                   "or the path of a run directory; `charnn runs` lists them")
+
+
+def find_runs(checkpoints_dir: Path) -> list[Path]:
+    if not checkpoints_dir.is_dir():
+        return []
+    return sorted(p for p in checkpoints_dir.iterdir() if (p / CONFIG).is_file())
+
+
+def _modified(run_dir: Path) -> float:
+    return max((p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()), default=0.0)
+
+
+@dataclass
+class RunSummary:
+    name: str
+    path: Path
+    cell: str
+    layers: int
+    hidden: int
+    parameters: int
+    steps: int
+    best_val: float | None
+    modified: float
+
+
+def summarize(run_dir: Path) -> RunSummary:
+    config = load_config(run_dir)
+    model_config = model_config_of(config)
+    metrics = read_metrics(run_dir)
+    vals = [r["val_loss"] for r in metrics if isinstance(r.get("val_loss"), (int, float))]
+    params = CharRNN(model_config).num_parameters()
+    return RunSummary(run_dir.name, run_dir, model_config.cell, model_config.layers, model_config.hidden,
+                      params, max((r.get("step", 0) for r in metrics), default=0),
+                      min(vals) if vals else None, _modified(run_dir))
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+
+def load_config(run_dir: Path) -> dict[str, Any]:
+    data = _read_json(run_dir / CONFIG)
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise RunError(f"run '{run_dir}' has format version {version!r}, this charnn reads version "
+                       f"{FORMAT_VERSION} — use the charnn version that wrote it, or retrain")
+    if not isinstance(data.get("model"), dict) or not isinstance(data.get("train"), dict):
+        raise RunError(f"'{run_dir / CONFIG}' lacks its model or train section — the run is damaged; retrain it")
+    return data
+
+
+def model_config_of(config: dict[str, Any]) -> ModelConfig:
+    raw = config["model"]
+    types = {"vocab_size": int, "cell": str, "layers": int, "hidden": int, "embed": int, "dropout": float}
+    try:
+        values = {f.name: raw[f.name] for f in fields(ModelConfig)}
+        for name, kind in types.items():
+            ok = isinstance(values[name], (int, float) if kind is float else kind) and not isinstance(values[name], bool)
+            if not ok:
+                raise TypeError(name)
+        model_config = ModelConfig(**values)
+    except (KeyError, TypeError) as e:
+        raise RunError(f"config.json has a missing or mistyped model field ({e}) — the run is damaged; retrain it") from None
+    if problems := model_config.validate():
+        raise RunError(f"config.json holds an invalid model ({problems[0]}) — the run is damaged; retrain it")
+    return model_config
+
+
+def load_tokenizer(run_dir: Path) -> CharTokenizer:
+    path = run_dir / TOKENIZER
+    try:
+        return CharTokenizer.from_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"run '{run_dir}' has no {TOKENIZER} — the run is incomplete; retrain it") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunError(f"cannot read '{path}' ({e}) — the run is damaged; retrain it") from None
+
+
+def load_tensors(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Load a .pt file without executing code from it."""
+    if not path.is_file():
+        raise RunError(f"'{path}' is missing — the run has not saved it yet or is incomplete; "
+                       "try --checkpoint latest, or train the run further")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0][:160]
+        raise RunError(f"refusing to load '{path}': it holds more than tensors ({first}) — it may run code; "
+                       "only use checkpoints written by charnn") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or ["unreadable"])[0][:160]
+        raise RunError(f"'{path}' is truncated or corrupt ({first}) — use the other checkpoint "
+                       "(--checkpoint best|latest) or resume training to rewrite it") from None
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        version = payload.get("format_version") if isinstance(payload, dict) else None
+        raise RunError(f"'{path}' has format version {version!r}, this charnn reads version {FORMAT_VERSION} "
+                       "— use the charnn version that wrote it, or retrain")
+    if not isinstance(payload.get("model"), dict):
+        raise RunError(f"'{path}' holds no model weights — the run is damaged; retrain it")
+    return payload
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    config: dict[str, Any]
+    model: CharRNN
+    tokenizer: CharTokenizer
+    step: int
+
+
+def load(run_dir: Path, which: str = "best", device: torch.device | str = "cpu") -> LoadedRun:
+    """Load a run's model and vocabulary for sampling or evaluation (weights on `device`)."""
+    if which not in ("best", "latest"):
+        raise RunError(f"--checkpoint '{which}' is unknown — use best or latest")
+    config = load_config(run_dir)
+    model_config = model_config_of(config)
+    tokenizer = load_tokenizer(run_dir)
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise RunError(f"tokenizer.json has {tokenizer.vocab_size} characters but config.json says "
+                       f"{model_config.vocab_size} — the run is damaged; retrain it")
+    payload = load_tensors(run_dir / (BEST if which == "best" else LATEST), device)
+    model = CharRNN(model_config).to(device)
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0][:160]
+        raise RunError(f"the weights in '{run_dir}' do not fit its config ({first}) — the run is damaged; retrain it") from None
+    model.eval()
+    return LoadedRun(run_dir, config, model, tokenizer, int(payload.get("step", 0)))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"'{path}' is missing — '{path.parent}' is not a complete charnn run") from None
+    except (OSError, ValueError) as e:
+        raise RunError(f"'{path}' is unreadable or not JSON ({str(e)[:80]}) — the run is damaged; retrain it") from None
+    if not isinstance(data, dict):
+        raise RunError(f"'{path}' is not a JSON object — the run is damaged; retrain it")
+    return data
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+
+
+def config_dict(model_config: ModelConfig) -> dict[str, Any]:
+    return asdict(model_config)

@@ -1,0 +1,292 @@
+"""The `charnn` command: parses options, builds configs, calls the library, prints.
+
+Every `CharnnError` becomes one line on stderr (`error: …`) and its exit code
+(2 for usage errors, 1 otherwise); `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from charnn import __version__, api, checkpoint, corpus
+from charnn.errors import CharnnError
+from charnn.model import ModelConfig
+from charnn.sample import SampleConfig, generate
+from charnn.train import TrainConfig
+
+app = typer.Typer(
+    help="Character-level RNN/LSTM/GRU text generation: train on any text, then sample or chat.",
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+F = TypeVar("F", bound=Callable[..., Any])
+_debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"charnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+) -> None:
+    global _debug
+    _debug = debug
+
+
+def handled(fn: F) -> F:
+    """Map user errors to one line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CharnnError as e:
+            if _debug:
+                raise
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)", re.IGNORECASE)
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'90s', '10m', '1h30m', '1.5h' or plain seconds -> seconds."""
+    if text is None:
+        return None
+    text = text.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = _DURATION.findall(text)
+        if not parts or _DURATION.sub("", text).strip():
+            raise typer.BadParameter(f"'{text}' is not a duration — use e.g. 90s, 10m, 1h30m") from None
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u.lower()] for n, u in parts)
+    if not seconds > 0:
+        raise typer.BadParameter(f"'{text}' must be a positive duration — use e.g. 90s, 10m, 1h30m")
+    return seconds
+
+
+def _paths(checkpoints_dir: Path, corpora_dir: Path) -> api.Paths:
+    return api.Paths(checkpoints_dir, corpora_dir)
+
+
+CKPT_DIR = typer.Option(api.DEFAULT_CHECKPOINTS, "--checkpoints-dir", help="Folder holding run directories.")
+CORPORA_DIR = typer.Option(api.DEFAULT_CORPORA, "--corpora-dir", help="Folder for built-in corpora and the encoding cache.")
+DEVICE = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")
+
+
+@app.command("train")
+@handled
+def train_cmd(
+    corpus_spec: str = typer.Argument(
+        None, metavar="CORPUS",
+        help="A text file, a folder of .txt files, or a built-in name (see `charnn corpora`). "
+        "With --resume: the corpus's new location, if it moved."),
+    resume: str = typer.Option(None, "--resume", help="Continue run RUN (name or path) from its latest state."),
+    name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir [default: corpus name + timestamp]."),
+    cell: str = typer.Option("lstm", "--cell", help="Recurrent cell: rnn (Elman tanh), lstm or gru."),
+    layers: int = typer.Option(2, "--layers", help="Stacked recurrent layers."),
+    hidden: int = typer.Option(512, "--hidden", help="Hidden units per layer."),
+    embed: int = typer.Option(128, "--embed", help="Character embedding size."),
+    dropout: float = typer.Option(0.0, "--dropout", help="Dropout between layers and before the output head, in [0, 1)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Parallel streams B (TBPTT)."),
+    seq_len: int = typer.Option(128, "--seq-len", help="Window length T: gradients flow at most T characters back."),
+    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (AdamW)."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
+    warmup: int = typer.Option(50, "--warmup", help="Linear warm-up steps before the cosine decay."),
+    clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
+    epochs: float = typer.Option(None, "--epochs", help="Stop after this many passes over the training split."),
+    max_steps: int = typer.Option(
+        None, "--max-steps", help="Stop after this many optimizer steps (with --resume: the new total)."),
+    time_budget: str = typer.Option(
+        None, "--time",
+        help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it (with --resume: time to add). "
+        "Default when no limit is given: 10m."),
+    eval_every: int = typer.Option(200, "--eval-every", help="Steps between full validation passes and checkpoints."),
+    patience: int = typer.Option(0, "--patience", help="Stop after this many evaluations without improvement (0: never)."),
+    val_frac: float = typer.Option(0.1, "--val-frac", help="Fraction at the end of the corpus used for validation."),
+    seed: int = typer.Option(1337, "--seed", help="Seed for weights, dropout and everything random."),
+    device: str = DEVICE,
+    threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run of the same name."),
+    replace_bad_bytes: bool = typer.Option(
+        False, "--replace-bad-bytes", help="Replace invalid UTF-8 bytes with U+FFFD instead of failing."),
+    url: str = typer.Option(None, "--url", help=f"Download URL for the shakespeare corpus (or set {corpus.URL_ENV})."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-evaluation lines."),
+    checkpoints_dir: Path = CKPT_DIR,
+    corpora_dir: Path = CORPORA_DIR,
+) -> None:
+    """Train a character model on CORPUS, or continue one with --resume RUN."""
+    import torch
+
+    if threads < 0:
+        raise typer.BadParameter("--threads must be 0 or more")
+    if threads:
+        torch.set_num_threads(threads)
+    seconds = parse_duration(time_budget)
+    paths = _paths(checkpoints_dir, corpora_dir)
+    if resume is not None:
+        run_dir, result = api.resume_training(resume, corpus_path=corpus_spec, max_steps=max_steps, epochs=epochs,
+                                              more_time=seconds, device=device, paths=paths, show_progress=not quiet)
+    else:
+        if corpus_spec is None:
+            raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
+        if seconds is None and max_steps is None and epochs is None:
+            seconds = 600.0
+            typer.echo("no --time, --max-steps or --epochs given: training for 10m", err=True)
+        model_cfg = ModelConfig(vocab_size=1, cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout)
+        cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, lr=lr, weight_decay=weight_decay, warmup=warmup,
+                          clip=clip, epochs=epochs, max_steps=max_steps, time_budget=seconds, eval_every=eval_every,
+                          patience=patience, val_frac=val_frac, seed=seed)
+        run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,
+                                             overwrite=overwrite, url=url, replace_errors=replace_bad_bytes,
+                                             show_progress=not quiet)
+    p = result.progress
+    best = f"{p.best_val:.4f} nats ({p.best_val / 0.6931471805599453:.3f} bpc)"
+    if result.stopped_by == "interrupted":
+        typer.echo(f"interrupted at step {p.step}; saved {run_dir}. Continue with: charnn train --resume {run_dir.name}"
+                   + ("" if checkpoints_dir == api.DEFAULT_CHECKPOINTS else f" --checkpoints-dir {checkpoints_dir}"),
+                   err=True)
+    else:
+        typer.echo(f"done ({result.stopped_by}) at step {p.step}: best val {best}; run saved in {run_dir}", err=True)
+
+
+@app.command("sample")
+@handled
+def sample_cmd(
+    run: str = typer.Argument(None, help="Run name or path [default: the most recently modified run]."),
+    prime: str = typer.Option("\n", "--prime", help="Text to start from (printed first)."),
+    length: int = typer.Option(500, "--length", help="Characters to generate (the prime not counted)."),
+    temperature: float = typer.Option(0.8, "--temperature", help="Softmax temperature; 0 is greedy."),
+    top_k: int = typer.Option(None, "--top-k", help="Sample only among the K most likely characters."),
+    top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling: the smallest set with probability >= P."),
+    seed: int = typer.Option(None, "--seed", help="Random seed: the same seed gives the same text."),
+    num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, generated as one batch."),
+    stop: str = typer.Option(None, "--stop", help="End a sample once it produces this string."),
+    drop_unknown: bool = typer.Option(False, "--drop-unknown", help="Drop prime characters the model never saw."),
+    checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    device: str = DEVICE,
+    checkpoints_dir: Path = CKPT_DIR,
+) -> None:
+    """Generate text from a trained run, streamed to stdout."""
+    model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
+    cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                       num_samples=num_samples, stop=stop, drop_unknown=drop_unknown)
+    stream = generate(model.model, model.tokenizer, prime, cfg)  # validates before anything is printed
+    out = sys.stdout
+    if num_samples == 1:
+        out.write(prime)
+        for pieces in stream:
+            out.write(pieces[0])
+            out.flush()
+        out.write("\n")
+        return
+    for _ in stream:
+        pass
+    for i, text in enumerate(stream.texts, 1):
+        out.write(f"--- sample {i} ---\n{prime}{text}\n")
+
+
+@app.command("repl")
+@handled
+def repl_cmd(
+    run: str = typer.Argument(None, help="Run name or path [default: the most recently modified run]."),
+    length: int = typer.Option(300, "--length", help="Characters generated per prompt."),
+    temperature: float = typer.Option(0.8, "--temperature", help="Softmax temperature; 0 is greedy."),
+    top_k: int = typer.Option(None, "--top-k", help="Top-k filtering."),
+    top_p: float = typer.Option(None, "--top-p", help="Nucleus (top-p) filtering."),
+    seed: int = typer.Option(None, "--seed", help="Random seed."),
+    checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    device: str = DEVICE,
+    checkpoints_dir: Path = CKPT_DIR,
+) -> None:
+    """Interactive prompt: type text, the model continues it. :help lists commands."""
+    from charnn.repl import Repl
+
+    model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
+    cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    cfg.check()
+    Repl(model.model, model.tokenizer, model.run_dir, cfg).loop()
+
+
+@app.command("eval")
+@handled
+def eval_cmd(
+    args: list[str] = typer.Argument(
+        ..., metavar="[RUN] FILE", help="Optional run (default: the newest), then the text file to score."),
+    checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON line instead of text."),
+    device: str = DEVICE,
+    checkpoints_dir: Path = CKPT_DIR,
+    corpora_dir: Path = CORPORA_DIR,
+) -> None:
+    """Loss, bits per character and perplexity of FILE under a run's model."""
+    if len(args) > 2:
+        raise typer.BadParameter("give at most a RUN and a FILE")
+    run, file = (None, args[0]) if len(args) == 1 else (args[0], args[1])
+    model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
+    score = model.score_file(file, _paths(checkpoints_dir, corpora_dir))
+    unknown = sum(score.unknown.values())
+    if as_json:
+        typer.echo(json.dumps({"run": model.run_dir.name, "checkpoint": checkpoint_name, "file": file,
+                               "loss": score.nats, "bpc": score.bpc, "perplexity": score.perplexity,
+                               "characters": score.characters, "unknown_characters": unknown,
+                               "unknown": score.unknown}))
+        return
+    typer.echo(f"{file} under {model.run_dir.name} ({checkpoint_name}, step {model.step}): "
+               f"loss {score.nats:.4f} nats, {score.bpc:.4f} bits/char, perplexity {score.perplexity:.3f} "
+               f"over {score.characters:,} characters")
+    if unknown:
+        shown = ", ".join(f"{c!r} x{n}" for c, n in sorted(score.unknown.items(), key=lambda kv: -kv[1])[:10])
+        typer.echo(f"note: skipped {unknown:,} character(s) the model never saw: {shown}")
+
+
+@app.command("runs")
+@handled
+def runs_cmd(checkpoints_dir: Path = CKPT_DIR) -> None:
+    """List runs: model, size, steps, best validation loss, last change."""
+    rows = []
+    for run_dir in checkpoint.find_runs(checkpoints_dir):
+        try:
+            s = checkpoint.summarize(run_dir)
+        except CharnnError as e:
+            rows.append((run_dir.name, f"(unreadable: {str(e)[:50]})", "", "", "", "", ""))
+            continue
+        best = "-" if s.best_val is None else f"{s.best_val:.4f}"
+        bpc = "-" if s.best_val is None else f"{s.best_val / 0.6931471805599453:.3f}"
+        rows.append((s.name, f"{s.cell} {s.layers}x{s.hidden}", f"{s.parameters:,}", str(s.steps), best, bpc,
+                     time.strftime("%Y-%m-%d %H:%M", time.localtime(s.modified))))
+    if not rows:
+        typer.echo(f"no runs in '{checkpoints_dir}' — train one with: charnn train CORPUS")
+        return
+    _table(("run", "model", "params", "steps", "best val", "bpc", "modified"), rows)
+
+
+@app.command("corpora")
+@handled
+def corpora_cmd(corpora_dir: Path = CORPORA_DIR) -> None:
+    """List the built-in corpora and whether they are on disk."""
+    _table(("name", "about", "state"), corpus.builtin_status(corpora_dir))
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,175 @@
+"""The network: embedding -> stacked RNN/LSTM/GRU -> dropout -> linear head.
+
+Training and priming run PyTorch's fused `nn.RNN/nn.LSTM/nn.GRU` (cuDNN on GPU).
+Generation steps one character at a time; on CPU oneDNN's kernel is slow for a
+single (1, 1) step, so `Stepper` runs a hand-fused step with the same weights
+(first-layer input projection folded into a per-character table).
+
+State is always a tuple of (layers, B, H) tensors: (h, c) for LSTM, (h,) otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from charnn.errors import DeviceError
+
+State = tuple[Tensor, ...]
+CELLS = ("rnn", "lstm", "gru")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 512
+    embed: int = 128
+    dropout: float = 0.0
+
+    def validate(self) -> list[str]:
+        """Problems with this config, each phrased as 'option value — fix'."""
+        problems = []
+        if self.cell not in CELLS:
+            problems.append(f"--cell '{self.cell}' is unknown — use one of {', '.join(CELLS)}")
+        for name in ("layers", "hidden", "embed", "vocab_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name} {getattr(self, name)} must be at least 1")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"--dropout {self.dropout} must be in [0, 1)")
+        return problems
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; an explicit device must be available."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name} is not available (no CUDA GPU visible to PyTorch) — use --device cpu or auto")
+        return torch.device(name)
+    if name == "mps":
+        if not has_mps:
+            raise DeviceError("--device mps is not available on this machine — use --device cpu or auto")
+        return torch.device("mps")
+    raise DeviceError(f"--device '{name}' is unknown — use auto, cpu, cuda or mps")
+
+
+class CharRNN(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        rnn_cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
+        self.embedding = nn.Embedding(config.vocab_size, config.embed)
+        # nn.* dropout acts between layers only; the head gets its own dropout below.
+        self.rnn = rnn_cls(
+            config.embed,
+            config.hidden,
+            num_layers=config.layers,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+        if config.cell == "lstm":
+            self._forget_bias_one()
+
+    def _forget_bias_one(self) -> None:
+        # Gates are ordered (i, f, g, o); b_ih + b_hh is the effective bias, so put the 1 in one of them.
+        h = self.config.hidden
+        with torch.no_grad():
+            for layer in range(self.config.layers):
+                getattr(self.rnn, f"bias_ih_l{layer}")[h : 2 * h].fill_(1.0)
+                getattr(self.rnn, f"bias_hh_l{layer}")[h : 2 * h].fill_(0.0)
+
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
+        device = device or self.head.weight.device
+        zeros = torch.zeros(self.config.layers, batch, self.config.hidden, device=device)
+        return (zeros, zeros.clone()) if self.config.cell == "lstm" else (zeros,)
+
+    def forward(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
+        """ids (B, T) int64 -> logits (B, T, V) and the state after the last step."""
+        x = self.embedding(ids)  # (B, T, E)
+        rnn_state = state if self.config.cell == "lstm" else state[0]
+        out, new_state = self.rnn(x, rnn_state)  # out (B, T, H)
+        logits = self.head(self.drop(out))  # (B, T, V)
+        return logits, (tuple(new_state) if isinstance(new_state, tuple) else (new_state,))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph between TBPTT windows; values carry over, gradients do not."""
+    return tuple(s.detach() for s in state)
+
+
+class Stepper:
+    """One-character inference steps with the model's weights, fused by hand.
+
+    Built once per generation (weights are snapshotted, so do not train while
+    holding one). `step(ids (B,), state) -> (logits (B, V), state)`.
+    """
+
+    def __init__(self, model: CharRNN):
+        cfg = model.config
+        self.cell = cfg.cell
+        self.layers = cfg.layers
+        rnn = model.rnn
+        with torch.no_grad():
+            w_ih0 = rnn.weight_ih_l0
+            # Layer-0 input projection of every character, biases folded in: (V, G*H).
+            self.table0 = (model.embedding.weight @ w_ih0.T + rnn.bias_ih_l0).contiguous()
+            self.w_hh = [getattr(rnn, f"weight_hh_l{k}").T.contiguous() for k in range(cfg.layers)]  # (H, G*H)
+            self.b_hh = [getattr(rnn, f"bias_hh_l{k}").clone() for k in range(cfg.layers)]
+            self.w_ih = [None] + [getattr(rnn, f"weight_ih_l{k}").T.contiguous() for k in range(1, cfg.layers)]
+            self.b_ih = [None] + [getattr(rnn, f"bias_ih_l{k}").clone() for k in range(1, cfg.layers)]
+            if cfg.cell != "gru":
+                # x and h projections share a sum, so one matmul over [x, h] against stacked weights.
+                self.w_cat = [None] + [
+                    torch.cat([self.w_ih[k], self.w_hh[k]], dim=0).contiguous() for k in range(1, cfg.layers)
+                ]
+                self.b_cat = [None] + [self.b_ih[k] + self.b_hh[k] for k in range(1, cfg.layers)]
+            self.head_w = model.head.weight.T.contiguous()  # (H, V)
+            self.head_b = model.head.bias.clone()
+
+    @torch.inference_mode()
+    def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
+        hs = list(state[0].unbind(0))
+        cs = list(state[1].unbind(0)) if self.cell == "lstm" else []
+        x = None
+        for k in range(self.layers):
+            h = hs[k]
+            if self.cell == "gru":
+                gi = self.table0[ids] if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih[k])  # (B, 3H)
+                gh = torch.addmm(self.b_hh[k], h, self.w_hh[k])
+                ir, iz, in_ = gi.chunk(3, 1)
+                hr, hz, hn = gh.chunk(3, 1)
+                r = torch.sigmoid(ir + hr)
+                z = torch.sigmoid(iz + hz)
+                n = torch.tanh(in_ + r * hn)
+                h = n + z * (h - n)
+            else:
+                if k == 0:
+                    gates = torch.addmm(self.table0[ids] + self.b_hh[0], h, self.w_hh[0])  # (B, G*H)
+                else:
+                    gates = torch.addmm(self.b_cat[k], torch.cat([x, h], dim=1), self.w_cat[k])
+                if self.cell == "lstm":
+                    i, f, g, o = gates.chunk(4, 1)
+                    c = torch.sigmoid(f) * cs[k] + torch.sigmoid(i) * torch.tanh(g)
+                    h = torch.sigmoid(o) * torch.tanh(c)
+                    cs[k] = c
+                else:
+                    h = torch.tanh(gates)
+            hs[k] = h
+            x = h
+        logits = torch.addmm(self.head_b, x, self.head_w)  # (B, V)
+        new_state = (torch.stack(hs), torch.stack(cs)) if self.cell == "lstm" else (torch.stack(hs),)
+        return logits, new_state

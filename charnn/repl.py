@@ -1,0 +1,149 @@
+"""The interactive loop behind `charnn repl`.
+
+On a terminal: a prompt with line editing and history (stdlib readline),
+streamed continuations, Ctrl-C to stop a generation, Ctrl-D or :quit to leave.
+With stdin not a terminal it reads prompts line by line, so it can be scripted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+
+from charnn.errors import CharnnError
+from charnn.model import CharRNN, State
+from charnn.sample import SampleConfig, generate
+from charnn.tokenizer import CharTokenizer
+
+HELP = """\
+Type text and press Enter: the model continues it. An empty line primes with a newline.
+  :temp X      temperature (0 = greedy)        :len N     characters per reply
+  :topk K      top-k filter (0 = off)          :topp P    nucleus filter (1 = off)
+  :seed S      fixed seed (none = random)      :keep on|off  continue the previous context
+  :reset       forget the context              :info      run and settings
+  :help        this text                       :quit      leave (or Ctrl-D)
+Ctrl-C stops a generation in progress."""
+
+
+class Repl:
+    def __init__(self, model: CharRNN, tokenizer: CharTokenizer, run_dir: Path, cfg: SampleConfig,
+                 stdin: TextIO | None = None, stdout: TextIO | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.run_dir = run_dir
+        self.cfg = cfg
+        self.fixed_seed = cfg.seed
+        self.keep = False
+        self.state: State | None = None
+        self.stdin = stdin or sys.stdin
+        self.out = stdout or sys.stdout
+        self.interactive = self.stdin.isatty() and self.out.isatty()
+
+    def loop(self) -> None:
+        if self.interactive:
+            with contextlib.suppress(ImportError):
+                import readline  # noqa: F401  (enables line editing and history for input())
+            self.say(f"charnn repl — {self.run_dir.name}. :help for commands, Ctrl-D to leave.")
+        while True:
+            try:
+                line = self.read()
+            except KeyboardInterrupt:
+                self.say("")
+                continue
+            if line is None:
+                break
+            if line.startswith(":"):
+                if not self.command(line):
+                    break
+            else:
+                self.reply(line)
+        if self.interactive:
+            self.say("")
+
+    def read(self) -> str | None:
+        if self.interactive:
+            try:
+                return input("> ")
+            except EOFError:
+                return None
+        line = self.stdin.readline()
+        return None if line == "" else line.rstrip("\n")
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def reply(self, prompt: str) -> None:
+        cfg = replace(self.cfg, seed=self.fixed_seed, num_samples=1)
+        state = self.state if self.keep else None
+        try:
+            stream = generate(self.model, self.tokenizer, prompt or "\n", cfg, state)
+        except CharnnError as e:
+            self.say(f"error: {e}")
+            return
+        try:
+            for pieces in stream:
+                self.out.write(pieces[0])
+                self.out.flush()
+            self.say("")
+        except KeyboardInterrupt:
+            self.say("\n(stopped)")
+        self.state = stream.state
+
+    def command(self, line: str) -> bool:
+        """Apply a :command; False means quit."""
+        name, _, arg = line[1:].strip().partition(" ")
+        arg = arg.strip()
+        try:
+            if name in ("quit", "q", "exit"):
+                return False
+            if name == "help":
+                self.say(HELP)
+            elif name == "reset":
+                self.state = None
+                self.say("context cleared")
+            elif name == "keep":
+                if arg not in ("on", "off"):
+                    raise ValueError(":keep takes on or off")
+                self.keep = arg == "on"
+                self.say(f"keep {arg}")
+            elif name == "info":
+                c = self.cfg
+                m = self.model.config
+                self.say(f"run {self.run_dir} — {m.cell} {m.layers}x{m.hidden}, {self.tokenizer.vocab_size} characters\n"
+                         f"temp {c.temperature}  len {c.length}  topk {c.top_k or 'off'}  topp {c.top_p or 'off'}  "
+                         f"seed {self.fixed_seed if self.fixed_seed is not None else 'random'}  "
+                         f"keep {'on' if self.keep else 'off'}  context {'held' if self.state is not None else 'empty'}")
+            elif name in ("temp", "len", "topk", "topp", "seed"):
+                self.setting(name, arg)
+            else:
+                raise ValueError(f"unknown command ':{name}' — :help lists the commands")
+        except ValueError as e:
+            self.say(f"error: {e}")
+        return True
+
+    def setting(self, name: str, arg: str) -> None:
+        if not arg:
+            raise ValueError(f":{name} needs a value")
+        try:
+            if name == "seed":
+                self.fixed_seed = None if arg in ("none", "random") else int(arg)
+                candidate = replace(self.cfg, seed=self.fixed_seed)
+            elif name == "temp":
+                candidate = replace(self.cfg, temperature=float(arg))
+            elif name == "len":
+                candidate = replace(self.cfg, length=int(arg))
+            elif name == "topk":
+                candidate = replace(self.cfg, top_k=int(arg) or None)
+            else:
+                p = float(arg)
+                candidate = replace(self.cfg, top_p=None if p == 1 else p)
+        except ValueError:
+            raise ValueError(f":{name} '{arg}' is not a number") from None
+        if problems := candidate.validate():
+            raise ValueError(problems[0].replace("--", ":"))
+        self.cfg = candidate
+        self.say(f"{name} = {arg}")

@@ -1,0 +1,306 @@
+"""Training: `TrainConfig` and the truncated-BPTT loop.
+
+AdamW; linear warm-up then cosine decay to 10% of the peak rate, following the
+fraction of the run that is done (steps, epochs or wall-clock budget, whichever
+ends first); global-norm clipping; a full pass over the validation split every
+`eval_every` steps; `best` kept by validation loss and `latest` (with the whole
+training state) saved at every evaluation. SIGINT/SIGTERM finish the current
+step, save `latest` and return, so `--resume` continues bit-for-bit (CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from charnn import checkpoint
+from charnn.data import Streams
+from charnn.errors import TrainingError, UsageError
+from charnn.model import CharRNN, State, detach_state
+
+MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    seq_len: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    warmup: int = 50  # steps of linear warm-up
+    clip: float = 1.0
+    epochs: float | None = None
+    max_steps: int | None = None
+    time_budget: float | None = None  # seconds of training (evaluation included)
+    eval_every: int = 200
+    patience: int = 0  # stop after this many evaluations without a new best (0: never)
+    val_frac: float = 0.1
+    seed: int = 1337
+
+    def validate(self) -> list[str]:
+        problems = []
+        for name in ("batch_size", "seq_len", "eval_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} {getattr(self, name)} must be at least 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"--lr {self.lr} must be a positive number")
+        if self.weight_decay < 0:
+            problems.append(f"--weight-decay {self.weight_decay} must be 0 or more")
+        if self.warmup < 0 or self.patience < 0:
+            problems.append("--warmup and --patience must be 0 or more")
+        if not self.clip > 0:
+            problems.append(f"--clip {self.clip} must be positive")
+        if not 0.0 < self.val_frac < 1.0:
+            problems.append(f"--val-frac {self.val_frac} must be between 0 and 1 (exclusive)")
+        for name, value in (("epochs", self.epochs), ("max_steps", self.max_steps), ("time", self.time_budget)):
+            if value is not None and not value > 0:
+                problems.append(f"--{name.replace('_', '-')} {value} must be positive")
+        if self.epochs is None and self.max_steps is None and self.time_budget is None:
+            problems.append("no stopping rule — give --time, --max-steps or --epochs")
+        return problems
+
+
+@dataclass
+class Progress:
+    """Everything besides weights and optimizer that an exact resume needs."""
+
+    step: int = 0
+    epoch: int = 0
+    window: int = 0  # next window of the current epoch
+    tokens: int = 0
+    elapsed: float = 0.0  # seconds trained, summed over sessions
+    best_val: float = math.inf
+    evals_since_best: int = 0
+    skipped: int = 0  # non-finite steps skipped
+    last_eval_step: int = -1
+
+
+@dataclass
+class TrainResult:
+    progress: Progress
+    last_val: float | None
+    stopped_by: str  # "max-steps", "epochs", "time", "patience" or "interrupted"
+
+
+def lr_at(cfg: TrainConfig, step: int, done: float) -> float:
+    """Warm-up over `cfg.warmup` steps, then cosine from lr to 0.1*lr as `done` goes 0 -> 1."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0))))
+
+
+def fraction_done(cfg: TrainConfig, p: Progress, windows_per_epoch: int) -> float:
+    fractions = [0.0]
+    if cfg.max_steps:
+        fractions.append(p.step / cfg.max_steps)
+    if cfg.epochs:
+        fractions.append(p.step / (cfg.epochs * windows_per_epoch))
+    if cfg.time_budget:
+        fractions.append(p.elapsed / cfg.time_budget)
+    return max(fractions)
+
+
+def stop_reason(cfg: TrainConfig, p: Progress, windows_per_epoch: int) -> str | None:
+    if cfg.max_steps is not None and p.step >= cfg.max_steps:
+        return "max-steps"
+    if cfg.epochs is not None and p.step >= cfg.epochs * windows_per_epoch:
+        return "epochs"
+    if cfg.time_budget is not None and p.elapsed >= cfg.time_budget:
+        return "time"
+    if cfg.patience and p.evals_since_best >= cfg.patience:
+        return "patience"
+    return None
+
+
+@torch.inference_mode()
+def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device: torch.device) -> float:
+    """Mean loss in nats per character over all of `ids`, state carried window to window."""
+    if len(ids) < 2:
+        raise UsageError("the evaluation text needs at least 2 characters — give more text")
+    # Fewer streams for short texts so each stream still spans at least one window.
+    streams = Streams(ids, max(1, min(batch_size, (len(ids) - 1) // seq_len)), seq_len)
+    was_training = model.training
+    model.eval()
+    state = model.init_state(streams.batch_size, device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    for x, y in streams.windows(partial=True):
+        logits, state = model(x.to(device), state)  # (B, t, V)
+        total += F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum").double()
+        count += y.numel()
+    model.train(was_training)
+    return float(total) / count
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the loop finishes its step and saves."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: Any) -> None:
+            self.raised = True
+
+        for sig in previous:
+            signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def train(
+    model: CharRNN,
+    cfg: TrainConfig,
+    train_ids: np.ndarray,
+    val_ids: np.ndarray,
+    run_dir: Path,
+    device: torch.device,
+    *,
+    resume: dict[str, Any] | None = None,
+    show_progress: bool = True,
+    should_stop: Callable[[Progress], bool] | None = None,
+) -> TrainResult:
+    """Train `model` in place, writing checkpoints and metrics into `run_dir`.
+
+    `resume` is the payload of `latest.pt`; `should_stop` is polled after each
+    step (tests use it to interrupt at an exact step). `show_progress` turns on
+    the tqdm bar (on a terminal) and one line per evaluation.
+    """
+    streams = Streams(train_ids, cfg.batch_size, cfg.seq_len)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    p = Progress()
+    state: State = model.init_state(cfg.batch_size, device)
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        p = Progress(**resume["progress"])
+        state = tuple(s.to(device) for s in resume["state"])
+        torch.set_rng_state(resume["rng"])
+        if device.type == "cuda" and resume.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(resume["cuda_rng"], device)
+        checkpoint.truncate_metrics(run_dir, p.step)
+    else:
+        torch.manual_seed(cfg.seed)
+    flag = _StopFlag()
+    last_val: float | None = None
+    loss_sum = torch.zeros((), device=device)
+    loss_count = 0
+    # The bar counts thousandths of the run, so its ETA works for step, epoch and time limits alike.
+    bar = tqdm(total=1000, disable=None if show_progress else True,
+               bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}", dynamic_ncols=True)
+    shown_at = 0.0
+    session_start = time.perf_counter() - p.elapsed
+    rate_mark = (time.perf_counter(), p.tokens)
+
+    def save_latest() -> None:
+        checkpoint.save_tensors(run_dir / checkpoint.LATEST, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": p.step,
+            "progress": vars(p).copy(), "state": tuple(s.cpu() for s in state),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        })
+
+    def run_eval() -> None:
+        nonlocal last_val, loss_sum, loss_count, rate_mark
+        val = evaluate(model, val_ids, cfg.batch_size, cfg.seq_len, device)
+        last_val = val
+        now = time.perf_counter()
+        tps = (p.tokens - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
+        record = {
+            "step": p.step, "epoch": round(p.epoch + p.window / streams.n_windows, 4), "tokens": p.tokens,
+            "elapsed": round(p.elapsed, 3), "train_loss": float(loss_sum) / loss_count if loss_count else None,
+            "val_loss": val, "val_bpc": val / math.log(2), "lr": optimizer.param_groups[0]["lr"],
+            "tokens_per_s": round(tps, 1),
+        }
+        if val < p.best_val:
+            p.best_val, p.evals_since_best = val, 0
+            checkpoint.save_tensors(run_dir / checkpoint.BEST, {"model": model.state_dict(), "step": p.step,
+                                                                 "val_loss": val})
+        else:
+            p.evals_since_best += 1
+        checkpoint.append_metrics(run_dir, record)
+        save_latest()
+        p.last_eval_step = p.step
+        if show_progress:
+            train_loss = record["train_loss"] if record["train_loss"] is not None else float("nan")
+            tqdm.write(f"step {p.step:>6}  train {train_loss:.4f}  val {val:.4f} nats ({record['val_bpc']:.3f} bpc)"
+                       f"  {tps:,.0f} tok/s  lr {record['lr']:.2e}")
+        loss_sum, loss_count = torch.zeros((), device=device), 0
+        rate_mark = (time.perf_counter(), p.tokens)
+
+    stopped_by = "interrupted"
+    bad_in_row = 0
+    with flag.installed(), bar:
+        while True:
+            if (reason := stop_reason(cfg, p, streams.n_windows)) is not None:
+                stopped_by = reason
+                if p.last_eval_step != p.step:
+                    run_eval()
+                break
+            if p.window >= streams.n_windows:  # new epoch: streams restart, state resets
+                p.epoch, p.window = p.epoch + 1, 0
+                state = model.init_state(cfg.batch_size, device)
+            lr = lr_at(cfg, p.step, fraction_done(cfg, p, streams.n_windows))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = streams.window(p.window)
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            logits, new_state = model(x, state)  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            if torch.isfinite(loss + grad_norm):
+                optimizer.step()
+                state = detach_state(new_state)
+                loss_sum += loss.detach()
+                loss_count += 1
+                bad_in_row = 0
+            else:  # skip: weights and state stay as they were
+                p.skipped += 1
+                bad_in_row += 1
+                if bad_in_row >= MAX_BAD_STEPS:
+                    save_latest()
+                    raise TrainingError(
+                        f"the loss diverged ({bad_in_row} non-finite steps in a row at step {p.step}) — lower --lr "
+                        f"(now {cfg.lr:g}) or --clip and resume; best/latest hold the last finite weights")
+            p.step += 1
+            p.window += 1
+            p.tokens += x.numel()
+            p.elapsed = time.perf_counter() - session_start
+            if p.step % cfg.eval_every == 0:
+                run_eval()
+            now = time.perf_counter()
+            if now - shown_at > 0.5 and not bar.disable:
+                shown_at = now
+                done = fraction_done(cfg, p, streams.n_windows)
+                bar.n = min(1000, int(done * 1000))
+                tps = (p.tokens - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
+                bar.set_postfix_str(f"step {p.step} loss {loss.item():.3f} val "
+                                    f"{'-' if last_val is None else f'{last_val:.3f}'} {tps:,.0f} tok/s lr {lr:.2e}")
+            if flag.raised or (should_stop is not None and should_stop(p)):
+                save_latest()
+                break
+    return TrainResult(p, last_val, stopped_by)
