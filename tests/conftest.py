@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny corpora written into tmp_path and tiny trained runs."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from charnn import api
+from charnn.model import ModelConfig
+from charnn.train import TrainConfig
+
+PATTERN = "0123456789abcdef ghijklmnop\n"  # every character determines the next: learnable to ~0 loss
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own folder, so checkpoints/ and corpora/ are private to it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHARNN_SHAKESPEARE_URL", raising=False)
+
+
+@pytest.fixture
+def pattern_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pattern.txt"
+    path.write_text(PATTERN * 400, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def words_file(tmp_path: Path) -> Path:
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "mat", "dog", "ran", "über", "naïve"]
+    path = tmp_path / "words.txt"
+    path.write_text(" ".join(rng.choice(words) for _ in range(6000)) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_model(cell: str = "lstm", hidden: int = 32) -> ModelConfig:
+    return ModelConfig(vocab_size=1, cell=cell, layers=2, hidden=hidden, embed=16, dropout=0.0)
+
+
+def tiny_train(**overrides: object) -> TrainConfig:
+    values: dict = dict(batch_size=8, seq_len=32, lr=1e-2, warmup=5, max_steps=60, eval_every=20, seed=7)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def train_run(corpus: Path, name: str = "run", cell: str = "lstm", **overrides: object) -> Path:
+    run_dir, _ = api.start_training(str(corpus), tiny_model(cell), tiny_train(**overrides), name=name,
+                                    device="cpu", show_progress=False)
+    return run_dir

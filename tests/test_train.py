@@ -1,0 +1,107 @@
+"""End to end per cell type, exact resume, and the training schedule."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from charnn import api, checkpoint
+from charnn.train import TrainConfig, lr_at
+from tests.conftest import tiny_model, tiny_train, train_run
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_learns_a_pattern_and_reloads_identically(pattern_file, cell: str) -> None:
+    run_dir = train_run(pattern_file, name=cell, cell=cell, lr=3e-2, max_steps=200, eval_every=50)
+    metrics = checkpoint.read_metrics(run_dir)
+    assert metrics[-1]["val_loss"] < 0.05, metrics[-1]  # near zero: the pattern is deterministic
+    assert {"step", "epoch", "tokens", "elapsed", "train_loss", "val_loss", "val_bpc", "lr", "tokens_per_s"} <= set(
+        metrics[-1])
+    run = checkpoint.load(run_dir, "latest")
+    again = checkpoint.load(run_dir, "latest")
+    ids = torch.tensor([run.tokenizer.encode("0123456789abc")])
+    with torch.no_grad():
+        a, _ = run.model(ids, run.model.init_state(1))
+        b, _ = again.model(ids, again.model.init_state(1))
+    assert torch.equal(a, b)
+    # after a few characters of context the model continues the pattern exactly
+    assert run.tokenizer.decode(a[0].argmax(-1).tolist())[2:] == "3456789abcd"
+
+
+def _weights(run_dir):
+    return checkpoint.load_tensors(run_dir / checkpoint.LATEST)["model"]
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(words_file) -> None:
+    # dropout on, so RNG state matters; several epochs, so the epoch reset is crossed
+    overrides = dict(max_steps=50, eval_every=15)
+    model = tiny_model("lstm")
+    model.dropout = 0.2
+    api.start_training(str(words_file), model, tiny_train(**overrides), name="straight", device="cpu",
+                       show_progress=False)
+
+    import charnn.api as api_mod
+    from charnn import train as train_mod
+
+    real_train = train_mod.train
+
+    def stop_at_23(*args, **kwargs):
+        kwargs["should_stop"] = lambda p: p.step == 23
+        return real_train(*args, **kwargs)
+
+    api_mod.train = stop_at_23
+    try:
+        model2 = tiny_model("lstm")
+        model2.dropout = 0.2
+        _, first = api.start_training(str(words_file), model2, tiny_train(**overrides), name="split", device="cpu",
+                                      show_progress=False)
+    finally:
+        api_mod.train = real_train
+    assert first.stopped_by == "interrupted" and first.progress.step == 23
+    _, second = api.resume_training("split", device="cpu", show_progress=False)
+    assert second.progress.step == 50
+    a, b = _weights(api.Paths().checkpoints / "straight"), _weights(api.Paths().checkpoints / "split")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [r["step"] for r in checkpoint.read_metrics(api.Paths().checkpoints / "split")]
+    assert steps == sorted(set(steps))  # no duplicated or out-of-order records after the resume
+
+
+def test_same_seed_same_weights(words_file) -> None:
+    train_run(words_file, name="a", max_steps=20)
+    train_run(words_file, name="b", max_steps=20)
+    a, b = _weights(api.Paths().checkpoints / "a"), _weights(api.Paths().checkpoints / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_can_extend_and_refuses_changed_corpus(words_file) -> None:
+    train_run(words_file, name="r", max_steps=20)
+    _, result = api.resume_training("r", max_steps=30, device="cpu", show_progress=False)
+    assert result.progress.step == 30
+    assert json.loads((api.Paths().checkpoints / "r" / "config.json").read_text())["train"]["max_steps"] == 30
+    words_file.write_text(words_file.read_text() + "more", encoding="utf-8")
+    from charnn.errors import UsageError
+
+    with pytest.raises(UsageError, match="not the one run 'r' was trained on"):
+        api.resume_training("r", max_steps=40, device="cpu", show_progress=False)
+
+
+def test_schedule_warms_up_then_decays_to_ten_percent() -> None:
+    cfg = TrainConfig(lr=1.0, warmup=10, max_steps=100)
+    assert lr_at(cfg, 0, 0.0) == pytest.approx(0.1)
+    assert lr_at(cfg, 9, 0.09) == pytest.approx(1.0)
+    assert lr_at(cfg, 50, 0.5) == pytest.approx(0.55)
+    assert lr_at(cfg, 100, 1.0) == pytest.approx(0.1)
+    assert lr_at(cfg, 200, 2.0) == pytest.approx(0.1)
+
+
+def test_time_budget_stops_and_anneals(words_file) -> None:
+    run_dir, result = api.start_training(str(words_file), tiny_model(), tiny_train(max_steps=None, time_budget=2.0),
+                                         name="timed", device="cpu", show_progress=False)
+    assert result.stopped_by == "time"
+    assert 2.0 <= result.progress.elapsed < 6.0
+    last = checkpoint.read_metrics(run_dir)[-1]
+    assert last["lr"] == pytest.approx(tiny_train().lr * 0.1, rel=0.05)  # fully annealed at the end
+    assert math.isfinite(last["val_loss"])
