@@ -10,8 +10,10 @@ step, save `latest` and return, so `--resume` continues bit-for-bit (CPU).
 
 from __future__ import annotations
 
+import ctypes
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -124,6 +126,25 @@ def stop_reason(cfg: TrainConfig, p: Progress, windows_per_epoch: int) -> str | 
     return None
 
 
+def tune_cpu_allocator() -> bool:
+    """Keep glibc from handing large blocks back to the kernel after every step.
+
+    A training step frees and re-allocates tens of MB of activations; with glibc's
+    defaults each of those is an mmap/munmap pair plus page faults, which cost
+    ~45% of a 2x256 LSTM step on 2 cores (benchmarks/RESULTS.md). Raising the mmap
+    and trim thresholds keeps the memory in the heap for reuse. Returns whether
+    it applied (glibc on Linux only).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):
+        return False  # not glibc (e.g. musl): nothing to tune
+
+
 @torch.inference_mode()
 def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device: torch.device) -> float:
     """Mean loss in nats per character over all of `ids`, state carried window to window."""
@@ -187,6 +208,8 @@ def train(
     step (tests use it to interrupt at an exact step). `show_progress` turns on
     the tqdm bar (on a terminal) and one line per evaluation.
     """
+    if device.type == "cpu":
+        tune_cpu_allocator()
     streams = Streams(train_ids, cfg.batch_size, cfg.seq_len)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

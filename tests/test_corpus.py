@@ -51,10 +51,10 @@ def test_replace_bad_bytes(tmp_path: Path) -> None:
 
 
 def test_missing_and_empty_folder(tmp_path: Path) -> None:
-    with pytest.raises(CorpusError, match="not found .* built-in name"):
+    with pytest.raises(CorpusError, match=r"not found .* built-in name"):
         corpus.resolve("nope.txt", tmp_path)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CorpusError, match="no .txt files"):
+    with pytest.raises(CorpusError, match=r"no \.txt files"):
         corpus.resolve(str(tmp_path / "empty"), tmp_path)
 
 
@@ -108,7 +108,7 @@ def test_download_success(tmp_path: Path, serve, monkeypatch: pytest.MonkeyPatch
 
 def test_download_checksum_mismatch_leaves_nothing(tmp_path: Path, serve) -> None:
     url = serve(b"First Citizen: not the real file\n")
-    with pytest.raises(CorpusError, match="sha256 .* expected"):
+    with pytest.raises(CorpusError, match=r"sha256 .* expected"):
         corpus.resolve("shakespeare", tmp_path / "corpora", url=url)
     assert list((tmp_path / "corpora").iterdir()) == []  # no partial or wrong file left behind
 
