@@ -51,15 +51,19 @@ class Prepared:
     val_ids: Any
 
 
-def prepare_corpus(spec: str, cfg: TrainConfig, paths: Paths, *, url: str | None = None,
-                   replace_errors: bool = False) -> Prepared:
-    source = corpus.resolve(spec, paths.corpora, url=url, replace_errors=replace_errors)
+def check_fits(chars: int, cfg: TrainConfig) -> None:
+    """Fail before any work when the corpus is too short for the chosen layout."""
+    n_val = int(chars * cfg.val_frac)
+    data.Streams.check_fits(chars - n_val, cfg.batch_size, cfg.seq_len, "training")
+    if n_val < 2:
+        raise UsageError(f"the validation split has {n_val} characters (--val-frac {cfg.val_frac}) — "
+                         "raise --val-frac or give more text (it needs at least 2)")
+
+
+def prepare_corpus(source: corpus.Corpus, cfg: TrainConfig, paths: Paths) -> Prepared:
+    check_fits(source.chars, cfg)
     encoded = data.prepare(source.chunks, source.fingerprint, paths.cache)
     train_ids, val_ids = data.split(encoded.ids, cfg.val_frac)
-    data.Streams.check_fits(len(train_ids), cfg.batch_size, cfg.seq_len, "training")
-    if len(val_ids) < 2:
-        raise UsageError(f"the validation split has {len(val_ids)} characters (--val-frac {cfg.val_frac}) — "
-                         "raise --val-frac or give more text (it needs at least 2)")
     return Prepared(source, encoded, train_ids, val_ids)
 
 
@@ -77,7 +81,8 @@ def start_training(spec: str, model_cfg: ModelConfig, cfg: TrainConfig, *, name:
     dev = resolve_device(device)
     run_dir = paths.checkpoints / (name or default_run_name(spec))
     checkpoint.check_new(run_dir, overwrite)  # before the slow corpus work
-    prepared = prepare_corpus(spec, cfg, paths, url=url, replace_errors=replace_errors)
+    source = corpus.resolve(spec, paths.corpora, url=url, replace_errors=replace_errors)
+    prepared = prepare_corpus(source, cfg, paths)
     model_cfg.vocab_size = prepared.encoded.tokenizer.vocab_size
     torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run
     model = CharRNN(model_cfg)
@@ -105,8 +110,11 @@ def resume_training(run: str, *, corpus_path: str | None = None, max_steps: int 
         cfg = TrainConfig(**config["train"])
     except TypeError:
         raise RunError(f"'{run_dir / checkpoint.CONFIG}' has an unknown train section — the run is damaged") from None
-    payload = checkpoint.load_tensors(run_dir / checkpoint.LATEST)
-    done = payload.get("progress", {})
+    checkpoint.clean_temp_files(run_dir)
+    # No latest.pt: the run was stopped before its first save, so it starts over from its config.
+    latest = run_dir / checkpoint.LATEST
+    payload = checkpoint.load_tensors(latest) if latest.exists() else None
+    done = payload.get("progress", {}) if payload else {}
     if max_steps is not None:
         cfg.max_steps = max_steps
     if epochs is not None:
@@ -117,15 +125,21 @@ def resume_training(run: str, *, corpus_path: str | None = None, max_steps: int 
     dev = resolve_device(device)
     recorded = config.get("corpus", {})
     spec = corpus_path or recorded.get("source", "")
-    prepared = prepare_corpus(spec, cfg, paths, replace_errors=bool(recorded.get("replace_errors")))
-    if prepared.corpus.fingerprint != recorded.get("fingerprint"):
+    source = corpus.resolve(spec, paths.corpora, replace_errors=bool(recorded.get("replace_errors")))
+    if source.fingerprint != recorded.get("fingerprint"):
         raise UsageError(f"corpus '{spec}' is not the one run '{run_dir.name}' was trained on (its content changed) — "
                          "give the original file as CORPUS (e.g. after moving it), or train a new run")
+    prepared = prepare_corpus(source, cfg, paths)
     tokenizer = checkpoint.load_tokenizer(run_dir)
     if tokenizer.chars != prepared.encoded.tokenizer.chars:
         raise RunError(f"run '{run_dir.name}' has a different vocabulary than its corpus — the run is damaged")
+    torch.manual_seed(cfg.seed)  # same initial weights as the original start, if there is no payload
     model = CharRNN(model_cfg)
-    model.load_state_dict(payload["model"])
+    if payload is not None:
+        try:
+            model.load_state_dict(payload["model"])
+        except (RuntimeError, TypeError):
+            raise RunError(f"the weights in '{latest}' do not fit the run's config — the run is damaged") from None
     config["train"] = asdict(cfg)
     checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
     result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, dev, resume=payload,

@@ -96,11 +96,28 @@ def check_new(run_dir: Path, overwrite: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"'{run_dir}' exists and is not a folder — pick another --name")
     if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not (run_dir / CONFIG).exists() and _abandoned(run_dir):
+            return  # a start that died before writing its config: nothing of value to protect
         if not overwrite:
             raise RunError(f"run '{run_dir}' already exists — pick another --name, resume it with "
                            f"--resume {run_dir.name}, or pass --overwrite to replace it")
         if not (run_dir / CONFIG).exists():
             raise RunError(f"'{run_dir}' is not a charnn run — refusing to overwrite it; pick another --name")
+
+
+def _abandoned(run_dir: Path) -> bool:
+    return all(p.name == TOKENIZER or _is_temp(p) for p in run_dir.iterdir())
+
+
+def _is_temp(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def clean_temp_files(run_dir: Path) -> None:
+    """Remove temp files left by a process killed in the middle of a write."""
+    for path in run_dir.iterdir():
+        if _is_temp(path):
+            path.unlink(missing_ok=True)
 
 
 def create(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, overwrite: bool) -> None:
@@ -112,10 +129,11 @@ def create(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, over
         raise RunError(f"cannot create run folder '{run_dir}' ({e.strerror}) — pass a writable --checkpoints-dir") from None
     if not os.access(run_dir, os.W_OK):
         raise RunError(f"run folder '{run_dir}' is not writable — pass a writable --checkpoints-dir")
-    for name in (BEST, LATEST, METRICS):
-        (run_dir / name).unlink(missing_ok=True)
+    for name in (CONFIG, BEST, LATEST, METRICS):
+        (run_dir / name).unlink(missing_ok=True)  # config first: without it the folder is no longer a run
+    clean_temp_files(run_dir)
     write_text(run_dir / TOKENIZER, tokenizer.to_json())
-    write_json(run_dir / CONFIG, {"format_version": FORMAT_VERSION, **config})
+    write_json(run_dir / CONFIG, {"format_version": FORMAT_VERSION, **config})  # last: marks a complete start
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:

@@ -47,6 +47,7 @@ class Corpus:
     name: str
     paths: tuple[Path, ...]
     size: int
+    chars: int  # characters (code points) after decoding
     fingerprint: str  # sha256 of the exact byte stream `chunks()` decodes
     replace_errors: bool = False
 
@@ -130,7 +131,7 @@ def _validate(name: str, paths: tuple[Path, ...], replace_errors: bool) -> Corpu
         raise CorpusError(f"corpus '{name}' cannot be read ({e.strerror}) — check the path") from None
     if chars < 2:
         raise CorpusError(f"corpus '{name}' is empty — give a file with at least 2 characters")
-    return Corpus(name, paths, size, digest.hexdigest(), replace_errors)
+    return Corpus(name, paths, size, chars, digest.hexdigest(), replace_errors)
 
 
 def _locate(paths: tuple[Path, ...], offset: int) -> str:

@@ -222,9 +222,9 @@ def train(
         torch.set_rng_state(resume["rng"])
         if device.type == "cuda" and resume.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(resume["cuda_rng"], device)
-        checkpoint.truncate_metrics(run_dir, p.step)
     else:
         torch.manual_seed(cfg.seed)
+    checkpoint.truncate_metrics(run_dir, p.step)  # records a killed process wrote after its last full save
     flag = _StopFlag()
     last_val: float | None = None
     loss_sum = torch.zeros((), device=device)
@@ -263,8 +263,8 @@ def train(
         else:
             p.evals_since_best += 1
         checkpoint.append_metrics(run_dir, record)
-        save_latest()
         p.last_eval_step = p.step
+        save_latest()
         if show_progress:
             train_loss = record["train_loss"] if record["train_loss"] is not None else float("nan")
             tqdm.write(f"step {p.step:>6}  train {train_loss:.4f}  val {val:.4f} nats ({record['val_bpc']:.3f} bpc)"

@@ -1,0 +1,167 @@
+"""Every user mistake: one line naming the problem and the fix, the right exit code, nothing on disk changed.
+
+Each row: an id, the command line (``{good}`` is a valid corpus, ``{run}`` a trained run), an optional
+setup that breaks something first, the exit code (2 usage, 1 other failures) and a regex the
+one-line message must match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from charnn import corpus as corpus_mod
+from charnn.cli import app
+from tests.conftest import train_run
+
+runner = CliRunner()
+TINY = "--hidden 16 --embed 8 --batch-size 4 --seq-len 16 --max-steps 5 --device cpu -q"
+
+
+def write(name: str, content: bytes) -> Callable[[Path], None]:
+    return lambda root: (root / name).write_bytes(content)
+
+
+def mkdir(name: str) -> Callable[[Path], None]:
+    return lambda root: (root / name).mkdir()
+
+
+def remove_run_file(name: str) -> Callable[[Path], None]:
+    return lambda root: (root / "checkpoints" / "r" / name).unlink()
+
+
+def truncate_run_file(name: str) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        path = root / "checkpoints" / "r" / name
+        path.write_bytes(path.read_bytes()[:100])
+
+    return setup
+
+
+def edit_config(**changes: object) -> Callable[[Path], None]:
+    def setup(root: Path) -> None:
+        path = root / "checkpoints" / "r" / "config.json"
+        config = json.loads(path.read_text())
+        config.update(changes)
+        path.write_text(json.dumps(config))
+
+    return setup
+
+
+def append_to_corpus(root: Path) -> None:
+    with open(root / "good.txt", "a", encoding="utf-8") as f:
+        f.write("a changed ending\n")
+
+
+def unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
+    def deny(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(corpus_mod, "open", deny, raising=False)  # root ignores chmod, so deny at open()
+
+
+CASES: list[tuple[str, str, Callable[[Path], None] | None, int, str]] = [
+    # corpus problems
+    ("missing corpus", "train nope.txt", None, 1, r"corpus 'nope.txt' not found — give a text file"),
+    ("unreadable corpus", "train {good}", None, 1, r"cannot be read \(permission denied\)"),
+    ("empty corpus", "train empty.txt", write("empty.txt", b""), 1, r"'empty.txt' is empty — give a file with at least 2"),
+    ("folder without text files", "train folder", mkdir("folder"), 1, r"holds no .txt files"),
+    ("binary file", "train bin.txt", write("bin.txt", b"\x7fELF\x00\x01\x02"), 1, r"looks binary \(NUL byte at offset 4\)"),
+    ("not UTF-8", "train latin.txt", write("latin.txt", "café".encode("latin-1") * 50), 1,
+     r"not valid UTF-8 \(bad byte at offset 3\) — .*--replace-bad-bytes"),
+    ("too short for the layout", "train {good} --batch-size 512 --seq-len 256", None, 2,
+     r"needs at least 131,073 — lower --batch-size or --seq-len"),
+    ("validation split too small", "train {good} --val-frac 0.00001", None, 2, r"validation split has 0 characters"),
+    # hyper-parameters
+    ("zero hidden", "train {good} --hidden 0", None, 2, r"--hidden 0 must be at least 1"),
+    ("negative layers", "train {good} --layers -2", None, 2, r"--layers -2 must be at least 1"),
+    ("zero batch", "train {good} --batch-size 0", None, 2, r"--batch-size 0 must be at least 1"),
+    ("negative lr", "train {good} --lr -1", None, 2, r"--lr -1.0 must be a positive number"),
+    ("val-frac zero", "train {good} --val-frac 0", None, 2, r"--val-frac 0.0 must be between 0 and 1"),
+    ("val-frac above one", "train {good} --val-frac 1.5", None, 2, r"--val-frac 1.5 must be between 0 and 1"),
+    ("dropout one", "train {good} --dropout 1", None, 2, r"--dropout 1.0 must be in \[0, 1\)"),
+    ("unknown cell", "train {good} --cell transformer", None, 2, r"--cell 'transformer' is unknown — use one of rnn, lstm, gru"),
+    ("unparsable time", "train {good} --time soon", None, 2, r"'soon' is not a duration — use e.g. 90s, 10m"),
+    ("non-numeric hidden", "train {good} --hidden big", None, 2, r"Invalid value for '--hidden'.* valid integer"),
+    ("device not available", "train {good} --device cuda", None, 1, r"--device cuda is not available"),
+    ("unknown device", "sample r --device tpu", None, 1, r"--device 'tpu' is unknown"),
+    # runs
+    ("run that does not exist", "sample nope", None, 1, r"run 'nope' not found — give a run name under 'checkpoints' \(r\)"),
+    ("run name already exists", "train {good} --name r", None, 1, r"run 'checkpoints/r' already exists — .*--overwrite"),
+    ("run missing best.pt", "sample r", remove_run_file("best.pt"), 1, r"best.pt' is missing"),
+    ("run missing tokenizer", "sample r", remove_run_file("tokenizer.json"), 1, r"has no tokenizer.json"),
+    ("run missing config", "sample r", remove_run_file("config.json"), 1, r"run 'r' not found"),
+    ("truncated latest.pt", "sample r --checkpoint latest", truncate_run_file("latest.pt"), 1, r"truncated or corrupt"),
+    ("truncated config", "sample r", truncate_run_file("config.json"), 1, r"config.json' is unreadable or not JSON"),
+    ("unknown format version", "sample r", edit_config(format_version=99), 1,
+     r"format version 99, this charnn reads version 1"),
+    ("mistyped config", "sample r", edit_config(model={"cell": "lstm"}), 1, r"missing or mistyped model field"),
+    ("resume with changed corpus", "train --resume r good.txt", append_to_corpus, 2,
+     r"not the one run 'r' was trained on .* give the original file"),
+    ("output folder not writable", "train {good} --checkpoints-dir good.txt/runs", None, 1,
+     r"cannot create run folder .* pass a writable --checkpoints-dir"),
+    # sampling
+    ("prime with unseen characters", "sample r --prime QX", None, 1, r"prime has character\(s\) the model never saw: 'Q', 'X'"),
+    ("negative temperature", "sample r --temperature -1", None, 2, r"--temperature -1.0 must be 0 \(greedy\) or more"),
+    ("top-k zero", "sample r --top-k 0", None, 2, r"--top-k 0 must be at least 1"),
+    ("top-p above one", "sample r --top-p 2", None, 2, r"--top-p 2.0 must be in \(0, 1\]"),
+    ("non-numeric temperature", "sample r --temperature hot", None, 2, r"Invalid value for '--temperature'.* number"),
+    ("negative length", "sample r --length -5", None, 2, r"--length -5 must be 0 or more"),
+    ("unknown checkpoint", "sample r --checkpoint oldest", None, 1, r"--checkpoint 'oldest' is unknown"),
+    ("eval of a missing file", "eval r nope.txt", None, 1, r"corpus 'nope.txt' not found"),
+]
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            files[str(path.relative_to(root))] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+    return files
+
+
+@pytest.fixture(scope="module")
+def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("template")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        (root / "good.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 80, encoding="utf-8")
+        train_run(root / "good.txt", name="r", max_steps=10, eval_every=5, batch_size=4, seq_len=16)
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+@pytest.mark.parametrize(("args", "setup", "code", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input(trained_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: str,
+                   setup: Callable[[Path], None] | None, code: int, message: str) -> None:
+    shutil.copytree(trained_template, tmp_path, dirs_exist_ok=True)
+    if setup is not None:
+        setup(tmp_path)
+    if "unreadable" in message or "permission denied" in message:
+        unreadable(monkeypatch)
+    before = snapshot(tmp_path)
+    argv = args.format(good="good.txt").split()
+    if argv[0] == "train" and "--resume" not in argv:
+        argv[1:1] = TINY.split()  # before the row's own options, which therefore win
+    result = runner.invoke(app, argv)
+    out = result.output.strip()
+    assert result.exit_code == code, out
+    assert "Traceback" not in out
+    lines = out.splitlines()
+    if code == 1:  # our own errors: exactly one line
+        assert len(lines) == 1 and lines[0].startswith("error: "), out
+        assert re.search(message, lines[0]), lines[0]
+    else:  # usage errors: ours are one line; Typer's own parse errors come in its usage box
+        flat = " ".join(line.strip(" │╭╮╰╯─") for line in lines)
+        assert re.search(message, re.sub(r"\s+", " ", flat)), out
+    assert snapshot(tmp_path) == before, "a failed command changed files on disk"
