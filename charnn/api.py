@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,9 @@ import torch
 from charnn import checkpoint, corpus, data
 from charnn.errors import RunError, UsageError
 from charnn.model import CharRNN, ModelConfig, State, resolve_device
+from charnn.recipe import Recipe, choose, measure_speed
 from charnn.sample import SampleConfig, generate
-from charnn.train import TrainConfig, TrainResult, evaluate, train
+from charnn.train import TrainConfig, TrainResult, evaluate, train, tune_cpu_allocator
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 DEFAULT_CORPORA = Path("corpora")
@@ -74,8 +75,14 @@ def default_run_name(spec: str) -> str:
 def start_training(spec: str, model_cfg: ModelConfig, cfg: TrainConfig, *, name: str | None = None,
                    device: str = "auto", paths: Paths | None = None, overwrite: bool = False,
                    url: str | None = None, replace_errors: bool = False, show_progress: bool = True,
-                   extra_config: dict[str, Any] | None = None) -> tuple[Path, TrainResult]:
-    """Train a new run on corpus `spec`; `model_cfg.vocab_size` is filled in from the corpus."""
+                   auto_fields: frozenset[str] = frozenset(),
+                   announce: Callable[[str], None] | None = None) -> tuple[Path, TrainResult]:
+    """Train a new run on corpus `spec`; `model_cfg.vocab_size` is filled in from the corpus.
+
+    With a time budget, the fields named in `auto_fields` (those the user did
+    not set) are chosen by `recipe.choose` for this machine's measured speed;
+    `announce` receives the line describing the choice.
+    """
     paths = paths or Paths()
     _check(model_cfg.validate() + cfg.validate())
     dev = resolve_device(device)
@@ -84,6 +91,20 @@ def start_training(spec: str, model_cfg: ModelConfig, cfg: TrainConfig, *, name:
     source = corpus.resolve(spec, paths.corpora, url=url, replace_errors=replace_errors)
     prepared = prepare_corpus(source, cfg, paths)
     model_cfg.vocab_size = prepared.encoded.tokenizer.vocab_size
+    recipe = None
+    if auto_fields and cfg.time_budget:
+        if dev.type == "cpu":
+            tune_cpu_allocator()  # as training will: the probe must see the same speed
+        speed = measure_speed(dev, model_cfg.vocab_size)
+        recipe = choose(cfg.time_budget, len(prepared.train_ids), model_cfg.vocab_size, speed)
+        for name in auto_fields:
+            setattr(model_cfg if hasattr(model_cfg, name) else cfg, name, getattr(recipe, name))
+        _check(model_cfg.validate() + cfg.validate())
+        check_fits(prepared.corpus.chars, cfg)
+        if announce:
+            explicit = sorted(set(vars(Recipe())) - {"probe_tokens_per_s", "expected_tokens", "cell"} - auto_fields)
+            announce(f"recipe for {cfg.time_budget:g}s at {speed:,.0f} chars/s (probe): {recipe.describe()}"
+                     + (f"; set by you: {', '.join(explicit)}" if explicit else ""))
     torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run
     model = CharRNN(model_cfg)
     source = str(Path(spec).resolve()) if Path(spec).exists() else spec
@@ -91,7 +112,7 @@ def start_training(spec: str, model_cfg: ModelConfig, cfg: TrainConfig, *, name:
         "model": asdict(model_cfg), "train": asdict(cfg), "created": checkpoint.now_iso(),
         "corpus": {"source": source, "fingerprint": prepared.corpus.fingerprint, "bytes": prepared.corpus.size,
                    "characters": len(prepared.encoded.ids), "replace_errors": replace_errors},
-        **(extra_config or {}),
+        "recipe": asdict(recipe) if recipe else None,
     }
     checkpoint.create(run_dir, config, prepared.encoded.tokenizer, overwrite)
     result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, dev, show_progress=show_progress)

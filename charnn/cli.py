@@ -20,6 +20,7 @@ import typer
 from charnn import __version__, api, checkpoint, corpus
 from charnn.errors import CharnnError
 from charnn.model import ModelConfig
+from charnn.recipe import default_recipe
 from charnn.sample import SampleConfig, generate
 from charnn.train import TrainConfig
 
@@ -101,16 +102,18 @@ def train_cmd(
         "With --resume: the corpus's new location, if it moved."),
     resume: str = typer.Option(None, "--resume", help="Continue run RUN (name or path) from its latest state."),
     name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir [default: corpus name + timestamp]."),
-    cell: str = typer.Option("lstm", "--cell", help="Recurrent cell: rnn (Elman tanh), lstm or gru."),
-    layers: int = typer.Option(2, "--layers", help="Stacked recurrent layers."),
-    hidden: int = typer.Option(256, "--hidden", help="Hidden units per layer."),
-    embed: int = typer.Option(64, "--embed", help="Character embedding size."),
-    dropout: float = typer.Option(0.0, "--dropout", help="Dropout between layers and before the output head, in [0, 1)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Parallel streams B (TBPTT)."),
-    seq_len: int = typer.Option(128, "--seq-len", help="Window length T: gradients flow at most T characters back."),
-    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (AdamW)."),
+    cell: str = typer.Option(None, "--cell", help="Recurrent cell: rnn (Elman tanh), lstm or gru [default: lstm]."),
+    layers: int = typer.Option(None, "--layers", help="Stacked recurrent layers [default: 2, or by --time]."),
+    hidden: int = typer.Option(None, "--hidden", help="Hidden units per layer [default: 384, or by --time]."),
+    embed: int = typer.Option(None, "--embed", help="Character embedding size [default: 64, or by --time]."),
+    dropout: float = typer.Option(
+        None, "--dropout", help="Dropout between layers and before the head, in [0, 1) [default: 0.1, or by --time]."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Parallel streams B (TBPTT) [default: 64]."),
+    seq_len: int = typer.Option(
+        None, "--seq-len", help="Window length T: gradients flow at most T characters back [default: 128]."),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate (AdamW) [default: 3e-3, or by --time]."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
-    warmup: int = typer.Option(50, "--warmup", help="Linear warm-up steps before the cosine decay."),
+    warmup: int = typer.Option(None, "--warmup", help="Linear warm-up steps before the cosine decay [default: 50]."),
     clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
     epochs: float = typer.Option(None, "--epochs", help="Stop after this many passes over the training split."),
     max_steps: int = typer.Option(
@@ -148,16 +151,24 @@ def train_cmd(
     else:
         if corpus_spec is None:
             raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
+        budgeted = seconds is not None
         if seconds is None and max_steps is None and epochs is None:
             seconds = 600.0
             typer.echo("no --time, --max-steps or --epochs given: training for 10m", err=True)
-        model_cfg = ModelConfig(vocab_size=1, cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout)
-        cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, lr=lr, weight_decay=weight_decay, warmup=warmup,
-                          clip=clip, epochs=epochs, max_steps=max_steps, time_budget=seconds, eval_every=eval_every,
-                          patience=patience, val_frac=val_frac, seed=seed)
+        given = {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "dropout": dropout,
+                 "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "warmup": warmup}
+        chosen = {**vars(default_recipe()), **{k: v for k, v in given.items() if v is not None}}
+        model_cfg = ModelConfig(vocab_size=1, **{k: chosen[k] for k in ("cell", "layers", "hidden", "embed", "dropout")})
+        cfg = TrainConfig(batch_size=chosen["batch_size"], seq_len=chosen["seq_len"], lr=chosen["lr"],
+                          weight_decay=weight_decay, warmup=chosen["warmup"], clip=clip, epochs=epochs,
+                          max_steps=max_steps, time_budget=seconds, eval_every=eval_every, patience=patience,
+                          val_frac=val_frac, seed=seed)
+        # Only a --time budget is tuned for; the cell type stays the user's (or LSTM).
+        auto = frozenset(k for k, v in given.items() if v is None and k != "cell") if budgeted else frozenset()
+        say = None if quiet else (lambda line: typer.echo(line, err=True))
         run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,
                                              overwrite=overwrite, url=url, replace_errors=replace_bad_bytes,
-                                             show_progress=not quiet)
+                                             show_progress=not quiet, auto_fields=auto, announce=say)
     p = result.progress
     best = f"{p.best_val:.4f} nats ({p.best_val / 0.6931471805599453:.3f} bpc)"
     if result.stopped_by == "interrupted":
