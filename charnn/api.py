@@ -85,7 +85,7 @@ def start_training(spec: str, model_cfg: ModelConfig, cfg: TrainConfig, *, name:
     """
     paths = paths or Paths()
     _check(model_cfg.validate() + cfg.validate())
-    dev = resolve_device(device)
+    dev = _device_for(device, cfg)
     run_dir = paths.checkpoints / (name or default_run_name(spec))
     checkpoint.check_new(run_dir, overwrite)  # before the slow corpus work
     source = corpus.resolve(spec, paths.corpora, url=url, replace_errors=replace_errors)
@@ -120,9 +120,14 @@ def start_training(spec: str, model_cfg: ModelConfig, cfg: TrainConfig, *, name:
 
 
 def resume_training(run: str, *, corpus_path: str | None = None, max_steps: int | None = None,
-                    epochs: float | None = None, more_time: float | None = None, device: str = "auto",
+                    epochs: float | None = None, more_time: float | None = None, lr: float | None = None,
+                    device: str = "auto",
                     paths: Paths | None = None, show_progress: bool = True) -> tuple[Path, TrainResult]:
-    """Continue a run from `latest.pt`; new limits extend it (`more_time` is added to the time used)."""
+    """Continue a run from `latest.pt`; new limits extend it (`more_time` is added to the time used).
+
+    A new `lr` replaces the peak learning rate (e.g. after a divergence); the
+    schedule's shape is kept.
+    """
     paths = paths or Paths()
     run_dir = checkpoint.resolve(run, paths.checkpoints)
     config = checkpoint.load_config(run_dir)
@@ -142,8 +147,10 @@ def resume_training(run: str, *, corpus_path: str | None = None, max_steps: int 
         cfg.epochs = epochs
     if more_time is not None:
         cfg.time_budget = float(done.get("elapsed", 0.0)) + more_time
+    if lr is not None:
+        cfg.lr = lr
     _check(cfg.validate())
-    dev = resolve_device(device)
+    dev = _device_for(device, cfg)
     recorded = config.get("corpus", {})
     spec = corpus_path or recorded.get("source", "")
     source = corpus.resolve(spec, paths.corpora, replace_errors=bool(recorded.get("replace_errors")))
@@ -166,6 +173,13 @@ def resume_training(run: str, *, corpus_path: str | None = None, max_steps: int 
     result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, dev, resume=payload,
                    show_progress=show_progress)
     return run_dir, result
+
+
+def _device_for(name: str, cfg: TrainConfig) -> torch.device:
+    dev = resolve_device(name)
+    if cfg.amp and dev.type != "cuda":
+        raise UsageError(f"--amp needs a CUDA device (this run would be on {dev.type}) — drop --amp")
+    return dev
 
 
 def _check(problems: list[str]) -> None:

@@ -111,7 +111,8 @@ def train_cmd(
     batch_size: int = typer.Option(None, "--batch-size", help="Parallel streams B (TBPTT) [default: 64]."),
     seq_len: int = typer.Option(
         None, "--seq-len", help="Window length T: gradients flow at most T characters back [default: 128]."),
-    lr: float = typer.Option(None, "--lr", help="Peak learning rate (AdamW) [default: 3e-3, or by --time]."),
+    lr: float = typer.Option(
+        None, "--lr", help="Peak learning rate (AdamW) [default: 3e-3, or by --time]; with --resume: a new peak rate."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
     warmup: int = typer.Option(None, "--warmup", help="Linear warm-up steps before the cosine decay [default: 50]."),
     clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
@@ -128,6 +129,7 @@ def train_cmd(
     seed: int = typer.Option(1337, "--seed", help="Seed for weights, dropout and everything random."),
     device: str = DEVICE,
     threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default)."),
+    amp: bool = typer.Option(False, "--amp", help="bf16 autocast on CUDA; prints the dtype the RNN kernel really ran in."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run of the same name."),
     replace_bad_bytes: bool = typer.Option(
         False, "--replace-bad-bytes", help="Replace invalid UTF-8 bytes with U+FFFD instead of failing."),
@@ -147,7 +149,8 @@ def train_cmd(
     paths = _paths(checkpoints_dir, corpora_dir)
     if resume is not None:
         run_dir, result = api.resume_training(resume, corpus_path=corpus_spec, max_steps=max_steps, epochs=epochs,
-                                              more_time=seconds, device=device, paths=paths, show_progress=not quiet)
+                                              more_time=seconds, lr=lr, device=device, paths=paths,
+                                              show_progress=not quiet)
     else:
         if corpus_spec is None:
             raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
@@ -162,7 +165,7 @@ def train_cmd(
         cfg = TrainConfig(batch_size=chosen["batch_size"], seq_len=chosen["seq_len"], lr=chosen["lr"],
                           weight_decay=weight_decay, warmup=chosen["warmup"], clip=clip, epochs=epochs,
                           max_steps=max_steps, time_budget=seconds, eval_every=eval_every, patience=patience,
-                          val_frac=val_frac, seed=seed)
+                          val_frac=val_frac, seed=seed, amp=amp)
         # Only a --time budget is tuned for; the cell type stays the user's (or LSTM).
         auto = frozenset(k for k, v in given.items() if v is None and k != "cell") if budgeted else frozenset()
         say = None if quiet else (lambda line: typer.echo(line, err=True))

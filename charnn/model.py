@@ -115,61 +115,76 @@ class Stepper:
     """One-character inference steps with the model's weights, fused by hand.
 
     Built once per generation (weights are snapshotted, so do not train while
-    holding one). `step(ids (B,), state) -> (logits (B, V), state)`.
+    holding one); call it under `torch.inference_mode()`.
+    `step(ids (B,), state) -> (logits (B, V), state)`.
+
+    Per step and layer this is one matmul (two for GRU) and a handful of
+    pointwise ops: layer 0's input projection and both biases are a table
+    lookup, and layers above multiply [x, h] by stacked weights in one go.
     """
 
     def __init__(self, model: CharRNN):
         cfg = model.config
         self.cell = cfg.cell
         self.layers = cfg.layers
+        self.hidden = cfg.hidden
         rnn = model.rnn
+        gru = cfg.cell == "gru"
         with torch.no_grad():
-            w_ih0 = rnn.weight_ih_l0
-            # Layer-0 input projection of every character, biases folded in: (V, G*H).
-            self.table0 = (model.embedding.weight @ w_ih0.T + rnn.bias_ih_l0).contiguous()
-            self.w_hh = [getattr(rnn, f"weight_hh_l{k}").T.contiguous() for k in range(cfg.layers)]  # (H, G*H)
-            self.b_hh = [getattr(rnn, f"bias_hh_l{k}").clone() for k in range(cfg.layers)]
-            self.w_ih = [None] + [getattr(rnn, f"weight_ih_l{k}").T.contiguous() for k in range(1, cfg.layers)]
-            self.b_ih = [None] + [getattr(rnn, f"bias_ih_l{k}").clone() for k in range(1, cfg.layers)]
-            if cfg.cell != "gru":
-                # x and h projections share a sum, so one matmul over [x, h] against stacked weights.
-                self.w_cat = [None] + [
-                    torch.cat([self.w_ih[k], self.w_hh[k]], dim=0).contiguous() for k in range(1, cfg.layers)
-                ]
-                self.b_cat = [None] + [self.b_ih[k] + self.b_hh[k] for k in range(1, cfg.layers)]
-            self.head_w = model.head.weight.T.contiguous()  # (H, V)
-            self.head_b = model.head.bias.clone()
+            w = {name: p.detach() for name, p in rnn.named_parameters()}
+            # Layer-0 input projection of every character with its bias: (V, G*H). Outside a GRU the
+            # recurrent bias just adds, so it is folded in too; a GRU needs b_hn inside r * (...).
+            table = model.embedding.weight @ w["weight_ih_l0"].T + w["bias_ih_l0"]
+            self.table0 = (table if gru else table + w["bias_hh_l0"]).contiguous()
+            self.w_hh = [w[f"weight_hh_l{k}"].T.contiguous() for k in range(cfg.layers)]  # (H, G*H)
+            self.b_hh = [w[f"bias_hh_l{k}"].clone() for k in range(cfg.layers)]
+            self.w_ih = [w[f"weight_ih_l{k}"].T.contiguous() for k in range(cfg.layers)]  # (H_in, G*H)
+            self.b_ih = [w[f"bias_ih_l{k}"].clone() for k in range(cfg.layers)]
+            # x and h projections share a sum (not in a GRU): one matmul over [x, h] with stacked weights.
+            self.w_cat = [torch.cat([self.w_ih[k], self.w_hh[k]]).contiguous() for k in range(cfg.layers)]
+            self.b_cat = [self.b_ih[k] + self.b_hh[k] for k in range(cfg.layers)]
+            self.head_w = model.head.weight.detach().T.contiguous()  # (H, V)
+            self.head_b = model.head.bias.detach().clone()
 
-    @torch.inference_mode()
     def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
-        hs = list(state[0].unbind(0))
-        cs = list(state[1].unbind(0)) if self.cell == "lstm" else []
-        x = None
+        hs, cs = self.unpack(state)
+        logits = self.step_layers(ids, hs, cs)
+        return logits, self.pack(hs, cs)
+
+    def unpack(self, state: State) -> tuple[list[Tensor], list[Tensor]]:
+        """State tuple -> per-layer lists of (B, H) tensors (h, and c for an LSTM)."""
+        return list(state[0].unbind(0)), list(state[1].unbind(0)) if self.cell == "lstm" else []
+
+    def pack(self, hs: list[Tensor], cs: list[Tensor]) -> State:
+        return (torch.stack(hs), torch.stack(cs)) if self.cell == "lstm" else (torch.stack(hs),)
+
+    def step_layers(self, ids: Tensor, hs: list[Tensor], cs: list[Tensor]) -> Tensor:
+        """Advance the per-layer state lists in place by one character; return logits (B, V)."""
+        x = ids
         for k in range(self.layers):
             h = hs[k]
             if self.cell == "gru":
-                gi = self.table0[ids] if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih[k])  # (B, 3H)
+                gi = self.table0[x] if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih[k])  # (B, 3H)
                 gh = torch.addmm(self.b_hh[k], h, self.w_hh[k])
                 ir, iz, in_ = gi.chunk(3, 1)
                 hr, hz, hn = gh.chunk(3, 1)
-                r = torch.sigmoid(ir + hr)
-                z = torch.sigmoid(iz + hz)
-                n = torch.tanh(in_ + r * hn)
-                h = n + z * (h - n)
+                rz = torch.sigmoid(torch.cat([ir + hr, iz + hz], 1))
+                r, z = rz.chunk(2, 1)
+                n = torch.tanh(torch.addcmul(in_, r, hn))
+                h = torch.addcmul(n, z, h - n)
             else:
                 if k == 0:
-                    gates = torch.addmm(self.table0[ids] + self.b_hh[0], h, self.w_hh[0])  # (B, G*H)
+                    gates = torch.addmm(self.table0[x], h, self.w_hh[0])  # (B, G*H)
                 else:
-                    gates = torch.addmm(self.b_cat[k], torch.cat([x, h], dim=1), self.w_cat[k])
+                    gates = torch.addmm(self.b_cat[k], torch.cat([x, h], 1), self.w_cat[k])
                 if self.cell == "lstm":
-                    i, f, g, o = gates.chunk(4, 1)
-                    c = torch.sigmoid(f) * cs[k] + torch.sigmoid(i) * torch.tanh(g)
-                    h = torch.sigmoid(o) * torch.tanh(c)
+                    H = self.hidden
+                    sig = torch.sigmoid(gates)  # i, f, o used from here; g's slice is ignored
+                    c = torch.addcmul(sig[:, H : 2 * H] * cs[k], sig[:, :H], torch.tanh(gates[:, 2 * H : 3 * H]))
+                    h = sig[:, 3 * H :] * torch.tanh(c)
                     cs[k] = c
                 else:
                     h = torch.tanh(gates)
             hs[k] = h
             x = h
-        logits = torch.addmm(self.head_b, x, self.head_w)  # (B, V)
-        new_state = (torch.stack(hs), torch.stack(cs)) if self.cell == "lstm" else (torch.stack(hs),)
-        return logits, new_state
+        return torch.addmm(self.head_b, x, self.head_w)  # (B, V)

@@ -19,6 +19,8 @@ from charnn.errors import TokenizerError, UsageError
 from charnn.model import CharRNN, State, Stepper
 from charnn.tokenizer import CharTokenizer
 
+FUSED_MAX_BATCH = 16
+
 
 @dataclass
 class SampleConfig:
@@ -127,33 +129,39 @@ class Generation:
         logits, state = model(prime, state)
         logits = logits[:, -1].expand(n, -1)  # (N, V)
         state = tuple(s.expand(-1, n, -1).contiguous() for s in state)  # (L, N, H)
-        stepper = Stepper(model) if device.type == "cpu" else None
+        # The fused step wins for up to ~16 streams on CPU; beyond that oneDNN's batched kernel is faster
+        # (benchmarks/RESULTS.md, generation).
+        stepper = Stepper(model) if device.type == "cpu" and n <= FUSED_MAX_BATCH else None
         chars = self.tokenizer.chars
         stop = cfg.stop
         tails = [""] * n  # the last len(stop) characters of each sample, for the stop test
         done = [False] * n
-        for _ in range(cfg.length):
-            ids = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (N,)
-            if stepper is not None:
-                logits, state = stepper.step(ids, state)
-            else:
-                out, state = model(ids[:, None], state)  # (N, 1, V)
-                logits = out[:, 0]
-            self.state = state
-            pieces = []
-            for i, token in enumerate(ids.tolist()):
-                if done[i]:
-                    pieces.append("")
-                    continue
-                piece = chars[token]
-                pieces.append(piece)
-                self._parts[i].append(piece)
-                if stop is not None:
-                    tails[i] = (tails[i] + piece)[-len(stop) :]
-                    done[i] = tails[i] == stop
-            yield pieces
-            if all(done):
-                break
+        # The fused step keeps per-layer lists (no stack/unbind per character); `state` is packed on exit.
+        layers = stepper.unpack(state) if stepper is not None else None
+        try:
+            for _ in range(cfg.length):
+                ids = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (N,)
+                if layers is not None:
+                    logits = stepper.step_layers(ids, *layers)
+                else:
+                    out, state = model(ids[:, None], state)  # (N, 1, V)
+                    logits = out[:, 0]
+                pieces = []
+                for i, token in enumerate(ids.tolist()):
+                    if done[i]:
+                        pieces.append("")
+                        continue
+                    piece = chars[token]
+                    pieces.append(piece)
+                    self._parts[i].append(piece)
+                    if stop is not None:
+                        tails[i] = (tails[i] + piece)[-len(stop) :]
+                        done[i] = tails[i] == stop
+                yield pieces
+                if all(done):
+                    break
+        finally:  # also on Ctrl-C or an abandoned iterator: the state matches the text produced so far
+            self.state = stepper.pack(*layers) if layers is not None else state
 
 
 def generate(model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: SampleConfig,

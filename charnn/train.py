@@ -50,6 +50,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many evaluations without a new best (0: never)
     val_frac: float = 0.1
     seed: int = 1337
+    amp: bool = False  # bf16 autocast on CUDA (see amp_dtype)
 
     def validate(self) -> list[str]:
         problems = []
@@ -145,6 +146,18 @@ def tune_cpu_allocator() -> bool:
         return False  # not glibc (e.g. musl): nothing to tune
 
 
+def amp_dtype(model: CharRNN, device: torch.device) -> torch.dtype:
+    """The dtype the recurrent kernel really produces under bf16 autocast on `device`.
+
+    Autocast only lowers ops on its list; whether cuDNN's RNN runs in bf16 depends
+    on the PyTorch/cuDNN build, so `--amp` reports what it measured, not what it asked for.
+    """
+    ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        out, _ = model.rnn(model.embedding(ids), None)
+    return out.dtype
+
+
 @torch.inference_mode()
 def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device: torch.device) -> float:
     """Mean loss in nats per character over all of `ids`, state carried window to window."""
@@ -210,8 +223,14 @@ def train(
     """
     if device.type == "cpu":
         tune_cpu_allocator()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # the head's matmul; cuDNN RNNs allow TF32 by default
+        torch.backends.cudnn.allow_tf32 = True
+    assert not cfg.amp or device.type == "cuda", "api checks --amp against the device before any write"
     streams = Streams(train_ids, cfg.batch_size, cfg.seq_len)
     model.to(device).train()
+    if cfg.amp and show_progress:
+        tqdm.write(f"amp: bf16 autocast; the recurrent kernel runs in {amp_dtype(model, device)}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     p = Progress()
     state: State = model.init_state(cfg.batch_size, device)
@@ -288,10 +307,13 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = streams.window(p.window)
+            if device.type == "cuda":  # pinned pages let the copy run asynchronously
+                x, y = x.pin_memory(), y.pin_memory()
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
-            logits, new_state = model(x, state)  # (B, T, V)
-            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                logits, new_state = model(x, state)  # (B, T, V)
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)

@@ -93,6 +93,7 @@ CASES: list[tuple[str, str, Callable[[Path], None] | None, int, str]] = [
     ("non-numeric hidden", "train {good} --hidden big", None, 2, r"Invalid value for '--hidden'.* valid integer"),
     ("device not available", "train {good} --device cuda", None, 1, r"--device cuda is not available"),
     ("unknown device", "sample r --device tpu", None, 1, r"--device 'tpu' is unknown"),
+    ("amp without a GPU", "train {good} --amp --device cpu", None, 2, r"--amp needs a CUDA device"),
     # runs
     ("run that does not exist", "sample nope", None, 1, r"run 'nope' not found — give a run name under 'checkpoints' \(r\)"),
     ("run name already exists", "train {good} --name r", None, 1, r"run 'checkpoints/r' already exists — .*--overwrite"),

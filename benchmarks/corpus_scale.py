@@ -1,0 +1,127 @@
+"""Corpus preparation and memory at scale: encode+cache time, peak RSS, cache reuse, training RSS.
+
+    python benchmarks/corpus_scale.py [--sizes 1,10,100] [--record]
+
+Synthetic UTF-8 corpora (mixed ASCII, accented Latin, Greek, CJK, emoji) are generated
+inside the benchmark. Each measurement runs in a fresh child process so its peak RSS
+(`ru_maxrss`) is its own. Baselines from the same run: the child's RSS just after
+importing torch (`base`), and the tokenizers library's own `encode` on the 1 MB corpus.
+Training RSS: the same small model trained for a few steps on the smallest and the
+largest corpus; the difference must stay under 150 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import record, table
+
+ALPHABET = list("abcdefghijklmnopqrstuvwxyz      \n\n.,;:!?ABCDEFGHIJéèàüößçñ") + list("αβγδε中文字符😀🎉")
+
+CHILD = r"""
+import json, resource, sys, time, warnings
+warnings.filterwarnings("ignore")
+sys.path.insert(0, {root!r})
+import torch
+from pathlib import Path
+from charnn import corpus, data
+task, path, cache = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+base = rss()
+out = {{"base": base}}
+if task == "prepare":
+    t0 = time.perf_counter()
+    c = corpus.resolve(str(path), cache)
+    enc = data.prepare(c.chunks, c.fingerprint, cache / ".cache")  # where training looks for it
+    out.update(seconds=time.perf_counter() - t0, chars=int(len(enc.ids)), peak=rss())
+elif task == "hf-encode":
+    text = path.read_text(encoding="utf-8")
+    from charnn.tokenizer import CharTokenizer
+    tok = CharTokenizer(set(text))
+    t0 = time.perf_counter(); ids = tok.hf.encode(text).ids; out["seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter(); fast = tok.encode_array(text); out["fast_seconds"] = time.perf_counter() - t0
+    assert fast.tolist() == ids
+elif task == "train":
+    from charnn import api
+    from charnn.model import ModelConfig
+    from charnn.train import TrainConfig
+    cfg = TrainConfig(batch_size=32, seq_len=64, max_steps=40, eval_every=10**9, val_frac=0.0001)
+    api.start_training(str(path), ModelConfig(vocab_size=1, hidden=128, embed=32), cfg, name=path.stem,
+                       device="cpu", paths=api.Paths(cache / "ckpt", cache), show_progress=False, overwrite=True)
+    out["peak"] = rss()
+print(json.dumps(out))
+"""
+
+
+def make_corpus(path: Path, megabytes: int) -> None:
+    rng = np.random.default_rng(megabytes)
+    block = "".join(rng.choice(ALPHABET, size=1 << 18))
+    target = megabytes * 1_000_000
+    with open(path, "w", encoding="utf-8") as f:
+        written = 0
+        while written < target:
+            f.write(block)
+            written += len(block.encode("utf-8"))
+
+
+def child(task: str, path: Path, cache: Path) -> dict:
+    code = CHILD.format(root=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", code, task, str(path), str(cache)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(done.stderr)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1,10,100", help="corpus sizes in MB")
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="charnn-scale-"))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    files = {}
+    for mb in sizes:
+        path = work / f"corpus{mb}mb.txt"
+        make_corpus(path, mb)
+        files[mb] = path
+        nbytes = path.stat().st_size
+        first = child("prepare", path, work / f"cache{mb}")
+        second = child("prepare", path, work / f"cache{mb}")
+        extra = first["peak"] - first["base"]
+        rows.append([f"{nbytes / 1e6:,.0f} MB", f"{first['chars']:,}", f"{first['seconds']:.2f}s",
+                     f"{first['peak'] / 1e6:,.0f} MB", f"{extra / 1e6:,.0f} MB", f"{first['peak'] / nbytes:.2f}x",
+                     f"{second['seconds']:.2f}s"])
+        print(rows[-1], flush=True)
+    prep = table(["corpus", "characters", "encode+cache", "peak RSS", "RSS above torch import", "peak / corpus",
+                  "second run (cache hit)"], rows)
+    hf = child("hf-encode", files[sizes[0]], work / "hf")
+    baseline = (f"Baseline, same run: `tokenizers` `Tokenizer.encode` on the {sizes[0]} MB corpus took "
+                f"{hf['seconds']:.2f}s; charnn's bulk encoder on the same text {hf['fast_seconds']:.3f}s "
+                f"({hf['seconds'] / hf['fast_seconds']:.0f}x faster, identical ids).")
+    # Training reuses each corpus's cache from above, so only training itself is measured.
+    small = child("train", files[sizes[0]], work / f"cache{sizes[0]}")
+    large = child("train", files[sizes[-1]], work / f"cache{sizes[-1]}")
+    delta = (large["peak"] - small["peak"]) / 1e6
+    training = (f"Peak RSS training a 2x128 LSTM for 40 steps: {small['peak'] / 1e6:,.0f} MB on the {sizes[0]} MB "
+                f"corpus, {large['peak'] / 1e6:,.0f} MB on the {sizes[-1]} MB corpus (difference {delta:+,.0f} MB; "
+                "target within 150 MB).")
+    print(prep)
+    print(baseline)
+    print(training)
+    if args.record:
+        record("Corpus preparation and scale (benchmarks/corpus_scale.py)", f"{prep}\n\n{baseline}\n\n{training}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Generation speed: charnn's sampler against naive per-character nn.LSTM loops, same process.
+
+    python benchmarks/generation.py [--chars 400] [--repeats 5] [--record]
+
+Model: 2-layer 512-unit LSTM, embedding 512, 65-character vocabulary (random
+weights: speed does not depend on them). Every loop samples with the same
+`sample_next`, so the comparison is the per-step network cost:
+- naive (default): one `nn.LSTM` call per character with PyTorch's defaults (oneDNN on CPU);
+- naive (oneDNN off): the same loop inside `torch.backends.mkldnn.flags(enabled=False)`;
+- charnn: `sample.generate` (one primed forward, then the hand-fused CPU step).
+Reported at 1 and 2 threads; then 64 parallel samples (aggregate chars/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+warnings.filterwarnings("ignore", message="TF32")
+
+from benchmarks.common import machine, median_time, paired, record, table  # noqa: E402
+from charnn import sample  # noqa: E402
+from charnn.model import CharRNN, ModelConfig  # noqa: E402
+from charnn.sample import SampleConfig, generate, sample_next  # noqa: E402
+from charnn.tokenizer import CharTokenizer  # noqa: E402
+
+VOCAB = "".join(chr(c) for c in range(32, 97))  # 65 characters
+
+
+def naive_loop(model: CharRNN, length: int, batch: int, onednn: bool) -> None:
+    gen = torch.Generator().manual_seed(0)
+    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=onednn):
+        state = (torch.zeros(2, batch, 512), torch.zeros(2, batch, 512))
+        ids = torch.zeros(batch, dtype=torch.long)
+        for _ in range(length):
+            out, state = model.rnn(model.embedding(ids)[:, None], state)  # one nn.LSTM call per character
+            ids = sample_next(model.head(out[:, 0]), 1.0, None, None, gen)
+
+
+def charnn_loop(model: CharRNN, tok: CharTokenizer, length: int, batch: int) -> None:
+    for _ in generate(model, tok, "A", SampleConfig(length=length, temperature=1.0, seed=0, num_samples=batch)):
+        pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chars", type=int, default=600)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=65, cell="lstm", layers=2, hidden=512, embed=512)).eval()
+    tok = CharTokenizer(VOCAB)
+    n = args.chars
+    rows = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        t_off, t_ours, speedup = paired(lambda: naive_loop(model, n, 1, False), lambda: charnn_loop(model, tok, n, 1),
+                                        args.repeats)
+        t_default, _, speedup_default = paired(lambda: naive_loop(model, n, 1, True),
+                                               lambda: charnn_loop(model, tok, n, 1), args.repeats)
+        rows.append([str(threads), f"{n / t_default:,.0f}", f"{n / t_off:,.0f}", f"{n / t_ours:,.0f}",
+                     f"{speedup:.2f}x", f"{speedup_default:.2f}x"])
+    single = table(["threads", "naive, default (chars/s)", "naive, oneDNN off", "charnn", "charnn / oneDNN off",
+                    "charnn / default"], rows)
+    torch.set_num_threads(2)
+    m = max(n // 2, 50)
+    batch_rows = []
+    for batch in (4, 16, 64):
+        default = batch * m / median_time(lambda b=batch: naive_loop(model, m, b, True), args.repeats)
+        off = batch * m / median_time(lambda b=batch: naive_loop(model, m, b, False), args.repeats)
+        ours = batch * m / median_time(lambda b=batch: charnn_loop(model, tok, m, b), args.repeats)
+        path = "fused step" if batch <= sample.FUSED_MAX_BATCH else "nn.LSTM (oneDNN)"
+        batch_rows.append([str(batch), f"{default:,.0f}", f"{off:,.0f}", f"{ours:,.0f}", path])
+    batched = table(["parallel samples (2 threads)", "naive, default (aggregate chars/s)", "naive, oneDNN off",
+                     "charnn", "charnn's path"], batch_rows)
+    note = (f"2x512 LSTM, embedding 512, {n} characters per single-stream run ({m} per batched run). Single stream: "
+            f"the two loops alternate {args.repeats} times after a warm-up; speedups are medians of per-pair ratios "
+            "(times are medians too). Target: charnn >= 1.5x the oneDNN-off loop, single stream.")
+    print(machine())
+    print(single)
+    print()
+    print(batched)
+    print(note)
+    if args.record:
+        record("Generation (benchmarks/generation.py)", f"{single}\n\n{batched}\n\n{note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

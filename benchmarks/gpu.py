@@ -1,0 +1,105 @@
+"""GPU figures: training tokens/s against a bare cuDNN loop, the real AMP dtype, generation chars/s.
+
+    python benchmarks/gpu.py [--repeats 3] [--record]
+
+Needs a CUDA device; without one it says so and exits 0 (RESULTS.md then marks the
+GPU figures as pending). Training rates are marginal (N vs 2N steps), as in training.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+warnings.filterwarnings("ignore", message="TF32")
+
+from benchmarks.common import marginal_rate, median_time, record, table  # noqa: E402
+from charnn import checkpoint  # noqa: E402
+from charnn.model import CharRNN, ModelConfig  # noqa: E402
+from charnn.sample import SampleConfig, generate  # noqa: E402
+from charnn.tokenizer import CharTokenizer  # noqa: E402
+from charnn.train import TrainConfig, amp_dtype, train  # noqa: E402
+
+VOCAB = 65
+SHAPES = {"medium 2x512": (2, 512, 128, 128, 256, 20), "large 3x1024": (3, 1024, 128, 128, 256, 10)}
+
+
+def bare(layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int, amp: bool) -> None:
+    dev = torch.device("cuda")
+    emb, rnn = torch.nn.Embedding(VOCAB, embed).to(dev), torch.nn.LSTM(embed, hidden, layers, batch_first=True).to(dev)
+    head = torch.nn.Linear(hidden, VOCAB).to(dev)
+    opt = torch.optim.AdamW([*emb.parameters(), *rnn.parameters(), *head.parameters()], lr=1e-3)
+    ids = torch.randint(0, VOCAB, (steps, batch, seq + 1), device=dev)  # data already on the device
+    for k in range(steps):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            out, _ = rnn(emb(ids[k, :, :-1]))
+            loss = F.cross_entropy(head(out).flatten(0, 1).float(), ids[k, :, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def ours(layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int, amp: bool, ids, run_dir) -> None:
+    model = CharRNN(ModelConfig(vocab_size=VOCAB, layers=layers, hidden=hidden, embed=embed))
+    cfg = TrainConfig(batch_size=batch, seq_len=seq, max_steps=steps, eval_every=10**9, amp=amp)
+    train(model, cfg, ids, ids[: batch * seq + 1], run_dir, torch.device("cuda"), show_progress=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA device: GPU figures pending (run this on a machine with a GPU)")
+        return 0
+    name = torch.cuda.get_device_name()
+    work = Path(tempfile.mkdtemp(prefix="charnn-gpu-"))
+    ids = np.random.default_rng(0).integers(0, VOCAB, size=20_000_000, dtype=np.uint8)
+    run_dir = work / "run"
+    checkpoint.create(run_dir, {"model": {}, "train": {}}, CharTokenizer([chr(32 + i) for i in range(VOCAB)]), False)
+    rows = []
+    for label, (layers, hidden, embed, batch, seq, steps) in SHAPES.items():
+        for amp in (False, True):
+            shape = (layers, hidden, embed, batch, seq)
+            b = marginal_rate(lambda k, s=shape, a=amp: bare(*s, k, a), steps, batch * seq, args.repeats,
+                              torch.cuda.synchronize)
+            o = marginal_rate(lambda k, s=shape, a=amp: ours(*s, k, a, ids, run_dir), steps, batch * seq, args.repeats,
+                              torch.cuda.synchronize)
+            model = CharRNN(ModelConfig(vocab_size=VOCAB, layers=layers, hidden=hidden, embed=embed)).cuda()
+            dtype = amp_dtype(model, torch.device("cuda")) if amp else torch.float32
+            rows.append([label, f"{batch}x{seq}", "bf16 autocast" if amp else "fp32/TF32", str(dtype).replace("torch.", ""),
+                         f"{b:,.0f}", f"{o:,.0f}", f"{o / b:.3f}x"])
+    training = table(["model", "batch", "precision", "LSTM ran in", "bare cuDNN (tok/s)", "charnn (tok/s)", "ratio"], rows)
+    model = CharRNN(ModelConfig(vocab_size=VOCAB, layers=2, hidden=512, embed=512)).cuda().eval()
+    tok = CharTokenizer([chr(32 + i) for i in range(VOCAB)])
+    gen_rows = []
+    for n in (1, 64):
+        length = 500
+
+        def run(n=n, length=length):
+            for _ in generate(model, tok, "A", SampleConfig(length=length, temperature=1.0, seed=0, num_samples=n)):
+                pass
+
+        gen_rows.append([str(n), f"{n * length / median_time(run, args.repeats):,.0f}"])
+    generation = table(["samples", "chars/s (2x512 LSTM, embed 512)"], gen_rows)
+    stamp = f"{name}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, {time.strftime('%Y-%m-%d')}"
+    print(stamp)
+    print(training)
+    print(generation)
+    if args.record:
+        record(f"GPU (benchmarks/gpu.py) on {name}", f"{training}\n\n{generation}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
