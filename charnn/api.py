@@ -103,14 +103,16 @@ def start_training(spec: str, model_cfg: ModelConfig, cfg: TrainConfig, *, name:
         check_fits(prepared.corpus.chars, cfg)
         if announce:
             explicit = sorted(set(vars(Recipe())) - {"probe_tokens_per_s", "expected_tokens", "cell"} - auto_fields)
-            announce(f"recipe for {cfg.time_budget:g}s at {speed:,.0f} chars/s (probe): {recipe.describe()}"
-                     + (f"; set by you: {', '.join(explicit)}" if explicit else ""))
+            effective = Recipe(**{k: getattr(model_cfg if hasattr(model_cfg, k) else cfg, k)
+                                  for k in vars(Recipe()) if k not in ("probe_tokens_per_s", "expected_tokens")})
+            announce(f"recipe for {cfg.time_budget:g}s at {speed:,.0f} chars/s (probe): {effective.describe()}"
+                     + (f" (set by you: {', '.join(explicit)})" if explicit else ""))
     torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run
     model = CharRNN(model_cfg)
-    source = str(Path(spec).resolve()) if Path(spec).exists() else spec
+    where = str(Path(spec).resolve()) if Path(spec).exists() else spec  # a built-in stays a name
     config = {
         "model": asdict(model_cfg), "train": asdict(cfg), "created": checkpoint.now_iso(),
-        "corpus": {"source": source, "fingerprint": prepared.corpus.fingerprint, "bytes": prepared.corpus.size,
+        "corpus": {"source": where, "fingerprint": prepared.corpus.fingerprint, "bytes": prepared.corpus.size,
                    "characters": len(prepared.encoded.ids), "replace_errors": replace_errors},
         "recipe": asdict(recipe) if recipe else None,
     }
@@ -136,7 +138,6 @@ def resume_training(run: str, *, corpus_path: str | None = None, max_steps: int 
         cfg = TrainConfig(**config["train"])
     except TypeError:
         raise RunError(f"'{run_dir / checkpoint.CONFIG}' has an unknown train section — the run is damaged") from None
-    checkpoint.clean_temp_files(run_dir)
     # No latest.pt: the run was stopped before its first save, so it starts over from its config.
     latest = run_dir / checkpoint.LATEST
     payload = checkpoint.load_tensors(latest) if latest.exists() else None
@@ -169,6 +170,7 @@ def resume_training(run: str, *, corpus_path: str | None = None, max_steps: int 
         except (RuntimeError, TypeError):
             raise RunError(f"the weights in '{latest}' do not fit the run's config — the run is damaged") from None
     config["train"] = asdict(cfg)
+    checkpoint.clean_temp_files(run_dir)  # left by a process killed mid-write; only now that every check passed
     checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
     result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, dev, resume=payload,
                    show_progress=show_progress)
