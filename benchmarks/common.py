@@ -73,3 +73,11 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def record(title: str, body: str) -> None:
     with open(RESULTS, "a", encoding="utf-8") as f:
         f.write(f"\n### {title} — {time.strftime('%Y-%m-%d')} ({machine()})\n\n{body}\n")
+
+
+def report(title: str, blocks: list[str], keep: bool) -> None:
+    """Print the result blocks (tables, notes) and, with `keep`, append them to RESULTS.md."""
+    print(machine())
+    print("\n\n".join(blocks))
+    if keep:
+        record(title, "\n\n".join(blocks))

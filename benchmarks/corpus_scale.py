@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import record, table
+from benchmarks.common import report, table
 
 ALPHABET = list("abcdefghijklmnopqrstuvwxyz      \n\n.,;:!?ABCDEFGHIJéèàüößçñ") + list("αβγδε中文字符😀🎉")
 
@@ -115,11 +115,7 @@ def main() -> int:
     training = (f"Peak RSS training a 2x128 LSTM for 40 steps: {small['peak'] / 1e6:,.0f} MB on the {sizes[0]} MB "
                 f"corpus, {large['peak'] / 1e6:,.0f} MB on the {sizes[-1]} MB corpus (difference {delta:+,.0f} MB; "
                 "target within 150 MB).")
-    print(prep)
-    print(baseline)
-    print(training)
-    if args.record:
-        record("Corpus preparation and scale (benchmarks/corpus_scale.py)", f"{prep}\n\n{baseline}\n\n{training}")
+    report("Corpus preparation and scale (benchmarks/corpus_scale.py)", [prep, baseline, training], args.record)
     return 0
 
 

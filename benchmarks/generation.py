@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore", message="TF32")
 
-from benchmarks.common import machine, median_time, paired, record, table  # noqa: E402
+from benchmarks.common import median_time, paired, report, table  # noqa: E402
 from charnn import sample  # noqa: E402
 from charnn.model import CharRNN, ModelConfig  # noqa: E402
 from charnn.sample import SampleConfig, generate, sample_next  # noqa: E402
@@ -82,13 +82,7 @@ def main() -> int:
     note = (f"2x512 LSTM, embedding 512, {n} characters per single-stream run ({m} per batched run). Single stream: "
             f"the two loops alternate {args.repeats} times after a warm-up; speedups are medians of per-pair ratios "
             "(times are medians too). Target: charnn >= 1.5x the oneDNN-off loop, single stream.")
-    print(machine())
-    print(single)
-    print()
-    print(batched)
-    print(note)
-    if args.record:
-        record("Generation (benchmarks/generation.py)", f"{single}\n\n{batched}\n\n{note}")
+    report("Generation (benchmarks/generation.py)", [single, batched, note], args.record)
     return 0
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore", message="TF32")
 
-from benchmarks.common import marginal_rate, median_time, record, table  # noqa: E402
+from benchmarks.common import marginal_rate, median_time, report, table  # noqa: E402
 from charnn import checkpoint  # noqa: E402
 from charnn.model import CharRNN, ModelConfig  # noqa: E402
 from charnn.sample import SampleConfig, generate  # noqa: E402
@@ -93,11 +93,7 @@ def main() -> int:
         gen_rows.append([str(n), f"{n * length / median_time(run, args.repeats):,.0f}"])
     generation = table(["samples", "chars/s (2x512 LSTM, embed 512)"], gen_rows)
     stamp = f"{name}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, {time.strftime('%Y-%m-%d')}"
-    print(stamp)
-    print(training)
-    print(generation)
-    if args.record:
-        record(f"GPU (benchmarks/gpu.py) on {name}", f"{training}\n\n{generation}")
+    report(f"GPU (benchmarks/gpu.py) on {stamp}", [training, generation], args.record)
     return 0
 
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore", message="TF32")
 
-from benchmarks.common import machine, marginal_rate, median_time, record, table  # noqa: E402
+from benchmarks.common import marginal_rate, median_time, report, table  # noqa: E402
 from charnn import checkpoint  # noqa: E402
 from charnn.model import CharRNN, ModelConfig  # noqa: E402
 from charnn.tokenizer import CharTokenizer  # noqa: E402
@@ -120,13 +120,7 @@ def main() -> int:
     knobs = table(["threads", "oneDNN", "medium bare loop (tok/s)"], knob_rows)
     note = (f"Marginal rates from medians of {args.repeats} runs of N and 2N steps after one warm-up; "
             "target charnn / bare >= 0.95 at every size.")
-    print(machine())
-    print(overhead)
-    print()
-    print(knobs)
-    print(note)
-    if args.record:
-        record("Training overhead (benchmarks/training.py)", f"{overhead}\n\n{knobs}\n\n{note}")
+    report("Training overhead (benchmarks/training.py)", [overhead, knobs, note], args.record)
     return 0
 
 

@@ -95,8 +95,8 @@ def start_training(spec: str, model_cfg: ModelConfig, cfg: TrainConfig, *, name:
     if auto_fields and cfg.time_budget:
         if dev.type == "cpu":
             tune_cpu_allocator()  # as training will: the probe must see the same speed
-        speed = measure_speed(dev, model_cfg.vocab_size)
-        recipe = choose(cfg.time_budget, len(prepared.train_ids), model_cfg.vocab_size, speed)
+        speed = measure_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.batch_size, cfg.seq_len)
+        recipe = choose(cfg.time_budget, len(prepared.train_ids), model_cfg.vocab_size, speed, model_cfg.cell)
         for name in auto_fields:
             setattr(model_cfg if hasattr(model_cfg, name) else cfg, name, getattr(recipe, name))
         _check(model_cfg.validate() + cfg.validate())
@@ -104,7 +104,8 @@ def start_training(spec: str, model_cfg: ModelConfig, cfg: TrainConfig, *, name:
         if announce:
             explicit = sorted(set(vars(Recipe())) - {"probe_tokens_per_s", "expected_tokens", "cell"} - auto_fields)
             effective = Recipe(**{k: getattr(model_cfg if hasattr(model_cfg, k) else cfg, k)
-                                  for k in vars(Recipe()) if k not in ("probe_tokens_per_s", "expected_tokens")})
+                                  for k in vars(Recipe()) if k not in ("probe_tokens_per_s", "expected_tokens")},
+                               expected_tokens=recipe.expected_tokens if not explicit else None)
             announce(f"recipe for {cfg.time_budget:g}s at {speed:,.0f} chars/s (probe): {effective.describe()}"
                      + (f" (set by you: {', '.join(explicit)})" if explicit else ""))
     torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run

@@ -21,7 +21,7 @@ import pickle
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,7 +40,7 @@ CONFIG, TOKENIZER, BEST, LATEST, METRICS = "config.json", "tokenizer.json", "bes
 # ---- atomic writes ------------------------------------------------------------------------------
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write through `write(file)` into a temp file beside `path`, fsync, then rename over it."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -326,6 +326,3 @@ def _read_json(path: Path) -> dict[str, Any]:
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
 
-
-def config_dict(model_config: ModelConfig) -> dict[str, Any]:
-    return asdict(model_config)

@@ -11,7 +11,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -102,7 +102,7 @@ def train_cmd(
         "With --resume: the corpus's new location, if it moved."),
     resume: str = typer.Option(None, "--resume", help="Continue run RUN (name or path) from its latest state."),
     name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir [default: corpus name + timestamp]."),
-    cell: str = typer.Option(None, "--cell", help="Recurrent cell: rnn (Elman tanh), lstm or gru [default: lstm]."),
+    cell: str = typer.Option(None, "--cell", help="Recurrent cell: rnn (Elman tanh), lstm or gru [default: gru]."),
     layers: int = typer.Option(None, "--layers", help="Stacked recurrent layers [default: 2, or by --time]."),
     hidden: int = typer.Option(None, "--hidden", help="Hidden units per layer [default: 384, or by --time]."),
     embed: int = typer.Option(None, "--embed", help="Character embedding size [default: 64, or by --time]."),
@@ -110,7 +110,7 @@ def train_cmd(
         None, "--dropout", help="Dropout between layers and before the head, in [0, 1) [default: 0.1, or by --time]."),
     batch_size: int = typer.Option(None, "--batch-size", help="Parallel streams B (TBPTT) [default: 64]."),
     seq_len: int = typer.Option(
-        None, "--seq-len", help="Window length T: gradients flow at most T characters back [default: 128]."),
+        None, "--seq-len", help="Window length T: gradients flow at most T characters back [default: 64]."),
     lr: float = typer.Option(
         None, "--lr", help="Peak learning rate (AdamW) [default: 3e-3, or by --time]; with --resume: a new peak rate."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
@@ -166,7 +166,7 @@ def train_cmd(
                           weight_decay=weight_decay, warmup=chosen["warmup"], clip=clip, epochs=epochs,
                           max_steps=max_steps, time_budget=seconds, eval_every=eval_every, patience=patience,
                           val_frac=val_frac, seed=seed, amp=amp)
-        # Only a --time budget is tuned for; the cell type stays the user's (or LSTM).
+        # Only a --time budget is tuned for; the cell type stays the user's (or the default GRU).
         auto = frozenset(k for k, v in given.items() if v is None and k != "cell") if budgeted else frozenset()
         say = None if quiet else (lambda line: typer.echo(line, err=True))
         run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,
@@ -300,7 +300,7 @@ def corpora_cmd(corpora_dir: Path = CORPORA_DIR) -> None:
     _table(("name", "about", "state"), corpus.builtin_status(corpora_dir))
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         typer.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

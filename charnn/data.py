@@ -68,7 +68,7 @@ def prepare(
             for text in chunks():
                 for ch in tokenizer.unknown_chars(text):
                     unknown[ch] = unknown.get(ch, 0) + text.count(ch)
-                ids = tokenizer.encode_array(text, drop_unknown=True).astype(dtype)
+                ids: np.ndarray = tokenizer.encode_array(text, drop_unknown=True).astype(dtype)
                 out.write(ids.tobytes())
                 n += len(ids)
             out.flush()

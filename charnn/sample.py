@@ -137,12 +137,12 @@ class Generation:
         tails = [""] * n  # the last len(stop) characters of each sample, for the stop test
         done = [False] * n
         # The fused step keeps per-layer lists (no stack/unbind per character); `state` is packed on exit.
-        layers = stepper.unpack(state) if stepper is not None else None
+        hs, cs = stepper.unpack(state) if stepper is not None else ([], [])
         try:
             for _ in range(cfg.length):
                 ids = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (N,)
-                if layers is not None:
-                    logits = stepper.step_layers(ids, *layers)
+                if stepper is not None:
+                    logits = stepper.step_layers(ids, hs, cs)
                 else:
                     out, state = model(ids[:, None], state)  # (N, 1, V)
                     logits = out[:, 0]
@@ -161,7 +161,7 @@ class Generation:
                 if all(done):
                     break
         finally:  # also on Ctrl-C or an abandoned iterator: the state matches the text produced so far
-            self.state = stepper.pack(*layers) if layers is not None else state
+            self.state = stepper.pack(hs, cs) if stepper is not None else state
 
 
 def generate(model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: SampleConfig,

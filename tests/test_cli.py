@@ -87,7 +87,7 @@ def test_eval_reports_unseen_characters(trained) -> None:
 
 def test_runs_and_corpora_listings(trained) -> None:
     runs = cli("runs")
-    assert runs.exit_code == 0 and "w " in runs.output and "lstm 2x32" in runs.output
+    assert runs.exit_code == 0 and "w " in runs.output and "gru 2x32" in runs.output  # GRU: the default cell
     corpora = cli("corpora")
     assert "shakespeare" in corpora.output and "python-stdlib" in corpora.output
 
