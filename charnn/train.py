@@ -250,7 +250,7 @@ def train(
     loss_count = 0
     # The bar counts thousandths of the run, so its ETA works for step, epoch and time limits alike.
     bar = tqdm(total=1000, disable=None if show_progress else True,
-               bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}", dynamic_ncols=True)
+               bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining}{postfix}", dynamic_ncols=True)
     shown_at = 0.0
     session_start = time.perf_counter() - p.elapsed
     rate_mark = (time.perf_counter(), p.tokens)
