@@ -38,6 +38,7 @@ class Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch notes the raw pickle's protocol; expected
 @pytest.mark.parametrize("form", ["torch.save", "raw pickle"])
 def test_malicious_checkpoint_is_refused_without_running(words_file, tmp_path: Path, form: str) -> None:
     run_dir = train_run(words_file, name="r", max_steps=10, eval_every=5)
