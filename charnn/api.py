@@ -236,8 +236,8 @@ class CharModel:
 
     def score(self, text: str) -> Score:
         """Loss of `text` under the model; characters it never saw are skipped and counted."""
-        unknown = {c: text.count(c) for c in self.tokenizer.unknown_chars(text)}
-        return self._scored(self.tokenizer.encode_array(text, drop_unknown=True), unknown)
+        ids, unknown = self.tokenizer.encode_known(text)
+        return self._scored(ids, unknown)
 
     def score_file(self, path: str, paths: Paths | None = None) -> Score:
         """Like `score`, but streams the file through the memory-mapped cache (bounded memory)."""

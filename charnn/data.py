@@ -66,11 +66,11 @@ def prepare(
         n = 0
         with os.fdopen(fd, "wb") as out:
             for text in chunks():
-                for ch in tokenizer.unknown_chars(text):
-                    unknown[ch] = unknown.get(ch, 0) + text.count(ch)
-                ids: np.ndarray = tokenizer.encode_array(text, drop_unknown=True).astype(dtype)
-                out.write(ids.tobytes())
-                n += len(ids)
+                known, missing = tokenizer.encode_known(text)
+                for ch, count in missing.items():
+                    unknown[ch] = unknown.get(ch, 0) + count
+                out.write(known.astype(dtype).tobytes())
+                n += len(known)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, ids_path)

@@ -95,6 +95,16 @@ class CharTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=False)
 
+    def encode_known(self, text: str) -> tuple[np.ndarray, dict[str, int]]:
+        """Bulk-encode the known characters and count the unknown ones, in one lookup pass."""
+        cps = _codepoints(text)
+        ids = self.lut[cps]  # (len(text),), -1 where unknown
+        unknown = ids < 0
+        if not unknown.any():
+            return ids, {}
+        values, counts = np.unique(cps[unknown], return_counts=True)  # only the unknown ones are sorted
+        return ids[~unknown], {chr(int(v)): int(n) for v, n in zip(values, counts, strict=True)}
+
     def encode_array(self, text: str, *, drop_unknown: bool = False) -> np.ndarray:
         """Fast bulk encoding to int32 ids; same result as `encode`."""
         ids = self.lut[_codepoints(text)]  # (len(text),)

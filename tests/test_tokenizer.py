@@ -73,3 +73,11 @@ def test_large_text_bulk_encoding_matches_reference_on_sample() -> None:
     text = "".join(rng.choice(alphabet, size=20000))
     tok = CharTokenizer(alphabet)
     assert tok.encode_array(text).tolist() == tok.encode(text)
+
+
+def test_encode_known_counts_unknowns_in_the_same_pass() -> None:
+    tok = CharTokenizer("abc ")
+    ids, unknown = tok.encode_known("abz xyzz")
+    assert tok.decode(ids.tolist()) == "ab "
+    assert unknown == {"x": 1, "y": 1, "z": 3}
+    assert tok.encode_known("cab")[1] == {}
