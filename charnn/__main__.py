@@ -1,3 +1,3 @@
-from charnn.cli import app
+from charnn.cli import run
 
-app(prog_name="charnn")
+run()

@@ -12,16 +12,20 @@ returns values; `cli.py` only parses options and prints.
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from charnn import checkpoint, corpus, data
+from charnn import checkpoint, corpus, data, distributed
+from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import RunError, UsageError
 from charnn.model import CharRNN, ModelConfig, State, resolve_device
 from charnn.recipe import Recipe, choose, measure_speed
@@ -61,9 +65,20 @@ def check_fits(chars: int, cfg: TrainConfig) -> None:
                          "raise --val-frac or give more text (it needs at least 2)")
 
 
-def prepare_corpus(source: corpus.Corpus, cfg: TrainConfig, paths: Paths) -> Prepared:
+def prepare_corpus(source: corpus.Corpus, cfg: TrainConfig, paths: Paths,
+                   group: ProcessGroup | None = None) -> Prepared:
+    """Encode `source` into the cache (or reuse it) and split it.
+
+    Under torchrun one process per machine (local rank 0) writes the cache while the
+    others wait at a barrier, then everyone memory-maps it: never N writers on one file.
+    """
     check_fits(source.chars, cfg)
-    encoded = data.prepare(source.chunks, source.fingerprint, paths.cache)
+    group = group or ProcessGroup.solo()
+    if group.launch.local_rank == 0:
+        encoded = data.prepare(source.chunks, source.fingerprint, paths.cache)
+    group.barrier()
+    if group.launch.local_rank != 0:
+        encoded = data.prepare(source.chunks, source.fingerprint, paths.cache)
     train_ids, val_ids = data.split(encoded.ids, cfg.val_frac)
     return Prepared(source, encoded, train_ids, val_ids)
 
@@ -81,45 +96,97 @@ def start_training(spec: str, model_cfg: ModelConfig, cfg: TrainConfig, *, name:
 
     With a time budget, the fields named in `auto_fields` (those the user did
     not set) are chosen by `recipe.choose` for this machine's measured speed;
-    `announce` receives the line describing the choice.
+    `announce` receives the line describing the choice. Under torchrun every
+    process calls this; the checks run before the process group opens.
     """
     paths = paths or Paths()
+    launch = Launch.from_env()
     _check(model_cfg.validate() + cfg.validate())
-    dev = _device_for(device, cfg)
-    run_dir = paths.checkpoints / (name or default_run_name(spec))
+    launch.check_batch(cfg.batch_size)
+    dev = _device_for(device, cfg, launch)
+    run_dir = paths.checkpoints / (name or _agreed_name(spec, launch))
     checkpoint.check_new(run_dir, overwrite)  # before the slow corpus work
+    if run_dir.is_dir():
+        checkpoint.check_unlocked(run_dir)
     source = corpus.resolve(spec, paths.corpora, url=url, replace_errors=replace_errors)
-    prepared = prepare_corpus(source, cfg, paths)
-    model_cfg.vocab_size = prepared.encoded.tokenizer.vocab_size
-    recipe = None
-    if auto_fields and cfg.time_budget:
-        if dev.type == "cpu":
-            tune_cpu_allocator()  # as training will: the probe must see the same speed
-        speed = measure_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.batch_size, cfg.seq_len)
-        recipe = choose(cfg.time_budget, len(prepared.train_ids), model_cfg.vocab_size, speed, model_cfg.cell)
-        for name in auto_fields:
-            setattr(model_cfg if hasattr(model_cfg, name) else cfg, name, getattr(recipe, name))
-        _check(model_cfg.validate() + cfg.validate())
-        check_fits(prepared.corpus.chars, cfg)
-        if announce:
-            explicit = sorted(set(vars(Recipe())) - {"probe_tokens_per_s", "expected_tokens", "cell"} - auto_fields)
-            effective = Recipe(**{k: getattr(model_cfg if hasattr(model_cfg, k) else cfg, k)
-                                  for k in vars(Recipe()) if k not in ("probe_tokens_per_s", "expected_tokens")},
-                               expected_tokens=recipe.expected_tokens if not explicit else None)
-            announce(f"recipe for {cfg.time_budget:g}s at {speed:,.0f} chars/s (probe): {effective.describe()}"
-                     + (f" (set by you: {', '.join(explicit)})" if explicit else ""))
-    torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run
-    model = CharRNN(model_cfg)
-    where = str(Path(spec).resolve()) if Path(spec).exists() else spec  # a built-in stays a name
-    config = {
-        "model": asdict(model_cfg), "train": asdict(cfg), "created": checkpoint.now_iso(),
-        "corpus": {"source": where, "fingerprint": prepared.corpus.fingerprint, "bytes": prepared.corpus.size,
-                   "characters": len(prepared.encoded.ids), "replace_errors": replace_errors},
-        "recipe": asdict(recipe) if recipe else None,
-    }
-    checkpoint.create(run_dir, config, prepared.encoded.tokenizer, overwrite)
-    result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, dev, show_progress=show_progress)
+    check_fits(source.chars, cfg)
+    with distributed.join(launch, dev) as group:
+        prepared = prepare_corpus(source, cfg, paths, group)
+        model_cfg.vocab_size = prepared.encoded.tokenizer.vocab_size
+        recipe = None
+        if auto_fields and cfg.time_budget:
+            recipe = group.broadcast(_plan(prepared, model_cfg, cfg, dev, auto_fields, announce, launch)
+                                     if group.is_writer else None)
+            for field_name in auto_fields:
+                setattr(model_cfg if hasattr(model_cfg, field_name) else cfg, field_name, getattr(recipe, field_name))
+            launch.check_batch(cfg.batch_size)
+        torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run (the same on every rank)
+        model = CharRNN(model_cfg)
+        where = str(Path(spec).resolve()) if Path(spec).exists() else spec  # a built-in stays a name
+        config = {
+            "model": asdict(model_cfg), "train": asdict(cfg), "created": checkpoint.now_iso(),
+            "corpus": {"source": where, "fingerprint": prepared.corpus.fingerprint, "bytes": prepared.corpus.size,
+                       "characters": len(prepared.encoded.ids), "replace_errors": replace_errors},
+            "recipe": asdict(recipe) if recipe else None,
+            "distributed": _world_record(group),
+        }
+        with _writer_lock(run_dir, group, make=True):
+            if group.is_writer:
+                checkpoint.create(run_dir, config, prepared.encoded.tokenizer, overwrite)
+            result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, group.device,
+                           show_progress=show_progress, group=group)
     return run_dir, result
+
+
+def _agreed_name(spec: str, launch: Launch) -> str:
+    """The default run name is a timestamp; under torchrun every rank must agree on one."""
+    if launch.under_torchrun:
+        # torchrun gives every process of the job the same TORCHELASTIC_RUN_ID; the launcher's
+        # start time stands in for 'now' so the ranks cannot straddle a second boundary.
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+        stamp = run_id if run_id and run_id != "none" else "torchrun"
+        return f"{Path(spec).stem or 'run'}-{stamp}"
+    return default_run_name(spec)
+
+
+def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: torch.device,
+          auto_fields: frozenset[str], announce: Callable[[str], None] | None, launch: Launch) -> Recipe:
+    """Probe this machine once (rank 0) and choose the model for the budget; announce the choice."""
+    if dev.type == "cpu":
+        tune_cpu_allocator()  # as training will: the probe must see the same speed
+    # Every process trains its share at about the probe's speed: the job sees world_size times as much.
+    speed = measure_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.batch_size, cfg.seq_len) * launch.world_size
+    recipe = choose(cfg.time_budget or 0.0, len(prepared.train_ids), model_cfg.vocab_size, speed, model_cfg.cell)
+    chosen_model, chosen_cfg = copy.copy(model_cfg), copy.copy(cfg)
+    for field_name in auto_fields:
+        setattr(chosen_model if hasattr(chosen_model, field_name) else chosen_cfg, field_name, getattr(recipe, field_name))
+    _check(chosen_model.validate() + chosen_cfg.validate())
+    check_fits(prepared.corpus.chars, chosen_cfg)
+    if announce:
+        explicit = sorted(set(vars(Recipe())) - {"probe_tokens_per_s", "expected_tokens", "cell"} - auto_fields)
+        effective = Recipe(**{k: getattr(chosen_model if hasattr(chosen_model, k) else chosen_cfg, k)
+                              for k in vars(Recipe()) if k not in ("probe_tokens_per_s", "expected_tokens")},
+                           expected_tokens=recipe.expected_tokens if not explicit else None)
+        announce(f"recipe for {cfg.time_budget:g}s at {speed:,.0f} chars/s (probe"
+                 + (f" x {launch.world_size} processes" if launch.world_size > 1 else "") + f"): {effective.describe()}"
+                 + (f" (set by you: {', '.join(explicit)})" if explicit else ""))
+    return recipe
+
+
+def _world_record(group: ProcessGroup) -> dict[str, Any]:
+    return {"world_size": group.world_size, "backend": group.backend}
+
+
+@contextmanager
+def _writer_lock(run_dir: Path, group: ProcessGroup, make: bool = False) -> Iterator[None]:
+    """Rank 0 (or the single process) holds the run's training lock; the other ranks write nothing."""
+    if not group.is_writer:
+        yield
+        return
+    if make:
+        checkpoint.make_dir(run_dir)
+    with checkpoint.locked(run_dir):
+        yield
 
 
 def resume_training(run: str, *, corpus_path: str | None = None, max_steps: int | None = None,
@@ -129,10 +196,14 @@ def resume_training(run: str, *, corpus_path: str | None = None, max_steps: int 
     """Continue a run from `latest.pt`; new limits extend it (`more_time` is added to the time used).
 
     A new `lr` replaces the peak learning rate (e.g. after a divergence); the
-    schedule's shape is kept.
+    schedule's shape is kept. Any number of torchrun processes can resume a run
+    trained on any other number (the saved state is in the single-process layout).
     """
     paths = paths or Paths()
+    launch = Launch.from_env()
     run_dir = checkpoint.resolve(run, paths.checkpoints)
+    if launch.is_writer:
+        checkpoint.check_unlocked(run_dir)  # at once, before the corpus work
     config = checkpoint.load_config(run_dir)
     model_cfg = checkpoint.model_config_of(config)
     try:
@@ -152,17 +223,16 @@ def resume_training(run: str, *, corpus_path: str | None = None, max_steps: int 
     if lr is not None:
         cfg.lr = lr
     _check(cfg.validate())
-    dev = _device_for(device, cfg)
+    launch.check_batch(cfg.batch_size)
+    dev = _device_for(device, cfg, launch)
     recorded = config.get("corpus", {})
     spec = corpus_path or recorded.get("source", "")
     source = corpus.resolve(spec, paths.corpora, replace_errors=bool(recorded.get("replace_errors")))
     if source.fingerprint != recorded.get("fingerprint"):
         raise UsageError(f"corpus '{spec}' is not the one run '{run_dir.name}' was trained on (its content changed) — "
                          "give the original file as CORPUS (e.g. after moving it), or train a new run")
-    prepared = prepare_corpus(source, cfg, paths)
+    check_fits(source.chars, cfg)
     tokenizer = checkpoint.load_tokenizer(run_dir)
-    if tokenizer.chars != prepared.encoded.tokenizer.chars:
-        raise RunError(f"run '{run_dir.name}' has a different vocabulary than its corpus — the run is damaged")
     torch.manual_seed(cfg.seed)  # same initial weights as the original start, if there is no payload
     model = CharRNN(model_cfg)
     if payload is not None:
@@ -170,18 +240,31 @@ def resume_training(run: str, *, corpus_path: str | None = None, max_steps: int 
             model.load_state_dict(payload["model"])
         except (RuntimeError, TypeError):
             raise RunError(f"the weights in '{latest}' do not fit the run's config — the run is damaged") from None
-    config["train"] = asdict(cfg)
-    checkpoint.clean_temp_files(run_dir)  # left by a process killed mid-write; only now that every check passed
-    checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
-    result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, dev, resume=payload,
-                   show_progress=show_progress)
+    with distributed.join(launch, dev) as group, _writer_lock(run_dir, group):
+        prepared = prepare_corpus(source, cfg, paths, group)
+        if tokenizer.chars != prepared.encoded.tokenizer.chars:
+            raise RunError(f"run '{run_dir.name}' has a different vocabulary than its corpus — the run is damaged")
+        config["train"] = asdict(cfg)
+        config["distributed"] = _world_record(group)
+        if group.is_writer:
+            checkpoint.clean_temp_files(run_dir)  # left by a process killed mid-write; only now that every check passed
+            checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
+        result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, group.device, resume=payload,
+                       show_progress=show_progress, group=group)
     return run_dir, result
 
 
-def _device_for(name: str, cfg: TrainConfig) -> torch.device:
+def _device_for(name: str, cfg: TrainConfig, launch: Launch | None = None) -> torch.device:
     dev = resolve_device(name)
     if cfg.amp and dev.type != "cuda":
         raise UsageError(f"--amp needs a CUDA device (this run would be on {dev.type}) — drop --amp")
+    if launch is not None and launch.under_torchrun:
+        if dev.type == "mps":
+            raise UsageError("torchrun cannot train on --device mps (no distributed backend for it) — use --device cpu")
+        dev = launch.device(dev)
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"this machine has {torch.cuda.device_count()} GPU(s) but torchrun started a process for "
+                             f"GPU {dev.index} — give --nproc_per_node at most {torch.cuda.device_count()}")
     return dev
 
 

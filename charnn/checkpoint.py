@@ -6,6 +6,7 @@
       best.pt          weights with the lowest validation loss
       latest.pt        weights + full training state (optimizer, step, RNG, data cursor, hidden state)
       metrics.jsonl    one JSON object per evaluation
+      .train.lock      held (an OS lock) by the one process training the run
 
 Every write is atomic (temp file in the same folder, fsync, `os.replace`), so a
 crash at any moment leaves the previous version of each file intact. Loading
@@ -18,9 +19,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +38,7 @@ FORMAT_VERSION = 1
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: temp files are 0600, the finished file gets the usual 0666 & ~umask
 CONFIG, TOKENIZER, BEST, LATEST, METRICS = "config.json", "tokenizer.json", "best.pt", "latest.pt", "metrics.jsonl"
+LOCK = ".train.lock"
 
 
 # ---- atomic writes ------------------------------------------------------------------------------
@@ -88,6 +92,80 @@ def save_tensors(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **payload}, f))
 
 
+# ---- one trainer per run ------------------------------------------------------------------------
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on `fd` without waiting; the kernel drops it when the process dies."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:  # BlockingIOError: someone else holds it
+        return False
+
+
+def _holder(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 200).decode("utf-8", "replace").strip()
+
+
+def _busy(run_dir: Path, holder: str) -> RunError:
+    who = f"process {holder}" if holder else "another process"
+    return RunError(f"run '{run_dir.name}' is being trained right now by {who} — wait for it to finish or stop it "
+                    "(Ctrl-C saves it), or pick another --name")
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run's training lock for the duration; refuse at once if another process holds it.
+
+    An OS lock (flock), not a marker file: a process that dies, even by SIGKILL, releases it,
+    so a crash never leaves a stale lock behind. The file names the holder for the message.
+    """
+    path = run_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    except OSError as e:
+        raise RunError(f"cannot lock run folder '{run_dir}' ({e.strerror}) — pass a writable --checkpoints-dir") from None
+    try:
+        if not _try_lock(fd):
+            raise _busy(run_dir, _holder(fd))
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def check_unlocked(run_dir: Path) -> None:
+    """Refuse early (before any slow work) if a process is training `run_dir` right now.
+
+    Not for a process that holds the lock itself: a second open file conflicts with the first.
+    """
+    path = run_dir / LOCK
+    if not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return  # unreadable lock file: `locked` reports it when the run is really written
+    try:
+        if not _try_lock(fd):
+            raise _busy(run_dir, _holder(fd))
+    finally:
+        os.close(fd)  # a probe only: closing drops the lock it took
+
+
 # ---- creating and updating a run ----------------------------------------------------------------
 
 
@@ -95,7 +173,7 @@ def check_new(run_dir: Path, overwrite: bool) -> None:
     """Refuse to start a run where one exists (unless `overwrite`) or where something else lives."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"'{run_dir}' exists and is not a folder — pick another --name")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    if run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
         if not (run_dir / CONFIG).exists() and _abandoned(run_dir):
             return  # a start that died before writing its config: nothing of value to protect
         if not overwrite:
@@ -106,7 +184,7 @@ def check_new(run_dir: Path, overwrite: bool) -> None:
 
 
 def _abandoned(run_dir: Path) -> bool:
-    return all(p.name == TOKENIZER or _is_temp(p) for p in run_dir.iterdir())
+    return all(p.name in (TOKENIZER, LOCK) or _is_temp(p) for p in run_dir.iterdir())
 
 
 def _is_temp(path: Path) -> bool:
@@ -121,12 +199,9 @@ def clean_temp_files(run_dir: Path) -> None:
 
 
 def create(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, overwrite: bool) -> None:
-    """Start a run directory: refuse an existing run unless `overwrite`."""
+    """Start a run directory: refuse an existing run unless `overwrite`. Call it holding `locked(run_dir)`."""
     check_new(run_dir, overwrite)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunError(f"cannot create run folder '{run_dir}' ({e.strerror}) — pass a writable --checkpoints-dir") from None
+    make_dir(run_dir)
     if not os.access(run_dir, os.W_OK):
         raise RunError(f"run folder '{run_dir}' is not writable — pass a writable --checkpoints-dir")
     for name in (CONFIG, BEST, LATEST, METRICS):
@@ -180,6 +255,13 @@ def resolve(spec: str | None, checkpoints_dir: Path) -> Path:
     names = ", ".join(sorted(r.name for r in find_runs(checkpoints_dir))[:8]) or "none yet"
     raise RunError(f"run '{spec}' not found — give a run name under '{checkpoints_dir}' ({names}) "
                    "or the path of a run directory; `charnn runs` lists them")
+
+
+def make_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create run folder '{run_dir}' ({e.strerror}) — pass a writable --checkpoints-dir") from None
 
 
 def find_runs(checkpoints_dir: Path) -> list[Path]:

@@ -1,7 +1,9 @@
 """The `charnn` command: parses options, builds configs, calls the library, prints.
 
 Every `CharnnError` becomes one line on stderr (`error: …`) and its exit code
-(2 for usage errors, 1 otherwise); `--debug` shows the traceback instead.
+(2 for usage errors, 1 otherwise); `--debug` shows the traceback instead. Under
+torchrun every process runs this same command: one process per machine prints
+an error (the others meet the same one), and only rank 0 prints progress.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from charnn import __version__, api, checkpoint, corpus
+from charnn import __version__, api, checkpoint, corpus, distributed
 from charnn.errors import CharnnError
 from charnn.model import ModelConfig
 from charnn.recipe import default_recipe
@@ -30,6 +32,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 F = TypeVar("F", bound=Callable[..., Any])
+# click's ClickException, from wherever this Typer takes click (recent Typer versions vendor it).
+_CLICK_ERROR: type[Any] = typer.BadParameter.__mro__[2]
 _debug = False
 
 
@@ -58,10 +62,48 @@ def handled(fn: F) -> F:
         except CharnnError as e:
             if _debug:
                 raise
-            typer.echo(f"error: {e}", err=True)
+            _report(f"error: {e}")
             raise typer.Exit(e.exit_code) from None
-
     return wrapper  # type: ignore[return-value]
+
+
+def _launch() -> distributed.Launch:
+    try:
+        return distributed.Launch.from_env()
+    except CharnnError:
+        return distributed.Launch()  # the malformed environment is what gets reported
+
+
+def _report(line: str) -> None:
+    """Print a user error once per machine; hand it to torchrun's failure report too."""
+    launch = _launch()
+    if launch.reports_errors:
+        typer.echo(line, err=True)
+    if launch.under_torchrun:
+        distributed.record_error(line)
+
+
+def run() -> None:
+    """The `charnn` entry point (also `python -m charnn`, which torchrun starts).
+
+    Runs the Typer app as a plain click command so that click's own usage errors (an
+    unknown option, a value that is not a number) are printed once per machine under
+    torchrun too, instead of once per process.
+    """
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="charnn", standalone_mode=False)
+    except _CLICK_ERROR as e:  # a usage error: an unknown option, a value that is not a number
+        launch = _launch()
+        if launch.reports_errors:
+            e.show()
+        if launch.under_torchrun:
+            distributed.record_error(f"error: {e.format_message()}")
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)", re.IGNORECASE)
@@ -157,7 +199,8 @@ def train_cmd(
         budgeted = seconds is not None
         if seconds is None and max_steps is None and epochs is None:
             seconds = 600.0
-            typer.echo("no --time, --max-steps or --epochs given: training for 10m", err=True)
+            if _launch().is_writer:
+                typer.echo("no --time, --max-steps or --epochs given: training for 10m", err=True)
         given = {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "dropout": dropout,
                  "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "warmup": warmup}
         chosen = {**vars(default_recipe()), **{k: v for k, v in given.items() if v is not None}}
@@ -172,10 +215,17 @@ def train_cmd(
         run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,
                                              overwrite=overwrite, url=url, replace_errors=replace_bad_bytes,
                                              show_progress=not quiet, auto_fields=auto, announce=say)
+    if not result.is_writer:
+        return
     p = result.progress
     best = f"{p.best_val:.4f} nats ({p.best_val / 0.6931471805599453:.3f} bpc)"
+    if result.checksum is not None:
+        typer.echo(f"{result.world_size} processes stopped together at step {p.step}; weights identical on every rank "
+                   f"(checksum {result.checksum})", err=True)
     if result.stopped_by == "interrupted":
-        typer.echo(f"interrupted at step {p.step}; saved {run_dir}. Continue with: charnn train --resume {run_dir.name}"
+        again = "charnn train" if result.world_size == 1 else \
+            f"torchrun --standalone --nproc_per_node={result.world_size} -m charnn train"
+        typer.echo(f"interrupted at step {p.step}; saved {run_dir}. Continue with: {again} --resume {run_dir.name}"
                    + ("" if checkpoints_dir == api.DEFAULT_CHECKPOINTS else f" --checkpoints-dir {checkpoints_dir}"),
                    err=True)
     else:

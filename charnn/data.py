@@ -123,14 +123,19 @@ class Streams:
 
     Only full windows are used for training; `windows(partial=True)` also
     yields the shorter last window so evaluation covers the whole split.
+    `block` keeps a contiguous range of the B streams (one rank's share under
+    torchrun): the layout is the single-process one, so stream n reads the same
+    text whatever the number of processes.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int):
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, block: slice = slice(None)):
         self.ids = ids
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # B: streams in the whole layout
         self.seq_len = seq_len
         self.stream_len = (len(ids) - 1) // batch_size  # characters each stream predicts
-        self.starts = np.arange(batch_size, dtype=np.int64) * self.stream_len  # (B,)
+        self.block = block
+        self.starts = (np.arange(batch_size, dtype=np.int64) * self.stream_len)[block]  # (b,) this block's streams
+        self.rows = len(self.starts)
         self.n_windows = self.stream_len // seq_len
 
     @staticmethod
@@ -143,7 +148,7 @@ class Streams:
             )
 
     def window(self, k: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets of window k, each (B, length) int64."""
+        """Inputs and targets of window k, each (b, length) int64 for this block's b streams."""
         t = self.seq_len if length is None else length
         cols = self.starts[:, None] + (k * self.seq_len + np.arange(t + 1))  # (B, t+1)
         block = torch.from_numpy(np.asarray(self.ids[cols], dtype=np.int64))

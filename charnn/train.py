@@ -6,6 +6,11 @@ ends first); global-norm clipping; a full pass over the validation split every
 `eval_every` steps; `best` kept by validation loss and `latest` (with the whole
 training state) saved at every evaluation. SIGINT/SIGTERM finish the current
 step, save `latest` and return, so `--resume` continues bit-for-bit (CPU).
+
+Under torchrun the same loop runs on every rank (`distributed.ProcessGroup`): each
+rank trains its contiguous block of the B streams inside DistributedDataParallel,
+all ranks agree once per step whether to stop (and on rank 0's clock), evaluation
+is sharded and summed, and rank 0 alone writes files and prints.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from tqdm import tqdm
 
 from charnn import checkpoint
 from charnn.data import Streams
+from charnn.distributed import ProcessGroup
 from charnn.errors import TrainingError, UsageError
 from charnn.model import CharRNN, State, detach_state
 
@@ -95,6 +101,9 @@ class TrainResult:
     progress: Progress
     last_val: float | None
     stopped_by: str  # "max-steps", "epochs", "time", "patience" or "interrupted"
+    world_size: int = 1
+    is_writer: bool = True  # rank 0 (or a single process): the one that reports
+    checksum: str | None = None  # weights digest, checked identical on every rank (torchrun only)
 
 
 def lr_at(cfg: TrainConfig, step: int, done: float) -> float:
@@ -159,23 +168,32 @@ def amp_dtype(model: CharRNN, device: torch.device) -> torch.dtype:
 
 
 @torch.inference_mode()
-def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device: torch.device) -> float:
-    """Mean loss in nats per character over all of `ids`, state carried window to window."""
+def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device: torch.device,
+             group: ProcessGroup | None = None) -> float:
+    """Mean loss in nats per character over all of `ids`, state carried window to window.
+
+    Under torchrun each rank scores its block of the same stream layout and the sums are
+    added up, so every rank returns the number a single process would.
+    """
     if len(ids) < 2:
         raise UsageError("the evaluation text needs at least 2 characters — give more text")
+    group = group or ProcessGroup.solo(device)
     # Fewer streams for short texts so each stream still spans at least one window.
-    streams = Streams(ids, max(1, min(batch_size, (len(ids) - 1) // seq_len)), seq_len)
+    n_streams = max(1, min(batch_size, (len(ids) - 1) // seq_len))
+    streams = Streams(ids, n_streams, seq_len, group.block(n_streams))
     was_training = model.training
     model.eval()
-    state = model.init_state(streams.batch_size, device)
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    for x, y in streams.windows(partial=True):
-        logits, state = model(x.to(device), state)  # (B, t, V)
-        total += F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum").double()
-        count += y.numel()
+    if streams.rows:  # a rank can own no stream of a short validation split
+        state = model.init_state(streams.rows, device)
+        for x, y in streams.windows(partial=True):
+            logits, state = model(x.to(device), state)  # (b, t, V)
+            total += F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum").double()
+            count += y.numel()
     model.train(was_training)
-    return float(total) / count
+    summed, n = group.sum([float(total), float(count)])
+    return summed / n
 
 
 class _StopFlag:
@@ -214,36 +232,41 @@ def train(
     resume: dict[str, Any] | None = None,
     show_progress: bool = True,
     should_stop: Callable[[Progress], bool] | None = None,
+    group: ProcessGroup | None = None,
 ) -> TrainResult:
     """Train `model` in place, writing checkpoints and metrics into `run_dir`.
 
     `resume` is the payload of `latest.pt`; `should_stop` is polled after each
     step (tests use it to interrupt at an exact step). `show_progress` turns on
-    the tqdm bar (on a terminal) and one line per evaluation.
+    the tqdm bar (on a terminal) and one line per evaluation. `group` is the
+    torchrun process group (None: a single process).
     """
+    world = group or ProcessGroup.solo(device)
+    writer = world.is_writer
+    show_progress = show_progress and writer
     if device.type == "cpu":
         tune_cpu_allocator()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # the head's matmul; cuDNN RNNs allow TF32 by default
         torch.backends.cudnn.allow_tf32 = True
     assert not cfg.amp or device.type == "cuda", "api checks --amp against the device before any write"
-    streams = Streams(train_ids, cfg.batch_size, cfg.seq_len)
+    streams = Streams(train_ids, cfg.batch_size, cfg.seq_len, world.block(cfg.batch_size))
     model.to(device).train()
+    net = world.wrap(model)  # DDP under torchrun: backward averages gradients over ranks
     if cfg.amp and show_progress:
         tqdm.write(f"amp: bf16 autocast; the recurrent kernel runs in {amp_dtype(model, device)}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     p = Progress()
-    state: State = model.init_state(cfg.batch_size, device)
+    state: State = model.init_state(streams.rows, device)
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
         p = Progress(**resume["progress"])
-        state = tuple(s.to(device) for s in resume["state"])
-        torch.set_rng_state(resume["rng"])
-        if device.type == "cuda" and resume.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(resume["cuda_rng"], device)
+        state = tuple(s[:, streams.block].to(device) for s in resume["state"])  # (L, B, H) -> this rank's (L, b, H)
+        _restore_rng(resume, world.rank, cfg.seed, device)
     else:
-        torch.manual_seed(cfg.seed)
-    checkpoint.truncate_metrics(run_dir, p.step)  # records a killed process wrote after its last full save
+        torch.manual_seed(cfg.seed + world.rank)  # rank 0 = the single-process stream; others draw their own masks
+    if writer:
+        checkpoint.truncate_metrics(run_dir, p.step)  # records a killed process wrote after its last full save
     flag = _StopFlag()
     last_val: float | None = None
     loss_sum = torch.zeros((), device=device)
@@ -256,32 +279,40 @@ def train(
     rate_mark = (time.perf_counter(), p.tokens)
 
     def save_latest() -> None:
-        checkpoint.save_tensors(run_dir / checkpoint.LATEST, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": p.step,
-            "progress": vars(p).copy(), "state": tuple(s.cpu() for s in state),
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        })
+        # Collective: every rank hands over its streams' state and its RNG; rank 0 writes them in
+        # the single-process layout (L, B, H), so any number of processes can resume from it.
+        full_state = tuple(world.gather_rows(s) for s in state)
+        rngs = world.gather_objects(torch.get_rng_state())
+        cuda_rngs = world.gather_objects(torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+        if writer:
+            checkpoint.save_tensors(run_dir / checkpoint.LATEST, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": p.step,
+                "progress": vars(p).copy(), "state": full_state, "rng": rngs[0], "cuda_rng": cuda_rngs[0],
+                "world_size": world.world_size, "rng_ranks": rngs, "cuda_rng_ranks": cuda_rngs,
+            })
 
     def run_eval() -> None:
         nonlocal last_val, loss_sum, loss_count, rate_mark
-        val = evaluate(model, val_ids, cfg.batch_size, cfg.seq_len, device)
+        val = evaluate(model, val_ids, cfg.batch_size, cfg.seq_len, device, world)
         last_val = val
         now = time.perf_counter()
         tps = (p.tokens - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
+        summed_loss, summed_count = world.sum([float(loss_sum), float(loss_count)])
         record = {
             "step": p.step, "epoch": round(p.epoch + p.window / streams.n_windows, 4), "tokens": p.tokens,
-            "elapsed": round(p.elapsed, 3), "train_loss": float(loss_sum) / loss_count if loss_count else None,
+            "elapsed": round(p.elapsed, 3), "train_loss": summed_loss / summed_count if summed_count else None,
             "val_loss": val, "val_bpc": val / math.log(2), "lr": optimizer.param_groups[0]["lr"],
             "tokens_per_s": round(tps, 1),
         }
         if val < p.best_val:
             p.best_val, p.evals_since_best = val, 0
-            checkpoint.save_tensors(run_dir / checkpoint.BEST, {"model": model.state_dict(), "step": p.step,
-                                                                 "val_loss": val})
+            if writer:
+                checkpoint.save_tensors(run_dir / checkpoint.BEST, {"model": model.state_dict(), "step": p.step,
+                                                                     "val_loss": val})
         else:
             p.evals_since_best += 1
-        checkpoint.append_metrics(run_dir, record)
+        if writer:
+            checkpoint.append_metrics(run_dir, record)
         p.last_eval_step = p.step
         save_latest()
         if show_progress:
@@ -302,22 +333,24 @@ def train(
                 break
             if p.window >= streams.n_windows:  # new epoch: streams restart, state resets
                 p.epoch, p.window = p.epoch + 1, 0
-                state = model.init_state(cfg.batch_size, device)
+                state = model.init_state(streams.rows, device)
             lr = lr_at(cfg, p.step, fraction_done(cfg, p, streams.n_windows))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
             x, y = streams.window(p.window)
             if device.type == "cuda":  # pinned pages let the copy run asynchronously
                 x, y = x.pin_memory(), y.pin_memory()
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                logits, new_state = model(x, state)  # (B, T, V)
+                logits, new_state = net(x, state)  # (b, T, V)
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            if torch.isfinite(loss + grad_norm):
+            # The norm of the all-reduced gradients is the same number on every rank, and a
+            # non-finite loss always gives non-finite gradients: every rank skips the same steps.
+            if torch.isfinite(grad_norm):
                 optimizer.step()
                 state = detach_state(new_state)
                 loss_sum += loss.detach()
@@ -333,8 +366,9 @@ def train(
                         f"(now {cfg.lr:g}) or --clip and resume; best/latest hold the last finite weights")
             p.step += 1
             p.window += 1
-            p.tokens += x.numel()
-            p.elapsed = time.perf_counter() - session_start
+            p.tokens += cfg.batch_size * cfg.seq_len  # all ranks' streams
+            stop_asked = flag.raised or (should_stop is not None and should_stop(p))
+            stop_asked, p.elapsed = world.agree(stop_asked, time.perf_counter() - session_start)
             if p.step % cfg.eval_every == 0:
                 run_eval()
             now = time.perf_counter()
@@ -345,7 +379,24 @@ def train(
                 tps = (p.tokens - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
                 bar.set_postfix_str(f"step {p.step} loss {loss.item():.3f} val "
                                     f"{'-' if last_val is None else f'{last_val:.3f}'} {tps:,.0f} tok/s lr {lr:.2e}")
-            if flag.raised or (should_stop is not None and should_stop(p)):
+            if stop_asked:
                 save_latest()
                 break
-    return TrainResult(p, last_val, stopped_by)
+    checksum = world.weights_checksum(model) if world.active else None
+    return TrainResult(p, last_val, stopped_by, world.world_size, writer, checksum)
+
+
+def _restore_rng(resume: dict[str, Any], rank: int, seed: int, device: torch.device) -> None:
+    """This rank's RNG as saved; a rank the saved run did not have starts a stream of its own.
+
+    Resuming on another number of processes is therefore correct but not bit-exact: the
+    dropout masks of the re-sharded streams differ from the ones the old layout would draw.
+    """
+    rngs = resume.get("rng_ranks") or [resume["rng"]]
+    cuda_rngs = resume.get("cuda_rng_ranks") or [resume.get("cuda_rng")]
+    if rank < len(rngs):
+        torch.set_rng_state(rngs[rank])
+    else:
+        torch.manual_seed(seed + rank + 1_000_003 * int(resume["progress"]["step"]))
+    if device.type == "cuda" and rank < len(cuda_rngs) and cuda_rngs[rank] is not None:
+        torch.cuda.set_rng_state(cuda_rngs[rank], device)

@@ -40,8 +40,9 @@ def test_version_and_help() -> None:
 
 def test_train_writes_the_run_directory(trained) -> None:
     assert {p.name for p in trained.iterdir()} == {"config.json", "tokenizer.json", "best.pt", "latest.pt",
-                                                   "metrics.jsonl"}
+                                                   "metrics.jsonl", ".train.lock"}
     config = json.loads((trained / "config.json").read_text())
+    assert config["distributed"] == {"world_size": 1, "backend": None}
     assert config["format_version"] == checkpoint.FORMAT_VERSION
     assert config["model"]["hidden"] == 32 and config["train"]["max_steps"] == 60
     assert len(config["corpus"]["fingerprint"]) == 64
