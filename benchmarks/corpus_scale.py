@@ -1,19 +1,22 @@
 """Corpus preparation and memory at scale: encode+cache time, peak RSS, cache reuse, training RSS.
 
-    python benchmarks/corpus_scale.py [--sizes 1,10,100] [--record]
+    python benchmarks/corpus_scale.py [--sizes 1,10,100] [--folder-files 100000] [--folder-mb 1000] [--record]
 
 Synthetic UTF-8 corpora (mixed ASCII, accented Latin, Greek, CJK, emoji) are generated
 inside the benchmark. Each measurement runs in a fresh child process so its peak RSS
 (`ru_maxrss`) is its own. Baselines from the same run: the child's RSS just after
 importing torch (`base`), and the tokenizers library's own `encode` on the 1 MB corpus.
 Training RSS: the same small model trained for a few steps on the smallest and the
-largest corpus; the difference must stay under 150 MB.
+largest corpus; the difference must stay under 150 MB. Folder: the same text cut into
+`--folder-files` small files in nested folders (a source tree's shape), prepared the
+way `charnn train FOLDER` does (walk, per-file check and digest, encode, cache).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,6 +90,22 @@ def make_corpus(path: Path, megabytes: int) -> None:
             written += len(block.encode("utf-8"))
 
 
+def make_folder(root: Path, n_files: int, megabytes: int) -> int:
+    """n_files files of about megabytes/n_files each, 100 to a folder; returns total bytes."""
+    rng = np.random.default_rng(n_files)
+    base = "".join(rng.choice(ALPHABET[:40], size=1 << 20))  # 1-byte characters: sizes are exact
+    per = max(1, megabytes * 1_000_000 // n_files)
+    total = 0
+    for i in range(n_files):
+        folder = root / f"d{i // 10_000:02d}" / f"s{i // 100 % 100:02d}"
+        if i % 100 == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        start = (i * 7919) % (len(base) - per)
+        (folder / f"f{i:06d}.txt").write_text(base[start:start + per], encoding="utf-8")
+        total += per
+    return total
+
+
 def child(task: str, path: Path, cache: Path, *extra: Path) -> dict:
     code = CHILD.format(root=str(Path(__file__).resolve().parents[1]))
     done = subprocess.run([sys.executable, "-c", code, task, str(path), str(cache), *map(str, extra)],
@@ -99,6 +118,8 @@ def child(task: str, path: Path, cache: Path, *extra: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1,10,100", help="corpus sizes in MB")
+    parser.add_argument("--folder-files", type=int, default=100_000, help="files in the folder corpus (0: skip)")
+    parser.add_argument("--folder-mb", type=int, default=1000, help="total size of the folder corpus in MB")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="charnn-scale-"))
@@ -117,8 +138,19 @@ def main() -> int:
                      f"{first['peak'] / 1e6:,.0f} MB", f"{extra / 1e6:,.0f} MB", f"{first['peak'] / nbytes:.2f}x",
                      f"{second['seconds']:.2f}s"])
         print(rows[-1], flush=True)
+    if args.folder_files:
+        folder = work / "tree"
+        nbytes = make_folder(folder, args.folder_files, args.folder_mb)
+        first = child("prepare", folder, work / "cache-tree")
+        second = child("prepare", folder, work / "cache-tree")
+        extra = first["peak"] - first["base"]
+        rows.append([f"folder: {args.folder_files:,} files, {nbytes / 1e6:,.0f} MB", f"{first['chars']:,}",
+                     f"{first['seconds']:.2f}s", f"{first['peak'] / 1e6:,.0f} MB", f"{extra / 1e6:,.0f} MB",
+                     f"{first['peak'] / nbytes:.2f}x", f"{second['seconds']:.2f}s"])
+        print(rows[-1], flush=True)
+        shutil.rmtree(folder)
     prep = table(["corpus", "characters", "encode+cache", "peak RSS", "RSS above torch import", "peak / corpus",
-                  "second run (cache hit)"], rows)
+                  "second run (cache hit; the files are still walked and digested)"], rows)
     hf = child("hf-encode", files[sizes[0]], work / "hf")
     baseline = (f"Baseline, same run: `tokenizers` `Tokenizer.encode` on the {sizes[0]} MB corpus took "
                 f"{hf['seconds']:.2f}s; charnn's bulk encoder on the same text {hf['fast_seconds']:.3f}s "

@@ -16,7 +16,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,12 +87,26 @@ def default_run_name(spec: str) -> str:
     return f"{Path(spec).stem or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def start_training(spec: str, model_cfg: ModelConfig, cfg: TrainConfig, *, name: str | None = None,
+@dataclass
+class CorpusOptions:
+    """How sources become a corpus (see `corpus.resolve`); recorded in config.json for resume."""
+
+    replace_errors: bool = False
+    strict: bool = False
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def resolve(self, specs: str | Sequence[str], paths: Paths) -> corpus.Corpus:
+        return corpus.resolve(specs, paths.corpora, replace_errors=self.replace_errors, strict=self.strict,
+                              include=self.include, exclude=self.exclude)
+
+
+def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: TrainConfig, *, name: str | None = None,
                    device: str = "auto", paths: Paths | None = None, overwrite: bool = False,
-                   url: str | None = None, replace_errors: bool = False, show_progress: bool = True,
+                   corpus_options: CorpusOptions | None = None, show_progress: bool = True,
                    auto_fields: frozenset[str] = frozenset(),
                    announce: Callable[[str], None] | None = None) -> tuple[Path, TrainResult]:
-    """Train a new run on corpus `spec`; `model_cfg.vocab_size` is filled in from the corpus.
+    """Train a new run on corpus `spec` (one or several sources); `model_cfg.vocab_size` comes from the corpus.
 
     With a time budget, the fields named in `auto_fields` (those the user did
     not set) are chosen by `recipe.choose` for this machine's measured speed;
@@ -100,16 +114,20 @@ def start_training(spec: str, model_cfg: ModelConfig, cfg: TrainConfig, *, name:
     process calls this; the checks run before the process group opens.
     """
     paths = paths or Paths()
+    options = corpus_options or CorpusOptions()
+    specs = [spec] if isinstance(spec, str) else list(spec)
     launch = Launch.from_env()
     _check(model_cfg.validate() + cfg.validate())
     launch.check_batch(cfg.batch_size)
     dev = _device_for(device, cfg, launch)
-    run_dir = paths.checkpoints / (name or _agreed_name(spec, launch))
+    run_dir = paths.checkpoints / (name or _agreed_name(specs[0] if specs else "run", launch))
     checkpoint.check_new(run_dir, overwrite)  # before the slow corpus work
     if run_dir.is_dir():
         checkpoint.check_unlocked(run_dir)
-    source = corpus.resolve(spec, paths.corpora, url=url, replace_errors=replace_errors)
+    source = options.resolve(specs, paths)
     check_fits(source.chars, cfg)
+    if announce and launch.is_writer:
+        announce(f"corpus: {source.describe()}")
     with distributed.join(launch, dev) as group:
         prepared = prepare_corpus(source, cfg, paths, group)
         model_cfg.vocab_size = prepared.encoded.tokenizer.vocab_size
@@ -122,11 +140,15 @@ def start_training(spec: str, model_cfg: ModelConfig, cfg: TrainConfig, *, name:
             launch.check_batch(cfg.batch_size)
         torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run (the same on every rank)
         model = CharRNN(model_cfg)
-        where = str(Path(spec).resolve()) if Path(spec).exists() else spec  # a built-in stays a name
+        where = [str(Path(s).resolve()) if Path(s).exists() else s for s in specs]  # a built-in stays a name
         config = {
             "model": asdict(model_cfg), "train": asdict(cfg), "created": checkpoint.now_iso(),
-            "corpus": {"source": where, "fingerprint": prepared.corpus.fingerprint, "bytes": prepared.corpus.size,
-                       "characters": len(prepared.encoded.ids), "replace_errors": replace_errors},
+            "corpus": {"source": where[0], "sources": where, "fingerprint": prepared.corpus.fingerprint,
+                       "bytes": prepared.corpus.size, "characters": len(prepared.encoded.ids),
+                       "files": len(prepared.corpus.files), "skipped": prepared.corpus.skipped,
+                       "replace_errors": options.replace_errors, "strict": options.strict,
+                       "include": list(options.include), "exclude": list(options.exclude),
+                       "manifest": corpus.manifest_json(prepared.corpus)},
             "recipe": asdict(recipe) if recipe else None,
             "distributed": _world_record(group),
         }
@@ -189,7 +211,7 @@ def _writer_lock(run_dir: Path, group: ProcessGroup, make: bool = False) -> Iter
         yield
 
 
-def resume_training(run: str, *, corpus_path: str | None = None, max_steps: int | None = None,
+def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None, max_steps: int | None = None,
                     epochs: float | None = None, more_time: float | None = None, lr: float | None = None,
                     device: str = "auto",
                     paths: Paths | None = None, show_progress: bool = True) -> tuple[Path, TrainResult]:
@@ -226,11 +248,17 @@ def resume_training(run: str, *, corpus_path: str | None = None, max_steps: int 
     launch.check_batch(cfg.batch_size)
     dev = _device_for(device, cfg, launch)
     recorded = config.get("corpus", {})
-    spec = corpus_path or recorded.get("source", "")
-    source = corpus.resolve(spec, paths.corpora, replace_errors=bool(recorded.get("replace_errors")))
+    given = [corpus_path] if isinstance(corpus_path, str) else list(corpus_path or [])
+    specs = given or list(recorded.get("sources") or [recorded.get("source", "")])
+    options = CorpusOptions(bool(recorded.get("replace_errors")), bool(recorded.get("strict")),
+                            tuple(recorded.get("include") or ()), tuple(recorded.get("exclude") or ()))
+    source = options.resolve(specs, paths)
     if source.fingerprint != recorded.get("fingerprint"):
-        raise UsageError(f"corpus '{spec}' is not the one run '{run_dir.name}' was trained on (its content changed) — "
-                         "give the original file as CORPUS (e.g. after moving it), or train a new run")
+        change = corpus.describe_change(recorded.get("manifest"), source)
+        if "manifest" not in recorded and len(source.files) > 1:
+            change = "an older charnn made this run and fingerprinted folders differently; its content may be the same"
+        raise UsageError(f"corpus '{' '.join(specs)}' is not the one run '{run_dir.name}' was trained on ({change}) — "
+                         "give the original files as CORPUS (e.g. after moving them), or train a new run")
     check_fits(source.chars, cfg)
     tokenizer = checkpoint.load_tokenizer(run_dir)
     torch.manual_seed(cfg.seed)  # same initial weights as the original start, if there is no payload

@@ -138,10 +138,10 @@ DEVICE = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu),
 @app.command("train")
 @handled
 def train_cmd(
-    corpus_spec: str = typer.Argument(
-        None, metavar="CORPUS",
-        help="A text file, a folder of .txt files, or a built-in name (see `charnn corpora`). "
-        "With --resume: the corpus's new location, if it moved."),
+    corpus_spec: list[str] = typer.Argument(
+        None, metavar="CORPUS...",
+        help="Text files (also .gz/.bz2/.xz), folders (read recursively) or a built-in name (see `charnn corpora`), "
+        "in order. With --resume: the corpus's new location, if it moved."),
     resume: str = typer.Option(None, "--resume", help="Continue run RUN (name or path) from its latest state."),
     name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir [default: corpus name + timestamp]."),
     cell: str = typer.Option(None, "--cell", help="Recurrent cell: rnn (Elman tanh), lstm or gru [default: gru]."),
@@ -175,7 +175,12 @@ def train_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run of the same name."),
     replace_bad_bytes: bool = typer.Option(
         False, "--replace-bad-bytes", help="Replace invalid UTF-8 bytes with U+FFFD instead of failing."),
-    url: str = typer.Option(None, "--url", help=f"Download URL for the shakespeare corpus (or set {corpus.URL_ENV})."),
+    include: list[str] = typer.Option(
+        None, "--include", help="In folders, take only files whose relative path matches this glob (repeatable: "
+        "--include '*.c' --include '*.h'; * also matches /)."),
+    exclude: list[str] = typer.Option(None, "--exclude", help="In folders, leave out files matching this glob (repeatable)."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Fail on a binary or non-UTF-8 file in a folder instead of skipping it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-evaluation lines."),
     checkpoints_dir: Path = CKPT_DIR,
     corpora_dir: Path = CORPORA_DIR,
@@ -190,11 +195,14 @@ def train_cmd(
     seconds = parse_duration(time_budget)
     paths = _paths(checkpoints_dir, corpora_dir)
     if resume is not None:
-        run_dir, result = api.resume_training(resume, corpus_path=corpus_spec, max_steps=max_steps, epochs=epochs,
+        if include or exclude or strict or replace_bad_bytes:
+            raise typer.BadParameter("--include, --exclude, --strict and --replace-bad-bytes are fixed when a run "
+                                     "starts — drop them with --resume (the run reads its corpus as it did then)")
+        run_dir, result = api.resume_training(resume, corpus_path=corpus_spec or None, max_steps=max_steps, epochs=epochs,
                                               more_time=seconds, lr=lr, device=device, paths=paths,
                                               show_progress=not quiet)
     else:
-        if corpus_spec is None:
+        if not corpus_spec:
             raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
         budgeted = seconds is not None
         if seconds is None and max_steps is None and epochs is None:
@@ -212,9 +220,10 @@ def train_cmd(
         # Only a --time budget is tuned for; the cell type stays the user's (or the default GRU).
         auto = frozenset(k for k, v in given.items() if v is None and k != "cell") if budgeted else frozenset()
         say = None if quiet else (lambda line: typer.echo(line, err=True))
+        options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
         run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,
-                                             overwrite=overwrite, url=url, replace_errors=replace_bad_bytes,
-                                             show_progress=not quiet, auto_fields=auto, announce=say)
+                                             overwrite=overwrite, corpus_options=options, show_progress=not quiet,
+                                             auto_fields=auto, announce=say)
     if not result.is_writer:
         return
     p = result.progress

@@ -18,7 +18,6 @@ PATTERN = "0123456789abcdef ghijklmnop\n"  # every character determines the next
 def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test runs in its own folder, so checkpoints/ and corpora/ are private to it."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CHARNN_SHAKESPEARE_URL", raising=False)
 
 
 @pytest.fixture

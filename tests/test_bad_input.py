@@ -73,7 +73,7 @@ CASES: list[tuple[str, str, Callable[[Path], None] | None, int, str]] = [
     ("missing corpus", "train nope.txt", None, 1, r"corpus 'nope.txt' not found — give a text file"),
     ("unreadable corpus", "train {good}", None, 1, r"cannot be read \(permission denied\)"),
     ("empty corpus", "train empty.txt", write("empty.txt", b""), 1, r"'empty.txt' is empty — give a file with at least 2"),
-    ("folder without text files", "train folder", mkdir("folder"), 1, r"holds no .txt files"),
+    ("folder without text files", "train folder", mkdir("folder"), 1, r"folder .folder. has no readable text file"),
     ("binary file", "train bin.txt", write("bin.txt", b"\x7fELF\x00\x01\x02"), 1, r"looks binary \(NUL byte at offset 4\)"),
     ("not UTF-8", "train latin.txt", write("latin.txt", "café".encode("latin-1") * 50), 1,
      r"not valid UTF-8 \(bad byte at offset 3\) — .*--replace-bad-bytes"),

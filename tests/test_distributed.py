@@ -273,6 +273,10 @@ def test_concurrent_resume_refused_and_sigkill_leaves_no_stale_lock(words_file: 
     assert second.stderr.strip() == (f"error: run 'r' is being trained right now by process {first.pid} on "
                                      f"{socket.gethostname()} — wait for it to finish or stop it (Ctrl-C saves it), "
                                      "or pick another --name")
+    # Readers do not take the lock: sampling works on the run while it trains.
+    sample = _run([sys.executable, "-m", "charnn", "sample", "r", "--length", "20", "--seed", "1"], tmp_path)
+    assert sample.returncode == 0 and len(sample.stdout) > 20, sample.stderr
+    assert first.poll() is None, "the first resume was still training while the second and the sampler ran"
     assert first.wait(timeout=180) == 0
     steps = [r["step"] for r in checkpoint.read_metrics(tmp_path / "checkpoints" / "r")]
     assert steps == list(range(5, 1501, 5))  # one record per evaluation, none doubled
