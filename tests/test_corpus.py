@@ -186,3 +186,19 @@ def test_shakespeare_ships_inside_the_package_and_needs_no_network(tmp_path: Pat
     assert not (tmp_path / "corpora").exists()  # nothing downloaded or unpacked
     if SHARED.exists():
         assert corpus.resolve(str(SHARED), tmp_path).fingerprint == c.fingerprint  # same text as the shared copy
+
+
+def test_resume_refuses_a_changed_folder_and_names_the_change(tmp_path: Path) -> None:
+    from charnn import api
+    from charnn.errors import UsageError
+    from tests.conftest import tiny_model, tiny_train
+
+    src = _tree(tmp_path / "src", {f"m{i}.py": (f"def f{i}(x):\n    return x + {i}\n" * 40).encode() for i in range(6)})
+    api.start_training(str(src), tiny_model(), tiny_train(max_steps=4, eval_every=2), name="r", device="cpu",
+                       show_progress=False)
+    (src / "m1.py").write_text("def changed():\n    pass\n" * 40, encoding="utf-8")
+    (src / "m2.py").unlink()
+    (src / "new.py").write_text("x = 1\n" * 40, encoding="utf-8")
+    with pytest.raises(UsageError, match=r"not the one run 'r' was trained on \(added: new\.py; removed: m2\.py; "
+                                         r"modified: m1\.py\)"):
+        api.resume_training("r", max_steps=6, device="cpu", show_progress=False)
