@@ -220,8 +220,13 @@ def join(launch: Launch, device: torch.device) -> Iterator[ProcessGroup]:
         dist.init_process_group(backend)
     try:
         yield ProcessGroup(launch, device, backend)
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        dist.destroy_process_group()  # on an error, do not wait for ranks that may never arrive
+        raise
+    # A rank that tears the group down while another is still in its last collective makes
+    # that one abort (gloo: "terminate called without an active exception"); meet first.
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def record_error(message: str) -> None:
