@@ -331,6 +331,35 @@ def eval_cmd(
         typer.echo(f"note: skipped {unknown:,} character(s) the model never saw: {shown}")
 
 
+@app.command("serve")
+@handled
+def serve_cmd(
+    runs: list[str] = typer.Argument(None, metavar="[RUN]...", help="Runs to serve [default: the newest run]."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    api_key: str = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' on every API call."),
+    max_tokens_cap: int = typer.Option(5000, "--max-tokens-cap", help="Most characters one request may ask for."),
+    device: str = DEVICE,
+    checkpoints_dir: Path = CKPT_DIR,
+) -> None:
+    """Serve runs over HTTP: OpenAI-compatible /v1/completions, /v1/score, /v1/models, and a page at /."""
+    from charnn import serve
+
+    if not 1 <= port <= 65535:
+        raise typer.BadParameter(f"--port {port} must be between 1 and 65535")
+    if max_tokens_cap < 1:
+        raise typer.BadParameter(f"--max-tokens-cap {max_tokens_cap} must be at least 1")
+    config = serve.ServeConfig(max_tokens_cap=max_tokens_cap, api_key=api_key)
+    served = serve.load(runs or [], checkpoints_dir, device, config)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: listening on {host}: anyone who can reach this machine can use the server"
+                   + ("" if api_key else " (consider --api-key)"), err=True)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"serving {', '.join(s.name for s in served)} at http://{shown}:{port}/ "
+               f"(API: http://{shown}:{port}/v1, docs: /docs); Ctrl-C stops", err=True)
+    serve.run(served, config, host, port)
+
+
 @app.command("runs")
 @handled
 def runs_cmd(checkpoints_dir: Path = CKPT_DIR) -> None:

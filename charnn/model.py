@@ -106,6 +106,15 @@ class CharRNN(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def unpack_state(state: State, cell: str) -> tuple[list[Tensor], list[Tensor]]:
+    """State tuple -> per-layer lists of (B, H) tensors (h, and c for an LSTM): the stepping form."""
+    return list(state[0].unbind(0)), list(state[1].unbind(0)) if cell == "lstm" else []
+
+
+def pack_state(hs: list[Tensor], cs: list[Tensor], cell: str) -> State:
+    return (torch.stack(hs), torch.stack(cs)) if cell == "lstm" else (torch.stack(hs),)
+
+
 def detach_state(state: State) -> State:
     """Cut the graph between TBPTT windows; values carry over, gradients do not."""
     return tuple(s.detach() for s in state)
@@ -147,16 +156,9 @@ class Stepper:
             self.head_b = model.head.bias.detach().clone()
 
     def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
-        hs, cs = self.unpack(state)
+        hs, cs = unpack_state(state, self.cell)
         logits = self.step_layers(ids, hs, cs)
-        return logits, self.pack(hs, cs)
-
-    def unpack(self, state: State) -> tuple[list[Tensor], list[Tensor]]:
-        """State tuple -> per-layer lists of (B, H) tensors (h, and c for an LSTM)."""
-        return list(state[0].unbind(0)), list(state[1].unbind(0)) if self.cell == "lstm" else []
-
-    def pack(self, hs: list[Tensor], cs: list[Tensor]) -> State:
-        return (torch.stack(hs), torch.stack(cs)) if self.cell == "lstm" else (torch.stack(hs),)
+        return logits, pack_state(hs, cs, self.cell)
 
     def step_layers(self, ids: Tensor, hs: list[Tensor], cs: list[Tensor]) -> Tensor:
         """Advance the per-layer state lists in place by one character; return logits (B, V)."""

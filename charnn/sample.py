@@ -9,14 +9,14 @@ they use the fused cuDNN module. N samples run as one batch of N.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from charnn.errors import TokenizerError, UsageError
-from charnn.model import CharRNN, State, Stepper
+from charnn.model import CharRNN, State, Stepper, pack_state, unpack_state
 from charnn.tokenizer import CharTokenizer
 
 FUSED_MAX_BATCH = 16
@@ -30,7 +30,7 @@ class SampleConfig:
     top_p: float | None = None
     seed: int | None = None  # None: a fresh random seed, stored back for reproduction
     num_samples: int = 1
-    stop: str | None = None  # a sample ends once its text ends with this string (included)
+    stop: str | Sequence[str] | None = None  # a sample ends once its text ends with (one of) these (included)
     drop_unknown: bool = False  # drop prime characters the model never saw instead of failing
 
     def validate(self) -> list[str]:
@@ -47,9 +47,13 @@ class SampleConfig:
             problems.append(f"--num-samples {self.num_samples} must be at least 1")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             problems.append(f"--seed {self.seed} must be between 0 and 2^63-1")
-        if self.stop == "":
+        if any(s == "" for s in self.stops):
             problems.append("--stop must not be empty")
         return problems
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
     def check(self) -> None:
         if problems := self.validate():
@@ -90,78 +94,158 @@ def encode_prime(tokenizer: CharTokenizer, prime: str, drop_unknown: bool) -> li
     return tokenizer.encode_array(prime).tolist()
 
 
-class Generation:
-    """An iterator over generated text: each item is one new piece per sample (list of N strings).
+class Group:
+    """One request inside an `Engine`: n samples sharing settings, a seeded generator and a prime.
 
-    After iteration `state` holds the hidden state (batch N) for continuing, and
-    `texts` the generated text of each sample (prime not included).
+    `texts` holds what each sample produced so far; `finished` turns true when every sample
+    reached its length or stop string, or the group was cancelled (a client went away).
     """
 
-    def __init__(self, model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: SampleConfig,
-                 state: State | None = None):
-        cfg.check()
-        if cfg.seed is None:
-            cfg.seed = int.from_bytes(os.urandom(6), "little")
-        self.model = model
-        self.tokenizer = tokenizer
+    def __init__(self, cfg: SampleConfig, logits: Tensor, generator: torch.Generator, chars: list[str]):
         self.cfg = cfg
-        self.prime_ids = encode_prime(tokenizer, prime, cfg.drop_unknown)
-        self.state = state
-        self._parts: list[list[str]] = [[] for _ in range(cfg.num_samples)]
+        self.logits = logits  # (n, V): the distribution of each sample's next character
+        self.generator = generator
+        self.chars = chars
+        n = cfg.num_samples
+        self._parts: list[list[str]] = [[] for _ in range(n)]
+        self._stops = cfg.stops
+        self._keep = max((len(s) for s in self._stops), default=0)
+        self._tails = [""] * n  # the last characters of each sample, as many as the longest stop string
+        self.done = [False] * n
+        self.produced = 0
+        self.cancelled = False
 
     @property
     def texts(self) -> list[str]:
         return ["".join(parts) for parts in self._parts]
 
+    @property
+    def finished(self) -> bool:
+        return self.cancelled or self.produced >= self.cfg.length or all(self.done)
+
+    def record(self, ids: list[int]) -> list[str]:
+        """Append one sampled id per sample; a sample past its stop string gets ''."""
+        pieces = []
+        for i, token in enumerate(ids):
+            if self.done[i]:
+                pieces.append("")
+                continue
+            piece = self.chars[token]
+            pieces.append(piece)
+            self._parts[i].append(piece)
+            if self._keep:
+                self._tails[i] = tail = (self._tails[i] + piece)[-self._keep :]
+                self.done[i] = any(tail.endswith(s) for s in self._stops)
+        self.produced += 1
+        return pieces
+
+
+class Engine:
+    """The one generation engine: any number of groups stepped together as one batch.
+
+    Groups join (their prime runs in one forward pass) and leave between steps; each
+    keeps its own settings and generator, so a group samples the same text whether it is
+    alone or shares the batch. Each step samples one character per row, then advances
+    the whole batch by one character: through `Stepper` (hand-fused) for up to
+    FUSED_MAX_BATCH rows on CPU, else through the fused cuDNN/oneDNN module. Call it
+    under `torch.inference_mode()`; not thread-safe (one thread steps it).
+    """
+
+    def __init__(self, model: CharRNN, tokenizer: CharTokenizer):
+        model.eval()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = model.head.weight.device
+        self.stepper = Stepper(model) if self.device.type == "cpu" else None
+        self.groups: list[Group] = []
+        self._rows: list[int] = []  # rows of each group, in batch order
+        self.hs: list[Tensor] = []  # per layer (B, H): the batch's state, kept unpacked between steps
+        self.cs: list[Tensor] = []  # per layer (B, H) for an LSTM
+
+    def join(self, prime: str, cfg: SampleConfig, state: State | None = None) -> Group:
+        """Validate, prime and add a group; `state` continues a previous context (batch 1 or n)."""
+        cfg.check()
+        if cfg.seed is None:
+            cfg.seed = int.from_bytes(os.urandom(6), "little")
+        prime_ids = encode_prime(self.tokenizer, prime, cfg.drop_unknown)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(cfg.seed)
+        n = cfg.num_samples
+        state = state if state is not None else self.model.init_state(1, self.device)
+        # Prime once (batch 1 unless a batched state is continued), then fan out to n samples.
+        primed = torch.tensor([prime_ids], device=self.device).expand(state[0].size(1), -1)  # (B0, P)
+        logits, state = self.model(primed, state)
+        state = tuple(s.expand(-1, n, -1).contiguous() for s in state)  # (L, n, H)
+        group = Group(cfg, logits[:, -1].expand(n, -1), generator, self.tokenizer.chars)
+        hs, cs = unpack_state(state, self.model.config.cell)
+        self.hs = [torch.cat([a, b]) for a, b in zip(self.hs, hs, strict=True)] if self.groups else hs
+        self.cs = [torch.cat([a, b]) for a, b in zip(self.cs, cs, strict=True)] if self.groups else cs
+        self.groups.append(group)
+        self._rows.append(n)
+        return group
+
+    def leave(self, group: Group) -> State:
+        """Remove a group; returns its state (L, n, H), e.g. to continue it later."""
+        i = self.groups.index(group)
+        start = sum(self._rows[:i])
+        rows = slice(start, start + self._rows[i])
+        state = pack_state([h[rows] for h in self.hs], [c[rows] for c in self.cs], self.model.config.cell)
+        keep = torch.cat([torch.arange(0, start), torch.arange(rows.stop, sum(self._rows))]).to(self.device)
+        self.hs = [h.index_select(0, keep) for h in self.hs]
+        self.cs = [c.index_select(0, keep) for c in self.cs]
+        del self.groups[i], self._rows[i]
+        return state
+
+    def step(self) -> list[tuple[Group, list[str]]]:
+        """One character for every group: the pieces each produced (one per sample)."""
+        if not self.groups:
+            return []
+        drawn = [sample_next(g.logits, g.cfg.temperature, g.cfg.top_k, g.cfg.top_p, g.generator) for g in self.groups]
+        ids = torch.cat(drawn)  # (B,)
+        if self.stepper is not None and len(ids) <= FUSED_MAX_BATCH:
+            logits = self.stepper.step_layers(ids, self.hs, self.cs)  # (B, V)
+        else:
+            out, state = self.model(ids[:, None], pack_state(self.hs, self.cs, self.model.config.cell))  # (B, 1, V)
+            logits = out[:, 0]
+            self.hs, self.cs = unpack_state(state, self.model.config.cell)
+        pieces = []
+        for group, part, rows in zip(self.groups, drawn, logits.split(self._rows), strict=True):
+            group.logits = rows
+            pieces.append((group, group.record(part.tolist())))
+        return pieces
+
+
+class Generation:
+    """An iterator over generated text: each item is one new piece per sample (list of N strings).
+
+    One group in an `Engine`. After iteration `state` holds the hidden state (batch N)
+    for continuing, and `texts` the generated text of each sample (prime not included).
+    """
+
+    def __init__(self, model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: SampleConfig,
+                 state: State | None = None):
+        cfg.check()
+        encode_prime(tokenizer, prime, cfg.drop_unknown)  # fail here, before anything is printed
+        self.model = model
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.prime = prime
+        self.state = state
+        self._group: Group | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        return self._group.texts if self._group is not None else [""] * self.cfg.num_samples
+
     def __iter__(self) -> Iterator[list[str]]:
         with torch.inference_mode():
-            yield from self._run()
-
-    def _run(self) -> Iterator[list[str]]:
-        model, cfg, n = self.model, self.cfg, self.cfg.num_samples
-        device = model.head.weight.device
-        model.eval()
-        generator = torch.Generator(device=device)
-        generator.manual_seed(cfg.seed or 0)
-        state = self.state if self.state is not None else model.init_state(1, device)
-        # Prime once (batch 1 unless a batched state is continued), then fan out to N samples.
-        prime = torch.tensor([self.prime_ids], device=device).expand(state[0].size(1), -1)  # (B0, P)
-        logits, state = model(prime, state)
-        logits = logits[:, -1].expand(n, -1)  # (N, V)
-        state = tuple(s.expand(-1, n, -1).contiguous() for s in state)  # (L, N, H)
-        # The fused step wins for up to ~16 streams on CPU; beyond that oneDNN's batched kernel is faster
-        # (benchmarks/RESULTS.md, generation).
-        stepper = Stepper(model) if device.type == "cpu" and n <= FUSED_MAX_BATCH else None
-        chars = self.tokenizer.chars
-        stop = cfg.stop
-        tails = [""] * n  # the last len(stop) characters of each sample, for the stop test
-        done = [False] * n
-        # The fused step keeps per-layer lists (no stack/unbind per character); `state` is packed on exit.
-        hs, cs = stepper.unpack(state) if stepper is not None else ([], [])
-        try:
-            for _ in range(cfg.length):
-                ids = sample_next(logits, cfg.temperature, cfg.top_k, cfg.top_p, generator)  # (N,)
-                if stepper is not None:
-                    logits = stepper.step_layers(ids, hs, cs)
-                else:
-                    out, state = model(ids[:, None], state)  # (N, 1, V)
-                    logits = out[:, 0]
-                pieces = []
-                for i, token in enumerate(ids.tolist()):
-                    if done[i]:
-                        pieces.append("")
-                        continue
-                    piece = chars[token]
-                    pieces.append(piece)
-                    self._parts[i].append(piece)
-                    if stop is not None:
-                        tails[i] = (tails[i] + piece)[-len(stop) :]
-                        done[i] = tails[i] == stop
-                yield pieces
-                if all(done):
-                    break
-        finally:  # also on Ctrl-C or an abandoned iterator: the state matches the text produced so far
-            self.state = stepper.pack(hs, cs) if stepper is not None else state
+            engine = Engine(self.model, self.tokenizer)
+            group = self._group = engine.join(self.prime, self.cfg, self.state)
+            try:
+                while not group.finished:
+                    yield engine.step()[0][1]
+            finally:  # also on Ctrl-C or an abandoned iterator: the state matches the text produced so far
+                self.state = engine.leave(group)
 
 
 def generate(model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: SampleConfig,

@@ -1,0 +1,248 @@
+"""`charnn serve`: the API against a real uvicorn server on 127.0.0.1 (a tiny run trained here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from charnn import api
+from charnn.serve import ServeConfig, create_app, load
+from tests.conftest import tiny_model, tiny_train
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, checkpoints: Path, config: ServeConfig):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(load(["tiny"], checkpoints, "cpu", config), config)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import random
+
+    root = tmp_path_factory.mktemp("serve")
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "mat", "dog", "ran", "über", "naïve"]
+    (root / "words.txt").write_text(" ".join(rng.choice(words) for _ in range(6000)) + "\n", encoding="utf-8")
+    api.start_training(str(root / "words.txt"), tiny_model(), tiny_train(max_steps=60), name="tiny", device="cpu",
+                       paths=api.Paths(root / "checkpoints", root / "corpora"), show_progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(run_root: Path) -> Iterator[Server]:
+    s = Server(run_root / "checkpoints", ServeConfig(max_tokens_cap=2000))
+    yield s
+    s.stop()
+
+
+def _complete(server: Server, **body: object) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/completions", json=body, timeout=60)
+
+
+def _stream_text(server: Server, **body: object) -> tuple[str, list[dict]]:
+    chunks = []
+    with httpx.stream("POST", f"{server.url}/v1/completions", json={**body, "stream": True}, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    for line in lines[:-1]:
+        assert line.startswith("data: ")
+        chunks.append(json.loads(line[6:]))
+    text = "".join(c["text"] for chunk in chunks for c in chunk["choices"])
+    return text, chunks
+
+
+def test_models_health_and_schema(server: Server) -> None:
+    models = httpx.get(f"{server.url}/v1/models").json()
+    assert models["object"] == "list" and models["data"][0]["id"] == "tiny"
+    facts = models["data"][0]["charnn"]
+    assert facts["cell"] == "lstm" and facts["layers"] == 2 and facts["hidden"] == 32 and facts["best_val_bpc"] > 0
+    assert facts["characters_seen"] == 60 * 8 * 32
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "models": {"tiny": {"rows": 0, "waiting": 0}}}
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    assert {"/v1/completions", "/v1/score", "/v1/models", "/health"} <= set(schema["paths"])
+    page = httpx.get(f"{server.url}/")
+    assert page.status_code == 200 and "<title>charnn</title>" in page.text and "http" not in page.text.split(
+        "<script>")[0].replace("http-equiv", "")  # self-contained: no external stylesheet or script
+
+
+def test_completion_streamed_or_not_is_the_same_text_and_matches_the_library(server: Server, run_root: Path) -> None:
+    r = _complete(server, prompt="the ", max_tokens=120, seed=7, temperature=0.9)
+    assert r.status_code == 200
+    body = r.json()
+    choice = body["choices"][0]
+    assert len(choice["text"]) == 120 and choice["finish_reason"] == "length"
+    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 120, "total_tokens": 124}
+    streamed, chunks = _stream_text(server, prompt="the ", max_tokens=120, seed=7, temperature=0.9)
+    assert streamed == choice["text"]
+    assert chunks[-1]["usage"]["completion_tokens"] == 120
+    assert [c["finish_reason"] for c in chunks[-2]["choices"]] == ["length"]
+    model = api.load_run(str(run_root / "checkpoints" / "tiny"), device="cpu")
+    assert model.generate("the ", length=120, seed=7, temperature=0.9) == choice["text"]  # one engine for all
+
+
+def test_stop_strings_end_a_completion_and_are_left_out(server: Server) -> None:
+    free = _complete(server, prompt="the ", max_tokens=300, seed=3).json()["choices"][0]["text"]
+    stop = "sat"
+    assert stop in free
+    cut = _complete(server, prompt="the ", max_tokens=300, seed=3, stop=[stop, "zzz"]).json()["choices"][0]
+    assert cut == {"text": free[: free.index(stop)], "index": 0, "logprobs": None, "finish_reason": "stop"}
+    streamed, _ = _stream_text(server, prompt="the ", max_tokens=300, seed=3, stop=stop)
+    assert streamed == cut["text"]
+
+
+def test_same_seed_alone_and_inside_a_busy_batch(server: Server) -> None:
+    alone = _complete(server, prompt="on the ", max_tokens=200, seed=42, n=2).json()
+
+    async def busy() -> dict:
+        async with httpx.AsyncClient(timeout=60) as client:
+            others = [client.post(f"{server.url}/v1/completions",
+                                  json={"prompt": "cat ", "max_tokens": 400, "seed": s, "temperature": 1.2, "top_k": 5})
+                      for s in range(6)]
+            mine = client.post(f"{server.url}/v1/completions", json={"prompt": "on the ", "max_tokens": 200,
+                                                                     "seed": 42, "n": 2})
+            results = await asyncio.gather(*others, mine)
+        assert all(r.status_code == 200 for r in results)
+        return results[-1].json()
+
+    crowded = asyncio.run(busy())
+    assert [c["text"] for c in crowded["choices"]] == [c["text"] for c in alone["choices"]]
+    assert alone["choices"][0]["text"] != alone["choices"][1]["text"]  # n samples differ from each other
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"prompt": "the Zebra"}, 400, r"prompt has character\(s\) model 'tiny' never saw: 'Z' — remove them"),
+    ({"model": "nope"}, 404, r"model 'nope' is not served here — use one of: tiny"),
+    ({"max_tokens": 2001}, 400, r"max_tokens 2001 is over this server's cap of 2000"),
+    ({"max_tokens": -1}, 400, r"max_tokens: Input should be greater than or equal to 0"),
+    ({"n": 17}, 400, r"^n: Input should be less than or equal to 16"),
+    ({"prompt": ["the ", "cat "], "n": 9}, 400, r"2 prompt\(s\) x n 9 asks for 18 completions"),
+    ({"temperature": -0.5}, 400, r"temperature: Input should be greater than or equal to 0"),
+    ({"top_p": 0}, 400, r"top_p: Input should be greater than 0"),
+    ({"top_k": 0}, 400, r"top_k: Input should be greater than or equal to 1"),
+    ({"seed": -3}, 400, r"seed: Input should be greater than or equal to 0"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, 400, r"stop takes up to 4 non-empty strings"),
+    ({"stop": ""}, 400, r"stop takes up to 4 non-empty strings"),
+    ({"max_tokens": "many"}, 400, r"max_tokens: Input should be a valid integer"),
+    ({"prompt": "x" * 20_001}, 400, r"prompt has 20,001 characters; this server primes at most 20,000"),
+])
+def test_bad_requests_get_a_4xx_naming_the_problem(server: Server, body: dict, status: int, message: str) -> None:
+    import re
+
+    r = _complete(server, **body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert re.search(message, error["message"]), error
+    assert "Traceback" not in r.text
+
+
+def test_malformed_bodies_routes_and_sizes(server: Server) -> None:
+    bad_json = httpx.post(f"{server.url}/v1/completions", content=b'{"prompt": ', timeout=10,
+                          headers={"content-type": "application/json"})
+    assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]["message"]
+    not_object = httpx.post(f"{server.url}/v1/completions", json=[1, 2], timeout=10)
+    assert not_object.status_code == 400 and "JSON object" in not_object.json()["error"]["message"]
+    huge = httpx.post(f"{server.url}/v1/score", json={"text": "the " * 300_000}, timeout=10)
+    assert huge.status_code == 413 and "over 1,048,576 bytes" in huge.json()["error"]["message"]
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the limit applies as the body arrives
+        yield b'{"text": "'
+        for _ in range(300):
+            yield b"the " * 1000
+        yield b'"}'
+
+    streamed_huge = httpx.post(f"{server.url}/v1/score", content=chunked(), timeout=10,
+                               headers={"content-type": "application/json"})
+    assert streamed_huge.status_code == 413
+    missing = httpx.get(f"{server.url}/v1/nothing")
+    assert missing.status_code == 404 and "no such endpoint" in missing.json()["error"]["message"]
+    wrong = httpx.get(f"{server.url}/v1/completions")
+    assert wrong.status_code == 405 and "not allowed" in wrong.json()["error"]["message"]
+    assert httpx.post(f"{server.url}/v1/score", json={"text": "a"}).status_code == 400
+    assert httpx.post(f"{server.url}/v1/score", json={"model": "../../etc/passwd", "text": "the cat"}).status_code == 404
+
+
+def test_score(server: Server) -> None:
+    r = httpx.post(f"{server.url}/v1/score", json={"text": "the cat sat on the mat Q"}).json()
+    assert r["characters"] == 23 and r["unknown"] == {"Q": 1} and r["unknown_characters"] == 1
+    assert r["bits_per_character"] == pytest.approx(r["nats"] / 0.6931471805599453)
+    assert r["perplexity"] == pytest.approx(2.718281828459045 ** r["nats"])
+
+
+def test_client_disconnect_stops_generation(server: Server) -> None:
+    with httpx.stream("POST", f"{server.url}/v1/completions", timeout=60,
+                      json={"prompt": "the ", "max_tokens": 2000, "stream": True}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                break  # one chunk, then hang up
+    deadline = time.time() + 5
+    while time.time() < deadline and httpx.get(f"{server.url}/health").json()["models"]["tiny"]["rows"]:
+        time.sleep(0.05)
+    assert httpx.get(f"{server.url}/health").json()["models"]["tiny"] == {"rows": 0, "waiting": 0}
+
+
+def test_api_key_and_a_full_queue(run_root: Path) -> None:
+    s = Server(run_root / "checkpoints", ServeConfig(api_key="sesame", max_rows=1, max_waiting=1))
+    try:
+        assert httpx.get(f"{s.url}/v1/models").status_code == 401
+        wrong = httpx.get(f"{s.url}/v1/models", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "Authorization: Bearer KEY" in wrong.json()["error"]["message"]
+        assert httpx.get(f"{s.url}/health").status_code == 200  # not an API call
+        assert httpx.get(f"{s.url}/").status_code == 200
+        auth = {"Authorization": "Bearer sesame"}
+        assert httpx.get(f"{s.url}/v1/models", headers=auth).status_code == 200
+
+        async def crowd() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60, headers=auth) as client:
+                calls = [client.post(f"{s.url}/v1/completions", json={"prompt": "the ", "max_tokens": 1500})
+                         for _ in range(4)]
+                return await asyncio.gather(*calls)
+
+        results = asyncio.run(crowd())
+        codes = sorted(r.status_code for r in results)
+        assert codes.count(200) >= 2 and 503 in codes, codes  # one in the batch, one waiting, the rest refused
+        busy = next(r for r in results if r.status_code == 503)
+        assert busy.headers["retry-after"] == "1" and "busy" in busy.json()["error"]["message"]
+    finally:
+        s.stop()
+
+
+def test_the_openai_client_completes_and_streams(server: Server) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    done = client.completions.create(model="tiny", prompt="the ", max_tokens=50, seed=11, temperature=0.7)
+    assert len(done.choices[0].text) == 50 and done.choices[0].finish_reason == "length"
+    assert done.usage is not None and done.usage.completion_tokens == 50
+    pieces = [c.choices[0].text for c in client.completions.create(model="tiny", prompt="the ", max_tokens=50,
+                                                                    seed=11, temperature=0.7, stream=True)
+              if c.choices]
+    assert "".join(pieces) == done.choices[0].text
+    assert [m.id for m in client.models.list()] == ["tiny"]
