@@ -31,6 +31,17 @@ from charnn.serve.batcher import Batcher, Busy, Ticket
 
 MAX_BODY = 1 << 20  # bytes
 MAX_N = 16
+# After a chunk is sent, a stream collects what the engine produces for a while before the next
+# one: the first character still goes out at once, but per-chunk costs (waking the event loop,
+# JSON, HTTP framing, the client's parsing) are not paid per character. The pause grows with the
+# number of samples in the batch, so the server sends about 1/PACE_PER_ROW chunks per second in all
+# (one stream: a chunk every 10 ms; 10 or more: every 100 ms), measured in benchmarks/serve_load.py.
+PACE_PER_ROW = 0.01
+PACE_MAX = 0.1
+
+
+def _pace(batcher: Batcher) -> float:
+    return min(PACE_MAX, PACE_PER_ROW * max(1, batcher.load[0]))
 
 
 @dataclass
@@ -235,7 +246,8 @@ def create_app(served: list[Served], config: ServeConfig) -> FastAPI:
                 "model": target.name}
         usage_prompt = sum(len(p) for p in prompts) * body.n
         if body.stream:
-            return StreamingResponse(_stream(tickets, stops, meta, body.n, usage_prompt), media_type="text/event-stream",
+            events = _stream(tickets, stops, meta, body.n, usage_prompt, target.batcher)
+            return StreamingResponse(events, media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         texts: list[str] = [""] * n_choices
         reasons: list[str] = ["length"] * n_choices
@@ -253,6 +265,9 @@ def create_app(served: list[Served], config: ServeConfig) -> FastAPI:
                         for i, piece in enumerate(row):
                             texts[k * body.n + i] += piece
                             produced += len(piece)
+                    if not finished:
+                        await asyncio.sleep(_pace(target.batcher))  # the text is wanted whole: gather, do not wake per step
+                        continue
                     if finished:
                         _raise_if_failed(ticket)
                         for i, stopped in enumerate(ticket.stopped):
@@ -334,7 +349,7 @@ class _Holdback:
 
 
 async def _stream(tickets: list[Ticket], stops: list[str], meta: dict[str, Any], n: int,
-                  usage_prompt: int) -> AsyncIterator[str]:
+                  usage_prompt: int, batcher: Batcher) -> AsyncIterator[str]:
     """Server-sent events: a `data: {…}` chunk per batch of pieces, final chunks with finish_reason, then [DONE]."""
     holds = [_Holdback(stops) for _ in range(len(tickets) * n)]
     produced = 0
@@ -355,6 +370,8 @@ async def _stream(tickets: list[Ticket], stops: list[str], meta: dict[str, Any],
                         choices.append({"text": out, "index": k * n + i, "logprobs": None, "finish_reason": None})
                 if choices:
                     yield chunk(choices)
+                    if not finished:
+                        await asyncio.sleep(_pace(batcher))
                 if finished:
                     _raise_if_failed(ticket)
                     yield chunk([{"text": holds[k * n + i].close(stopped), "index": k * n + i, "logprobs": None,

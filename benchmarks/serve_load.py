@@ -1,0 +1,136 @@
+"""Serving under load: a whole `charnn serve` process, one client against many, on 127.0.0.1.
+
+    python benchmarks/serve_load.py [--clients 32] [--requests 128] [--tokens 400] [--record]
+
+A 2x512 LSTM run is made in a temporary folder (two training steps on tiny-shakespeare: its
+weights do not matter for speed), then served by `charnn serve` in its own process. Baseline,
+same run: one client making requests one after another. Load: `--clients` concurrent streaming
+clients making `--requests` requests in all (different seeds). Reported: time to first character
+(p50/p95), aggregate characters/s, and the count of 5xx answers (must be 0). Bounded: every request
+has a timeout and the loops stop by themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import report, table
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_run(work: Path) -> None:
+    from charnn import api
+    from charnn.model import ModelConfig
+    from charnn.train import TrainConfig
+
+    api.start_training("shakespeare", ModelConfig(vocab_size=1, cell="lstm", layers=2, hidden=512, embed=64),
+                       TrainConfig(batch_size=8, seq_len=32, max_steps=2, eval_every=2, val_frac=0.002),
+                       name="lstm512", device="cpu", paths=api.Paths(work / "checkpoints", work / "corpora"),
+                       show_progress=False)
+
+
+async def one_request(client: httpx.AsyncClient, url: str, seed: int, tokens: int) -> tuple[float, int, int]:
+    """(time to first character, characters, status) of one streamed completion."""
+    start = time.perf_counter()
+    first = None
+    chars = 0
+    async with client.stream("POST", url, json={"prompt": "ROMEO:", "max_tokens": tokens, "seed": seed,
+                                                "stream": True}) as r:
+        if r.status_code != 200:
+            await r.aread()
+            return float("nan"), 0, r.status_code
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            text = "".join(c["text"] for c in json.loads(line[6:])["choices"])
+            if text and first is None:
+                first = time.perf_counter() - start
+            chars += len(text)
+    return (first if first is not None else float("nan")), chars, 200
+
+
+async def load(url: str, clients: int, requests: int, tokens: int) -> dict:
+    queue = list(range(requests))
+    results: list[tuple[float, int, int]] = []
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        while queue:
+            seed = queue.pop()
+            results.append(await one_request(client, url, seed, tokens))
+
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+        wall = time.perf_counter() - start
+    ttfc = sorted(r[0] for r in results if r[2] == 200)
+    return {"requests": len(results), "chars": sum(r[1] for r in results), "wall": wall,
+            "rate": sum(r[1] for r in results) / wall, "errors_5xx": sum(1 for r in results if r[2] >= 500),
+            "other": sum(1 for r in results if r[2] != 200 and r[2] < 500),
+            "p50": statistics.median(ttfc), "p95": ttfc[min(len(ttfc) - 1, int(0.95 * len(ttfc)))]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=128)
+    parser.add_argument("--tokens", type=int, default=400)
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        make_run(work)
+        port = _free_port()
+        server = subprocess.Popen([sys.executable, "-m", "charnn", "serve", "lstm512", "--port", str(port),
+                                   "--checkpoints-dir", str(work / "checkpoints")], cwd=work,
+                                  stderr=subprocess.PIPE, text=True, env={**os.environ})
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                try:
+                    if httpx.get(base + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            url = base + "/v1/completions"
+            asyncio.run(load(url, 1, 2, args.tokens))  # warm-up
+            alone = asyncio.run(load(url, 1, 8, args.tokens))
+            crowd = asyncio.run(load(url, args.clients, args.requests, args.tokens))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    rows = [[f"1 client, {alone['requests']} requests in sequence", f"{alone['rate']:,.0f}", "1.00x",
+             f"{alone['p50'] * 1e3:.0f} ms", f"{alone['p95'] * 1e3:.0f} ms", str(alone["errors_5xx"])],
+            [f"{args.clients} concurrent clients, {crowd['requests']} requests", f"{crowd['rate']:,.0f}",
+             f"{crowd['rate'] / alone['rate']:.2f}x", f"{crowd['p50'] * 1e3:.0f} ms", f"{crowd['p95'] * 1e3:.0f} ms",
+             str(crowd["errors_5xx"])]]
+    note = (f"A whole `charnn serve` process on 127.0.0.1, 2x512 LSTM, streamed completions of {args.tokens} "
+            f"characters each; {crowd['chars']:,} characters in {crowd['wall']:.1f} s under load. Target: aggregate "
+            f"with {args.clients} clients >= 3x one client, zero 5xx.")
+    report("Serving under load (benchmarks/serve_load.py)", [
+        note, table(["load", "aggregate chars/s", "vs 1 client", "time to first char p50", "p95", "5xx"], rows)],
+        args.record)
+
+
+if __name__ == "__main__":
+    main()
