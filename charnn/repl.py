@@ -84,10 +84,13 @@ class Repl:
         except CharnnError as e:
             self.say(f"error: {e}")
             return
+        if not self.interactive:  # scripted: the transcript reads prompt, then its continuation
+            self.out.write(prompt)
         try:
             for pieces in stream:
                 self.out.write(pieces[0])
-                self.out.flush()
+                if self.interactive:  # a person watches it appear; a pipe gets the reply in one piece
+                    self.out.flush()
             self.say("")
         except KeyboardInterrupt:
             self.say("\n(stopped)")

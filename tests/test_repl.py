@@ -29,9 +29,9 @@ def test_piped_session(run) -> None:
     result = repl(script, "--length", "50", "--seed", "1")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines[0]) == 50  # first reply: 50 characters at the starting settings
+    assert lines[0].startswith("the") and len(lines[0]) == 3 + 50  # the prompt, then 50 characters of reply
     assert lines[1:3] == ["temp = 0", "len = 30"]
-    assert len(lines[3]) == 30 and lines[3] == lines[4]  # greedy: the same prompt gives the same reply
+    assert len(lines[3]) == 3 + 30 and lines[3] == lines[4]  # greedy: the same prompt gives the same reply
     info = next(i for i, line in enumerate(lines) if line.startswith("run "))
     assert "temp 0.0  len 30  topk 3  topp 0.9  seed 5  keep off" in lines[info + 1]
     assert "keep on" in lines and "context cleared" in lines
@@ -44,12 +44,13 @@ def test_keep_continues_the_previous_context(run) -> None:
     opts = ("--length", "40", "--temperature", "1", "--seed", "3")
     kept = repl(":keep on\nthe\n cat\n", *opts).stdout.splitlines()
     assert kept[0] == "keep on"
-    first, second = kept[1], kept[2]
+    assert kept[1].startswith("the") and kept[2].startswith(" cat")  # each prompt, then its continuation
+    first, second = kept[1][3:], kept[2][4:]
     # With keep on, the second reply is exactly what the whole history as one prompt gives.
     whole = repl(f"the{first} cat\n", *opts).stdout.splitlines()
-    assert whole[0] == second
+    assert whole[0] == f"the{first} cat{second}"
     fresh = repl("the\nthe\n", *opts).stdout.splitlines()
-    assert fresh[0] == fresh[1] == first  # without keep (and a fixed seed) each prompt starts afresh
+    assert fresh[0] == fresh[1] == f"the{first}"  # without keep (and a fixed seed) each prompt starts afresh
 
 
 def test_quit_and_unknown_prime_characters(run) -> None:
