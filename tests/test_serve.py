@@ -246,3 +246,30 @@ def test_the_openai_client_completes_and_streams(server: Server) -> None:
               if c.choices]
     assert "".join(pieces) == done.choices[0].text
     assert [m.id for m in client.models.list()] == ["tiny"]
+
+
+def test_the_serve_command_starts_prints_its_url_and_stops_on_ctrl_c(run_root: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "charnn", "serve", "tiny", "--port", str(port)],
+                            cwd=run_root, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stderr.readline() if proc.stderr else ""
+        assert line.startswith(f"serving tiny at http://127.0.0.1:{port}/"), line
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"max_tokens": 5}, timeout=30)
+        assert r.status_code == 200 and len(r.json()["choices"][0]["text"]) == 5
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err, err
