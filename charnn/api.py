@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from charnn import checkpoint, corpus, data, distributed
+from charnn import checkpoint, corpus, data, distributed, runlock
 from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import RunError, UsageError
 from charnn.model import CharRNN, ModelConfig, State, resolve_device
@@ -123,7 +123,7 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
     run_dir = paths.checkpoints / (name or _agreed_name(specs[0] if specs else "run", launch))
     checkpoint.check_new(run_dir, overwrite)  # before the slow corpus work
     if run_dir.is_dir():
-        checkpoint.check_unlocked(run_dir)
+        runlock.check_unlocked(run_dir)
     source = options.resolve(specs, paths)
     check_fits(source.chars, cfg)
     if announce and launch.is_writer:
@@ -207,7 +207,7 @@ def _writer_lock(run_dir: Path, group: ProcessGroup, make: bool = False) -> Iter
         return
     if make:
         checkpoint.make_dir(run_dir)
-    with checkpoint.locked(run_dir):
+    with runlock.locked(run_dir):
         yield
 
 
@@ -225,7 +225,7 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
     launch = Launch.from_env()
     run_dir = checkpoint.resolve(run, paths.checkpoints)
     if launch.is_writer:
-        checkpoint.check_unlocked(run_dir)  # at once, before the corpus work
+        runlock.check_unlocked(run_dir)  # at once, before the corpus work
     config = checkpoint.load_config(run_dir)
     model_cfg = checkpoint.model_config_of(config)
     try:

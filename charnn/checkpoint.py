@@ -6,7 +6,7 @@
       best.pt          weights with the lowest validation loss
       latest.pt        weights + full training state (optimizer, step, RNG, data cursor, hidden state)
       metrics.jsonl    one JSON object per evaluation
-      .train.lock      held (an OS lock) by the one process training the run
+      .train.lock      held (an OS lock, see runlock.py) by the one process training the run
 
 Every write is atomic (temp file in the same folder, fsync, `os.replace`), so a
 crash at any moment leaves the previous version of each file intact. Loading
@@ -19,11 +19,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any
@@ -32,13 +30,13 @@ import torch
 
 from charnn.errors import RunError
 from charnn.model import CharRNN, ModelConfig
+from charnn.runlock import LOCK
 from charnn.tokenizer import CharTokenizer
 
 FORMAT_VERSION = 1
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: temp files are 0600, the finished file gets the usual 0666 & ~umask
 CONFIG, TOKENIZER, BEST, LATEST, METRICS = "config.json", "tokenizer.json", "best.pt", "latest.pt", "metrics.jsonl"
-LOCK = ".train.lock"
 
 
 # ---- atomic writes ------------------------------------------------------------------------------
@@ -90,80 +88,6 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def save_tensors(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **payload}, f))
-
-
-# ---- one trainer per run ------------------------------------------------------------------------
-
-
-def _try_lock(fd: int) -> bool:
-    """Take an exclusive lock on `fd` without waiting; the kernel drops it when the process dies."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
-            return True
-        except OSError:
-            return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:  # BlockingIOError: someone else holds it
-        return False
-
-
-def _holder(fd: int) -> str:
-    os.lseek(fd, 0, os.SEEK_SET)
-    return os.read(fd, 200).decode("utf-8", "replace").strip()
-
-
-def _busy(run_dir: Path, holder: str) -> RunError:
-    who = f"process {holder}" if holder else "another process"
-    return RunError(f"run '{run_dir.name}' is being trained right now by {who} — wait for it to finish or stop it "
-                    "(Ctrl-C saves it), or pick another --name")
-
-
-@contextmanager
-def locked(run_dir: Path) -> Iterator[None]:
-    """Hold the run's training lock for the duration; refuse at once if another process holds it.
-
-    An OS lock (flock), not a marker file: a process that dies, even by SIGKILL, releases it,
-    so a crash never leaves a stale lock behind. The file names the holder for the message.
-    """
-    path = run_dir / LOCK
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
-    except OSError as e:
-        raise RunError(f"cannot lock run folder '{run_dir}' ({e.strerror}) — pass a writable --checkpoints-dir") from None
-    try:
-        if not _try_lock(fd):
-            raise _busy(run_dir, _holder(fd))
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode())
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def check_unlocked(run_dir: Path) -> None:
-    """Refuse early (before any slow work) if a process is training `run_dir` right now.
-
-    Not for a process that holds the lock itself: a second open file conflicts with the first.
-    """
-    path = run_dir / LOCK
-    if not path.is_file():
-        return
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError:
-        return  # unreadable lock file: `locked` reports it when the run is really written
-    try:
-        if not _try_lock(fd):
-            raise _busy(run_dir, _holder(fd))
-    finally:
-        os.close(fd)  # a probe only: closing drops the lock it took
 
 
 # ---- creating and updating a run ----------------------------------------------------------------

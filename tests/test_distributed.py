@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charnn import api, checkpoint, distributed
+from charnn import api, checkpoint, distributed, runlock
 from charnn.data import Streams
 from charnn.errors import RunError, UsageError
 from tests.conftest import tiny_model, tiny_train, train_run
@@ -245,7 +245,7 @@ def test_rank_blocks_are_the_single_process_layout() -> None:
 
 def test_a_run_being_trained_is_locked(words_file: Path) -> None:
     run_dir = train_run(words_file, name="r", max_steps=10, eval_every=5)
-    with checkpoint.locked(run_dir):
+    with runlock.locked(run_dir):
         for attempt in (
             lambda: api.resume_training("r", max_steps=20, device="cpu", show_progress=False),
             lambda: api.start_training(str(words_file), tiny_model(), tiny_train(), name="r", overwrite=True,

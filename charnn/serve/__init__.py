@@ -1,6 +1,7 @@
 """`charnn serve`: an OpenAI-compatible HTTP API and a page to play with trained runs.
 
-    app.py       the FastAPI app: routes, validation, errors, streaming
+    app.py       the FastAPI app: routes, validation, errors, limits
+    events.py    server-sent events for streamed completions; the stop-string rule
     batcher.py   one engine thread per run; concurrent requests stepped as one batch
     page.html    the self-contained page served at /
 
