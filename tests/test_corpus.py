@@ -1,4 +1,5 @@
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,9 @@ def test_resume_refuses_a_changed_folder_and_names_the_change(tmp_path: Path) ->
     src = _tree(tmp_path / "src", {f"m{i}.py": (f"def f{i}(x):\n    return x + {i}\n" * 40).encode() for i in range(6)})
     api.start_training(str(src), tiny_model(), tiny_train(max_steps=4, eval_every=2), name="r", device="cpu",
                        show_progress=False)
+    recorded = json.loads((api.Paths().checkpoints / "r" / "config.json").read_text())["corpus"]
+    assert recorded["files"] == 6 and recorded["skipped"] == {} and recorded["sources"] == [str(src.resolve())]
+    assert [m[0] for m in recorded["manifest"]] == [f"m{i}.py" for i in range(6)]
     (src / "m1.py").write_text("def changed():\n    pass\n" * 40, encoding="utf-8")
     (src / "m2.py").unlink()
     (src / "new.py").write_text("x = 1\n" * 40, encoding="utf-8")

@@ -289,3 +289,29 @@ def test_concurrent_resume_refused_and_sigkill_leaves_no_stale_lock(words_file: 
     after = _run([*cmd, "--max-steps", "1600"], tmp_path)
     assert after.returncode == 0, after.stderr
     assert checkpoint.read_metrics(tmp_path / "checkpoints" / "r")[-1]["step"] == 1600
+
+
+@pytest.mark.slow
+def test_a_crashed_rank_takes_the_job_down_and_the_run_resumes(words_file: Path, tmp_path: Path) -> None:
+    # Each rank records its pid, then becomes `python -m charnn train …` (exec keeps the pid). Not $$:
+    # torchrun passes its arguments through string.Template (for ${local_rank}), which turns $$ into $.
+    wrapper = 'echo $BASHPID > "pid.$RANK"; exec "$0" -m charnn "$@"'
+    launcher = subprocess.Popen(
+        [*TORCHRUN, "--standalone", "--nproc_per_node=2", "--no-python", "bash", "-c", wrapper, sys.executable,
+         "train", str(words_file), "--name", "crash", "--max-steps", "3000", "--eval-every", "25", *MODEL[:-1]],
+        cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    metrics = tmp_path / "checkpoints" / "crash" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.1)
+    os.kill(int((tmp_path / "pid.1").read_text()), signal.SIGKILL)  # rank 1 dies mid-run
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0 and "SIGKILL" in err  # torchrun took the job down and says why
+    saved = checkpoint.load_tensors(tmp_path / "checkpoints" / "crash" / checkpoint.LATEST)["step"]
+    assert saved >= 50
+    again = _run([*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "charnn", "train", "--resume", "crash",
+                  "--max-steps", str(saved + 50)], tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr  # no clean-up needed: rank 0's lock died with it
+    steps = [r["step"] for r in checkpoint.read_metrics(tmp_path / "checkpoints" / "crash")]
+    assert steps == sorted(set(steps)) and steps[-1] == saved + 50
