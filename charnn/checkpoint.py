@@ -238,9 +238,11 @@ def load_config(run_dir: Path) -> dict[str, Any]:
 
 def model_config_of(config: dict[str, Any]) -> ModelConfig:
     raw = config["model"]
-    types = {"vocab_size": int, "cell": str, "layers": int, "hidden": int, "embed": int, "dropout": float}
+    types = {"vocab_size": int, "cell": str, "layers": int, "hidden": int, "embed": int, "dropout": float, "heads": int}
+    optional = {"heads": ModelConfig.heads}  # runs written before sLSTM existed have no heads field
     try:
-        values = {f.name: raw[f.name] for f in fields(ModelConfig)}
+        values: dict[str, Any] = {f.name: raw[f.name] if f.name in raw or f.name not in optional else optional[f.name]
+                                  for f in fields(ModelConfig)}
         for name, kind in types.items():
             ok = isinstance(values[name], (int, float) if kind is float else kind) and not isinstance(values[name], bool)
             if not ok:

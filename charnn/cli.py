@@ -144,7 +144,9 @@ def train_cmd(
         "in order. With --resume: the corpus's new location, if it moved."),
     resume: str = typer.Option(None, "--resume", help="Continue run RUN (name or path) from its latest state."),
     name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir [default: corpus name + timestamp]."),
-    cell: str = typer.Option(None, "--cell", help="Recurrent cell: rnn (Elman tanh), lstm or gru [default: gru]."),
+    cell: str = typer.Option(
+        None, "--cell", help="Recurrent cell: rnn (Elman tanh), lstm, gru or slstm (xLSTM) [default: gru]."),
+    heads: int = typer.Option(None, "--heads", help="sLSTM only: heads of the block-diagonal recurrence [default: 4]."),
     layers: int = typer.Option(None, "--layers", help="Stacked recurrent layers [default: 2, or by --time]."),
     hidden: int = typer.Option(None, "--hidden", help="Hidden units per layer [default: 384, or by --time]."),
     embed: int = typer.Option(None, "--embed", help="Character embedding size [default: 64, or by --time]."),
@@ -204,6 +206,9 @@ def train_cmd(
     else:
         if not corpus_spec:
             raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
+        if heads is not None and (cell or "gru") != "slstm":
+            raise typer.BadParameter(f"--heads applies to --cell slstm only (this run's cell is {cell or 'gru'}) — "
+                                     "drop --heads or add --cell slstm")
         budgeted = seconds is not None
         if seconds is None and max_steps is None and epochs is None:
             seconds = 600.0
@@ -212,7 +217,8 @@ def train_cmd(
         given = {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "dropout": dropout,
                  "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "warmup": warmup}
         chosen = {**vars(default_recipe()), **{k: v for k, v in given.items() if v is not None}}
-        model_cfg = ModelConfig(vocab_size=1, **{k: chosen[k] for k in ("cell", "layers", "hidden", "embed", "dropout")})
+        model_cfg = ModelConfig(vocab_size=1, **{k: chosen[k] for k in ("cell", "layers", "hidden", "embed", "dropout")},
+                                heads=4 if heads is None else heads)
         cfg = TrainConfig(batch_size=chosen["batch_size"], seq_len=chosen["seq_len"], lr=chosen["lr"],
                           weight_decay=weight_decay, warmup=chosen["warmup"], clip=clip, epochs=epochs,
                           max_steps=max_steps, time_budget=seconds, eval_every=eval_every, patience=patience,

@@ -1,11 +1,12 @@
-"""The network: embedding -> stacked RNN/LSTM/GRU -> dropout -> linear head.
+"""The network: embedding -> stacked RNN/LSTM/GRU/sLSTM -> dropout -> linear head.
 
 Training and priming run PyTorch's fused `nn.RNN/nn.LSTM/nn.GRU` (cuDNN on GPU).
 Generation steps one character at a time; on CPU oneDNN's kernel is slow for a
 single (1, 1) step, so `Stepper` runs a hand-fused step with the same weights
 (first-layer input projection folded into a per-character table).
 
-State is always a tuple of (layers, B, H) tensors: (h, c) for LSTM, (h,) otherwise.
+State is always a tuple of (layers, B, H) tensors: (h, c) for LSTM, (h, c, n, m) for sLSTM
+(`cells.SLSTM`), (h,) otherwise.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from charnn.cells import SLSTM, dense_recurrent, slstm_pointwise
 from charnn.errors import DeviceError
 
 State = tuple[Tensor, ...]
-CELLS = ("rnn", "lstm", "gru")
+CELLS = ("rnn", "lstm", "gru", "slstm")
+STATE_PARTS = {"rnn": 1, "gru": 1, "lstm": 2, "slstm": 4}
 
 
 @dataclass
@@ -29,6 +32,7 @@ class ModelConfig:
     hidden: int = 512
     embed: int = 128
     dropout: float = 0.0
+    heads: int = 4  # sLSTM only: R is block-diagonal over this many heads
 
     def validate(self) -> list[str]:
         """Problems with this config, each phrased as 'option value — fix'."""
@@ -40,6 +44,11 @@ class ModelConfig:
                 problems.append(f"--{name} {getattr(self, name)} must be at least 1")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"--dropout {self.dropout} must be in [0, 1)")
+        if self.cell == "slstm" and self.hidden >= 1 and (self.heads < 1 or self.hidden % self.heads):
+            valid = [k for k in range(1, self.hidden + 1) if self.hidden % k == 0]
+            near = sorted(valid, key=lambda k: (abs(k - self.heads), k))[:4]
+            problems.append(f"--heads {self.heads} does not divide --hidden {self.hidden} — use one of "
+                            f"{', '.join(map(str, sorted(near)))}")
         return problems
 
 
@@ -66,16 +75,15 @@ class CharRNN(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        rnn_cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
         self.embedding = nn.Embedding(config.vocab_size, config.embed)
-        # nn.* dropout acts between layers only; the head gets its own dropout below.
-        self.rnn = rnn_cls(
-            config.embed,
-            config.hidden,
-            num_layers=config.layers,
-            dropout=config.dropout if config.layers > 1 else 0.0,
-            batch_first=True,
-        )
+        between = config.dropout if config.layers > 1 else 0.0
+        # Dropout in the stack acts between layers only; the head gets its own dropout below.
+        self.rnn: nn.Module
+        if config.cell == "slstm":
+            self.rnn = SLSTM(config.embed, config.hidden, config.layers, config.heads, between)
+        else:
+            rnn_cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
+            self.rnn = rnn_cls(config.embed, config.hidden, num_layers=config.layers, dropout=between, batch_first=True)
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
         if config.cell == "lstm":
@@ -92,12 +100,12 @@ class CharRNN(nn.Module):
     def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
         device = device or self.head.weight.device
         zeros = torch.zeros(self.config.layers, batch, self.config.hidden, device=device)
-        return (zeros, zeros.clone()) if self.config.cell == "lstm" else (zeros,)
+        return tuple(zeros if i == 0 else zeros.clone() for i in range(STATE_PARTS[self.config.cell]))
 
     def forward(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         """ids (B, T) int64 -> logits (B, T, V) and the state after the last step."""
         x = self.embedding(ids)  # (B, T, E)
-        rnn_state = state if self.config.cell == "lstm" else state[0]
+        rnn_state = state if len(state) > 1 else state[0]
         out, new_state = self.rnn(x, rnn_state)  # out (B, T, H)
         logits = self.head(self.drop(out))  # (B, T, V)
         return logits, (tuple(new_state) if isinstance(new_state, tuple) else (new_state,))
@@ -106,13 +114,13 @@ class CharRNN(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def unpack_state(state: State, cell: str) -> tuple[list[Tensor], list[Tensor]]:
-    """State tuple -> per-layer lists of (B, H) tensors (h, and c for an LSTM): the stepping form."""
-    return list(state[0].unbind(0)), list(state[1].unbind(0)) if cell == "lstm" else []
+def unpack_state(state: State) -> list[list[Tensor]]:
+    """State tuple -> for each part (h, c, …) a per-layer list of (B, H) tensors: the stepping form."""
+    return [list(s.unbind(0)) for s in state]
 
 
-def pack_state(hs: list[Tensor], cs: list[Tensor], cell: str) -> State:
-    return (torch.stack(hs), torch.stack(cs)) if cell == "lstm" else (torch.stack(hs),)
+def pack_state(parts: list[list[Tensor]]) -> State:
+    return tuple(torch.stack(layers) for layers in parts)
 
 
 def detach_state(state: State) -> State:
@@ -141,6 +149,13 @@ class Stepper:
         gru = cfg.cell == "gru"
         with torch.no_grad():
             w = {name: p.detach() for name, p in rnn.named_parameters()}
+            if isinstance(rnn, SLSTM):  # the same sum as an LSTM's gates: W x + b + R h, R laid out densely
+                w = {}
+                for k in range(cfg.layers):
+                    wk, bk, rk = (t.detach() for t in rnn.weights(k))
+                    w[f"weight_ih_l{k}"], w[f"bias_ih_l{k}"] = wk, bk
+                    w[f"weight_hh_l{k}"] = dense_recurrent(rk).T  # (4H, H)
+                    w[f"bias_hh_l{k}"] = torch.zeros_like(w[f"bias_ih_l{k}"])
             # Layer-0 input projection of every character with its bias: (V, G*H). Outside a GRU the
             # recurrent bias just adds, so it is folded in too; a GRU needs b_hn inside r * (...).
             table = model.embedding.weight @ w["weight_ih_l0"].T + w["bias_ih_l0"]
@@ -156,13 +171,14 @@ class Stepper:
             self.head_b = model.head.bias.detach().clone()
 
     def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
-        hs, cs = unpack_state(state, self.cell)
-        logits = self.step_layers(ids, hs, cs)
-        return logits, pack_state(hs, cs, self.cell)
+        parts = unpack_state(state)
+        logits = self.step_layers(ids, parts)
+        return logits, pack_state(parts)
 
-    def step_layers(self, ids: Tensor, hs: list[Tensor], cs: list[Tensor]) -> Tensor:
-        """Advance the per-layer state lists in place by one character; return logits (B, V)."""
+    def step_layers(self, ids: Tensor, parts: list[list[Tensor]]) -> Tensor:
+        """Advance the per-layer state lists (`unpack_state` form) in place by one character; return logits (B, V)."""
         x = ids
+        hs = parts[0]
         for k in range(self.layers):
             h = hs[k]
             if self.cell == "gru":
@@ -181,10 +197,14 @@ class Stepper:
                     gates = torch.addmm(self.b_cat[k], torch.cat([x, h], 1), self.w_cat[k])
                 if self.cell == "lstm":
                     H = self.hidden
+                    cs = parts[1]
                     sig = torch.sigmoid(gates)  # i, f, o used from here; g's slice is ignored
                     c = torch.addcmul(sig[:, H : 2 * H] * cs[k], sig[:, :H], torch.tanh(gates[:, 2 * H : 3 * H]))
                     h = sig[:, 3 * H :] * torch.tanh(c)
                     cs[k] = c
+                elif self.cell == "slstm":
+                    h, parts[1][k], parts[2][k], parts[3][k] = slstm_pointwise(gates, parts[1][k], parts[2][k],
+                                                                               parts[3][k])
                 else:
                     h = torch.tanh(gates)
             hs[k] = h

@@ -24,7 +24,7 @@ TOKENS_PER_PARAM = 3.0
 # (layers, hidden, embed): smallest first. The big ones only win with a GPU's speed.
 CANDIDATES = [(2, 256, 64), (2, 320, 64), (2, 384, 64), (2, 512, 64), (3, 512, 128), (3, 768, 128), (3, 1024, 128)]
 PROBE = (2, 256, 64)
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "slstm": 4}  # slstm: 4 gates, R block-diagonal but applied densely
 
 
 @dataclass

@@ -159,8 +159,7 @@ class Engine:
         self.stepper = Stepper(model) if self.device.type == "cpu" else None
         self.groups: list[Group] = []
         self._rows: list[int] = []  # rows of each group, in batch order
-        self.hs: list[Tensor] = []  # per layer (B, H): the batch's state, kept unpacked between steps
-        self.cs: list[Tensor] = []  # per layer (B, H) for an LSTM
+        self.parts: list[list[Tensor]] = []  # the batch's state, unpacked between steps: part (h, c, …) -> layer -> (B, H)
 
     def join(self, prime: str, cfg: SampleConfig, state: State | None = None) -> Group:
         """Validate, prime and add a group; `state` continues a previous context (batch 1 or n)."""
@@ -177,9 +176,9 @@ class Engine:
         logits, state = self.model(primed, state)
         state = tuple(s.expand(-1, n, -1).contiguous() for s in state)  # (L, n, H)
         group = Group(cfg, logits[:, -1].expand(n, -1), generator, self.tokenizer.chars)
-        hs, cs = unpack_state(state, self.model.config.cell)
-        self.hs = [torch.cat([a, b]) for a, b in zip(self.hs, hs, strict=True)] if self.groups else hs
-        self.cs = [torch.cat([a, b]) for a, b in zip(self.cs, cs, strict=True)] if self.groups else cs
+        parts = unpack_state(state)
+        self.parts = [[torch.cat([a, b]) for a, b in zip(old, new, strict=True)] for old, new in
+                      zip(self.parts, parts, strict=True)] if self.groups else parts
         self.groups.append(group)
         self._rows.append(n)
         return group
@@ -189,10 +188,9 @@ class Engine:
         i = self.groups.index(group)
         start = sum(self._rows[:i])
         rows = slice(start, start + self._rows[i])
-        state = pack_state([h[rows] for h in self.hs], [c[rows] for c in self.cs], self.model.config.cell)
+        state = pack_state([[t[rows] for t in layers] for layers in self.parts])
         keep = torch.cat([torch.arange(0, start), torch.arange(rows.stop, sum(self._rows))]).to(self.device)
-        self.hs = [h.index_select(0, keep) for h in self.hs]
-        self.cs = [c.index_select(0, keep) for c in self.cs]
+        self.parts = [[t.index_select(0, keep) for t in layers] for layers in self.parts]
         del self.groups[i], self._rows[i]
         return state
 
@@ -203,11 +201,11 @@ class Engine:
         drawn = [sample_next(g.logits, g.cfg.temperature, g.cfg.top_k, g.cfg.top_p, g.generator) for g in self.groups]
         ids = torch.cat(drawn)  # (B,)
         if self.stepper is not None and len(ids) <= FUSED_MAX_BATCH:
-            logits = self.stepper.step_layers(ids, self.hs, self.cs)  # (B, V)
+            logits = self.stepper.step_layers(ids, self.parts)  # (B, V)
         else:
-            out, state = self.model(ids[:, None], pack_state(self.hs, self.cs, self.model.config.cell))  # (B, 1, V)
+            out, state = self.model(ids[:, None], pack_state(self.parts))  # (B, 1, V)
             logits = out[:, 0]
-            self.hs, self.cs = unpack_state(state, self.model.config.cell)
+            self.parts = unpack_state(state)
         pieces = []
         for group, part, rows in zip(self.groups, drawn, logits.split(self._rows), strict=True):
             group.logits = rows

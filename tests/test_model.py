@@ -6,7 +6,7 @@ import torch
 from charnn.model import CharRNN, ModelConfig, Stepper
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "slstm"])
 def test_fused_step_matches_the_module(cell: str) -> None:
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=11, cell=cell, layers=3, hidden=24, embed=8)).eval()

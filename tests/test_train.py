@@ -11,7 +11,7 @@ from charnn.train import TrainConfig, lr_at
 from tests.conftest import tiny_model, tiny_train, train_run
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "slstm"])
 def test_learns_a_pattern_and_reloads_identically(pattern_file, cell: str) -> None:
     run_dir = train_run(pattern_file, name=cell, cell=cell, lr=3e-2, max_steps=200, eval_every=50)
     metrics = checkpoint.read_metrics(run_dir)
@@ -33,10 +33,11 @@ def _weights(run_dir):
     return checkpoint.load_tensors(run_dir / checkpoint.LATEST)["model"]
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(words_file) -> None:
+@pytest.mark.parametrize("cell", ["lstm", "slstm"])
+def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str) -> None:
     # dropout on, so RNG state matters; several epochs, so the epoch reset is crossed
     overrides = dict(max_steps=50, eval_every=15)
-    model = tiny_model("lstm")
+    model = tiny_model(cell)
     model.dropout = 0.2
     api.start_training(str(words_file), model, tiny_train(**overrides), name="straight", device="cpu",
                        show_progress=False)
@@ -52,7 +53,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(words_file) -> None:
 
     api_mod.train = stop_at_23
     try:
-        model2 = tiny_model("lstm")
+        model2 = tiny_model(cell)
         model2.dropout = 0.2
         _, first = api.start_training(str(words_file), model2, tiny_train(**overrides), name="split", device="cpu",
                                       show_progress=False)

@@ -1,0 +1,135 @@
+"""The sLSTM layer: against the equations (float64), gradcheck, the xlstm package, stability."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from charnn.cells import SLSTM, slstm_pointwise
+
+
+def reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, r: torch.Tensor,
+              state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The issue's equations, one sample, one head, one unit at a time: x (B, T, E) -> h (B, T, H)."""
+    heads, _, d = r.shape  # (heads, 4·d, d)
+    hidden = heads * d
+    h, c, n, m = (s.clone() for s in state)  # (B, H)
+    outs = torch.zeros(x.shape[0], x.shape[1], hidden, dtype=x.dtype)
+    for bi in range(x.shape[0]):
+        for t in range(x.shape[1]):
+            pre = w @ x[bi, t] + b  # (4H,): W x_t + b, gates (i, f, z, o)
+            h_prev = h[bi].clone()
+            for j in range(heads):  # R h_{t-1}: head j's units see only head j's part of h
+                for g in range(4):
+                    block = r[j, g * d : (g + 1) * d, :]  # (d, d)
+                    pre[g * hidden + j * d : g * hidden + (j + 1) * d] += block @ h_prev[j * d : (j + 1) * d]
+            i_t, f_t, z_t, o_t = pre.split(hidden)
+            log_f = torch.log(torch.sigmoid(f_t))
+            fresh = n[bi] == 0
+            m_new = torch.where(fresh, i_t, torch.maximum(log_f + m[bi], i_t))
+            i_p = torch.exp(i_t - m_new)
+            f_p = torch.exp(log_f + m[bi] - m_new)
+            c[bi] = f_p * c[bi] + i_p * torch.tanh(z_t)
+            n[bi] = f_p * n[bi] + i_p
+            h[bi] = torch.sigmoid(o_t) * c[bi] / n[bi]
+            m[bi] = m_new
+            outs[bi, t] = h[bi]
+    return outs, (h, c, n, m)
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+@pytest.mark.parametrize("steps", [1, 50])
+def test_layer_matches_the_equations_in_float64(heads: int, steps: int) -> None:
+    torch.manual_seed(heads * 100 + steps)
+    layer = SLSTM(5, 8, 1, heads).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.8)  # random weights, large enough that the stabiliser is exercised
+    w, b, r = (t.detach() for t in layer.weights(0))
+    x = torch.randn(3, steps, 5, dtype=torch.float64)
+    fresh = tuple(s[0] for s in layer.init_state(3))
+    fresh = tuple(s.double() for s in fresh)
+    # two windows, the state carried from the first into the second
+    out1, state1 = layer(x, tuple(s[None] for s in fresh))
+    out2, state2 = layer(x.flip(1), state1)
+    ref1, ref_state1 = reference(x, w, b, r, fresh)
+    ref2, ref_state2 = reference(x.flip(1), w, b, r, ref_state1)
+    torch.testing.assert_close(out1, ref1, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out2, ref2, atol=1e-6, rtol=0)
+    for got, want in zip(state2, ref_state2, strict=True):
+        torch.testing.assert_close(got[0], want, atol=1e-6, rtol=0)
+
+
+def test_gradcheck_on_a_small_float64_layer() -> None:
+    torch.manual_seed(0)
+    layer = SLSTM(3, 4, 2, 2).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    state = tuple(s.double() for s in layer.init_state(2))
+    params = list(layer.parameters())
+    assert torch.autograd.gradcheck(lambda x: layer(x, state)[0], (x,), eps=1e-6, atol=1e-5)
+    # and through the weights: W, b and R (R via its block-diagonal layout)
+    out, _ = layer(x, state)
+    grads = torch.autograd.grad(out.sum(), params)
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+    for param in (params[0], params[-1]):  # layer 0's W, the last layer's R
+        probe = param.detach().clone().requires_grad_()
+        assert torch.autograd.gradcheck(lambda v, p=param: _with_param(layer, p, v, x.detach(), state), (probe,),
+                                        eps=1e-6, atol=1e-5)
+
+
+def _with_param(layer: SLSTM, param: torch.nn.Parameter, value: torch.Tensor, x: torch.Tensor,
+                state: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The layer's output as a function of one parameter (functional_call keeps it differentiable)."""
+    name = next(n for n, p in layer.named_parameters() if p is param)
+    return torch.func.functional_call(layer, {name: value}, (x, state))[0]
+
+
+def test_same_function_as_the_xlstm_package_vanilla_slstm() -> None:
+    from xlstm.blocks.slstm.src.vanilla import slstm_forward, slstm_pointwise_function_registry
+
+    torch.manual_seed(3)
+    heads, hidden, steps, batch = 4, 16, 30, 3
+    layer = SLSTM(7, hidden, 1, heads)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.5)
+    w, b, r = (t.detach() for t in layer.weights(0))
+    x = torch.randn(batch, steps, 7)
+    ours, ours_state = layer(x)
+    # xlstm: x is the input projection without bias, [S, B, 4H]; states [4, B, H] = (y, c, n, m); R [K, 4d, d]
+    wx = (x @ w.T).transpose(0, 1).contiguous()
+    states_all, final, _ = slstm_forward(wx, torch.zeros(4, batch, hidden), r, b,
+                                         slstm_pointwise_function_registry["slstm"])
+    torch.testing.assert_close(ours, states_all[0, 1:].transpose(0, 1), atol=1e-5, rtol=1e-5)
+    for k in range(4):
+        torch.testing.assert_close(ours_state[k][0], final[k], atol=1e-5, rtol=1e-5)
+
+
+def _unstabilised(raw: torch.Tensor, c: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The same cell without the stabiliser m: i = exp(ĩ) taken as it is."""
+    i_raw, f_raw, z_raw, o_raw = raw.chunk(4, dim=1)
+    i, f = torch.exp(i_raw), torch.sigmoid(f_raw)
+    c = f * c + i * torch.tanh(z_raw)
+    n = f * n + i
+    return torch.sigmoid(o_raw) * c / n, c, n
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float16, 50.0), (torch.float32, 100.0)])
+def test_stabiliser_keeps_10000_large_steps_finite_where_the_plain_form_overflows(dtype: torch.dtype,
+                                                                                   scale: float) -> None:
+    torch.manual_seed(0)
+    hidden = 8
+    gen = torch.Generator().manual_seed(1)
+    c = n = m = torch.zeros(2, hidden, dtype=dtype)
+    c_u = n_u = torch.zeros(2, hidden, dtype=dtype)
+    unstable_failed = False
+    for _ in range(10_000):
+        raw = ((torch.rand(2, 4 * hidden, generator=gen) * 2 - 1) * scale).to(dtype)  # |ĩ|, |f̃| up to `scale`
+        h, c, n, m = slstm_pointwise(raw, c, n, m)
+        assert torch.isfinite(h).all() and torch.isfinite(c).all() and torch.isfinite(n).all()
+        h_u, c_u, n_u = _unstabilised(raw, c_u, n_u)
+        unstable_failed |= not bool(torch.isfinite(h_u).all())
+    assert unstable_failed, "the plain form should overflow here (that is what the stabiliser is for)"
+    assert (n >= 1).all() and math.isfinite(float(m.abs().max()))
