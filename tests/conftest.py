@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,18 @@ def train_run(corpus: Path, name: str = "run", cell: str = "lstm", **overrides: 
     run_dir, _ = api.start_training(str(corpus), tiny_model(cell), tiny_train(**overrides), name=name,
                                     device="cpu", show_progress=False)
     return run_dir
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_records(run_dir: Path, n: int, timeout: float = 120) -> None:
+    """Wait until a run being trained in another process has written n metrics records."""
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= n):
+        time.sleep(0.1)

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ import torch
 from charnn import api, checkpoint, distributed, runlock
 from charnn.data import Streams
 from charnn.errors import RunError, UsageError
-from tests.conftest import tiny_model, tiny_train, train_run
+from tests.conftest import free_port, tiny_model, tiny_train, train_run, wait_for_records
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 # The tiny model of conftest, as CLI options; dropout 0 so that 1 and 2 processes compute the same gradients.
@@ -44,10 +43,11 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _launch_wrapped(wrapper: str, cwd: Path, args: list[str]) -> subprocess.Popen:
+    """torchrun with 2 processes, each a bash `wrapper` around `python -m charnn ARGS` ($0 is python)."""
+    return subprocess.Popen([*TORCHRUN, "--standalone", "--nproc_per_node=2", "--no-python", "bash", "-c", wrapper,
+                             sys.executable, *args], cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 AUDIT = r'''
@@ -128,7 +128,7 @@ def test_two_processes_match_one_and_only_rank_0_writes(two_process_run: dict) -
 @pytest.mark.slow
 def test_multinode_on_one_machine_matches_standalone(two_process_run: dict) -> None:
     root = two_process_run["root"]
-    port = _free_port()
+    port = free_port()
     args = ["train", "words.txt", "--name", "multi", "--max-steps", "40", "--eval-every", "10", "--dropout", "0", *MODEL]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     nodes = [subprocess.Popen([*TORCHRUN, "--nnodes=2", f"--node-rank={k}", "--nproc_per_node=1",
@@ -149,16 +149,9 @@ def test_sigint_to_launcher_stops_all_ranks_then_resumes_exactly(words_file: Pat
                      "--name", "straight", *limits, *MODEL], tmp_path, timeout=300)
     assert straight.returncode == 0, straight.stderr
     # Each rank runs inside a shell that reports the rank's own exit status after the signal.
-    wrapper = 'trap : INT TERM; "$0" -m charnn "$@"; echo "rank $RANK exit $?"'
-    launcher = subprocess.Popen(
-        [*TORCHRUN, "--standalone", "--nproc_per_node=2", "--no-python", "bash", "-c", wrapper, sys.executable,
-         "train", str(words_file), "--name", "split", *limits, *MODEL[:-1]],
-        cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    metrics = tmp_path / "checkpoints" / "split" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        time.sleep(0.1)
+    launcher = _launch_wrapped('trap : INT TERM; "$0" -m charnn "$@"; echo "rank $RANK exit $?"', tmp_path,
+                               ["train", str(words_file), "--name", "split", *limits, *MODEL[:-1]])
+    wait_for_records(tmp_path / "checkpoints" / "split", 2)
     launcher.send_signal(signal.SIGINT)
     out, err = launcher.communicate(timeout=120)
     assert "rank 0 exit 0" in out and "rank 1 exit 0" in out, (out, err)
@@ -264,10 +257,7 @@ def test_concurrent_resume_refused_and_sigkill_leaves_no_stale_lock(words_file: 
     cmd = [sys.executable, "-m", "charnn", "train", "--resume", "r", "--quiet"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen([*cmd, "--max-steps", "1500"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "checkpoints" / "r" / "metrics.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and metrics.read_text().count("\n") < 3:  # the first is training
-        time.sleep(0.05)
+    wait_for_records(tmp_path / "checkpoints" / "r", 3)  # the first is training
     second = _run([*cmd, "--max-steps", "1500"], tmp_path)
     assert second.returncode == 1
     assert second.stderr.strip() == (f"error: run 'r' is being trained right now by process {first.pid} on "
@@ -282,8 +272,7 @@ def test_concurrent_resume_refused_and_sigkill_leaves_no_stale_lock(words_file: 
     assert steps == list(range(5, 1501, 5))  # one record per evaluation, none doubled
     # SIGKILL while training: the kernel drops the lock, the next resume needs no clean-up.
     killed = subprocess.Popen([*cmd, "--max-steps", "5000"], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
-    while time.time() < deadline + 120 and metrics.read_text().count("\n") < len(steps) + 3:
-        time.sleep(0.05)
+    wait_for_records(tmp_path / "checkpoints" / "r", len(steps) + 3)
     killed.kill()
     killed.wait()
     after = _run([*cmd, "--max-steps", "1600"], tmp_path)
@@ -295,16 +284,10 @@ def test_concurrent_resume_refused_and_sigkill_leaves_no_stale_lock(words_file: 
 def test_a_crashed_rank_takes_the_job_down_and_the_run_resumes(words_file: Path, tmp_path: Path) -> None:
     # Each rank records its pid, then becomes `python -m charnn train …` (exec keeps the pid). Not $$:
     # torchrun passes its arguments through string.Template (for ${local_rank}), which turns $$ into $.
-    wrapper = 'echo $BASHPID > "pid.$RANK"; exec "$0" -m charnn "$@"'
-    launcher = subprocess.Popen(
-        [*TORCHRUN, "--standalone", "--nproc_per_node=2", "--no-python", "bash", "-c", wrapper, sys.executable,
-         "train", str(words_file), "--name", "crash", "--max-steps", "3000", "--eval-every", "25", *MODEL[:-1]],
-        cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    metrics = tmp_path / "checkpoints" / "crash" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        time.sleep(0.1)
+    launcher = _launch_wrapped('echo $BASHPID > "pid.$RANK"; exec "$0" -m charnn "$@"', tmp_path,
+                               ["train", str(words_file), "--name", "crash", "--max-steps", "3000", "--eval-every", "25",
+                                *MODEL[:-1]])
+    wait_for_records(tmp_path / "checkpoints" / "crash", 2)
     os.kill(int((tmp_path / "pid.1").read_text()), signal.SIGKILL)  # rank 1 dies mid-run
     _, err = launcher.communicate(timeout=120)
     assert launcher.returncode != 0 and "SIGKILL" in err  # torchrun took the job down and says why

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,18 +15,12 @@ import uvicorn
 
 from charnn import api
 from charnn.serve import ServeConfig, create_app, load
-from tests.conftest import tiny_model, tiny_train
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port, tiny_model, tiny_train
 
 
 class Server:
     def __init__(self, checkpoints: Path, config: ServeConfig):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         app = create_app(load(["tiny"], checkpoints, "cpu", config), config)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
@@ -254,7 +247,7 @@ def test_the_serve_command_starts_prints_its_url_and_stops_on_ctrl_c(run_root: P
     import subprocess
     import sys
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "charnn", "serve", "tiny", "--port", str(port)],
                             cwd=run_root, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
