@@ -135,8 +135,7 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
         if auto_fields and cfg.time_budget:
             recipe = group.broadcast(_plan(prepared, model_cfg, cfg, dev, auto_fields, announce, launch)
                                      if group.is_writer else None)
-            for field_name in auto_fields:
-                setattr(model_cfg if hasattr(model_cfg, field_name) else cfg, field_name, getattr(recipe, field_name))
+            _apply(recipe, auto_fields, model_cfg, cfg)
             launch.check_batch(cfg.batch_size)
         torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run (the same on every rank)
         model = CharRNN(model_cfg)
@@ -180,8 +179,7 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
     speed = measure_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.batch_size, cfg.seq_len) * launch.world_size
     recipe = choose(cfg.time_budget or 0.0, len(prepared.train_ids), model_cfg.vocab_size, speed, model_cfg.cell)
     chosen_model, chosen_cfg = copy.copy(model_cfg), copy.copy(cfg)
-    for field_name in auto_fields:
-        setattr(chosen_model if hasattr(chosen_model, field_name) else chosen_cfg, field_name, getattr(recipe, field_name))
+    _apply(recipe, auto_fields, chosen_model, chosen_cfg)
     _check(chosen_model.validate() + chosen_cfg.validate())
     check_fits(prepared.corpus.chars, chosen_cfg)
     if announce:
@@ -193,6 +191,12 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
                  + (f" x {launch.world_size} processes" if launch.world_size > 1 else "") + f"): {effective.describe()}"
                  + (f" (set by you: {', '.join(explicit)})" if explicit else ""))
     return recipe
+
+
+def _apply(recipe: Recipe, fields_: frozenset[str], model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    """Copy the recipe's choice into the configs, for the fields the user left unset."""
+    for name in fields_:
+        setattr(model_cfg if hasattr(model_cfg, name) else cfg, name, getattr(recipe, name))
 
 
 def _world_record(group: ProcessGroup) -> dict[str, Any]:
