@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from charnn.cells import SLSTM, dense_recurrent, slstm_pointwise
+from charnn.cells import SLSTM, slstm_pointwise
 from charnn.errors import DeviceError
 
 State = tuple[Tensor, ...]
@@ -149,13 +149,8 @@ class Stepper:
         gru = cfg.cell == "gru"
         with torch.no_grad():
             w = {name: p.detach() for name, p in rnn.named_parameters()}
-            if isinstance(rnn, SLSTM):  # the same sum as an LSTM's gates: W x + b + R h, R laid out densely
-                w = {}
-                for k in range(cfg.layers):
-                    wk, bk, rk = (t.detach() for t in rnn.weights(k))
-                    w[f"weight_ih_l{k}"], w[f"bias_ih_l{k}"] = wk, bk
-                    w[f"weight_hh_l{k}"] = dense_recurrent(rk).T  # (4H, H)
-                    w[f"bias_hh_l{k}"] = torch.zeros_like(w[f"bias_ih_l{k}"])
+            if isinstance(rnn, SLSTM):
+                w = self._slstm_weights(rnn)
             # Layer-0 input projection of every character with its bias: (V, G*H). Outside a GRU the
             # recurrent bias just adds, so it is folded in too; a GRU needs b_hn inside r * (...).
             table = model.embedding.weight @ w["weight_ih_l0"].T + w["bias_ih_l0"]
@@ -165,7 +160,9 @@ class Stepper:
             self.w_ih = [w[f"weight_ih_l{k}"].T.contiguous() for k in range(cfg.layers)]  # (H_in, G*H)
             self.b_ih = [w[f"bias_ih_l{k}"].clone() for k in range(cfg.layers)]
             # x and h projections share a sum (not in a GRU): one matmul over [x, h] with stacked weights.
-            self.w_cat = [torch.cat([self.w_ih[k], self.w_hh[k]]).contiguous() for k in range(cfg.layers)]
+            fused = cfg.cell in ("rnn", "lstm")
+            self.w_cat = [torch.cat([self.w_ih[k], self.w_hh[k]]).contiguous() if fused else self.w_ih[k]
+                          for k in range(cfg.layers)]
             self.b_cat = [self.b_ih[k] + self.b_hh[k] for k in range(cfg.layers)]
             self.head_w = model.head.weight.detach().T.contiguous()  # (H, V)
             self.head_b = model.head.bias.detach().clone()
@@ -181,7 +178,9 @@ class Stepper:
         hs = parts[0]
         for k in range(self.layers):
             h = hs[k]
-            if self.cell == "gru":
+            if self.cell == "slstm":
+                h = self._slstm_layer(k, x, parts)
+            elif self.cell == "gru":
                 gi = self.table0[x] if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih[k])  # (B, 3H)
                 gh = torch.addmm(self.b_hh[k], h, self.w_hh[k])
                 ir, iz, in_ = gi.chunk(3, 1)
@@ -202,11 +201,46 @@ class Stepper:
                     c = torch.addcmul(sig[:, H : 2 * H] * cs[k], sig[:, :H], torch.tanh(gates[:, 2 * H : 3 * H]))
                     h = sig[:, 3 * H :] * torch.tanh(c)
                     cs[k] = c
-                elif self.cell == "slstm":
-                    h, parts[1][k], parts[2][k], parts[3][k] = slstm_pointwise(gates, parts[1][k], parts[2][k],
-                                                                               parts[3][k])
                 else:
                     h = torch.tanh(gates)
             hs[k] = h
             x = h
         return torch.addmm(self.head_b, x, self.head_w)  # (B, V)
+
+    def _slstm_weights(self, rnn: SLSTM) -> dict[str, Tensor]:
+        """slstm's W and b under LSTM-style names, with gate columns reordered head-major.
+
+        Its R is block-diagonal, so the step multiplies h by each head's (d, 4d) block
+        (`self.r_t`) rather than by a dense (H, 4H) matrix that is 1 - 1/K zeros: K times fewer
+        FLOPs and bytes. For that the gate pre-activations are laid out (K, 4, d) per row, so
+        head j's i, f, z, o sit together: column j·4d + g·d + u holds gate g, unit j·d + u.
+        """
+        heads, d = rnn.heads, rnn.hidden // rnn.heads
+        order = torch.arange(4 * rnn.hidden).view(4, heads, d).transpose(0, 1).reshape(-1)  # head-major <- gate-major
+        w: dict[str, Tensor] = {}
+        self.heads, self.r_t = heads, []
+        for k in range(rnn.num_layers):
+            wk, bk, rk = (t.detach() for t in rnn.weights(k))
+            w[f"weight_ih_l{k}"], w[f"bias_ih_l{k}"] = wk[order], bk[order]
+            w[f"weight_hh_l{k}"] = torch.zeros_like(wk[:, : rnn.hidden])  # unused: R is applied per head
+            w[f"bias_hh_l{k}"] = torch.zeros_like(bk)
+            self.r_t.append(rk.transpose(1, 2).contiguous())  # (K, d, 4d)
+        return w
+
+    def _slstm_layer(self, k: int, x: Tensor, parts: list[list[Tensor]]) -> Tensor:
+        """Layer k of an slstm for one character: x ids (B,) at layer 0, else (B, H_in) -> h (B, H)."""
+        batch, heads = parts[0][k].size(0), self.heads
+        pre = self.table0[x] if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih[k])  # (B, 4H) head-major
+        pre = pre.view(batch, heads, -1).transpose(0, 1)  # (K, B, 4d)
+
+        def per_head(t: Tensor) -> Tensor:  # (B, H) -> (K, B, d)
+            return t.view(batch, heads, -1).transpose(0, 1)
+
+        gates = torch.baddbmm(pre, per_head(parts[0][k]), self.r_t[k])  # W x + b + R h, (K, B, 4d)
+        h, c, n, m = slstm_pointwise(gates, per_head(parts[1][k]), per_head(parts[2][k]), per_head(parts[3][k]))
+
+        def back(t: Tensor) -> Tensor:  # (K, B, d) -> (B, H)
+            return t.transpose(0, 1).reshape(batch, -1)
+
+        parts[1][k], parts[2][k], parts[3][k] = back(c), back(n), back(m)
+        return back(h)

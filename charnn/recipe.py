@@ -24,7 +24,8 @@ TOKENS_PER_PARAM = 3.0
 # (layers, hidden, embed): smallest first. The big ones only win with a GPU's speed.
 CANDIDATES = [(2, 256, 64), (2, 320, 64), (2, 384, 64), (2, 512, 64), (3, 512, 128), (3, 768, 128), (3, 1024, 128)]
 PROBE = (2, 256, 64)
-GATES = {"rnn": 1, "lstm": 4, "gru": 3, "slstm": 4}  # slstm: 4 gates, R block-diagonal but applied densely
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "slstm": 4}
+HEADS = 4  # slstm's default --heads: its R is block-diagonal, so R h costs 1/HEADS of a dense one
 
 
 @dataclass
@@ -63,7 +64,8 @@ def _params(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> int:
 def _cost(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> float:
     """Multiply-adds per character: input and recurrent gate matmuls plus the head."""
     g = GATES[cell]
-    return g * hidden * (embed + hidden) + (layers - 1) * g * hidden * 2 * hidden + hidden * vocab
+    recurrent = g * hidden * hidden // (HEADS if cell == "slstm" else 1)
+    return g * hidden * embed + (layers - 1) * g * hidden * hidden + layers * recurrent + hidden * vocab
 
 
 def measure_speed(device: torch.device, vocab: int, cell: str = "gru", batch: int = 64, seq: int = 64,

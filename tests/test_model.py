@@ -6,10 +6,10 @@ import torch
 from charnn.model import CharRNN, ModelConfig, Stepper
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "slstm"])
-def test_fused_step_matches_the_module(cell: str) -> None:
+@pytest.mark.parametrize("cell, heads", [("rnn", 4), ("lstm", 4), ("gru", 4), ("slstm", 4), ("slstm", 1), ("slstm", 3)])
+def test_fused_step_matches_the_module(cell: str, heads: int) -> None:
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=11, cell=cell, layers=3, hidden=24, embed=8)).eval()
+    model = CharRNN(ModelConfig(vocab_size=11, cell=cell, layers=3, hidden=24, embed=8, heads=heads)).eval()
     ids = torch.randint(0, 11, (4, 9))
     with torch.no_grad():
         full, full_state = model(ids, model.init_state(4))  # (4, 9, 11)
