@@ -89,7 +89,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--params-of", default="2x512", help="the reference LSTM, LAYERSxHIDDEN")
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--chars", type=int, default=600)
+    parser.add_argument("--chars", type=int, default=2000)
     parser.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
     args = parser.parse_args()
     layers, ref_hidden = map(int, args.params_of.split("x"))

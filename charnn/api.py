@@ -217,13 +217,14 @@ def _writer_lock(run_dir: Path, group: ProcessGroup, make: bool = False) -> Iter
 
 def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None, max_steps: int | None = None,
                     epochs: float | None = None, more_time: float | None = None, lr: float | None = None,
-                    device: str = "auto",
-                    paths: Paths | None = None, show_progress: bool = True) -> tuple[Path, TrainResult]:
+                    device: str = "auto", paths: Paths | None = None, show_progress: bool = True,
+                    tensorboard: str | None = None) -> tuple[Path, TrainResult]:
     """Continue a run from `latest.pt`; new limits extend it (`more_time` is added to the time used).
 
     A new `lr` replaces the peak learning rate (e.g. after a divergence); the
     schedule's shape is kept. Any number of torchrun processes can resume a run
-    trained on any other number (the saved state is in the single-process layout).
+    trained on any other number (the saved state is in the single-process layout). `tensorboard`
+    turns TensorBoard scalars on (see `board.log_dir`); a run that had them keeps them.
     """
     paths = paths or Paths()
     launch = Launch.from_env()
@@ -248,6 +249,8 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
         cfg.time_budget = float(done.get("elapsed", 0.0)) + more_time
     if lr is not None:
         cfg.lr = lr
+    if tensorboard is not None:
+        cfg.tensorboard = tensorboard
     _check(cfg.validate())
     launch.check_batch(cfg.batch_size)
     dev = _device_for(device, cfg, launch)

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 import torch
 
-from charnn.errors import RunError
+from charnn.errors import RunError, UsageError
 from charnn.model import CharRNN, ModelConfig
 from charnn.runlock import LOCK
 from charnn.tokenizer import CharTokenizer
@@ -63,6 +63,15 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
     _fsync_dir(path.parent)
+
+
+def check_writable(path: Path, option: str = "--out") -> None:
+    """Refuse an output file whose folder is missing or read-only, before any work is done."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write '{path}': folder '{folder}' does not exist — create it or give another {option}")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write '{path}' (permission denied) — give a writable {option}")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -92,7 +92,7 @@ def run() -> None:
     """
     command = typer.main.get_command(app)
     try:
-        code = command.main(prog_name="charnn", standalone_mode=False)
+        code = command.main(args=_optional_values(sys.argv[1:]), prog_name="charnn", standalone_mode=False)
     except _CLICK_ERROR as e:  # a usage error: an unknown option, a value that is not a number
         launch = _launch()
         if launch.reports_errors:
@@ -104,6 +104,16 @@ def run() -> None:
         typer.echo("Aborted!", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _optional_values(args: list[str]) -> list[str]:
+    """`--tensorboard` followed by another option (or nothing) means "no folder given": `--tensorboard=`.
+
+    The option's value is optional, which click options cannot say; an empty value stands for
+    "inside the run" (`board.INSIDE_RUN`).
+    """
+    return [f"{a}=" if a == "--tensorboard" and (i + 1 == len(args) or args[i + 1].startswith("-")) else a
+            for i, a in enumerate(args)]
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)", re.IGNORECASE)
@@ -184,6 +194,10 @@ def train_cmd(
     strict: bool = typer.Option(
         False, "--strict", help="Fail on a binary or non-UTF-8 file in a folder instead of skipping it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-evaluation lines."),
+    tensorboard: str = typer.Option(
+        None, "--tensorboard", metavar="[DIR]",
+        help="Also write TensorBoard scalars: into RUN/tensorboard, or DIR/RUN-NAME when DIR is given (put the "
+             "option after CORPUS). Kept on --resume. Needs: pip install 'charnn[tensorboard]'."),
     checkpoints_dir: Path = CKPT_DIR,
     corpora_dir: Path = CORPORA_DIR,
 ) -> None:
@@ -196,13 +210,15 @@ def train_cmd(
         torch.set_num_threads(threads)
     seconds = parse_duration(time_budget)
     paths = _paths(checkpoints_dir, corpora_dir)
+    if tensorboard:  # a folder: fixed now, so a later resume from elsewhere writes to the same place
+        tensorboard = str(Path(tensorboard).expanduser().resolve())
     if resume is not None:
         if include or exclude or strict or replace_bad_bytes:
             raise typer.BadParameter("--include, --exclude, --strict and --replace-bad-bytes are fixed when a run "
                                      "starts — drop them with --resume (the run reads its corpus as it did then)")
         run_dir, result = api.resume_training(resume, corpus_path=corpus_spec or None, max_steps=max_steps, epochs=epochs,
                                               more_time=seconds, lr=lr, device=device, paths=paths,
-                                              show_progress=not quiet)
+                                              show_progress=not quiet, tensorboard=tensorboard)
     else:
         if not corpus_spec:
             raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
@@ -222,7 +238,7 @@ def train_cmd(
         cfg = TrainConfig(batch_size=chosen["batch_size"], seq_len=chosen["seq_len"], lr=chosen["lr"],
                           weight_decay=weight_decay, warmup=chosen["warmup"], clip=clip, epochs=epochs,
                           max_steps=max_steps, time_budget=seconds, eval_every=eval_every, patience=patience,
-                          val_frac=val_frac, seed=seed, amp=amp)
+                          val_frac=val_frac, seed=seed, amp=amp, tensorboard=tensorboard)
         # Only a --time budget is tuned for; the cell type stays the user's (or the default GRU).
         auto = frozenset(k for k, v in given.items() if v is None and k != "cell") if budgeted else frozenset()
         say = None if quiet else (lambda line: typer.echo(line, err=True))
@@ -379,6 +395,89 @@ def serve_cmd(
     typer.echo(f"serving {', '.join(s.name for s in served)} at http://{shown}:{port}/ "
                f"(API: http://{shown}:{port}/v1, docs: /docs); Ctrl-C stops", err=True)
     serve.run(served, config, host, port)
+
+
+@app.command("plot")
+@handled
+def plot_cmd(
+    runs: list[str] = typer.Argument(None, metavar="[RUN]...", help="Runs to overlay [default: the newest run]."),
+    out: Path = typer.Option(None, "--out", help="PNG or SVG file [default: RUN/loss.png; for several runs, "
+                             "loss-A-vs-B.png beside them]."),
+    x: str = typer.Option("tokens", "--x", help="Horizontal axis: tokens (characters seen), time or step."),
+    terminal: bool = typer.Option(False, "--terminal", help="Draw in the terminal instead of writing a file."),
+    checkpoints_dir: Path = CKPT_DIR,
+) -> None:
+    """Train and validation loss curves of one or more runs (a run still training works too)."""
+    from charnn import plot
+
+    run_dirs = [checkpoint.resolve(r, checkpoints_dir) for r in runs] if runs else [
+        checkpoint.resolve(None, checkpoints_dir)]
+    if out is not None and not terminal:
+        plot.check_out(out)
+    curves = [plot.curve(r, x) for r in run_dirs]
+    if terminal:
+        import shutil
+
+        size = shutil.get_terminal_size((100, 30))
+        typer.echo(plot.terminal(curves, size.columns, max(size.lines - 4, 15)))
+    else:
+        typer.echo(f"wrote {plot.render(curves, out or plot.default_out(run_dirs))}")
+    for c in curves:
+        if (best := c.best) is not None:
+            typer.echo(f"{c.run}: best validation loss {best[1]:.4f} nats ({best[1] / plot.LN2:.3f} bpc) "
+                       f"at {plot.where(best[0], x)}; {len(c.val)} evaluations")
+
+
+@app.command("inspect")
+@handled
+def inspect_cmd(
+    run: str = typer.Argument(..., help="Run name or path."),
+    text: str = typer.Argument(None, help="Text to read (or give --file)."),
+    file: str = typer.Option(None, "--file", help="Read the text from a file, folder or built-in corpus "
+                             "(.gz/.bz2/.xz too; its first --limit characters)."),
+    out: Path = typer.Option(None, "--out", help="Page to write [default: RUN/inspect.html, or RUN/inspect.json with --json]."),
+    as_json: bool = typer.Option(False, "--json", help="Write the numbers behind the page as JSON instead."),
+    show: int = typer.Option(2000, "--show", help="Characters the page shows, every unit's value for each."),
+    reach: int = typer.Option(64, "--reach", help="Gradient reach: steps back to measure (k = 1..REACH)."),
+    limit: int = typer.Option(1_000_000, "--limit", help="Read at most this many characters of --file."),
+    checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    device: str = DEVICE,
+    checkpoints_dir: Path = CKPT_DIR,
+    corpora_dir: Path = CORPORA_DIR,
+) -> None:
+    """A page showing what the model does on a text: neurons, surprise, and how far gradients reach."""
+    import torch
+
+    from charnn import inspector
+    from charnn.model import CharRNN
+
+    if (text is None) == (file is None):
+        raise typer.BadParameter("give the text to read either as TEXT or with --file FILE (one of them)")
+    cfg = inspector.InspectConfig(show=show, reach=reach)
+    if limit < 2:
+        raise typer.BadParameter(f"--limit {limit} must be at least 2")
+    if problems := cfg.validate():
+        raise typer.BadParameter(problems[0])
+    model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
+    target = out or model.run_dir / ("inspect.json" if as_json else "inspect.html")
+    checkpoint.check_writable(target)
+    if file is not None:
+        text = corpus.resolve(file, corpora_dir).head(limit)
+    assert text is not None
+    torch.manual_seed(int(model.config["train"].get("seed", 1337)))  # the run's own initial weights
+    untrained = CharRNN(model.model.config)
+    numbers = inspector.inspect(model.model, model.tokenizer, text, cfg, untrained)
+    title = f"{model.run_dir.name} ({checkpoint_name}, step {model.step})"
+    body = inspector.to_json(numbers) if as_json else inspector.page(numbers, title)
+    checkpoint.write_text(target, body)
+    if numbers["skipped"]:
+        shown = ", ".join(f"{c!r} x{n}" for c, n in sorted(numbers["skipped"].items(), key=lambda kv: -kv[1])[:10])
+        typer.echo(f"note: skipped {sum(numbers['skipped'].values()):,} character(s) the model never saw: {shown}",
+                   err=True)
+    best = numbers["neurons"][0] if numbers["neurons"] else None
+    typer.echo(f"wrote {target}: {numbers['characters']:,} characters, loss {numbers['loss']:.4f} nats "
+               f"({numbers['bpc']:.3f} bpc)" + (f"; strongest: layer {best['layer']} {best['part']} unit {best['unit']} "
+                                                 f"tracks {best['feature']} (r = {best['r']:+.2f})" if best else ""))
 
 
 @app.command("runs")

@@ -89,6 +89,16 @@ class Corpus:
     def manifest(self) -> list[list[object]]:
         return [[f.name, f.size, f.sha256] for f in self.files]
 
+    def head(self, limit: int) -> str:
+        """The first `limit` characters of the text (read no further than that)."""
+        pieces, have = [], 0
+        for text in self.chunks():
+            pieces.append(text[: limit - have])
+            have += len(pieces[-1])
+            if have >= limit:
+                break
+        return "".join(pieces)
+
     def describe(self) -> str:
         """'3 files, 1.2 MB (skipped 2: 1 binary, 1 not UTF-8)' for the start of a run."""
         text = f"{len(self.files):,} file{'s' * (len(self.files) != 1)}, {_mb(self.size)}"

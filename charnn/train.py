@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from charnn import checkpoint
+from charnn import board, checkpoint
+from charnn.board import Board
 from charnn.data import Streams
 from charnn.distributed import ProcessGroup
 from charnn.errors import TrainingError, UsageError
@@ -57,6 +58,7 @@ class TrainConfig:
     val_frac: float = 0.1
     seed: int = 1337
     amp: bool = False  # bf16 autocast on CUDA (see amp_dtype)
+    tensorboard: str | None = None  # also write TensorBoard scalars (board.log_dir); None: off
 
     def validate(self) -> list[str]:
         problems = []
@@ -78,6 +80,8 @@ class TrainConfig:
                 problems.append(f"--{name.replace('_', '-')} {value} must be positive")
         if self.epochs is None and self.max_steps is None and self.time_budget is None:
             problems.append("no stopping rule — give --time, --max-steps or --epochs")
+        if self.tensorboard is not None and (why := board.missing()):
+            problems.append(why)
         return problems
 
 
@@ -313,6 +317,8 @@ def train(
             p.evals_since_best += 1
         if writer:
             checkpoint.append_metrics(run_dir, record)
+            if events is not None:
+                events.record(record)
         p.last_eval_step = p.step
         save_latest()
         if show_progress:
@@ -324,7 +330,10 @@ def train(
 
     stopped_by = "interrupted"
     bad_in_row = 0
-    with flag.installed(), bar:
+    events = Board(board.log_dir(cfg.tensorboard, run_dir), p.step) if writer and cfg.tensorboard is not None else None
+    if events is not None and show_progress:
+        tqdm.write(f"tensorboard: {events.folder} (view with: tensorboard --logdir {events.folder})")
+    with flag.installed(), bar, events.writer if events is not None else nullcontext():
         while True:
             if (reason := stop_reason(cfg, p, streams.n_windows)) is not None:
                 stopped_by = reason

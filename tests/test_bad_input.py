@@ -121,6 +121,19 @@ CASES: list[tuple[str, str, Callable[[Path], None] | None, int, str]] = [
     ("negative length", "sample r --length -5", None, 2, r"--length -5 must be 0 or more"),
     ("unknown checkpoint", "sample r --checkpoint oldest", None, 1, r"--checkpoint 'oldest' is unknown"),
     ("eval of a missing file", "eval r nope.txt", None, 1, r"corpus 'nope.txt' not found"),
+    # plot and inspect
+    ("plot of a run with no evaluations", "plot r", remove_run_file("metrics.jsonl"), 2, r"run 'r' has no evaluations yet"),
+    ("plot to a pdf", "plot r --out x.pdf", None, 2, r"--out 'x.pdf' must end in .png or .svg"),
+    ("plot into a missing folder", "plot r --out nowhere/x.png", None, 2, r"folder 'nowhere' does not exist"),
+    ("plot of an unknown run", "plot nope", None, 1, r"run 'nope' not found"),
+    ("plot along epochs", "plot r --x epochs", None, 2, r"--x must be one of tokens, time, step"),
+    ("inspect an unknown run", "inspect nope text", None, 1, r"run 'nope' not found"),
+    ("inspect without text", "inspect r", None, 2, r"give the text to read either as TEXT or with --file FILE"),
+    ("inspect a missing file", "inspect r --file nope.txt", None, 1, r"corpus 'nope.txt' not found"),
+    ("inspect into a missing folder", "inspect r text --out nowhere/p.html", None, 2, r"folder 'nowhere' does not exist"),
+    ("inspect only unseen characters", "inspect r ☃☃☃", None, 2, r"fewer than 2 characters the model knows"),
+    ("inspect a run without best.pt", "inspect r text", remove_run_file("best.pt"), 1, r"best.pt"),
+    ("inspect --show 0", "inspect r text --show 0", None, 2, r"--show 0 must be between 1 and 20000"),
 ]
 
 

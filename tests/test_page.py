@@ -94,3 +94,74 @@ def test_page_fits_a_phone(browser, page_server: Server, tmp_path: Path) -> None
     if keep := os.environ.get("CHARNN_SCREENSHOT_DIR"):
         shutil.copy(tmp_path / "phone.png", Path(keep) / "phone.png")
     page.close()
+
+
+@pytest.mark.slow
+def test_inspect_page_switches_neuron_and_shows_hovered_values(browser, words_file: Path, tmp_path: Path) -> None:
+    """An inspect page offline (file://): pick a neuron from the list, hover characters, read the values."""
+    import torch
+
+    from charnn import api, inspector
+    from charnn.model import CharRNN
+    from tests.conftest import train_run
+
+    run_dir = train_run(words_file, name="insp", max_steps=40, eval_every=20)
+    model = api.load_run(str(run_dir))
+    torch.manual_seed(0)
+    untrained = CharRNN(model.model.config)
+    text = words_file.read_text()[:3000] + '\n"quoted (words)" here\n'
+    numbers = inspector.inspect(model.model, model.tokenizer, text, inspector.InspectConfig(show=500, reach=20),
+                                untrained)
+    path = tmp_path / "inspect.html"
+    path.write_text(inspector.page(numbers, "insp"), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:") else route.continue_())
+    page.goto(path.as_uri())
+    assert page.locator("#neurons tr").count() == len(numbers["neurons"]) > 1
+    # pick the second neuron of the list: the controls follow
+    pick = numbers["neurons"][1]
+    page.locator("#neurons button").nth(1).click()
+    assert page.input_value("#layer") == str(pick["layer"]) and page.input_value("#unit") == str(pick["unit"])
+    assert page.input_value("#part") == str(numbers["parts"].index(pick["part"]))
+    unit = (pick["layer"] * len(numbers["parts"]) + numbers["parts"].index(pick["part"])) * numbers["hidden"] + pick["unit"]
+    acts = numbers["activations"]
+    tolerance = float(abs(acts[:, unit]).max()) / 127 + 1e-4  # the page holds int8 per unit
+    for t in (7, 123):
+        page.locator(f"#neuron-text span[data-t='{t}']").hover()
+        readout = page.text_content("#neuron-readout") or ""
+        assert readout.startswith(f"{json_char(numbers['text'][t])} at {t}:"), readout
+        assert abs(float(readout.rsplit("= ", 1)[1]) - float(acts[t, unit])) <= tolerance, readout
+    # the unit box: type another unit and hover again
+    page.fill("#unit", "3")
+    page.dispatch_event("#unit", "change")
+    page.locator("#neuron-text span[data-t='50']").hover()
+    other = unit - pick["unit"] + 3  # unit 3 of the same layer and value
+    readout = page.text_content("#neuron-readout") or ""
+    assert abs(float(readout.rsplit("= ", 1)[1]) - float(acts[50, other])) <= float(abs(acts[:, other]).max()) / 127 + 1e-4
+    # surprise: hover shows the probability and the model's top guesses
+    s = numbers["surprise"][40]
+    page.locator("#surprise-text span[data-t='40']").hover()
+    readout = page.text_content("#surprise-readout") or ""
+    assert f"p({json_char(numbers['text'][40])}) = {s['p']:.4f}" in readout, readout
+    assert f"1. {json_char(s['top'][0][0])}" in readout
+    assert page.is_visible("#tooltip")
+    # gradient reach: both lines drawn, 20 points each
+    lines = page.locator("#reach-chart polyline")
+    assert lines.count() == 2
+    assert len((lines.nth(0).get_attribute("points") or "").split()) == 20
+    shot = tmp_path / "inspect.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+    if keep := os.environ.get("CHARNN_SCREENSHOT_DIR"):
+        shutil.copy(shot, Path(keep) / "inspect.png")
+    assert problems == [], problems
+    page.close()
+
+
+def json_char(ch: str) -> str:
+    import json
+
+    return json.dumps(ch)
