@@ -28,7 +28,7 @@ from charnn import checkpoint, corpus, data, distributed, runlock
 from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import RunError, UsageError
 from charnn.model import CharRNN, ModelConfig, State, resolve_device
-from charnn.recipe import Recipe, choose, measure_speed
+from charnn.recipe import Recipe, announcement, apply, choose, measure_speed
 from charnn.sample import SampleConfig, generate
 from charnn.train import TrainConfig, TrainResult, evaluate, train, tune_cpu_allocator
 
@@ -135,7 +135,7 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
         if auto_fields and cfg.time_budget:
             recipe = group.broadcast(_plan(prepared, model_cfg, cfg, dev, auto_fields, announce, launch)
                                      if group.is_writer else None)
-            _apply(recipe, auto_fields, model_cfg, cfg)
+            apply(recipe, auto_fields, model_cfg, cfg)
             launch.check_batch(cfg.batch_size)
         torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run (the same on every rank)
         model = CharRNN(model_cfg)
@@ -179,24 +179,12 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
     speed = measure_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.batch_size, cfg.seq_len) * launch.world_size
     recipe = choose(cfg.time_budget or 0.0, len(prepared.train_ids), model_cfg.vocab_size, speed, model_cfg.cell)
     chosen_model, chosen_cfg = copy.copy(model_cfg), copy.copy(cfg)
-    _apply(recipe, auto_fields, chosen_model, chosen_cfg)
+    apply(recipe, auto_fields, chosen_model, chosen_cfg)
     _check(chosen_model.validate() + chosen_cfg.validate())
     check_fits(prepared.corpus.chars, chosen_cfg)
     if announce:
-        explicit = sorted(set(vars(Recipe())) - {"probe_tokens_per_s", "expected_tokens", "cell"} - auto_fields)
-        effective = Recipe(**{k: getattr(chosen_model if hasattr(chosen_model, k) else chosen_cfg, k)
-                              for k in vars(Recipe()) if k not in ("probe_tokens_per_s", "expected_tokens")},
-                           expected_tokens=recipe.expected_tokens if not explicit else None)
-        announce(f"recipe for {cfg.time_budget:g}s at {speed:,.0f} chars/s (probe"
-                 + (f" x {launch.world_size} processes" if launch.world_size > 1 else "") + f"): {effective.describe()}"
-                 + (f" (set by you: {', '.join(explicit)})" if explicit else ""))
+        announce(announcement(recipe, auto_fields, chosen_model, chosen_cfg, launch.world_size))
     return recipe
-
-
-def _apply(recipe: Recipe, fields_: frozenset[str], model_cfg: ModelConfig, cfg: TrainConfig) -> None:
-    """Copy the recipe's choice into the configs, for the fields the user left unset."""
-    for name in fields_:
-        setattr(model_cfg if hasattr(model_cfg, name) else cfg, name, getattr(recipe, name))
 
 
 def _world_record(group: ProcessGroup) -> dict[str, Any]:

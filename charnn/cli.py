@@ -9,6 +9,7 @@ an error (the others meet the same one), and only rank 0 prints progress.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import re
 import sys
@@ -21,10 +22,8 @@ import typer
 
 from charnn import __version__, api, checkpoint, corpus, distributed
 from charnn.errors import CharnnError
-from charnn.model import ModelConfig
-from charnn.recipe import default_recipe
+from charnn.recipe import Request, configs
 from charnn.sample import SampleConfig, generate
-from charnn.train import TrainConfig
 
 app = typer.Typer(
     help="Character-level RNN/LSTM/GRU text generation: train on any text, then sample or chat.",
@@ -204,6 +203,9 @@ def train_cmd(
     """Train a character model on CORPUS, or continue one with --resume RUN."""
     import torch
 
+    if isinstance(sys.stdout, io.TextIOWrapper):  # `charnn train … > log`: each evaluation line lands as it happens
+        sys.stdout.reconfigure(line_buffering=True)
+
     if threads < 0:
         raise typer.BadParameter("--threads must be 0 or more")
     if threads:
@@ -213,6 +215,12 @@ def train_cmd(
     if tensorboard:  # a folder: fixed now, so a later resume from elsewhere writes to the same place
         tensorboard = str(Path(tensorboard).expanduser().resolve())
     if resume is not None:
+        fixed = {"--name": name, "--cell": cell, "--heads": heads, "--layers": layers, "--hidden": hidden,
+                 "--embed": embed, "--dropout": dropout, "--batch-size": batch_size, "--seq-len": seq_len,
+                 "--warmup": warmup}
+        if given_fixed := [option for option, value in fixed.items() if value is not None]:
+            raise typer.BadParameter(f"{', '.join(given_fixed)} cannot change when resuming: the run keeps the model "
+                                     "and batch it started with — drop them, or train a new run")
         if include or exclude or strict or replace_bad_bytes:
             raise typer.BadParameter("--include, --exclude, --strict and --replace-bad-bytes are fixed when a run "
                                      "starts — drop them with --resume (the run reads its corpus as it did then)")
@@ -230,17 +238,12 @@ def train_cmd(
             seconds = 600.0
             if _launch().is_writer:
                 typer.echo("no --time, --max-steps or --epochs given: training for 10m", err=True)
-        given = {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "dropout": dropout,
-                 "batch_size": batch_size, "seq_len": seq_len, "lr": lr, "warmup": warmup}
-        chosen = {**vars(default_recipe()), **{k: v for k, v in given.items() if v is not None}}
-        model_cfg = ModelConfig(vocab_size=1, **{k: chosen[k] for k in ("cell", "layers", "hidden", "embed", "dropout")},
-                                heads=4 if heads is None else heads)
-        cfg = TrainConfig(batch_size=chosen["batch_size"], seq_len=chosen["seq_len"], lr=chosen["lr"],
-                          weight_decay=weight_decay, warmup=chosen["warmup"], clip=clip, epochs=epochs,
-                          max_steps=max_steps, time_budget=seconds, eval_every=eval_every, patience=patience,
-                          val_frac=val_frac, seed=seed, amp=amp, tensorboard=tensorboard)
-        # Only a --time budget is tuned for; the cell type stays the user's (or the default GRU).
-        auto = frozenset(k for k, v in given.items() if v is None and k != "cell") if budgeted else frozenset()
+        request = Request(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch_size,
+                          seq_len=seq_len, lr=lr, warmup=warmup, heads=heads)
+        model_cfg, cfg, auto = configs(request, budgeted, weight_decay=weight_decay, clip=clip, epochs=epochs,
+                                       max_steps=max_steps, time_budget=seconds, eval_every=eval_every,
+                                       patience=patience, val_frac=val_frac, seed=seed, amp=amp,
+                                       tensorboard=tensorboard)
         say = None if quiet else (lambda line: typer.echo(line, err=True))
         options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
         run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from charnn.model import CharRNN, ModelConfig
+from charnn.train import TrainConfig
 
 TOKENS_PER_PARAM = 3.0
 # (layers, hidden, embed): smallest first. The big ones only win with a GPU's speed.
@@ -54,6 +56,62 @@ class Recipe:
 def default_recipe() -> Recipe:
     """The defaults without a budget: sized for a ~10-minute CPU run."""
     return Recipe()
+
+
+CHOSEN = ("cell", "layers", "hidden", "embed", "dropout", "batch_size", "seq_len", "lr", "warmup")  # Recipe's choices
+MODEL_FIELDS = ("cell", "layers", "hidden", "embed", "dropout")
+
+
+@dataclass
+class Request:
+    """What the user set: each field a value, or None (the `--time` recipe or the default decides)."""
+
+    cell: str | None = None
+    layers: int | None = None
+    hidden: int | None = None
+    embed: int | None = None
+    dropout: float | None = None
+    batch_size: int | None = None
+    seq_len: int | None = None
+    lr: float | None = None
+    warmup: int | None = None
+    heads: int | None = None  # slstm's; not a recipe choice
+
+    def given(self) -> frozenset[str]:
+        return frozenset(name for name in CHOSEN if getattr(self, name) is not None)
+
+
+def configs(request: Request, budgeted: bool, **train: Any) -> tuple[ModelConfig, TrainConfig, frozenset[str]]:
+    """The user's values over the defaults, as configs, and the fields a `--time` budget will choose.
+
+    `train` holds the TrainConfig fields the recipe never touches (limits, clip, seed, ...). The
+    cell is the user's or the default; only a budget sizes the rest (`apply`), and never a field
+    the user set.
+    """
+    values = {**vars(default_recipe()), **{k: getattr(request, k) for k in request.given()}}
+    model_cfg = ModelConfig(vocab_size=1, **{k: values[k] for k in MODEL_FIELDS},
+                            heads=HEADS if request.heads is None else request.heads)
+    cfg = TrainConfig(**{k: values[k] for k in CHOSEN if k not in MODEL_FIELDS}, **train)
+    auto = frozenset(CHOSEN) - request.given() - {"cell"} if budgeted else frozenset()
+    return model_cfg, cfg, auto
+
+
+def apply(recipe: Recipe, auto: frozenset[str], model_cfg: ModelConfig, cfg: TrainConfig) -> None:
+    """Copy the recipe's choice into the configs, for the fields in `auto` (those the user left unset)."""
+    for name in auto:
+        setattr(model_cfg if name in MODEL_FIELDS else cfg, name, getattr(recipe, name))
+
+
+def announcement(recipe: Recipe, auto: frozenset[str], model_cfg: ModelConfig, cfg: TrainConfig,
+                 processes: int = 1) -> str:
+    """The line printed at the start: the budget, the measured speed, and what will train (set by whom)."""
+    explicit = sorted(set(CHOSEN) - {"cell"} - auto)
+    effective = Recipe(**{k: getattr(model_cfg if k in MODEL_FIELDS else cfg, k) for k in CHOSEN},
+                       expected_tokens=None if explicit else recipe.expected_tokens)
+    speed = recipe.probe_tokens_per_s or 0.0
+    return (f"recipe for {cfg.time_budget or 0:g}s at {speed:,.0f} chars/s (probe"
+            + (f" x {processes} processes" if processes > 1 else "") + f"): {effective.describe()}"
+            + (f" (set by you: {', '.join(explicit)})" if explicit else ""))
 
 
 def _params(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> int:

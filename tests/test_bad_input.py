@@ -85,6 +85,8 @@ CASES: list[tuple[str, str, Callable[[Path], None] | None, int, str]] = [
     ("heads not dividing hidden", "train {good} --cell slstm --hidden 30 --heads 4", None, 2,
      r"--heads 4 does not divide --hidden 30 — use one of 2, 3, 5, 6"),
     ("heads for another cell", "train {good} --cell gru --heads 2", None, 2, r"--heads applies to --cell slstm only"),
+    ("model options on resume", "train --resume r --heads 2 --hidden 64", None, 2,
+     r"--heads, --hidden cannot change when resuming: the run keeps the model"),
     ("negative layers", "train {good} --layers -2", None, 2, r"--layers -2 must be at least 1"),
     ("zero batch", "train {good} --batch-size 0", None, 2, r"--batch-size 0 must be at least 1"),
     ("negative lr", "train {good} --lr -1", None, 2, r"--lr -1.0 must be a positive number"),

@@ -2,6 +2,7 @@
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -136,3 +137,21 @@ def test_sigint_then_resume_matches_an_uninterrupted_run(words_file, tmp_path) -
     b = checkpoint.load_tensors(latest)
     assert a["step"] == b["step"] == 1500
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_evaluation_lines_reach_a_log_file_as_they_happen(words_file, tmp_path) -> None:
+    """stdout redirected (`nohup charnn train … > log`): the first evaluation line arrives while training goes on."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # Python's own default buffering
+    proc = subprocess.Popen(_python_charnn("train", str(words_file), "--name", "log", "--max-steps", "100000",
+                                           "--eval-every", "5", *TINY[:-1]),
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 120)  # block-buffered, it would come at exit
+        assert ready, "no evaluation line within 120 s"
+        first = proc.stdout.readline()
+        assert first.startswith("step      5  train"), first
+        assert proc.poll() is None, "the line must arrive while the run is still training"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)

@@ -3,10 +3,24 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from charnn.cli import app
-from charnn.recipe import CANDIDATES, TOKENS_PER_PARAM, _cost, _params, choose
+from charnn.recipe import (
+    CANDIDATES,
+    CHOSEN,
+    MODEL_FIELDS,
+    TOKENS_PER_PARAM,
+    Recipe,
+    Request,
+    _cost,
+    _params,
+    announcement,
+    apply,
+    choose,
+    configs,
+)
 
 
 def test_model_grows_with_budget_and_each_choice_is_the_largest_that_fits() -> None:
@@ -36,3 +50,33 @@ def test_explicit_options_override_the_recipe(words_file: Path) -> None:
     config = json.loads(Path("checkpoints/r/config.json").read_text())
     assert config["model"]["hidden"] == 24 and config["train"]["batch_size"] == 8
     assert config["model"]["cell"] == "gru" and config["recipe"]["hidden"] != 24  # chosen, then overridden
+
+
+EXPLICIT = {"cell": "lstm", "layers": 3, "hidden": 200, "embed": 40, "dropout": 0.35, "batch_size": 24,
+            "seq_len": 48, "lr": 1.7e-3, "warmup": 7}
+
+
+@pytest.mark.parametrize("field", list(EXPLICIT))
+def test_an_explicit_option_wins_over_the_recipe_for_every_field(field: str) -> None:
+    """The CLI hands over only what the user set; the recipe fills the rest and never overrides it."""
+    assert set(EXPLICIT) == set(CHOSEN)
+    request = Request(**{field: EXPLICIT[field]})
+    model_cfg, cfg, auto = configs(request, budgeted=True, time_budget=600.0)
+    assert field not in auto and (field == "cell" or auto == frozenset(CHOSEN) - {"cell", field})
+    recipe = choose(600.0, 1_000_000, 65, speed=40_000, cell=model_cfg.cell)
+    apply(recipe, auto, model_cfg, cfg)
+    for name in CHOSEN:
+        got = getattr(model_cfg if name in MODEL_FIELDS else cfg, name)
+        want = EXPLICIT[name] if name == field else getattr(recipe, name)
+        assert got == want, name
+        assert name == field or name == "cell" or got != EXPLICIT[name]  # the recipe really chose the others
+    line = announcement(recipe, auto, model_cfg, cfg)
+    assert line.startswith("recipe for 600s at 40,000 chars/s (probe)")
+    assert (f"(set by you: {field})" in line) == (field != "cell")
+
+
+def test_without_a_budget_the_defaults_fill_what_is_unset() -> None:
+    model_cfg, cfg, auto = configs(Request(hidden=100, heads=2, cell="slstm"), budgeted=False, max_steps=10)
+    assert auto == frozenset() and cfg.max_steps == 10
+    assert (model_cfg.cell, model_cfg.hidden, model_cfg.heads, model_cfg.layers) == ("slstm", 100, 2, Recipe().layers)
+    assert (cfg.batch_size, cfg.seq_len, cfg.lr) == (Recipe().batch_size, Recipe().seq_len, Recipe().lr)
