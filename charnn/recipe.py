@@ -127,8 +127,13 @@ def _cost(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> float:
 
 
 def measure_speed(device: torch.device, vocab: int, cell: str = "gru", batch: int = 64, seq: int = 64,
-                  steps: int = 4) -> float:
-    """Training characters per second of the probe model of `cell` (two warm-up steps, then `steps` timed)."""
+                  steps: int = 7) -> float:
+    """Training characters per second of the probe model of `cell`: the median of `steps` timed steps.
+
+    Three untimed steps first (allocator growth, kernel selection). Each step is timed on its own
+    and the median taken, so one step slowed by another process on a shared machine does not
+    shrink the model the recipe picks (a mean over a block of steps would carry it).
+    """
     layers, hidden, embed = PROBE
     rng_state = torch.get_rng_state()  # the probe must not shift the run's random stream
     cfg = ModelConfig(vocab_size=vocab, cell=cell, layers=layers, hidden=hidden, embed=embed)
@@ -137,24 +142,22 @@ def measure_speed(device: torch.device, vocab: int, cell: str = "gru", batch: in
     ids = torch.randint(0, vocab, (batch, seq + 1), device=device)
     state = model.init_state(batch, device)
 
-    def step() -> None:
+    def step() -> float:
+        start = time.perf_counter()
         logits, _ = model(ids[:, :-1], state)
         loss = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
 
-    step()
-    step()  # two warm-ups: the first pays for allocator growth and kernel selection
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(3):
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    times = sorted(step() for _ in range(steps))
     torch.set_rng_state(rng_state)
-    return steps * batch * seq / (time.perf_counter() - start)
+    return batch * seq / times[len(times) // 2]
 
 
 def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: str = "gru") -> Recipe:
