@@ -98,13 +98,13 @@ def render(curves: list[Curve], out: Path) -> Path:
         if c.train:
             ax.plot(*zip(*c.train, strict=True), color=color, alpha=0.45, linestyle="--", linewidth=1.2,
                     label=f"{label} train".strip(), gid=f"train-{i}")
+        best = c.best
         ax.plot(*zip(*c.val, strict=True), color=color, linewidth=2, marker="o", markersize=2.5,
-                label=f"{label} validation".strip(), gid=f"val-{i}")
-        if (best := c.best) is not None:
+                label=f"{label} validation".strip() + (f", best {best[1]:.3f} ({best[1] / LN2:.3f} bpc)" if best else ""),
+                gid=f"val-{i}")
+        if best is not None:
             ax.plot([best[0]], [best[1]], marker="*", markersize=13, color=color, markeredgecolor="black",
                     linestyle="none", gid=f"best-{i}")
-            ax.annotate(f"best {best[1]:.3f} ({best[1] / LN2:.3f} bpc)", best, textcoords="offset points",
-                        xytext=(0, 10), ha="center", fontsize=8, color=color)
     ax.set_xlabel(AXES[curves[0].x])
     ax.set_ylabel("loss (nats per character)")
     bits = ax.secondary_yaxis("right", functions=(_to_bits, _to_nats))
