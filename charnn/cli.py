@@ -169,6 +169,9 @@ def train_cmd(
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
     warmup: int = typer.Option(None, "--warmup", help="Linear warm-up steps before the cosine decay [default: 50]."),
     clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
+    ema: float = typer.Option(
+        0.0, "--ema", help="Evaluate (and keep as best) a moving average of the weights with this decay, e.g. "
+        "0.995; 0: off."),
     epochs: float = typer.Option(None, "--epochs", help="Stop after this many passes over the training split."),
     max_steps: int = typer.Option(
         None, "--max-steps", help="Stop after this many optimizer steps (with --resume: the new total)."),
@@ -243,7 +246,7 @@ def train_cmd(
         model_cfg, cfg, auto = configs(request, budgeted, weight_decay=weight_decay, clip=clip, epochs=epochs,
                                        max_steps=max_steps, time_budget=seconds, eval_every=eval_every,
                                        patience=patience, val_frac=val_frac, seed=seed, amp=amp,
-                                       tensorboard=tensorboard)
+                                       tensorboard=tensorboard, ema=ema)
         say = None if quiet else (lambda line: typer.echo(line, err=True))
         options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
         run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,

@@ -36,6 +36,7 @@ from charnn import board, checkpoint
 from charnn.board import Board
 from charnn.data import Streams
 from charnn.distributed import ProcessGroup
+from charnn.ema import WeightAverage
 from charnn.errors import TrainingError, UsageError
 from charnn.model import CharRNN, State, detach_state
 
@@ -59,6 +60,7 @@ class TrainConfig:
     seed: int = 1337
     amp: bool = False  # bf16 autocast on CUDA (see amp_dtype)
     tensorboard: str | None = None  # also write TensorBoard scalars (board.log_dir); None: off
+    ema: float = 0.0  # evaluate (and keep as best) an exponential moving average of the weights; 0: off
 
     def validate(self) -> list[str]:
         problems = []
@@ -73,6 +75,8 @@ class TrainConfig:
             problems.append("--warmup and --patience must be 0 or more")
         if not self.clip > 0:
             problems.append(f"--clip {self.clip} must be positive")
+        if not 0.0 <= self.ema < 1.0:
+            problems.append(f"--ema {self.ema} must be in [0, 1) (0: off; 0.999 averages ~1000 steps)")
         if not 0.0 < self.val_frac < 1.0:
             problems.append(f"--val-frac {self.val_frac} must be between 0 and 1 (exclusive)")
         for name, value in (("epochs", self.epochs), ("max_steps", self.max_steps), ("time", self.time_budget)):
@@ -262,8 +266,11 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     p = Progress()
     state: State = model.init_state(streams.rows, device)
+    average = WeightAverage(model, cfg.ema) if cfg.ema else None
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
+        if average is not None:
+            average.load(resume.get("ema"))
         p = Progress(**resume["progress"])
         state = tuple(s[:, streams.block].to(device) for s in resume["state"])  # (L, B, H) -> this rank's (L, b, H)
         _restore_rng(resume, world.rank, cfg.seed, device)
@@ -293,11 +300,14 @@ def train(
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": p.step,
                 "progress": vars(p).copy(), "state": full_state, "rng": rngs[0], "cuda_rng": cuda_rngs[0],
                 "world_size": world.world_size, "rng_ranks": rngs, "cuda_rng_ranks": cuda_rngs,
+                "ema": average.state() if average is not None else None,
             })
 
     def run_eval() -> None:
         nonlocal last_val, loss_sum, loss_count, rate_mark
-        val = evaluate(model, val_ids, cfg.batch_size, cfg.seq_len, device, world)
+        with average.applied() if average is not None else nullcontext():  # best.pt gets what was evaluated
+            val = evaluate(model, val_ids, cfg.batch_size, cfg.seq_len, device, world)
+            best_weights = {k: v.clone() for k, v in model.state_dict().items()} if val < p.best_val and writer else None
         last_val = val
         now = time.perf_counter()
         tps = (p.tokens - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
@@ -310,8 +320,8 @@ def train(
         }
         if val < p.best_val:
             p.best_val, p.evals_since_best = val, 0
-            if writer:
-                checkpoint.save_tensors(run_dir / checkpoint.BEST, {"model": model.state_dict(), "step": p.step,
+            if best_weights is not None:
+                checkpoint.save_tensors(run_dir / checkpoint.BEST, {"model": best_weights, "step": p.step,
                                                                      "val_loss": val})
         else:
             p.evals_since_best += 1
@@ -361,6 +371,8 @@ def train(
             # non-finite loss always gives non-finite gradients: every rank skips the same steps.
             if torch.isfinite(grad_norm):
                 optimizer.step()
+                if average is not None:
+                    average.update()
                 state = detach_state(new_state)
                 loss_sum += loss.detach()
                 loss_count += 1

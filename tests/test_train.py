@@ -33,10 +33,10 @@ def _weights(run_dir):
     return checkpoint.load_tensors(run_dir / checkpoint.LATEST)["model"]
 
 
-@pytest.mark.parametrize("cell", ["lstm", "slstm"])
-def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str) -> None:
+@pytest.mark.parametrize("cell, ema", [("lstm", 0.0), ("slstm", 0.0), ("gru", 0.9)])
+def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str, ema: float) -> None:
     # dropout on, so RNG state matters; several epochs, so the epoch reset is crossed
-    overrides = dict(max_steps=50, eval_every=15)
+    overrides = dict(max_steps=50, eval_every=15, ema=ema)
     model = tiny_model(cell)
     model.dropout = 0.2
     api.start_training(str(words_file), model, tiny_train(**overrides), name="straight", device="cpu",
@@ -66,6 +66,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str) ->
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    best_a, best_b = (checkpoint.load_tensors(api.Paths().checkpoints / run / checkpoint.BEST)["model"]
+                      for run in ("straight", "split"))
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)  # with --ema: the resumed average too
     steps = [r["step"] for r in checkpoint.read_metrics(api.Paths().checkpoints / "split")]
     assert steps == sorted(set(steps))  # no duplicated or out-of-order records after the resume
 
@@ -106,3 +109,35 @@ def test_time_budget_stops_and_anneals(words_file) -> None:
     last = checkpoint.read_metrics(run_dir)[-1]
     assert last["lr"] == pytest.approx(tiny_train().lr * 0.1, rel=0.05)  # fully annealed at the end
     assert math.isfinite(last["val_loss"])
+
+
+def test_ema_weights_are_what_is_evaluated_and_kept_as_best(words_file) -> None:
+    from charnn.ema import WeightAverage
+    from charnn.train import evaluate
+
+    run_dir = train_run(words_file, name="e", max_steps=40, eval_every=40, ema=0.95)
+    best = checkpoint.load_tensors(run_dir / checkpoint.BEST)
+    latest = checkpoint.load_tensors(run_dir / checkpoint.LATEST)
+    assert not all(torch.equal(best["model"][k], latest["model"][k]) for k in best["model"])  # the average
+    loaded = checkpoint.load(run_dir, "best")
+    prepared = api.prepare_corpus(api.CorpusOptions().resolve([str(words_file)], api.Paths()), tiny_train(),
+                                  api.Paths())
+    val = evaluate(loaded.model, prepared.val_ids, 8, 32, torch.device("cpu"))
+    assert val == pytest.approx(best["val_loss"], abs=1e-6)
+    assert latest["ema"]["updates"] == 40
+    # the average itself: the warmed-up decay applied step by step
+    model = torch.nn.Linear(2, 1)
+    avg = WeightAverage(model, 0.95)
+    expected = [p.detach().clone() for p in model.parameters()]
+    for n in range(30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        avg.update()
+        d = min(0.95, (1 + n) / (10 + n))
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, model.parameters(), strict=True)]
+    own = [p.detach().clone() for p in model.parameters()]
+    with avg.applied():
+        for p, e in zip(model.parameters(), expected, strict=True):
+            torch.testing.assert_close(p.detach(), e)
+    assert all(torch.equal(p.detach(), o) for p, o in zip(model.parameters(), own, strict=True))  # restored
