@@ -170,8 +170,8 @@ def train_cmd(
     warmup: int = typer.Option(None, "--warmup", help="Linear warm-up steps before the cosine decay [default: 50]."),
     clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
     ema: float = typer.Option(
-        0.0, "--ema", help="Evaluate (and keep as best) a moving average of the weights with this decay, e.g. "
-        "0.995; 0: off."),
+        None, "--ema", help="Evaluate (and keep as best) a moving average of the weights with this decay; 0: off "
+        "[default: 0.995, or by --time]."),
     epochs: float = typer.Option(None, "--epochs", help="Stop after this many passes over the training split."),
     max_steps: int = typer.Option(
         None, "--max-steps", help="Stop after this many optimizer steps (with --resume: the new total)."),
@@ -220,7 +220,7 @@ def train_cmd(
     if resume is not None:
         fixed = {"--name": name, "--cell": cell, "--heads": heads, "--layers": layers, "--hidden": hidden,
                  "--embed": embed, "--dropout": dropout, "--batch-size": batch_size, "--seq-len": seq_len,
-                 "--warmup": warmup}
+                 "--warmup": warmup, "--ema": ema}
         if given_fixed := [option for option, value in fixed.items() if value is not None]:
             raise typer.BadParameter(f"{', '.join(given_fixed)} cannot change when resuming: the run keeps the model "
                                      "and batch it started with — drop them, or train a new run")
@@ -242,11 +242,11 @@ def train_cmd(
             if _launch().is_writer:
                 typer.echo("no --time, --max-steps or --epochs given: training for 10m", err=True)
         request = Request(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch_size,
-                          seq_len=seq_len, lr=lr, warmup=warmup, heads=heads)
+                          seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, heads=heads)
         model_cfg, cfg, auto = configs(request, budgeted, weight_decay=weight_decay, clip=clip, epochs=epochs,
                                        max_steps=max_steps, time_budget=seconds, eval_every=eval_every,
                                        patience=patience, val_frac=val_frac, seed=seed, amp=amp,
-                                       tensorboard=tensorboard, ema=ema)
+                                       tensorboard=tensorboard)
         say = None if quiet else (lambda line: typer.echo(line, err=True))
         options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
         run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,

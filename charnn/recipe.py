@@ -42,12 +42,15 @@ class Recipe:
     seq_len: int = 64  # twice the updates of 128 for the same characters: -0.045 nats at 4m
     lr: float = 3e-3
     warmup: int = 50
+    # Evaluate a moving average of the weights: 4m 1.4737 -> 1.4688, 10m 1.4358 -> 1.4329 (RECIPES.md #21-22).
+    ema: float = 0.995
     probe_tokens_per_s: float | None = None  # measured speed of the reference model
     expected_tokens: float | None = None  # characters the chosen model should see in the budget
 
     def describe(self) -> str:
         text = (f"{self.cell} {self.layers}x{self.hidden} (embed {self.embed}), dropout {self.dropout}, "
-                f"batch {self.batch_size} x seq {self.seq_len}, lr {self.lr:g}, warmup {self.warmup}")
+                f"batch {self.batch_size} x seq {self.seq_len}, lr {self.lr:g}, warmup {self.warmup}"
+                + (f", ema {self.ema:g}" if self.ema else ""))
         if self.expected_tokens:
             text += f"; ~{self.expected_tokens / 1e6:.1f}M characters expected at this machine's speed"
         return text
@@ -58,7 +61,7 @@ def default_recipe() -> Recipe:
     return Recipe()
 
 
-CHOSEN = ("cell", "layers", "hidden", "embed", "dropout", "batch_size", "seq_len", "lr", "warmup")  # Recipe's choices
+CHOSEN = ("cell", "layers", "hidden", "embed", "dropout", "batch_size", "seq_len", "lr", "warmup", "ema")  # Recipe's
 MODEL_FIELDS = ("cell", "layers", "hidden", "embed", "dropout")
 
 
@@ -75,6 +78,7 @@ class Request:
     seq_len: int | None = None
     lr: float | None = None
     warmup: int | None = None
+    ema: float | None = None
     heads: int | None = None  # slstm's; not a recipe choice
 
     def given(self) -> frozenset[str]:
@@ -178,5 +182,8 @@ def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: s
     # 4.4 passes without dropout gave the best 4-minute model; at 7.6 passes with 0.1 the model
     # overfit (train 1.17, val 1.44), so from 6 passes on it gets 0.2, and more beyond 15.
     dropout = 0.0 if epochs < 6 else 0.2 if epochs < 15 else 0.3
+    # The weight average spans about a tenth of the run's steps: 0.99 at ~1,000 steps (4m here), 0.995 at ~2,000.
+    steps = expected / (Recipe.batch_size * Recipe.seq_len)
+    ema = round(min(0.999, 1 - 1 / max(100.0, steps / 10)), 3)
     return Recipe(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout,
-                  lr=3e-3 if hidden <= 512 else 2e-3, probe_tokens_per_s=speed, expected_tokens=expected)
+                  lr=3e-3 if hidden <= 512 else 2e-3, ema=ema, probe_tokens_per_s=speed, expected_tokens=expected)

@@ -53,7 +53,7 @@ def test_explicit_options_override_the_recipe(words_file: Path) -> None:
 
 
 EXPLICIT = {"cell": "lstm", "layers": 3, "hidden": 200, "embed": 40, "dropout": 0.35, "batch_size": 24,
-            "seq_len": 48, "lr": 1.7e-3, "warmup": 7}
+            "seq_len": 48, "lr": 1.7e-3, "warmup": 7, "ema": 0.97}
 
 
 @pytest.mark.parametrize("field", list(EXPLICIT))
