@@ -222,7 +222,8 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
     config = checkpoint.load_config(run_dir)
     model_cfg = checkpoint.model_config_of(config)
     try:
-        cfg = TrainConfig(**config["train"])
+        # Runs from before epoch offsets resume with the layout they were trained with.
+        cfg = TrainConfig(**{"epoch_offset": False, **config["train"]})
     except TypeError:
         raise RunError(f"'{run_dir / checkpoint.CONFIG}' has an unknown train section — the run is damaged") from None
     # No latest.pt: the run was stopped before its first save, so it starts over from its config.

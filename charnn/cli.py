@@ -172,6 +172,10 @@ def train_cmd(
     ema: float = typer.Option(
         None, "--ema", help="Evaluate (and keep as best) a moving average of the weights with this decay; 0: off "
         "[default: 0.995, or by --time]."),
+    epoch_offset: bool = typer.Option(
+        None, "--epoch-offset/--same-windows",
+        help="Start each pass after the first at another place in the text, so later epochs see other windows "
+             "[default: --epoch-offset]; --same-windows repeats the first pass's cut."),
     epochs: float = typer.Option(None, "--epochs", help="Stop after this many passes over the training split."),
     max_steps: int = typer.Option(
         None, "--max-steps", help="Stop after this many optimizer steps (with --resume: the new total)."),
@@ -220,7 +224,8 @@ def train_cmd(
     if resume is not None:
         fixed = {"--name": name, "--cell": cell, "--heads": heads, "--layers": layers, "--hidden": hidden,
                  "--embed": embed, "--dropout": dropout, "--batch-size": batch_size, "--seq-len": seq_len,
-                 "--warmup": warmup, "--ema": ema}
+                 "--warmup": warmup, "--ema": ema,
+                 "--epoch-offset/--same-windows": epoch_offset}
         if given_fixed := [option for option, value in fixed.items() if value is not None]:
             raise typer.BadParameter(f"{', '.join(given_fixed)} cannot change when resuming: the run keeps the model "
                                      "and batch it started with — drop them, or train a new run")
@@ -246,7 +251,7 @@ def train_cmd(
         model_cfg, cfg, auto = configs(request, budgeted, weight_decay=weight_decay, clip=clip, epochs=epochs,
                                        max_steps=max_steps, time_budget=seconds, eval_every=eval_every,
                                        patience=patience, val_frac=val_frac, seed=seed, amp=amp,
-                                       tensorboard=tensorboard)
+                                       tensorboard=tensorboard, epoch_offset=epoch_offset is not False)
         say = None if quiet else (lambda line: typer.echo(line, err=True))
         options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
         run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,

@@ -8,6 +8,9 @@ larger than RAM never has to fit in RAM.
 Streams: the ids are cut into B contiguous streams; window k of every stream
 is columns [kT, kT+T) with targets shifted by one, so row n of window k+1
 continues row n of window k and the hidden state carries across windows.
+Training shifts the whole layout by a different offset each epoch (`epoch_offset`),
+so later passes cut the text into other windows and streams instead of repeating
+the first pass's exactly.
 """
 
 from __future__ import annotations
@@ -147,10 +150,26 @@ class Streams:
                 f"needs at least {need:,} — lower --batch-size or --seq-len, or give more text"
             )
 
-    def window(self, k: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets of window k, each (b, length) int64 for this block's b streams."""
+    def epoch_offset(self, seed: int, epoch: int) -> int:
+        """Where epoch `epoch` starts the layout: 0 for the first, then a draw in [0, stream_len).
+
+        A function of (seed, epoch) alone, so a resumed run (which knows its epoch) and every
+        torchrun rank cut exactly the same windows without storing anything more.
+        """
+        if epoch == 0 or self.stream_len < 2:
+            return 0
+        return int(np.random.default_rng([seed, epoch]).integers(1, self.stream_len))
+
+    def window(self, k: int, length: int | None = None, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of window k, each (b, length) int64 for this block's b streams.
+
+        With an `offset` every stream starts that many characters later; the last stream wraps
+        round to the start of `ids` (one target per epoch pairs the last character with the first).
+        """
         t = self.seq_len if length is None else length
-        cols = self.starts[:, None] + (k * self.seq_len + np.arange(t + 1))  # (B, t+1)
+        cols = self.starts[:, None] + (offset + k * self.seq_len + np.arange(t + 1))  # (B, t+1)
+        if offset:
+            cols %= len(self.ids)
         block = torch.from_numpy(np.asarray(self.ids[cols], dtype=np.int64))
         return block[:, :-1], block[:, 1:]
 

@@ -61,6 +61,7 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast on CUDA (see amp_dtype)
     tensorboard: str | None = None  # also write TensorBoard scalars (board.log_dir); None: off
     ema: float = 0.0  # evaluate (and keep as best) an exponential moving average of the weights; 0: off
+    epoch_offset: bool = True  # each epoch after the first shifts the stream layout (Streams.epoch_offset)
 
     def validate(self) -> list[str]:
         problems = []
@@ -276,6 +277,7 @@ def train(
         _restore_rng(resume, world.rank, cfg.seed, device)
     else:
         torch.manual_seed(cfg.seed + world.rank)  # rank 0 = the single-process stream; others draw their own masks
+    offset = streams.epoch_offset(cfg.seed, p.epoch) if cfg.epoch_offset else 0
     if writer:
         checkpoint.truncate_metrics(run_dir, p.step)  # records a killed process wrote after its last full save
     flag = _StopFlag()
@@ -353,10 +355,11 @@ def train(
             if p.window >= streams.n_windows:  # new epoch: streams restart, state resets
                 p.epoch, p.window = p.epoch + 1, 0
                 state = model.init_state(streams.rows, device)
+                offset = streams.epoch_offset(cfg.seed, p.epoch) if cfg.epoch_offset else 0
             lr = lr_at(cfg, p.step, fraction_done(cfg, p, streams.n_windows))
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
-            x, y = streams.window(p.window)
+            x, y = streams.window(p.window, offset=offset)
             if device.type == "cuda":  # pinned pages let the copy run asynchronously
                 x, y = x.pin_memory(), y.pin_memory()
             x = x.to(device, non_blocking=True)

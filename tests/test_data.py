@@ -18,6 +18,26 @@ def test_streams_are_contiguous_across_windows() -> None:
     assert x0[:, 0].tolist() == [0, 33, 66]
 
 
+def test_epoch_offsets_cut_other_windows_and_read_each_character_once() -> None:
+    ids = np.arange(1000, dtype=np.int64)
+    s = data.Streams(ids, batch_size=4, seq_len=10)  # stream_len 249, 24 windows
+    assert s.epoch_offset(seed=1, epoch=0) == 0  # the first pass is the plain layout
+    offsets = [s.epoch_offset(seed=1, epoch=e) for e in range(1, 9)]
+    assert offsets == [s.epoch_offset(seed=1, epoch=e) for e in range(1, 9)]  # a function of (seed, epoch)
+    assert all(1 <= o < s.stream_len for o in offsets) and len(set(offsets)) > 4
+    assert offsets != [s.epoch_offset(seed=2, epoch=e) for e in range(1, 9)]
+    for offset in offsets:
+        windows = [s.window(k, offset=offset) for k in range(s.n_windows)]
+        inputs = np.concatenate([x.numpy().ravel() for x, _ in windows])
+        assert len(set(inputs.tolist())) == len(inputs)  # no character read twice in an epoch
+        assert set(inputs.tolist()) != set(np.concatenate([s.window(k)[0].numpy().ravel()
+                                                           for k in range(s.n_windows)]).tolist())
+        for x, y in windows:  # targets follow inputs (the one wrap pairs the last id with the first)
+            assert ((y == x + 1) | ((x == 999) & (y == 0))).all()
+        assert (windows[1][0][:, 0] == (windows[0][0][:, -1] + 1) % 1000).all()  # streams stay contiguous
+        assert windows[0][0][0, 0] == offset
+
+
 def test_eval_windows_cover_the_whole_split() -> None:
     ids = np.arange(50, dtype=np.int64)
     s = data.Streams(ids, batch_size=2, seq_len=8)

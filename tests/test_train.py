@@ -35,8 +35,8 @@ def _weights(run_dir):
 
 @pytest.mark.parametrize("cell, ema", [("lstm", 0.0), ("slstm", 0.0), ("gru", 0.9)])
 def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str, ema: float) -> None:
-    # dropout on, so RNG state matters; several epochs, so the epoch reset is crossed
-    overrides = dict(max_steps=50, eval_every=15, ema=ema)
+    # dropout on, so RNG state matters; 22 windows an epoch, so two epoch resets (and offsets) are crossed
+    overrides = dict(max_steps=50, eval_every=15, ema=ema, batch_size=32)
     model = tiny_model(cell)
     model.dropout = 0.2
     api.start_training(str(words_file), model, tiny_train(**overrides), name="straight", device="cpu",
@@ -60,6 +60,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str, em
     finally:
         api_mod.train = real_train
     assert first.stopped_by == "interrupted" and first.progress.step == 23
+    assert first.progress.epoch == 1 and first.progress.window >= 1  # stopped inside a shifted epoch
     _, second = api.resume_training("split", device="cpu", show_progress=False)
     assert second.progress.step == 50
     a, b = _weights(api.Paths().checkpoints / "straight"), _weights(api.Paths().checkpoints / "split")
@@ -71,6 +72,27 @@ def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str, em
     assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)  # with --ema: the resumed average too
     steps = [r["step"] for r in checkpoint.read_metrics(api.Paths().checkpoints / "split")]
     assert steps == sorted(set(steps))  # no duplicated or out-of-order records after the resume
+
+
+def test_epoch_offset_changes_only_the_later_epochs(words_file) -> None:
+    # 22 windows an epoch (batch 32 x seq 32 over ~23k training characters)
+    def weights(name: str, steps: int, offset: bool) -> dict:
+        return _weights(train_run(words_file, name=name, max_steps=steps, eval_every=100, batch_size=32,
+                                  epoch_offset=offset))
+
+    first_a, first_b = weights("a1", 20, True), weights("b1", 20, False)
+    assert all(torch.equal(first_a[k], first_b[k]) for k in first_a)  # the first pass is the same cut
+    later_a, later_b = weights("a2", 30, True), weights("b2", 30, False)
+    assert not all(torch.equal(later_a[k], later_b[k]) for k in later_a)  # the second pass reads other windows
+
+
+def test_runs_from_before_epoch_offsets_resume_with_the_same_windows(words_file) -> None:
+    run_dir = train_run(words_file, name="old", max_steps=10)
+    config = json.loads((run_dir / "config.json").read_text())
+    del config["train"]["epoch_offset"]  # as an older charnn wrote it
+    (run_dir / "config.json").write_text(json.dumps(config))
+    api.resume_training("old", max_steps=12, device="cpu", show_progress=False)
+    assert json.loads((run_dir / "config.json").read_text())["train"]["epoch_offset"] is False
 
 
 def test_same_seed_same_weights(words_file) -> None:
