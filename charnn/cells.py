@@ -179,10 +179,12 @@ class SLSTM(nn.Module):
     recurrent matmul and the pointwise work. Dropout acts between layers, as in `nn.LSTM`.
     """
 
-    def __init__(self, input_size: int, hidden: int, num_layers: int, heads: int, dropout: float = 0.0):
+    def __init__(self, input_size: int, hidden: int, num_layers: int, heads: int, dropout: float = 0.0,
+                 locked: bool = False):
         super().__init__()
         assert hidden % heads == 0, "ModelConfig.validate checks --heads before a model is built"
         self.hidden, self.num_layers, self.heads, self.dropout = hidden, num_layers, heads, dropout
+        self.locked = locked  # one dropout mask per stream for the whole window (locked_dropout)
         d = hidden // heads
         self.w = nn.ModuleList(nn.Linear(input_size if k == 0 else hidden, 4 * hidden) for k in range(num_layers))
         self.r = nn.ParameterList(nn.Parameter(torch.empty(heads, 4 * d, d)) for _ in range(num_layers))
@@ -217,9 +219,19 @@ class SLSTM(nn.Module):
                                             (state[0][k], state[1][k], state[2][k], state[3][k]))
             inp = outs.transpose(0, 1)  # (B, T, H)
             if self.dropout and self.training and k < self.num_layers - 1:
-                inp = F.dropout(inp, self.dropout, training=True)
+                inp = locked_dropout(inp, self.dropout) if self.locked else F.dropout(inp, self.dropout, training=True)
             hs.append(h)
             cs.append(c)
             ns.append(n)
             ms.append(m)
         return inp, (torch.stack(hs), torch.stack(cs), torch.stack(ns), torch.stack(ms))
+
+
+def locked_dropout(x: Tensor, p: float) -> Tensor:
+    """Dropout with one mask per stream, shared by every step of the window: x (B, T, F).
+
+    Variational ("locked") dropout: a unit dropped for a stream stays dropped for the whole
+    window, instead of a fresh mask at every character.
+    """
+    keep = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1.0 - p) / (1.0 - p)  # (B, 1, F)
+    return x * keep

@@ -161,6 +161,10 @@ def train_cmd(
     embed: int = typer.Option(None, "--embed", help="Character embedding size [default: 64, or by --time]."),
     dropout: float = typer.Option(
         None, "--dropout", help="Dropout between layers and before the head, in [0, 1) [default: 0.1, or by --time]."),
+    locked_dropout: bool = typer.Option(
+        None, "--locked-dropout/--step-dropout",
+        help="Drop the same units of a stream for a whole window (variational dropout) instead of new ones at "
+             "every character [default: --step-dropout]."),
     batch_size: int = typer.Option(None, "--batch-size", help="Parallel streams B (TBPTT) [default: 64]."),
     seq_len: int = typer.Option(
         None, "--seq-len", help="Window length T: gradients flow at most T characters back [default: 64]."),
@@ -224,11 +228,11 @@ def train_cmd(
     if resume is not None:
         fixed = {"--name": name, "--cell": cell, "--heads": heads, "--layers": layers, "--hidden": hidden,
                  "--embed": embed, "--dropout": dropout, "--batch-size": batch_size, "--seq-len": seq_len,
-                 "--warmup": warmup, "--ema": ema,
+                 "--warmup": warmup, "--ema": ema, "--locked-dropout/--step-dropout": locked_dropout,
                  "--epoch-offset/--same-windows": epoch_offset}
         if given_fixed := [option for option, value in fixed.items() if value is not None]:
-            raise typer.BadParameter(f"{', '.join(given_fixed)} cannot change when resuming: the run keeps the model "
-                                     "and batch it started with — drop them, or train a new run")
+            raise typer.BadParameter(f"{', '.join(given_fixed)} cannot change when resuming: the run keeps the model, "
+                                     "batch and windows it started with — drop them, or train a new run")
         if include or exclude or strict or replace_bad_bytes:
             raise typer.BadParameter("--include, --exclude, --strict and --replace-bad-bytes are fixed when a run "
                                      "starts — drop them with --resume (the run reads its corpus as it did then)")
@@ -247,7 +251,8 @@ def train_cmd(
             if _launch().is_writer:
                 typer.echo("no --time, --max-steps or --epochs given: training for 10m", err=True)
         request = Request(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch_size,
-                          seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, heads=heads)
+                          seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, heads=heads,
+                          locked_dropout=locked_dropout)
         model_cfg, cfg, auto = configs(request, budgeted, weight_decay=weight_decay, clip=clip, epochs=epochs,
                                        max_steps=max_steps, time_budget=seconds, eval_every=eval_every,
                                        patience=patience, val_frac=val_frac, seed=seed, amp=amp,

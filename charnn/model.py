@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
-from charnn.cells import SLSTM, slstm_pointwise
+from charnn.cells import SLSTM, locked_dropout, slstm_pointwise
 from charnn.errors import DeviceError
 
 State = tuple[Tensor, ...]
@@ -33,6 +34,7 @@ class ModelConfig:
     embed: int = 128
     dropout: float = 0.0
     heads: int = 4  # sLSTM only: R is block-diagonal over this many heads
+    locked_dropout: bool = False  # dropout masks fixed for a stream over the window (cells.locked_dropout)
 
     def validate(self) -> list[str]:
         """Problems with this config, each phrased as 'option value — fix'."""
@@ -80,10 +82,16 @@ class CharRNN(nn.Module):
         # Dropout in the stack acts between layers only; the head gets its own dropout below.
         self.rnn: nn.Module
         if config.cell == "slstm":
-            self.rnn = SLSTM(config.embed, config.hidden, config.layers, config.heads, between)
+            self.rnn = SLSTM(config.embed, config.hidden, config.layers, config.heads, between, config.locked_dropout)
         else:
             rnn_cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
             self.rnn = rnn_cls(config.embed, config.hidden, num_layers=config.layers, dropout=between, batch_first=True)
+            # One-layer shapes for running the stack layer by layer with locked masks between the layers
+            # (`_layer_by_layer`): on the meta device (no memory, no draw from the RNG) and in a plain
+            # list, so they own no parameters of the model.
+            with torch.device("meta"):
+                self._one_layer = [rnn_cls(size, config.hidden, batch_first=True)
+                                   for size in (config.embed, config.hidden)]
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
         if config.cell == "lstm":
@@ -105,10 +113,33 @@ class CharRNN(nn.Module):
     def forward(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         """ids (B, T) int64 -> logits (B, T, V) and the state after the last step."""
         x = self.embedding(ids)  # (B, T, E)
-        rnn_state = state if len(state) > 1 else state[0]
-        out, new_state = self.rnn(x, rnn_state)  # out (B, T, H)
-        logits = self.head(self.drop(out))  # (B, T, V)
-        return logits, (tuple(new_state) if isinstance(new_state, tuple) else (new_state,))
+        locked = self.config.locked_dropout and self.training and self.config.dropout > 0
+        if locked and self.config.layers > 1 and self.config.cell != "slstm":
+            out, parts = self._layer_by_layer(x, state)
+        else:
+            rnn_state = state if len(state) > 1 else state[0]
+            out, new_state = self.rnn(x, rnn_state)  # out (B, T, H)
+            parts = tuple(new_state) if isinstance(new_state, tuple) else (new_state,)
+        logits = self.head(locked_dropout(out, self.config.dropout) if locked else self.drop(out))  # (B, T, V)
+        return logits, parts
+
+    def _layer_by_layer(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """The fused stack's computation, one layer at a time, with a locked mask between layers.
+
+        Each layer runs the one-layer module with this model's layer-k weights (`functional_call`),
+        so the numbers equal the fused stack's when no unit is dropped.
+        """
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        out, finals = x, []
+        for k in range(self.config.layers):
+            if k:
+                out = locked_dropout(out, self.config.dropout)
+            weights = {f"{name}_l0": getattr(self.rnn, f"{name}_l{k}") for name in names}
+            layer_state = tuple(s[k : k + 1] for s in state)  # each (1, B, H)
+            out, final = functional_call(self._one_layer[min(k, 1)], weights,
+                                         (out, layer_state if len(layer_state) > 1 else layer_state[0]))
+            finals.append(tuple(final) if isinstance(final, tuple) else (final,))
+        return out, tuple(torch.cat(part) for part in zip(*finals, strict=True))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -80,6 +80,7 @@ class Request:
     warmup: int | None = None
     ema: float | None = None
     heads: int | None = None  # slstm's; not a recipe choice
+    locked_dropout: bool | None = None  # not a recipe choice (RECIPES.md)
 
     def given(self) -> frozenset[str]:
         return frozenset(name for name in CHOSEN if getattr(self, name) is not None)
@@ -94,7 +95,8 @@ def configs(request: Request, budgeted: bool, **train: Any) -> tuple[ModelConfig
     """
     values = {**vars(default_recipe()), **{k: getattr(request, k) for k in request.given()}}
     model_cfg = ModelConfig(vocab_size=1, **{k: values[k] for k in MODEL_FIELDS},
-                            heads=HEADS if request.heads is None else request.heads)
+                            heads=HEADS if request.heads is None else request.heads,
+                            locked_dropout=bool(request.locked_dropout))
     cfg = TrainConfig(**{k: values[k] for k in CHOSEN if k not in MODEL_FIELDS}, **train)
     auto = frozenset(CHOSEN) - request.given() - {"cell"} if budgeted else frozenset()
     return model_cfg, cfg, auto

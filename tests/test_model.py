@@ -3,7 +3,7 @@ import re
 import pytest
 import torch
 
-from charnn.model import CharRNN, ModelConfig, Stepper
+from charnn.model import STATE_PARTS, CharRNN, ModelConfig, Stepper
 
 
 @pytest.mark.parametrize("cell, heads", [("rnn", 4), ("lstm", 4), ("gru", 4), ("slstm", 4), ("slstm", 1), ("slstm", 3)])
@@ -20,6 +20,51 @@ def test_fused_step_matches_the_module(cell: str, heads: int) -> None:
         torch.testing.assert_close(logits, full[:, t], rtol=1e-5, atol=1e-5)
     for a, b in zip(state, full_state, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_layer_by_layer_equals_the_fused_stack(cell: str) -> None:
+    # The locked-dropout path runs the stack one layer at a time; with nothing dropped it must be the stack.
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=11, cell=cell, layers=3, hidden=16, embed=8, locked_dropout=True)).double()
+    x = torch.randn(4, 9, 8, dtype=torch.float64)
+    state = tuple(torch.randn(3, 4, 16, dtype=torch.float64) for _ in range(STATE_PARTS[cell]))
+    out, parts = model._layer_by_layer(x, state)
+    grads = torch.autograd.grad(out.square().sum() + sum(p.square().sum() for p in parts), list(model.rnn.parameters()))
+    fused_out, fused_state = model.rnn(x, state if len(state) > 1 else state[0])
+    fused_parts = tuple(fused_state) if isinstance(fused_state, tuple) else (fused_state,)
+    fused_grads = torch.autograd.grad(fused_out.square().sum() + sum(p.square().sum() for p in fused_parts),
+                                      list(model.rnn.parameters()))
+    torch.testing.assert_close(out, fused_out, rtol=1e-12, atol=1e-12)
+    for a, b in zip((*parts, *grads), (*fused_parts, *fused_grads), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["gru", "slstm"])
+def test_locked_dropout_keeps_a_streams_mask_for_the_whole_window(cell: str) -> None:
+    torch.manual_seed(0)
+    ids = torch.randint(0, 7, (6, 30))
+
+    def dropped(locked: bool) -> torch.Tensor:
+        model = CharRNN(ModelConfig(vocab_size=7, cell=cell, layers=2, hidden=64, embed=8, dropout=0.5,
+                                    locked_dropout=locked)).train()
+        seen = []
+        model.head.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+        model(ids, model.init_state(6))
+        return seen[0] == 0  # (B, T, H): the head's input units dropped at each step
+
+    locked = dropped(True)
+    assert (locked == locked[:, :1]).all()  # the same units at every step of a stream
+    assert 0.35 < locked.float().mean() < 0.65
+    assert not (locked[0] == locked[1]).all()  # each stream its own mask
+    per_step = dropped(False)
+    assert not (per_step == per_step[:, :1]).all()  # the default draws a new mask at every character
+    model = CharRNN(ModelConfig(vocab_size=7, cell=cell, layers=2, hidden=64, embed=8, dropout=0.5,
+                                locked_dropout=True)).eval()
+    plain = CharRNN(ModelConfig(vocab_size=7, cell=cell, layers=2, hidden=64, embed=8, dropout=0.5)).eval()
+    plain.load_state_dict(model.state_dict())  # same parameters: locked dropout adds none
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, model.init_state(6))[0], plain(ids, plain.init_state(6))[0])
 
 
 def test_lstm_forget_gate_bias_starts_at_one() -> None:

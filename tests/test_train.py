@@ -33,12 +33,13 @@ def _weights(run_dir):
     return checkpoint.load_tensors(run_dir / checkpoint.LATEST)["model"]
 
 
-@pytest.mark.parametrize("cell, ema", [("lstm", 0.0), ("slstm", 0.0), ("gru", 0.9)])
-def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str, ema: float) -> None:
+@pytest.mark.parametrize("cell, ema, locked", [("lstm", 0.0, False), ("slstm", 0.0, False), ("gru", 0.9, False),
+                                               ("gru", 0.0, True)])
+def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str, ema: float, locked: bool) -> None:
     # dropout on, so RNG state matters; 22 windows an epoch, so two epoch resets (and offsets) are crossed
     overrides = dict(max_steps=50, eval_every=15, ema=ema, batch_size=32)
     model = tiny_model(cell)
-    model.dropout = 0.2
+    model.dropout, model.locked_dropout = 0.2, locked
     api.start_training(str(words_file), model, tiny_train(**overrides), name="straight", device="cpu",
                        show_progress=False)
 
@@ -54,7 +55,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str, em
     api_mod.train = stop_at_23
     try:
         model2 = tiny_model(cell)
-        model2.dropout = 0.2
+        model2.dropout, model2.locked_dropout = 0.2, locked
         _, first = api.start_training(str(words_file), model2, tiny_train(**overrides), name="split", device="cpu",
                                       show_progress=False)
     finally:
