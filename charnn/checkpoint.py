@@ -248,7 +248,8 @@ def load_config(run_dir: Path) -> dict[str, Any]:
 def model_config_of(config: dict[str, Any]) -> ModelConfig:
     raw = config["model"]
     types = {"vocab_size": int, "cell": str, "layers": int, "hidden": int, "embed": int, "dropout": float, "heads": int}
-    optional = {"heads": ModelConfig.heads}  # runs written before sLSTM existed have no heads field
+    # Fields newer than some runs: before sLSTM there was no heads, before locked dropout no locked_dropout.
+    optional = {"heads": ModelConfig.heads, "locked_dropout": False}
     try:
         values: dict[str, Any] = {f.name: raw[f.name] if f.name in raw or f.name not in optional else optional[f.name]
                                   for f in fields(ModelConfig)}
@@ -256,6 +257,8 @@ def model_config_of(config: dict[str, Any]) -> ModelConfig:
             ok = isinstance(values[name], (int, float) if kind is float else kind) and not isinstance(values[name], bool)
             if not ok:
                 raise TypeError(name)
+        if not isinstance(values["locked_dropout"], bool):
+            raise TypeError("locked_dropout")
         model_config = ModelConfig(**values)
     except (KeyError, TypeError) as e:
         raise RunError(f"config.json has a missing or mistyped model field ({e}) — the run is damaged; retrain it") from None

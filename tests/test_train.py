@@ -87,13 +87,16 @@ def test_epoch_offset_changes_only_the_later_epochs(words_file) -> None:
     assert not all(torch.equal(later_a[k], later_b[k]) for k in later_a)  # the second pass reads other windows
 
 
-def test_runs_from_before_epoch_offsets_resume_with_the_same_windows(words_file) -> None:
+def test_runs_from_before_epoch_offsets_and_locked_dropout_load_and_resume(words_file) -> None:
     run_dir = train_run(words_file, name="old", max_steps=10)
     config = json.loads((run_dir / "config.json").read_text())
-    del config["train"]["epoch_offset"]  # as an older charnn wrote it
+    del config["train"]["epoch_offset"], config["model"]["locked_dropout"], config["model"]["heads"]  # an older charnn
     (run_dir / "config.json").write_text(json.dumps(config))
+    assert not checkpoint.load(run_dir, "best").model.config.locked_dropout
     api.resume_training("old", max_steps=12, device="cpu", show_progress=False)
-    assert json.loads((run_dir / "config.json").read_text())["train"]["epoch_offset"] is False
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["epoch_offset"] is False  # the windows it was trained with
+    assert not checkpoint.load(run_dir, "latest").model.config.locked_dropout
 
 
 def test_same_seed_same_weights(words_file) -> None:
