@@ -28,7 +28,7 @@ from charnn import checkpoint, corpus, data, distributed, runlock
 from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import RunError, UsageError
 from charnn.model import CharRNN, ModelConfig, State, resolve_device
-from charnn.recipe import Recipe, announcement, apply, choose, measure_speed
+from charnn.recipe import BATCHES, Recipe, announcement, apply, choose, measure_speed, pick_batch
 from charnn.sample import SampleConfig, generate
 from charnn.train import TrainConfig, TrainResult, evaluate, train, tune_cpu_allocator
 
@@ -176,8 +176,12 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
     if dev.type == "cpu":
         tune_cpu_allocator()  # as training will: the probe must see the same speed
     # Every process trains its share at about the probe's speed: the job sees world_size times as much.
-    speed = measure_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.batch_size, cfg.seq_len) * launch.world_size
-    recipe = choose(cfg.time_budget or 0.0, len(prepared.train_ids), model_cfg.vocab_size, speed, model_cfg.cell)
+    batches = BATCHES if "batch_size" in auto_fields else (cfg.batch_size,)
+    speeds = {b: measure_speed(dev, model_cfg.vocab_size, model_cfg.cell, b, cfg.seq_len) * launch.world_size
+              for b in batches}
+    batch = pick_batch(speeds)
+    recipe = choose(cfg.time_budget or 0.0, len(prepared.train_ids), model_cfg.vocab_size, speeds[batch],
+                    model_cfg.cell, batch)
     chosen_model, chosen_cfg = copy.copy(model_cfg), copy.copy(cfg)
     apply(recipe, auto_fields, chosen_model, chosen_cfg)
     _check(chosen_model.validate() + chosen_cfg.validate())

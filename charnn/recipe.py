@@ -28,6 +28,11 @@ CANDIDATES = [(2, 256, 64), (2, 320, 64), (2, 384, 64), (2, 512, 64), (3, 512, 1
 PROBE = (2, 256, 64)
 GATES = {"rnn": 1, "lstm": 4, "gru": 3, "slstm": 4}
 HEADS = 4  # slstm's default --heads: its R is block-diagonal, so R h costs 1/HEADS of a dense one
+# Batch sizes the recipe weighs, largest first. Half the streams give twice the updates for the same
+# characters (-0.024 nats at 4m on 2 CPU cores, RECIPES.md #35), which is worth it while the smaller batch
+# keeps most of the speed (0.82x there); a GPU runs 32 streams hardly faster than 64, so it keeps 64.
+BATCHES = (64, 32)
+SMALL_BATCH_SPEED = 0.75
 
 
 @dataclass
@@ -166,11 +171,19 @@ def measure_speed(device: torch.device, vocab: int, cell: str = "gru", batch: in
     return batch * seq / times[len(times) // 2]
 
 
-def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: str = "gru") -> Recipe:
+def pick_batch(speeds: dict[int, float]) -> int:
+    """The batch to train with, from the probe's speed at each of `BATCHES`: the smallest that keeps
+    `SMALL_BATCH_SPEED` of the largest one's speed."""
+    largest = max(speeds)
+    return min(b for b, v in speeds.items() if v >= SMALL_BATCH_SPEED * speeds[largest])
+
+
+def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: str = "gru",
+           batch: int = Recipe.batch_size) -> Recipe:
     """The largest candidate that sees enough characters per parameter in `budget_s`.
 
-    `speed` is the probe's measured characters/s for `cell`; a candidate's speed
-    is scaled by its multiply-adds per character relative to the probe's.
+    `speed` is the probe's measured characters/s for `cell` at `batch` streams; a candidate's
+    speed is scaled by its multiply-adds per character relative to the probe's.
     """
     probe_cost = _cost(cell, *PROBE, vocab)
     chosen = CANDIDATES[0]
@@ -184,8 +197,8 @@ def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: s
     # 4.4 passes without dropout gave the best 4-minute model; at 7.6 passes with 0.1 the model
     # overfit (train 1.17, val 1.44), so from 6 passes on it gets 0.2, and more beyond 15.
     dropout = 0.0 if epochs < 6 else 0.2 if epochs < 15 else 0.3
-    # The weight average spans about a tenth of the run's steps: 0.99 at ~1,000 steps (4m here), 0.995 at ~2,000.
-    steps = expected / (Recipe.batch_size * Recipe.seq_len)
+    # The weight average spans about a tenth of the run's steps: 0.99 at ~1,000 steps, 0.995 at ~2,000.
+    steps = expected / (batch * Recipe.seq_len)
     ema = round(min(0.999, 1 - 1 / max(100.0, steps / 10)), 3)
-    return Recipe(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout,
+    return Recipe(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch,
                   lr=3e-3 if hidden <= 512 else 2e-3, ema=ema, probe_tokens_per_s=speed, expected_tokens=expected)

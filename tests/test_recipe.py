@@ -20,6 +20,7 @@ from charnn.recipe import (
     apply,
     choose,
     configs,
+    pick_batch,
 )
 
 
@@ -40,6 +41,16 @@ def test_model_grows_with_budget_and_each_choice_is_the_largest_that_fits() -> N
 def test_dropout_follows_passes_over_the_corpus() -> None:
     assert choose(240, 100_000_000, 65, speed=30_000).dropout == 0.0  # a fraction of one pass
     assert choose(240, 50_000, 65, speed=30_000).dropout == 0.3  # many passes over a small corpus
+
+
+def test_the_smaller_batch_only_where_it_keeps_most_of_the_speed() -> None:
+    assert pick_batch({64: 16_600, 32: 13_700}) == 32  # 2 CPU cores: 0.82x the speed for twice the updates
+    assert pick_batch({64: 900_000, 32: 470_000}) == 64  # a GPU: half the streams, about half the speed
+    assert pick_batch({24: 5_000}) == 24  # the user's batch: nothing to weigh
+    # The weight average follows the steps the batch gives: twice the steps, about twice the span (decay rounded).
+    small, large = choose(240, 1_000_000, 65, 30_000, batch=32), choose(240, 1_000_000, 65, 30_000, batch=64)
+    assert (small.batch_size, large.batch_size) == (32, 64)
+    assert 1.6 < (1 - large.ema) / (1 - small.ema) < 2.5
 
 
 def test_explicit_options_override_the_recipe(words_file: Path) -> None:
