@@ -30,7 +30,7 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3, "slstm": 4}
 HEADS = 4  # slstm's default --heads: its R is block-diagonal, so R h costs 1/HEADS of a dense one
 # Batch sizes the recipe weighs, largest first. Half the streams give twice the updates for the same
 # characters (-0.024 nats at 4m on 2 CPU cores, RECIPES.md #35), which is worth it while the smaller batch
-# keeps most of the speed (0.82x there); a GPU runs 32 streams hardly faster than 64, so it keeps 64.
+# keeps most of the speed (0.82x there); on a GPU half the streams should take nearly as long a step, so 64.
 BATCHES = (64, 32)
 SMALL_BATCH_SPEED = 0.75
 
