@@ -29,10 +29,13 @@ PROBE = (2, 256, 64)
 GATES = {"rnn": 1, "lstm": 4, "gru": 3, "slstm": 4}
 HEADS = 4  # slstm's default --heads: its R is block-diagonal, so R h costs 1/HEADS of a dense one
 # Batch sizes the recipe weighs, largest first. Half the streams give twice the updates for the same
-# characters (-0.024 nats at 4m on 2 CPU cores, RECIPES.md #35), which is worth it while the smaller batch
+# characters (-0.024 nats at 4m on 2 CPU cores, RECIPES.md #35, #38-40), which is worth it while the smaller batch
 # keeps most of the speed (0.82x there); on a GPU half the streams should take nearly as long a step, so 64.
+# Measured the other way at 10m (RECIPES.md #41-43): with ~1,500+ steps at 64 the updates are no longer
+# what is short, and 64's extra speed wins; so the smaller batch only for runs of fewer steps than this.
 BATCHES = (64, 32)
 SMALL_BATCH_SPEED = 0.75
+SMALL_BATCH_MAX_STEPS = 1200
 
 
 @dataclass
@@ -171,11 +174,22 @@ def measure_speed(device: torch.device, vocab: int, cell: str = "gru", batch: in
     return batch * seq / times[len(times) // 2]
 
 
-def pick_batch(speeds: dict[int, float]) -> int:
+def pick_batch(speeds: dict[int, float], steps_at_largest: float = 0.0) -> int:
     """The batch to train with, from the probe's speed at each of `BATCHES`: the smallest that keeps
-    `SMALL_BATCH_SPEED` of the largest one's speed."""
+    `SMALL_BATCH_SPEED` of the largest one's speed, in a run that would make fewer than
+    `SMALL_BATCH_MAX_STEPS` steps with the largest."""
     largest = max(speeds)
+    if steps_at_largest >= SMALL_BATCH_MAX_STEPS:
+        return largest
     return min(b for b, v in speeds.items() if v >= SMALL_BATCH_SPEED * speeds[largest])
+
+
+def plan(budget_s: float, corpus_chars: int, vocab: int, speeds: dict[int, float], cell: str = "gru") -> Recipe:
+    """`choose` at the batch `pick_batch` takes, given the probe's speed at each batch size."""
+    largest = max(speeds)
+    at_largest = choose(budget_s, corpus_chars, vocab, speeds[largest], cell, largest)
+    batch = pick_batch(speeds, (at_largest.expected_tokens or 0.0) / (largest * Recipe.seq_len))
+    return at_largest if batch == largest else choose(budget_s, corpus_chars, vocab, speeds[batch], cell, batch)
 
 
 def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: str = "gru",

@@ -21,6 +21,7 @@ from charnn.recipe import (
     choose,
     configs,
     pick_batch,
+    plan,
 )
 
 
@@ -47,6 +48,10 @@ def test_the_smaller_batch_only_where_it_keeps_most_of_the_speed() -> None:
     assert pick_batch({64: 16_600, 32: 13_700}) == 32  # 2 CPU cores: 0.82x the speed for twice the updates
     assert pick_batch({64: 900_000, 32: 470_000}) == 64  # a GPU: half the streams, about half the speed
     assert pick_batch({24: 5_000}) == 24  # the user's batch: nothing to weigh
+    assert pick_batch({64: 16_600, 32: 13_700}, steps_at_largest=1_700) == 64  # enough updates already (10m)
+    cpu = {64: 24_000.0, 32: 22_000.0}  # the probe model's speeds on 2 cores
+    assert plan(240, 1_000_000, 65, cpu).batch_size == 32  # 4m: ~920 steps at 64
+    assert plan(600, 1_000_000, 65, cpu).batch_size == 64  # 10m: ~1,620 steps at 64
     # The weight average follows the steps the batch gives: twice the steps, about twice the span (decay rounded).
     small, large = choose(240, 1_000_000, 65, 30_000, batch=32), choose(240, 1_000_000, 65, 30_000, batch=64)
     assert (small.batch_size, large.batch_size) == (32, 64)
