@@ -152,34 +152,34 @@ def train_cmd(
         help="Text files (also .gz/.bz2/.xz), folders (read recursively) or a built-in name (see `charnn corpora`), "
         "in order. With --resume: the corpus's new location, if it moved."),
     resume: str = typer.Option(None, "--resume", help="Continue run RUN (name or path) from its latest state."),
-    name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir [default: corpus name + timestamp]."),
+    name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir (default: corpus name + timestamp)."),
     cell: str = typer.Option(
-        None, "--cell", help="Recurrent cell: rnn (Elman tanh), lstm, gru or slstm (xLSTM) [default: gru]."),
-    heads: int = typer.Option(None, "--heads", help="sLSTM only: heads of the block-diagonal recurrence [default: 4]."),
-    layers: int = typer.Option(None, "--layers", help="Stacked recurrent layers [default: 2, or by --time]."),
-    hidden: int = typer.Option(None, "--hidden", help="Hidden units per layer [default: 384, or by --time]."),
-    embed: int = typer.Option(None, "--embed", help="Character embedding size [default: 64, or by --time]."),
+        None, "--cell", help="Recurrent cell: rnn (Elman tanh), lstm, gru or slstm (xLSTM) (default: gru)."),
+    heads: int = typer.Option(None, "--heads", help="sLSTM only: heads of the block-diagonal recurrence (default: 4)."),
+    layers: int = typer.Option(None, "--layers", help="Stacked recurrent layers (default: 2, or by --time)."),
+    hidden: int = typer.Option(None, "--hidden", help="Hidden units per layer (default: 384, or by --time)."),
+    embed: int = typer.Option(None, "--embed", help="Character embedding size (default: 64, or by --time)."),
     dropout: float = typer.Option(
-        None, "--dropout", help="Dropout between layers and before the head, in [0, 1) [default: 0.1, or by --time]."),
+        None, "--dropout", help="Dropout between layers and before the head, in [0, 1) (default: 0.1, or by --time)."),
     locked_dropout: bool = typer.Option(
         None, "--locked-dropout/--step-dropout",
         help="Drop the same units of a stream for a whole window (variational dropout) instead of new ones at "
-             "every character [default: --step-dropout]."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Parallel streams B (TBPTT) [default: 64]."),
+             "every character (default: --step-dropout)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Parallel streams B (TBPTT) (default: 64, or by --time)."),
     seq_len: int = typer.Option(
-        None, "--seq-len", help="Window length T: gradients flow at most T characters back [default: 64]."),
+        None, "--seq-len", help="Window length T: gradients flow at most T characters back (default: 64)."),
     lr: float = typer.Option(
-        None, "--lr", help="Peak learning rate (AdamW) [default: 3e-3, or by --time]; with --resume: a new peak rate."),
+        None, "--lr", help="Peak learning rate (AdamW) (default: 3e-3, or by --time); with --resume: a new peak rate."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
-    warmup: int = typer.Option(None, "--warmup", help="Linear warm-up steps before the cosine decay [default: 50]."),
+    warmup: int = typer.Option(None, "--warmup", help="Linear warm-up steps before the cosine decay (default: 50)."),
     clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
     ema: float = typer.Option(
         None, "--ema", help="Evaluate (and keep as best) a moving average of the weights with this decay; 0: off "
-        "[default: 0.995, or by --time]."),
+        "(default: 0.995, or by --time)."),
     epoch_offset: bool = typer.Option(
         None, "--epoch-offset/--same-windows",
         help="Start each pass after the first at another place in the text, so later epochs see other windows "
-             "[default: --epoch-offset]; --same-windows repeats the first pass's cut."),
+             "(default: --epoch-offset); --same-windows repeats the first pass's cut."),
     epochs: float = typer.Option(None, "--epochs", help="Stop after this many passes over the training split."),
     max_steps: int = typer.Option(
         None, "--max-steps", help="Stop after this many optimizer steps (with --resume: the new total)."),
@@ -282,7 +282,7 @@ def train_cmd(
 @app.command("sample")
 @handled
 def sample_cmd(
-    run: str = typer.Argument(None, help="Run name or path [default: the most recently modified run]."),
+    run: str = typer.Argument(None, help="Run name or path (default: the most recently modified run)."),
     prime: str = typer.Option("\n", "--prime", help="Text to start from (printed first)."),
     length: int = typer.Option(500, "--length", help="Characters to generate (the prime not counted)."),
     temperature: float = typer.Option(0.8, "--temperature", help="Softmax temperature; 0 is greedy."),
@@ -333,7 +333,7 @@ def _set_threads(threads: int) -> None:
 @app.command("repl")
 @handled
 def repl_cmd(
-    run: str = typer.Argument(None, help="Run name or path [default: the most recently modified run]."),
+    run: str = typer.Argument(None, help="Run name or path (default: the most recently modified run)."),
     length: int = typer.Option(300, "--length", help="Characters generated per prompt."),
     temperature: float = typer.Option(0.8, "--temperature", help="Softmax temperature; 0 is greedy."),
     top_k: int = typer.Option(None, "--top-k", help="Top-k filtering."),
@@ -387,7 +387,7 @@ def eval_cmd(
 @app.command("serve")
 @handled
 def serve_cmd(
-    runs: list[str] = typer.Argument(None, metavar="[RUN]...", help="Runs to serve [default: the newest run]."),
+    runs: list[str] = typer.Argument(None, metavar="[RUN]...", help="Runs to serve (default: the newest run)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only)."),
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
     api_key: str = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' on every API call."),
@@ -416,9 +416,9 @@ def serve_cmd(
 @app.command("plot")
 @handled
 def plot_cmd(
-    runs: list[str] = typer.Argument(None, metavar="[RUN]...", help="Runs to overlay [default: the newest run]."),
-    out: Path = typer.Option(None, "--out", help="PNG or SVG file [default: RUN/loss.png; for several runs, "
-                             "loss-A-vs-B.png beside them]."),
+    runs: list[str] = typer.Argument(None, metavar="[RUN]...", help="Runs to overlay (default: the newest run)."),
+    out: Path = typer.Option(None, "--out", help="PNG or SVG file (default: RUN/loss.png; for several runs, "
+                             "loss-A-vs-B.png beside them)."),
     x: str = typer.Option("tokens", "--x", help="Horizontal axis: tokens (characters seen), time or step."),
     terminal: bool = typer.Option(False, "--terminal", help="Draw in the terminal instead of writing a file."),
     checkpoints_dir: Path = CKPT_DIR,
@@ -451,7 +451,7 @@ def inspect_cmd(
     text: str = typer.Argument(None, help="Text to read (or give --file)."),
     file: str = typer.Option(None, "--file", help="Read the text from a file, folder or built-in corpus "
                              "(.gz/.bz2/.xz too; its first --limit characters)."),
-    out: Path = typer.Option(None, "--out", help="Page to write [default: RUN/inspect.html, or RUN/inspect.json with --json]."),
+    out: Path = typer.Option(None, "--out", help="Page to write (default: RUN/inspect.html, or RUN/inspect.json with --json)."),
     as_json: bool = typer.Option(False, "--json", help="Write the numbers behind the page as JSON instead."),
     show: int = typer.Option(2000, "--show", help="Characters the page shows, every unit's value for each."),
     reach: int = typer.Option(64, "--reach", help="Gradient reach: steps back to measure (k = 1..REACH)."),
