@@ -277,7 +277,11 @@ def train(
         _restore_rng(resume, world.rank, cfg.seed, device)
     else:
         torch.manual_seed(cfg.seed + world.rank)  # rank 0 = the single-process stream; others draw their own masks
-    offset = streams.epoch_offset(cfg.seed, p.epoch) if cfg.epoch_offset else 0
+
+    def epoch_offset() -> int:  # where the current epoch's layout starts (the same on every rank and resume)
+        return streams.epoch_offset(cfg.seed, p.epoch) if cfg.epoch_offset else 0
+
+    offset = epoch_offset()
     if writer:
         checkpoint.truncate_metrics(run_dir, p.step)  # records a killed process wrote after its last full save
     flag = _StopFlag()
@@ -355,7 +359,7 @@ def train(
             if p.window >= streams.n_windows:  # new epoch: streams restart, state resets
                 p.epoch, p.window = p.epoch + 1, 0
                 state = model.init_state(streams.rows, device)
-                offset = streams.epoch_offset(cfg.seed, p.epoch) if cfg.epoch_offset else 0
+                offset = epoch_offset()
             lr = lr_at(cfg, p.step, fraction_done(cfg, p, streams.n_windows))
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
