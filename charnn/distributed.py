@@ -16,6 +16,7 @@ save: `gather_rows` of the hidden state and `gather_objects` of the RNG states.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -221,10 +222,16 @@ def join(launch: Launch, device: torch.device) -> Iterator[ProcessGroup]:
     try:
         yield ProcessGroup(launch, device, backend)
     except BaseException:
+        gc.collect()
         dist.destroy_process_group()  # on an error, do not wait for ranks that may never arrive
         raise
+    # DistributedDataParallel sits in a reference cycle, so the wrapper (and gloo's work inside
+    # its reducer) outlives train() until the next collection. Left to interpreter shutdown, that
+    # destruction aborts the process (SIGABRT: "terminate called without an active exception")
+    # after training finished; collect it here while everything is alive.
+    gc.collect()
     # A rank that tears the group down while another is still in its last collective makes
-    # that one abort (gloo: "terminate called without an active exception"); meet first.
+    # that one abort too; meet first.
     dist.barrier()
     dist.destroy_process_group()
 

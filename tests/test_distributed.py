@@ -19,6 +19,7 @@ import torch
 from charnn import api, checkpoint, distributed, runlock
 from charnn.data import Streams
 from charnn.errors import RunError, UsageError
+from charnn.model import CharRNN
 from tests.conftest import free_port, tiny_model, tiny_train, train_run, wait_for_records
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
@@ -234,6 +235,35 @@ def test_rank_blocks_are_the_single_process_layout() -> None:
     g = [distributed.ProcessGroup(distributed.Launch(rank=r, world_size=2, under_torchrun=True), torch.device("cpu"),
                                   None) for r in (0, 1)]
     assert [g[0].block(5), g[1].block(5)] == [slice(0, 2), slice(2, 5)]
+
+
+def test_join_frees_the_ddp_wrapper_before_the_process_can_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DDP lives in a reference cycle; if only interpreter shutdown collects it, gloo aborts the rank (SIGABRT)."""
+    import gc
+    import weakref
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    launch = distributed.Launch(world_size=1, under_torchrun=True)
+
+    def train_like(group: distributed.ProcessGroup) -> weakref.ref:  # what train() does with the wrapper
+        cfg = tiny_model()
+        cfg.vocab_size = 5
+        model = CharRNN(cfg)
+        net = group.wrap(model)
+        net(torch.zeros(2, 4, dtype=torch.long), model.init_state(2))[0].sum().backward()
+        return weakref.ref(net)
+
+    gc.disable()  # as if no collection happened to run between the end of training and exit
+    try:
+        with distributed.join(launch, torch.device("cpu")) as group:
+            wrapper = train_like(group)
+            assert wrapper() is not None  # the cycle keeps it alive after train_like returned
+        assert wrapper() is None
+    finally:
+        gc.enable()
 
 
 def test_a_run_being_trained_is_locked(words_file: Path) -> None:
