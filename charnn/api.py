@@ -28,7 +28,7 @@ from charnn import checkpoint, corpus, data, distributed, runlock
 from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import RunError, UsageError
 from charnn.model import CharRNN, ModelConfig, State, resolve_device
-from charnn.recipe import BATCHES, Recipe, announcement, apply, measure_speed, plan
+from charnn.recipe import BATCHES, Recipe, announcement, apply, measure_speeds, plan
 from charnn.sample import SampleConfig, generate
 from charnn.train import TrainConfig, TrainResult, evaluate, train, tune_cpu_allocator
 
@@ -177,8 +177,8 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
         tune_cpu_allocator()  # as training will: the probe must see the same speed
     # Every process trains its share at about the probe's speed: the job sees world_size times as much.
     batches = BATCHES if "batch_size" in auto_fields else (cfg.batch_size,)
-    speeds = {b: measure_speed(dev, model_cfg.vocab_size, model_cfg.cell, b, cfg.seq_len) * launch.world_size
-              for b in batches}
+    measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, cfg.seq_len)
+    speeds = {b: v * launch.world_size for b, v in measured.items()}
     recipe = plan(cfg.time_budget or 0.0, len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell)
     chosen_model, chosen_cfg = copy.copy(model_cfg), copy.copy(cfg)
     apply(recipe, auto_fields, chosen_model, chosen_cfg)

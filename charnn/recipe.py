@@ -140,23 +140,27 @@ def _cost(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> float:
     return g * hidden * embed + (layers - 1) * g * hidden * hidden + layers * recurrent + hidden * vocab
 
 
-def measure_speed(device: torch.device, vocab: int, cell: str = "gru", batch: int = 64, seq: int = 64,
-                  steps: int = 7) -> float:
-    """Training characters per second of the probe model of `cell`: the median of `steps` timed steps.
+def measure_speeds(device: torch.device, vocab: int, cell: str = "gru", batches: tuple[int, ...] = (64,),
+                   seq: int = 64, steps: int = 7) -> dict[int, float]:
+    """Training characters per second of the probe model of `cell` at each batch size: medians of timed steps.
 
-    Three untimed steps first (allocator growth, kernel selection). Each step is timed on its own
-    and the median taken, so one step slowed by another process on a shared machine does not
-    shrink the model the recipe picks (a mean over a block of steps would carry it).
+    Three untimed steps per batch first (allocator growth, kernel selection). Each step is timed on
+    its own and the median taken, so one step slowed by another process on a shared machine does not
+    shrink the model the recipe picks (a mean over a block of steps would carry it). The batches take
+    turns step by step: `pick_batch` decides on their ratio, and a machine that slows down for a
+    second or two then slows them alike instead of only the one being timed (measured one after the
+    other, 32's probe once fell below 75% of 64's on a machine where it runs at 0.83-0.88x).
     """
     layers, hidden, embed = PROBE
     rng_state = torch.get_rng_state()  # the probe must not shift the run's random stream
     cfg = ModelConfig(vocab_size=vocab, cell=cell, layers=layers, hidden=hidden, embed=embed)
     model = CharRNN(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    ids = torch.randint(0, vocab, (batch, seq + 1), device=device)
-    state = model.init_state(batch, device)
+    # per batch size: ids (B, seq+1) and the zero state
+    inputs = {b: (torch.randint(0, vocab, (b, seq + 1), device=device), model.init_state(b, device)) for b in batches}
 
-    def step() -> float:
+    def step(batch: int) -> float:
+        ids, state = inputs[batch]
         start = time.perf_counter()
         logits, _ = model(ids[:, :-1], state)
         loss = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
@@ -167,11 +171,15 @@ def measure_speed(device: torch.device, vocab: int, cell: str = "gru", batch: in
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    for _ in range(3):
-        step()
-    times = sorted(step() for _ in range(steps))
+    for b in batches:
+        for _ in range(3):
+            step(b)
+    times: dict[int, list[float]] = {b: [] for b in batches}
+    for _ in range(steps):
+        for b in batches:
+            times[b].append(step(b))
     torch.set_rng_state(rng_state)
-    return batch * seq / times[len(times) // 2]
+    return {b: b * seq / sorted(t)[len(t) // 2] for b, t in times.items()}
 
 
 def pick_batch(speeds: dict[int, float], steps_at_largest: float = 0.0) -> int:

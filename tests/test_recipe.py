@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from charnn.cli import app
@@ -20,6 +21,7 @@ from charnn.recipe import (
     apply,
     choose,
     configs,
+    measure_speeds,
     pick_batch,
     plan,
 )
@@ -56,6 +58,32 @@ def test_the_smaller_batch_only_where_it_keeps_most_of_the_speed() -> None:
     small, large = choose(240, 1_000_000, 65, 30_000, batch=32), choose(240, 1_000_000, 65, 30_000, batch=64)
     assert (small.batch_size, large.batch_size) == (32, 64)
     assert 1.6 < (1 - large.ema) / (1 - small.ema) < 2.5
+
+
+def test_the_probe_times_the_batches_in_turn_so_a_slow_spell_cannot_pick_the_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 4-step spell of a slowed machine must not land on one batch size's timings only."""
+    import charnn.recipe as recipe_module
+
+    class Clock:  # every step takes 1 s, except steps 14-17 (of 20: 3+3 warm-up, 7+7 timed) take 5 s
+        def __init__(self) -> None:
+            self.calls, self.now = 0, 0.0
+
+        def perf_counter(self) -> float:
+            if self.calls % 2:  # the end of step calls // 2
+                self.now += 5.0 if 14 <= self.calls // 2 <= 17 else 1.0
+            self.calls += 1
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(recipe_module, "time", clock)
+    before = torch.get_rng_state()
+    speeds = measure_speeds(torch.device("cpu"), 20, "gru", (64, 32), seq=8)
+    assert clock.calls == 40
+    assert torch.equal(torch.get_rng_state(), before)  # the run's random stream is untouched
+    # Each batch saw 2 of its 7 timed steps in the spell, so its median is a normal step's time.
+    assert speeds == {64: 64 * 8 / 1.0, 32: 32 * 8 / 1.0}
+    assert pick_batch(speeds) == 64  # 0.5x: the honest ratio; timed one after the other, 32 would have read 0.1x
 
 
 def test_explicit_options_override_the_recipe(words_file: Path) -> None:
