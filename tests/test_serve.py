@@ -227,6 +227,34 @@ def test_api_key_and_a_full_queue(run_root: Path) -> None:
         s.stop()
 
 
+def test_requests_the_batch_has_room_for_are_never_refused() -> None:
+    """Only requests behind a full batch count against max_waiting, not ones the engine thread has yet to take."""
+    from charnn.model import CharRNN
+    from charnn.sample import SampleConfig
+    from charnn.serve.batcher import Batcher, Busy
+    from charnn.tokenizer import CharTokenizer
+
+    tok = CharTokenizer("abc")
+    cfg = tiny_model()
+    cfg.vocab_size = tok.vocab_size
+    batcher = Batcher(CharRNN(cfg), tok, max_rows=2, max_waiting=1)
+
+    async def crowd() -> None:
+        long = SampleConfig(length=1_000_000, seed=1)
+        # No await in between, so the engine thread may not have taken any of them yet: two fit the
+        # batch, the third is the one allowed to wait, the fourth is refused.
+        tickets = [batcher.submit("a", long) for _ in range(3)]
+        with pytest.raises(Busy, match="1 requests are already waiting"):
+            batcher.submit("a", long)
+        await asyncio.sleep(0.2)
+        assert batcher.load == (2, 1)
+        for t in tickets:
+            t.cancel()
+        batcher.close()
+
+    asyncio.run(crowd())
+
+
 def test_the_openai_client_completes_and_streams(server: Server) -> None:
     from openai import OpenAI
 

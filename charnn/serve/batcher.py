@@ -74,6 +74,7 @@ class Batcher:
         self.max_waiting = max_waiting  # requests queued behind a full batch at most
         self._waiting: deque[Ticket] = deque()
         self._active: dict[int, Ticket] = {}  # id(group) -> ticket
+        self._rows = 0  # samples admitted and not yet finished; guarded by `_cond`
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="charnn-batcher", daemon=True)
@@ -87,11 +88,27 @@ class Batcher:
     def submit(self, prime: str, cfg: SampleConfig) -> Ticket:
         ticket = Ticket(prime, cfg, asyncio.get_running_loop())
         with self._cond:
-            if len(self._waiting) >= self.max_waiting:
-                raise Busy(f"{len(self._waiting)} requests are already waiting for this model")
             self._waiting.append(ticket)
+            behind = self._behind_full_batch()
+            if behind > self.max_waiting:
+                self._waiting.pop()
+                raise Busy(f"{behind - 1} requests are already waiting for this model")
             self._cond.notify()
         return ticket
+
+    def _behind_full_batch(self) -> int:
+        """Waiting requests the batch has no room for (called holding the condition).
+
+        A request that fits the batch's free rows only waits for the engine thread to take it,
+        which on a busy machine may be a while; counting it would refuse requests the batch has
+        room for. `_admit` takes requests in order, so everything after the first that does not fit waits.
+        """
+        room = self.max_rows - self._rows
+        for i, ticket in enumerate(self._waiting):
+            if ticket.cfg.num_samples > room:
+                return len(self._waiting) - i
+            room -= ticket.cfg.num_samples
+        return 0
 
     def close(self) -> None:
         with self._cond:
@@ -101,13 +118,18 @@ class Batcher:
 
     def _admit(self) -> list[Ticket]:
         """Move waiting requests into the batch while it has room (called holding the condition)."""
-        rows = sum(t.cfg.num_samples for t in self._active.values())
+        rows = self._rows
         admitted = []
         while self._waiting and rows + self._waiting[0].cfg.num_samples <= self.max_rows:
             ticket = self._waiting.popleft()
             rows += ticket.cfg.num_samples
             admitted.append(ticket)
+        self._rows = rows
         return admitted
+
+    def _release(self, ticket: Ticket) -> None:
+        with self._cond:
+            self._rows -= ticket.cfg.num_samples
 
     def _run(self) -> None:
         with torch.inference_mode():
@@ -120,11 +142,13 @@ class Batcher:
                     admitted = self._admit()
                 for ticket in admitted:
                     if ticket.cancelled:
+                        self._release(ticket)
                         ticket.push(None, stopped=[False] * ticket.cfg.num_samples)
                         continue
                     try:
                         ticket.group = self.engine.join(ticket.prime, ticket.cfg)
                     except Exception as e:  # validated before submit; anything left is reported, not raised
+                        self._release(ticket)
                         ticket.push(None, error=f"generation could not start: {e}")
                         continue
                     self._active[id(ticket.group)] = ticket
@@ -140,4 +164,5 @@ class Batcher:
     def _finish(self, group: Group) -> None:
         self.engine.leave(group)
         ticket = self._active.pop(id(group))
+        self._release(ticket)
         ticket.push(None, stopped=list(group.done))
