@@ -56,7 +56,7 @@ def main() -> int:
     encoded = data.prepare(lambda: [args.corpus.read_text(encoding="utf-8")], "quality", work / "cache")
     _, val_ids = data.split(encoded.ids, config["train"]["val_frac"])
     t = config["train"]
-    val = evaluate(model.model, val_ids, t["batch_size"], t["seq_len"], model.device)
+    val = evaluate(model.model, val_ids, t["seq_len"], model.device)
     last = metrics[-1]
     m = config["model"]
     row = (f"| {time.strftime('%Y-%m-%d')} | {args.time} | {m['cell']} {m['layers']}x{m['hidden']} e{m['embed']} "

@@ -340,7 +340,7 @@ class CharModel:
 
     def _scored(self, ids: Any, unknown: dict[str, int]) -> Score:
         train_cfg = self.config["train"]
-        nats = evaluate(self.model, ids, int(train_cfg["batch_size"]), int(train_cfg["seq_len"]), self.device)
+        nats = evaluate(self.model, ids, int(train_cfg["seq_len"]), self.device)
         return Score(nats, len(ids), unknown)
 
     def score(self, text: str) -> Score:

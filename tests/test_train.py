@@ -148,7 +148,7 @@ def test_ema_weights_are_what_is_evaluated_and_kept_as_best(words_file) -> None:
     loaded = checkpoint.load(run_dir, "best")
     prepared = api.prepare_corpus(api.CorpusOptions().resolve([str(words_file)], api.Paths()), tiny_train(),
                                   api.Paths())
-    val = evaluate(loaded.model, prepared.val_ids, 8, 32, torch.device("cpu"))
+    val = evaluate(loaded.model, prepared.val_ids, 32, torch.device("cpu"))  # 64 streams, not the run's 8
     assert val == pytest.approx(best["val_loss"], abs=1e-6)
     assert latest["ema"]["updates"] == 40
     # the average itself: the warmed-up decay applied step by step
