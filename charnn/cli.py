@@ -187,7 +187,8 @@ def train_cmd(
         None, "--time",
         help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it (with --resume: time to add). "
         "Default when no limit is given: 10m."),
-    eval_every: int = typer.Option(200, "--eval-every", help="Steps between full validation passes and checkpoints."),
+    eval_every: int | None = typer.Option(None, "--eval-every", help="Steps between full validation passes and "
+                                          "checkpoints (default: 200, or by --time: the same characters at any batch)."),
     patience: int = typer.Option(0, "--patience", help="Stop after this many evaluations without improvement (0: never)."),
     val_frac: float = typer.Option(0.1, "--val-frac", help="Fraction at the end of the corpus used for validation."),
     seed: int = typer.Option(1337, "--seed", help="Seed for weights, dropout and everything random."),
@@ -251,10 +252,10 @@ def train_cmd(
             if _launch().is_writer:
                 typer.echo("no --time, --max-steps or --epochs given: training for 10m", err=True)
         request = Request(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch_size,
-                          seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, heads=heads,
+                          seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, eval_every=eval_every, heads=heads,
                           locked_dropout=locked_dropout)
         model_cfg, cfg, auto = configs(request, budgeted, weight_decay=weight_decay, clip=clip, epochs=epochs,
-                                       max_steps=max_steps, time_budget=seconds, eval_every=eval_every,
+                                       max_steps=max_steps, time_budget=seconds,
                                        patience=patience, val_frac=val_frac, seed=seed, amp=amp,
                                        tensorboard=tensorboard, epoch_offset=epoch_offset is not False)
         say = None if quiet else (lambda line: typer.echo(line, err=True))

@@ -52,13 +52,17 @@ class Recipe:
     warmup: int = 50
     # Evaluate a moving average of the weights: 4m 1.4737 -> 1.4688, 10m 1.4358 -> 1.4329 (RECIPES.md #21-22).
     ema: float = 0.995
+    # Steps between full validation passes (and checkpoints): the same characters between passes at any
+    # batch, so a smaller batch does not mean more passes. On a large corpus a pass is costly (python-stdlib:
+    # ~25 s), and at 200 steps batch 32 spent half a 4-minute budget evaluating (RECIPES.md #54).
+    eval_every: int = 200
     probe_tokens_per_s: float | None = None  # measured speed of the reference model
     expected_tokens: float | None = None  # characters the chosen model should see in the budget
 
     def describe(self) -> str:
         text = (f"{self.cell} {self.layers}x{self.hidden} (embed {self.embed}), dropout {self.dropout}, "
                 f"batch {self.batch_size} x seq {self.seq_len}, lr {self.lr:g}, warmup {self.warmup}"
-                + (f", ema {self.ema:g}" if self.ema else ""))
+                + (f", ema {self.ema:g}" if self.ema else "") + f", eval every {self.eval_every}")
         if self.expected_tokens:
             text += f"; ~{self.expected_tokens / 1e6:.1f}M characters expected at this machine's speed"
         return text
@@ -69,7 +73,8 @@ def default_recipe() -> Recipe:
     return Recipe()
 
 
-CHOSEN = ("cell", "layers", "hidden", "embed", "dropout", "batch_size", "seq_len", "lr", "warmup", "ema")  # Recipe's
+CHOSEN = ("cell", "layers", "hidden", "embed", "dropout", "batch_size", "seq_len", "lr", "warmup", "ema",
+          "eval_every")  # Recipe's
 MODEL_FIELDS = ("cell", "layers", "hidden", "embed", "dropout")
 
 
@@ -87,6 +92,7 @@ class Request:
     lr: float | None = None
     warmup: int | None = None
     ema: float | None = None
+    eval_every: int | None = None
     heads: int | None = None  # slstm's; not a recipe choice
     locked_dropout: bool | None = None  # not a recipe choice (RECIPES.md)
 
@@ -222,5 +228,7 @@ def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: s
     # The weight average spans about a tenth of the run's steps: 0.99 at ~1,000 steps, 0.995 at ~2,000.
     steps = expected / (batch * Recipe.seq_len)
     ema = round(min(0.999, 1 - 1 / max(100.0, steps / 10)), 3)
+    eval_every = round(Recipe.eval_every * Recipe.batch_size / batch)
     return Recipe(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch,
-                  lr=3e-3 if hidden <= 512 else 2e-3, ema=ema, probe_tokens_per_s=speed, expected_tokens=expected)
+                  lr=3e-3 if hidden <= 512 else 2e-3, ema=ema, eval_every=eval_every, probe_tokens_per_s=speed,
+                  expected_tokens=expected)

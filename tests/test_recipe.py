@@ -58,6 +58,8 @@ def test_the_smaller_batch_only_where_it_keeps_most_of_the_speed() -> None:
     small, large = choose(240, 1_000_000, 65, 30_000, batch=32), choose(240, 1_000_000, 65, 30_000, batch=64)
     assert (small.batch_size, large.batch_size) == (32, 64)
     assert 1.6 < (1 - large.ema) / (1 - small.ema) < 2.5
+    # ... and so do the evaluations: the same characters between full validation passes.
+    assert (small.eval_every, large.eval_every) == (400, 200)
 
 
 def test_the_probe_times_the_batches_in_turn_so_a_slow_spell_cannot_pick_the_batch(
@@ -97,7 +99,7 @@ def test_explicit_options_override_the_recipe(words_file: Path) -> None:
 
 
 EXPLICIT = {"cell": "lstm", "layers": 3, "hidden": 200, "embed": 40, "dropout": 0.35, "batch_size": 24,
-            "seq_len": 48, "lr": 1.7e-3, "warmup": 7, "ema": 0.97}
+            "seq_len": 48, "lr": 1.7e-3, "warmup": 7, "ema": 0.97, "eval_every": 150}
 
 
 @pytest.mark.parametrize("field", list(EXPLICIT))
