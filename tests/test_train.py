@@ -137,6 +137,29 @@ def test_time_budget_stops_and_anneals(words_file) -> None:
     assert math.isfinite(last["val_loss"])
 
 
+def test_validation_is_measured_the_same_whatever_the_batch(tmp_path) -> None:
+    """The validation text is cut into EVAL_STREAMS streams, not the batch's: each stream starts cold,
+    so the stream count is part of the number, and runs with different batches must be comparable."""
+    import random
+
+    from charnn.train import EVAL_STREAM_MIN_CHARS, EVAL_STREAMS, evaluate
+
+    rng = random.Random(1)
+    corpus = tmp_path / "long.txt"  # validation split long enough for all 64 streams
+    n_words = 12 * EVAL_STREAMS * EVAL_STREAM_MIN_CHARS // 3  # ~3.3 characters a word, a tenth held out
+    corpus.write_text(" ".join(rng.choice(["the", "cat", "sat", "on", "a", "mat"]) for _ in range(n_words)),
+                      encoding="utf-8")
+    run_dir = train_run(corpus, name="b4", max_steps=6, eval_every=6, batch_size=4)
+    stored = checkpoint.read_metrics(run_dir)[-1]["val_loss"]
+    loaded = checkpoint.load(run_dir, "latest")
+    prepared = api.prepare_corpus(api.CorpusOptions().resolve([str(corpus)], api.Paths()), tiny_train(),
+                                  api.Paths())
+    assert len(prepared.val_ids) >= EVAL_STREAMS * EVAL_STREAM_MIN_CHARS
+    at_64 = evaluate(loaded.model, prepared.val_ids, 32, torch.device("cpu"))
+    at_4 = evaluate(loaded.model, prepared.val_ids, 32, torch.device("cpu"), stream_count=4)
+    assert stored == pytest.approx(at_64, abs=1e-6) and abs(at_4 - at_64) > 1e-4
+
+
 def test_ema_weights_are_what_is_evaluated_and_kept_as_best(words_file) -> None:
     from charnn.ema import WeightAverage
     from charnn.train import evaluate
@@ -148,7 +171,7 @@ def test_ema_weights_are_what_is_evaluated_and_kept_as_best(words_file) -> None:
     loaded = checkpoint.load(run_dir, "best")
     prepared = api.prepare_corpus(api.CorpusOptions().resolve([str(words_file)], api.Paths()), tiny_train(),
                                   api.Paths())
-    val = evaluate(loaded.model, prepared.val_ids, 32, torch.device("cpu"))  # 64 streams, not the run's 8
+    val = evaluate(loaded.model, prepared.val_ids, 32, torch.device("cpu"))
     assert val == pytest.approx(best["val_loss"], abs=1e-6)
     assert latest["ema"]["updates"] == 40
     # the average itself: the warmed-up decay applied step by step
