@@ -8,7 +8,9 @@ With stdin not a terminal it reads prompts line by line, so it can be scripted.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
@@ -43,6 +45,11 @@ class Repl:
         self.interactive = self.stdin.isatty() and self.out.isatty()
 
     def loop(self) -> None:
+        if self.interactive and threading.current_thread() is threading.main_thread():
+            # Ctrl-C stops a reply. A process started in the background by a non-interactive shell
+            # (`cmd &` in a script) inherits SIGINT ignored, and Python then leaves it ignored:
+            # Ctrl-C would do nothing. At a terminal, take it back.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         if self.interactive:
             with contextlib.suppress(ImportError):
                 import readline  # noqa: F401  (enables line editing and history for input())
