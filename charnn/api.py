@@ -28,7 +28,7 @@ from charnn import checkpoint, corpus, data, distributed, runlock
 from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import RunError, UsageError
 from charnn.model import CharRNN, ModelConfig, State, resolve_device
-from charnn.recipe import BATCHES, Recipe, announcement, apply, measure_speeds, plan
+from charnn.recipe import BATCHES, Recipe, announcement, apply, measure_eval_speed, measure_speeds, plan
 from charnn.sample import SampleConfig, generate
 from charnn.train import TrainConfig, TrainResult, evaluate, train, tune_cpu_allocator
 
@@ -179,7 +179,10 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
     batches = BATCHES if "batch_size" in auto_fields else (cfg.batch_size,)
     measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, cfg.seq_len)
     speeds = {b: v * launch.world_size for b, v in measured.items()}
-    recipe = plan(cfg.time_budget or 0.0, len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell)
+    # Evaluation is sharded over the processes too.
+    eval_speed = measure_eval_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.seq_len) * launch.world_size
+    recipe = plan(cfg.time_budget or 0.0, len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell,
+                  len(prepared.val_ids), eval_speed)
     chosen_model, chosen_cfg = copy.copy(model_cfg), copy.copy(cfg)
     apply(recipe, auto_fields, chosen_model, chosen_cfg)
     _check(chosen_model.validate() + chosen_cfg.validate())

@@ -12,6 +12,7 @@ benchmarks/RECIPES.md.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from charnn.model import CharRNN, ModelConfig
-from charnn.train import TrainConfig
+from charnn.train import EVAL_STREAMS, TrainConfig
 
 TOKENS_PER_PARAM = 3.0
 # (layers, hidden, embed): smallest first. The big ones only win with a GPU's speed.
@@ -36,6 +37,11 @@ HEADS = 4  # slstm's default --heads: its R is block-diagonal, so R h costs 1/HE
 BATCHES = (64, 32)
 SMALL_BATCH_SPEED = 0.75
 SMALL_BATCH_MAX_STEPS = 1200
+# The most of a budget that validation passes before the final one may take. A pass is a full pass
+# over the validation split, so on a large corpus it is costly: python-stdlib's 1.1M characters take
+# ~25 s on 2 CPU cores, and at the usual spacing a 4-minute run spent half its time evaluating
+# (RECIPES.md #56). Where the usual spacing would cost more, the passes are spread further apart.
+EVAL_SHARE = 0.15
 
 
 @dataclass
@@ -53,10 +59,13 @@ class Recipe:
     # Evaluate a moving average of the weights: 4m 1.4737 -> 1.4688, 10m 1.4358 -> 1.4329 (RECIPES.md #21-22).
     ema: float = 0.995
     # Steps between full validation passes (and checkpoints): the same characters between passes at any
-    # batch, so a smaller batch does not mean more passes. On a large corpus a pass is costly (python-stdlib:
-    # ~25 s), and at 200 steps batch 32 spent half a 4-minute budget evaluating (RECIPES.md #54).
+    # batch, so a smaller batch does not mean more passes (at 200 steps batch 32 spent half a 4-minute
+    # python-stdlib budget evaluating, RECIPES.md #54); further apart where passes would take more
+    # than EVAL_SHARE of the budget.
     eval_every: int = 200
     probe_tokens_per_s: float | None = None  # measured speed of the reference model
+    probe_eval_tokens_per_s: float | None = None  # ... and its speed scoring validation text
+    eval_pass_s: float | None = None  # the chosen model's expected time for one validation pass
     expected_tokens: float | None = None  # characters the chosen model should see in the budget
 
     def describe(self) -> str:
@@ -146,6 +155,15 @@ def _cost(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> float:
     return g * hidden * embed + (layers - 1) * g * hidden * hidden + layers * recurrent + hidden * vocab
 
 
+def _probe_model(device: torch.device, vocab: int, cell: str) -> CharRNN:
+    layers, hidden, embed = PROBE
+    return CharRNN(ModelConfig(vocab_size=vocab, cell=cell, layers=layers, hidden=hidden, embed=embed)).to(device)
+
+
+def _median(times: list[float]) -> float:
+    return sorted(times)[len(times) // 2]
+
+
 def measure_speeds(device: torch.device, vocab: int, cell: str = "gru", batches: tuple[int, ...] = (64,),
                    seq: int = 64, steps: int = 7) -> dict[int, float]:
     """Training characters per second of the probe model of `cell` at each batch size: medians of timed steps.
@@ -157,10 +175,8 @@ def measure_speeds(device: torch.device, vocab: int, cell: str = "gru", batches:
     second or two then slows them alike instead of only the one being timed (measured one after the
     other, 32's probe once fell below 75% of 64's on a machine where it runs at 0.83-0.88x).
     """
-    layers, hidden, embed = PROBE
     rng_state = torch.get_rng_state()  # the probe must not shift the run's random stream
-    cfg = ModelConfig(vocab_size=vocab, cell=cell, layers=layers, hidden=hidden, embed=embed)
-    model = CharRNN(cfg).to(device)
+    model = _probe_model(device, vocab, cell)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     # per batch size: ids (B, seq+1) and the zero state
     inputs = {b: (torch.randint(0, vocab, (b, seq + 1), device=device), model.init_state(b, device)) for b in batches}
@@ -185,7 +201,29 @@ def measure_speeds(device: torch.device, vocab: int, cell: str = "gru", batches:
         for b in batches:
             times[b].append(step(b))
     torch.set_rng_state(rng_state)
-    return {b: b * seq / sorted(t)[len(t) // 2] for b, t in times.items()}
+    return {b: b * seq / _median(t) for b, t in times.items()}
+
+
+def measure_eval_speed(device: torch.device, vocab: int, cell: str = "gru", seq: int = 64, steps: int = 7) -> float:
+    """Characters per second the probe model scores in evaluation (`train.evaluate`'s layout: EVAL_STREAMS
+    streams, no gradients, state carried): the median of timed windows after two untimed ones."""
+    rng_state = torch.get_rng_state()
+    model = _probe_model(device, vocab, cell).eval()
+    ids = torch.randint(0, vocab, (EVAL_STREAMS, seq), device=device)  # (S, T)
+    times = []
+    with torch.inference_mode():
+        state = model.init_state(EVAL_STREAMS, device)
+        for i in range(steps + 2):
+            start = time.perf_counter()
+            logits, state = model(ids, state)
+            F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="sum")
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed = time.perf_counter() - start
+            if i >= 2:  # the first two grow the allocator and pick kernels
+                times.append(elapsed)
+    torch.set_rng_state(rng_state)
+    return EVAL_STREAMS * seq / _median(times)
 
 
 def pick_batch(speeds: dict[int, float], steps_at_largest: float = 0.0) -> int:
@@ -198,20 +236,41 @@ def pick_batch(speeds: dict[int, float], steps_at_largest: float = 0.0) -> int:
     return min(b for b, v in speeds.items() if v >= SMALL_BATCH_SPEED * speeds[largest])
 
 
-def plan(budget_s: float, corpus_chars: int, vocab: int, speeds: dict[int, float], cell: str = "gru") -> Recipe:
+def plan(budget_s: float, corpus_chars: int, vocab: int, speeds: dict[int, float], cell: str = "gru",
+         val_chars: int = 0, eval_speed: float | None = None) -> Recipe:
     """`choose` at the batch `pick_batch` takes, given the probe's speed at each batch size."""
     largest = max(speeds)
-    at_largest = choose(budget_s, corpus_chars, vocab, speeds[largest], cell, largest)
+    at_largest = choose(budget_s, corpus_chars, vocab, speeds[largest], cell, largest, val_chars, eval_speed)
     batch = pick_batch(speeds, (at_largest.expected_tokens or 0.0) / (largest * Recipe.seq_len))
-    return at_largest if batch == largest else choose(budget_s, corpus_chars, vocab, speeds[batch], cell, batch)
+    if batch == largest:
+        return at_largest
+    return choose(budget_s, corpus_chars, vocab, speeds[batch], cell, batch, val_chars, eval_speed)
+
+
+def spaced_evaluations(steps: float, batch: int, budget_s: float, pass_s: float) -> int:
+    """Steps between validation passes for a run of about `steps` steps whose passes take `pass_s` each.
+
+    The usual spacing keeps the characters between passes the same at any batch (200 steps at 64).
+    Where the passes it gives before the final one would take more than EVAL_SHARE of the budget, they
+    are spread evenly over the run instead, as many as fit in that share (none: only the final pass).
+    """
+    usual = round(Recipe.eval_every * Recipe.batch_size / batch)
+    if pass_s <= 0 or steps <= 0:
+        return usual
+    fit = math.floor(EVAL_SHARE * budget_s / pass_s)  # passes before the final one that the share allows
+    if steps // usual <= fit:
+        return usual
+    return max(usual, math.ceil(steps / (fit + 1)))
 
 
 def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: str = "gru",
-           batch: int = Recipe.batch_size) -> Recipe:
+           batch: int = Recipe.batch_size, val_chars: int = 0, eval_speed: float | None = None) -> Recipe:
     """The largest candidate that sees enough characters per parameter in `budget_s`.
 
     `speed` is the probe's measured characters/s for `cell` at `batch` streams; a candidate's
-    speed is scaled by its multiply-adds per character relative to the probe's.
+    speed is scaled by its multiply-adds per character relative to the probe's. `eval_speed`
+    (the probe's, scoring text) and `val_chars` (the validation split) set the spacing of the
+    validation passes (`spaced_evaluations`); without them the usual spacing.
     """
     probe_cost = _cost(cell, *PROBE, vocab)
     chosen = CANDIDATES[0]
@@ -228,7 +287,10 @@ def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: s
     # The weight average spans about a tenth of the run's steps: 0.99 at ~1,000 steps, 0.995 at ~2,000.
     steps = expected / (batch * Recipe.seq_len)
     ema = round(min(0.999, 1 - 1 / max(100.0, steps / 10)), 3)
-    eval_every = round(Recipe.eval_every * Recipe.batch_size / batch)
+    scale = probe_cost / _cost(cell, layers, hidden, embed, vocab)  # the chosen model's speed / the probe's
+    pass_s = val_chars / (eval_speed * scale) if eval_speed else 0.0
+    eval_every = spaced_evaluations(steps, batch, budget_s, pass_s)
     return Recipe(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch,
                   lr=3e-3 if hidden <= 512 else 2e-3, ema=ema, eval_every=eval_every, probe_tokens_per_s=speed,
+                  probe_eval_tokens_per_s=eval_speed, eval_pass_s=round(pass_s, 2) if eval_speed else None,
                   expected_tokens=expected)

@@ -11,6 +11,7 @@ from charnn.cli import app
 from charnn.recipe import (
     CANDIDATES,
     CHOSEN,
+    EVAL_SHARE,
     MODEL_FIELDS,
     TOKENS_PER_PARAM,
     Recipe,
@@ -21,10 +22,13 @@ from charnn.recipe import (
     apply,
     choose,
     configs,
+    measure_eval_speed,
     measure_speeds,
     pick_batch,
     plan,
+    spaced_evaluations,
 )
+from charnn.train import EVAL_STREAMS
 
 
 def test_model_grows_with_budget_and_each_choice_is_the_largest_that_fits() -> None:
@@ -86,6 +90,46 @@ def test_the_probe_times_the_batches_in_turn_so_a_slow_spell_cannot_pick_the_bat
     # Each batch saw 2 of its 7 timed steps in the spell, so its median is a normal step's time.
     assert speeds == {64: 64 * 8 / 1.0, 32: 32 * 8 / 1.0}
     assert pick_batch(speeds) == 64  # 0.5x: the honest ratio; timed one after the other, 32 would have read 0.1x
+
+
+def test_validation_passes_take_a_bounded_share_of_a_budget() -> None:
+    """A large validation split gets fewer, evenly spread passes; a small one the usual spacing."""
+    # tiny-shakespeare at 4 minutes: a pass of 111k characters takes a few seconds, so nothing changes.
+    small = choose(240, 1_000_000, 65, 20_000, batch=32, val_chars=111_000, eval_speed=70_000)
+    assert small.eval_every == 400 and small.eval_pass_s is not None and small.eval_pass_s < 3
+    # python-stdlib: 1.1M characters, a pass of ~15 s; the usual 400 steps would give 5 passes (75 s).
+    large = choose(240, 10_000_000, 222, 20_000, batch=32, val_chars=1_100_000, eval_speed=70_000)
+    steps = (large.expected_tokens or 0) / (32 * 64)
+    assert large.eval_pass_s is not None and 10 < large.eval_pass_s < 20
+    assert steps // 400 * large.eval_pass_s > EVAL_SHARE * 240  # what the usual spacing would have cost
+    before_final = steps // large.eval_every
+    assert before_final >= 1 and before_final * large.eval_pass_s <= EVAL_SHARE * 240
+    assert large.eval_every > 400 and steps / large.eval_every < before_final + 1  # spread over the whole run
+    # A pass that alone exceeds the share: only the final one.
+    assert spaced_evaluations(2_000, 32, 240, pass_s=60) >= 2_000
+    assert spaced_evaluations(2_000, 64, 240, pass_s=0) == 200  # not measured: the usual spacing
+
+
+def test_the_evaluation_probe_scores_64_streams_and_takes_the_median(monkeypatch: pytest.MonkeyPatch) -> None:
+    import charnn.recipe as recipe_module
+
+    class Clock:  # each window 0.5 s, the 4th timed one (a slow spell) 9 s
+        def __init__(self) -> None:
+            self.calls, self.now = 0, 0.0
+
+        def perf_counter(self) -> float:
+            if self.calls % 2:
+                self.now += 9.0 if self.calls // 2 == 5 else 0.5
+            self.calls += 1
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(recipe_module, "time", clock)
+    before = torch.get_rng_state()
+    speed = measure_eval_speed(torch.device("cpu"), 20, "gru", seq=8)
+    assert clock.calls == 18  # 2 untimed + 7 timed windows
+    assert speed == EVAL_STREAMS * 8 / 0.5
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_explicit_options_override_the_recipe(words_file: Path) -> None:
