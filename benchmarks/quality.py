@@ -37,7 +37,7 @@ def main() -> int:
     import torch
 
     from charnn import api, checkpoint, data
-    from charnn.train import evaluate
+    from charnn.evaluation import evaluate
 
     work = Path(tempfile.mkdtemp(prefix="charnn-quality-"))
     ckpts = args.keep or work / "checkpoints"

@@ -27,10 +27,11 @@ import torch
 from charnn import checkpoint, corpus, data, distributed, runlock
 from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import RunError, UsageError
+from charnn.evaluation import evaluate
 from charnn.model import CharRNN, ModelConfig, State, resolve_device
 from charnn.recipe import BATCHES, Recipe, announcement, apply, measure_eval_speed, measure_speeds, plan
 from charnn.sample import SampleConfig, generate
-from charnn.train import TrainConfig, TrainResult, evaluate, train, tune_cpu_allocator
+from charnn.train import TrainConfig, TrainResult, train, tune_cpu_allocator
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 DEFAULT_CORPORA = Path("corpora")

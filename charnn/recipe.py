@@ -20,8 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from charnn.evaluation import EVAL_STREAMS
 from charnn.model import CharRNN, ModelConfig
-from charnn.train import EVAL_STREAMS, TrainConfig
+from charnn.train import TrainConfig
 
 TOKENS_PER_PARAM = 3.0
 # (layers, hidden, embed): smallest first. The big ones only win with a GPU's speed.
@@ -205,7 +206,7 @@ def measure_speeds(device: torch.device, vocab: int, cell: str = "gru", batches:
 
 
 def measure_eval_speed(device: torch.device, vocab: int, cell: str = "gru", seq: int = 64, steps: int = 7) -> float:
-    """Characters per second the probe model scores in evaluation (`train.evaluate`'s layout: EVAL_STREAMS
+    """Characters per second the probe model scores in evaluation (`evaluation.evaluate`'s layout: EVAL_STREAMS
     streams, no gradients, state carried): the median of timed windows after two untimed ones."""
     rng_state = torch.get_rng_state()
     model = _probe_model(device, vocab, cell).eval()

@@ -3,7 +3,7 @@
 AdamW; linear warm-up then cosine decay to 10% of the peak rate, following the
 fraction of the run that is done (steps, epochs or wall-clock budget, whichever
 ends first); global-norm clipping; a full pass over the validation split every
-`eval_every` steps; `best` kept by validation loss and `latest` (with the whole
+`eval_every` steps (`evaluation.evaluate`); `best` kept by validation loss and `latest` (with the whole
 training state) saved at every evaluation. SIGINT/SIGTERM finish the current
 step, save `latest` and return, so `--resume` continues bit-for-bit (CPU).
 
@@ -37,7 +37,8 @@ from charnn.board import Board
 from charnn.data import Streams
 from charnn.distributed import ProcessGroup
 from charnn.ema import WeightAverage
-from charnn.errors import TrainingError, UsageError
+from charnn.errors import TrainingError
+from charnn.evaluation import evaluate
 from charnn.model import CharRNN, State, detach_state
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
@@ -174,44 +175,6 @@ def amp_dtype(model: CharRNN, device: torch.device) -> torch.dtype:
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
         out, _ = model.rnn(model.embedding(ids), None)
     return out.dtype
-
-
-# Streams the evaluation text is cut into, whatever the training batch. Each stream starts from a
-# zero state and its first characters score worse, so the count is part of the measurement: with the
-# training batch instead, a batch-32 run read 0.0017 lower than the same weights at 64 (RECIPES.md #55).
-EVAL_STREAMS = 64
-# ...but each at least this long, so on a short text the cold starts stay a small share of the score
-# (64 streams of 40 characters would score a learned pattern at 0.25 nats instead of ~0.01).
-EVAL_STREAM_MIN_CHARS = 512
-
-
-@torch.inference_mode()
-def evaluate(model: CharRNN, ids: np.ndarray, seq_len: int, device: torch.device,
-             group: ProcessGroup | None = None, stream_count: int = EVAL_STREAMS) -> float:
-    """Mean loss in nats per character over all of `ids`, state carried window to window.
-
-    Under torchrun each rank scores its block of the same stream layout and the sums are
-    added up, so every rank returns the number a single process would.
-    """
-    if len(ids) < 2:
-        raise UsageError("the evaluation text needs at least 2 characters — give more text")
-    group = group or ProcessGroup.solo(device)
-    # Fewer streams for short texts: each spans EVAL_STREAM_MIN_CHARS and at least one window.
-    n_streams = max(1, min(stream_count, (len(ids) - 1) // max(seq_len, EVAL_STREAM_MIN_CHARS)))
-    streams = Streams(ids, n_streams, seq_len, group.block(n_streams))
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
-    if streams.rows:  # a rank can own no stream of a short validation split
-        state = model.init_state(streams.rows, device)
-        for x, y in streams.windows(partial=True):
-            logits, state = model(x.to(device), state)  # (b, t, V)
-            total += F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum").double()
-            count += y.numel()
-    model.train(was_training)
-    summed, n = group.sum([float(total), float(count)])
-    return summed / n
 
 
 class _StopFlag:

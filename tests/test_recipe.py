@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from charnn.cli import app
+from charnn.evaluation import EVAL_STREAMS
 from charnn.recipe import (
     CANDIDATES,
     CHOSEN,
@@ -28,7 +29,6 @@ from charnn.recipe import (
     plan,
     spaced_evaluations,
 )
-from charnn.train import EVAL_STREAMS
 
 
 def test_model_grows_with_budget_and_each_choice_is_the_largest_that_fits() -> None:

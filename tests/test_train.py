@@ -142,7 +142,7 @@ def test_validation_is_measured_the_same_whatever_the_batch(tmp_path) -> None:
     so the stream count is part of the number, and runs with different batches must be comparable."""
     import random
 
-    from charnn.train import EVAL_STREAM_MIN_CHARS, EVAL_STREAMS, evaluate
+    from charnn.evaluation import EVAL_STREAM_MIN_CHARS, EVAL_STREAMS, evaluate
 
     rng = random.Random(1)
     corpus = tmp_path / "long.txt"  # validation split long enough for all 64 streams
@@ -162,7 +162,7 @@ def test_validation_is_measured_the_same_whatever_the_batch(tmp_path) -> None:
 
 def test_ema_weights_are_what_is_evaluated_and_kept_as_best(words_file) -> None:
     from charnn.ema import WeightAverage
-    from charnn.train import evaluate
+    from charnn.evaluation import evaluate
 
     run_dir = train_run(words_file, name="e", max_steps=40, eval_every=40, ema=0.95)
     best = checkpoint.load_tensors(run_dir / checkpoint.BEST)
