@@ -40,7 +40,7 @@ SMALL_BATCH_SPEED = 0.75
 SMALL_BATCH_MAX_STEPS = 1200
 # The most of a budget that validation passes before the final one may take. A pass is a full pass
 # over the validation split, so on a large corpus it is costly: python-stdlib's 1.1M characters take
-# ~25 s on 2 CPU cores, and at the usual spacing a 4-minute run spent half its time evaluating
+# 17-25 s on 2 CPU cores, and at the usual spacing a 4-minute run spent half its time evaluating
 # (RECIPES.md #56). Where the usual spacing would cost more, the passes are spread further apart.
 EVAL_SHARE = 0.15
 
