@@ -40,8 +40,9 @@ SMALL_BATCH_SPEED = 0.75
 SMALL_BATCH_MAX_STEPS = 1200
 # The most of a budget that validation passes before the final one may take. A pass is a full pass
 # over the validation split, so on a large corpus it is costly: python-stdlib's 1.1M characters take
-# 17-25 s on 2 CPU cores, and at the usual spacing a 4-minute run spent half its time evaluating
-# (RECIPES.md #56). Where the usual spacing would cost more, the passes are spread further apart.
+# 17-25 s on 2 CPU cores: a 4-minute batch-32 run spent half its time evaluating at 200 steps between
+# passes (RECIPES.md #54) and a fifth at 400 (#66). Where the usual spacing would cost more than this
+# share, the passes are spread further apart (#65-67: +0.023 nats in the same hour).
 EVAL_SHARE = 0.15
 
 
