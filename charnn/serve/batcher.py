@@ -82,8 +82,10 @@ class Batcher:
 
     @property
     def load(self) -> tuple[int, int]:
-        """(samples in the batch, requests waiting)."""
-        return sum(t.cfg.num_samples for t in self._active.values()), len(self._waiting)
+        """(samples in the batch, requests waiting), read under the lock: the engine thread
+        changes both while the event loop reports them (iterating its dict of groups here could fail)."""
+        with self._cond:
+            return self._rows, len(self._waiting)
 
     def submit(self, prime: str, cfg: SampleConfig) -> Ticket:
         ticket = Ticket(prime, cfg, asyncio.get_running_loop())
