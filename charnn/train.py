@@ -146,6 +146,15 @@ def stop_reason(cfg: TrainConfig, p: Progress, windows_per_epoch: int) -> str | 
     return None
 
 
+def final_pass_is_near(cfg: TrainConfig, elapsed: float, pass_s: float) -> bool:
+    """Whether a scheduled validation pass would use up the rest of the time budget.
+
+    The final pass comes once the budget is spent. A pass that leaves less than its own duration
+    would score nearly the weights the final pass scores (RECIPES.md #72): skip it and train instead.
+    """
+    return cfg.time_budget is not None and cfg.time_budget - elapsed < pass_s
+
+
 def tune_cpu_allocator() -> bool:
     """Keep glibc from handing large blocks back to the kernel after every step.
 
@@ -281,15 +290,20 @@ def train(
                 "ema": average.state() if average is not None else None,
             })
 
+    pass_s = 0.0  # how long the last validation pass took (the same on every rank)
+
     def run_eval() -> None:
-        nonlocal last_val, loss_sum, loss_count, rate_mark
+        nonlocal last_val, loss_sum, loss_count, rate_mark, pass_s
+        started = time.perf_counter()
         with average.applied() if average is not None else nullcontext():  # best.pt gets what was evaluated
             val = evaluate(model, val_ids, cfg.seq_len, device, world)
             best_weights = {k: v.clone() for k, v in model.state_dict().items()} if val < p.best_val and writer else None
         last_val = val
         now = time.perf_counter()
         tps = (p.tokens - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
-        summed_loss, summed_count = world.sum([float(loss_sum), float(loss_count)])
+        # The pass's duration rides along as the ranks' mean, so all of them skip the same passes.
+        summed_loss, summed_count, summed_s = world.sum([float(loss_sum), float(loss_count), now - started])
+        pass_s = summed_s / world.world_size
         record = {
             "step": p.step, "epoch": round(p.epoch + p.window / streams.n_windows, 4), "tokens": p.tokens,
             "elapsed": round(p.elapsed, 3), "train_loss": summed_loss / summed_count if summed_count else None,
@@ -369,7 +383,7 @@ def train(
             p.tokens += cfg.batch_size * cfg.seq_len  # all ranks' streams
             stop_asked = flag.raised or (should_stop is not None and should_stop(p))
             stop_asked, p.elapsed = world.agree(stop_asked, time.perf_counter() - session_start)
-            if p.step % cfg.eval_every == 0:
+            if p.step % cfg.eval_every == 0 and not final_pass_is_near(cfg, p.elapsed, pass_s):
                 run_eval()
             now = time.perf_counter()
             if now - shown_at > 0.5 and not bar.disable:

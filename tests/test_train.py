@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -135,6 +136,29 @@ def test_time_budget_stops_and_anneals(words_file) -> None:
     last = checkpoint.read_metrics(run_dir)[-1]
     assert last["lr"] == pytest.approx(tiny_train().lr * 0.1, rel=0.05)  # fully annealed at the end
     assert math.isfinite(last["val_loss"])
+
+
+def test_no_scheduled_pass_starts_that_would_use_up_the_budget(words_file, monkeypatch) -> None:
+    """A pass that leaves less than its own duration is skipped: the final pass follows anyway."""
+    from charnn import train as train_mod
+
+    real = train_mod.evaluate
+
+    def slow_evaluate(*args, **kwargs):  # each pass takes at least 0.4 s
+        time.sleep(0.4)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate", slow_evaluate)
+    budget = 1.5
+    run_dir, result = api.start_training(str(words_file), tiny_model(), tiny_train(max_steps=None, time_budget=budget,
+                                         eval_every=1), name="timed", device="cpu", show_progress=False)
+    assert result.stopped_by == "time"
+    *scheduled, final = checkpoint.read_metrics(run_dir)
+    assert len(scheduled) >= 2 and final["elapsed"] >= budget
+    # Every scheduled pass after the first (whose duration was not known yet) left at least a pass of budget.
+    assert all(budget - r["elapsed"] >= 0.4 for r in scheduled[1:])
+    # ... and training went on between the last of them and the final one.
+    assert final["step"] > scheduled[-1]["step"] + 1
 
 
 def test_validation_is_measured_the_same_whatever_the_batch(tmp_path) -> None:
