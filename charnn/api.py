@@ -29,9 +29,9 @@ from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import RunError, UsageError
 from charnn.evaluation import evaluate
 from charnn.model import CharRNN, ModelConfig, State, resolve_device
-from charnn.recipe import BATCHES, Recipe, announcement, apply, measure_eval_speed, measure_speeds, plan
+from charnn.recipe import BATCHES, Recipe, announcement, apply, measure_eval_speed, measure_speeds, pick_amp, plan
 from charnn.sample import SampleConfig, generate
-from charnn.train import TrainConfig, TrainResult, train, tune_cpu_allocator
+from charnn.train import AMP_DEVICES, TrainConfig, TrainResult, train, tune_cpu_allocator
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 DEFAULT_CORPORA = Path("corpora")
@@ -178,12 +178,14 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
         tune_cpu_allocator()  # as training will: the probe must see the same speed
     # Every process trains its share at about the probe's speed: the job sees world_size times as much.
     batches = BATCHES if "batch_size" in auto_fields else (cfg.batch_size,)
-    measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, cfg.seq_len)
-    speeds = {b: v * launch.world_size for b, v in measured.items()}
-    # Evaluation is sharded over the processes too.
+    amps = (False, True) if "amp" in auto_fields and dev.type in AMP_DEVICES else (cfg.amp,)
+    measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, cfg.seq_len, amps=amps)
+    amp = pick_amp(measured) if len(amps) > 1 else cfg.amp
+    speeds = {b: v * launch.world_size for (b, a), v in measured.items() if a == amp}
+    # Evaluation is sharded over the processes too (and always runs in fp32).
     eval_speed = measure_eval_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.seq_len) * launch.world_size
     recipe = plan(cfg.time_budget or 0.0, len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell,
-                  len(prepared.val_ids), eval_speed)
+                  len(prepared.val_ids), eval_speed, amp)
     chosen_model, chosen_cfg = copy.copy(model_cfg), copy.copy(cfg)
     apply(recipe, auto_fields, chosen_model, chosen_cfg)
     _check(chosen_model.validate() + chosen_cfg.validate())
@@ -286,8 +288,8 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
 
 def _device_for(name: str, cfg: TrainConfig, launch: Launch | None = None) -> torch.device:
     dev = resolve_device(name)
-    if cfg.amp and dev.type != "cuda":
-        raise UsageError(f"--amp needs a CUDA device (this run would be on {dev.type}) — drop --amp")
+    if cfg.amp and dev.type not in AMP_DEVICES:
+        raise UsageError(f"--amp runs on CUDA or CPU (this run would be on {dev.type}) — drop --amp")
     if launch is not None and launch.under_torchrun:
         if dev.type == "mps":
             raise UsageError("torchrun cannot train on --device mps (no distributed backend for it) — use --device cpu")

@@ -5,7 +5,8 @@ characters it gets to see. `choose` measures this machine's speed with a few
 timed steps of a reference model, estimates each candidate's speed from its
 per-character cost, and takes the largest candidate that still sees at least
 `TOKENS_PER_PARAM` characters per parameter in the budget; dropout grows with
-the number of passes over the corpus (small corpora overfit). Every choice can
+the number of passes over the corpus (small corpora overfit); the run trains in
+bf16 autocast where the probe finds that clearly faster. Every choice can
 be overridden by an explicit option. Measurements behind these numbers are in
 benchmarks/RECIPES.md.
 """
@@ -32,18 +33,27 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3, "slstm": 4}
 HEADS = 4  # slstm's default --heads: its R is block-diagonal, so R h costs 1/HEADS of a dense one
 # Batch sizes the recipe weighs, largest first. Half the streams give twice the updates for the same
 # characters (-0.024 nats at 4m on 2 CPU cores, RECIPES.md #35, #38-40), which is worth it while the smaller batch
-# keeps most of the speed (0.82x there); on a GPU half the streams should take nearly as long a step, so 64.
-# Measured the other way at 10m (RECIPES.md #41-43): with ~1,500+ steps at 64 the updates are no longer
-# what is short, and 64's extra speed wins; so the smaller batch only for runs of fewer steps than this.
+# keeps enough of the speed. Fewer characters cost less than that: at 4m about 0.043 nats per e-fold (#57-59,
+# #72, #76), so 32 breaks even near 0.57x the speed of 64. It runs at 0.82-0.86x in fp32 and 0.75-0.77x in
+# bf16 on 2 CPU cores (#83): the threshold sits below both (at 0.75 a noisy probe once picked 64 and lost 0.02,
+# #82); on a GPU half the streams take nearly as long a step (about 0.5x), so 64.
+# Measured the other way at 10m (RECIPES.md #41-43): with ~1,600+ steps at 64 the updates are no longer
+# what is short, and 64's extra speed wins; 4m runs make 900-1,300 steps at 64 (fp32 or bf16), so the
+# smaller batch only for runs of fewer steps than this, clear of both.
 BATCHES = (64, 32)
-SMALL_BATCH_SPEED = 0.75
-SMALL_BATCH_MAX_STEPS = 1200
+SMALL_BATCH_SPEED = 0.65
+SMALL_BATCH_MAX_STEPS = 1500
 # The most of a budget that validation passes before the final one may take. A pass is a full pass
 # over the validation split, so on a large corpus it is costly: python-stdlib's 1.1M characters take
 # 17-25 s on 2 CPU cores: a 4-minute batch-32 run spent half its time evaluating at 200 steps between
 # passes (RECIPES.md #54) and a fifth at 400 (#66). Where the usual spacing would cost more than this
 # share, the passes are spread further apart (#65-67: +0.023 nats in the same hour).
 EVAL_SHARE = 0.15
+# Train in bf16 autocast where the probe runs it at least this much faster than fp32. It costs a little per
+# step (1,800 steps at batch 32: 1.4520 against 1.4496, RECIPES.md #78) and buys more steps in the same
+# time (1.25x on 2 Zen 4 cores with native bf16, #79-82); a CPU without bf16 instructions runs it slower, so
+# the probe decides on every machine.
+AMP_MIN_GAIN = 1.15
 
 
 @dataclass
@@ -65,6 +75,7 @@ class Recipe:
     # python-stdlib budget evaluating, RECIPES.md #54); further apart where passes would take more
     # than EVAL_SHARE of the budget.
     eval_every: int = 200
+    amp: bool = False  # bf16 autocast for the training steps (evaluation stays fp32): where the probe finds it faster
     probe_tokens_per_s: float | None = None  # measured speed of the reference model
     probe_eval_tokens_per_s: float | None = None  # ... and its speed scoring validation text
     eval_pass_s: float | None = None  # the chosen model's expected time for one validation pass
@@ -73,7 +84,8 @@ class Recipe:
     def describe(self) -> str:
         text = (f"{self.cell} {self.layers}x{self.hidden} (embed {self.embed}), dropout {self.dropout}, "
                 f"batch {self.batch_size} x seq {self.seq_len}, lr {self.lr:g}, warmup {self.warmup}"
-                + (f", ema {self.ema:g}" if self.ema else "") + f", eval every {self.eval_every}")
+                + (f", ema {self.ema:g}" if self.ema else "") + f", eval every {self.eval_every}"
+                + (", bf16 autocast" if self.amp else ""))
         if self.expected_tokens:
             text += f"; ~{self.expected_tokens / 1e6:.1f}M characters expected at this machine's speed"
         return text
@@ -85,7 +97,7 @@ def default_recipe() -> Recipe:
 
 
 CHOSEN = ("cell", "layers", "hidden", "embed", "dropout", "batch_size", "seq_len", "lr", "warmup", "ema",
-          "eval_every")  # Recipe's
+          "eval_every", "amp")  # Recipe's
 MODEL_FIELDS = ("cell", "layers", "hidden", "embed", "dropout")
 
 
@@ -104,6 +116,7 @@ class Request:
     warmup: int | None = None
     ema: float | None = None
     eval_every: int | None = None
+    amp: bool | None = None
     heads: int | None = None  # slstm's; not a recipe choice
     locked_dropout: bool | None = None  # not a recipe choice (RECIPES.md)
 
@@ -166,28 +179,34 @@ def _median(times: list[float]) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def measure_speeds(device: torch.device, vocab: int, cell: str = "gru", batches: tuple[int, ...] = (64,),
-                   seq: int = 64, steps: int = 7) -> dict[int, float]:
-    """Training characters per second of the probe model of `cell` at each batch size: medians of timed steps.
+Setting = tuple[int, bool]  # (batch, amp): one way the probe trains
 
-    Three untimed steps per batch first (allocator growth, kernel selection). Each step is timed on
+
+def measure_speeds(device: torch.device, vocab: int, cell: str = "gru", batches: tuple[int, ...] = (64,),
+                   seq: int = 64, steps: int = 7, amps: tuple[bool, ...] = (False,)) -> dict[Setting, float]:
+    """Training characters per second of the probe model of `cell` at each batch size and precision (fp32,
+    or bf16 autocast where `amps` holds True): medians of timed steps.
+
+    Three untimed steps per setting first (allocator growth, kernel selection). Each step is timed on
     its own and the median taken, so one step slowed by another process on a shared machine does not
-    shrink the model the recipe picks (a mean over a block of steps would carry it). The batches take
-    turns step by step: `pick_batch` decides on their ratio, and a machine that slows down for a
-    second or two then slows them alike instead of only the one being timed (measured one after the
+    shrink the model the recipe picks (a mean over a block of steps would carry it). The settings take
+    turns step by step: `pick_batch` and `pick_amp` decide on their ratios, and a machine that slows down
+    for a second or two then slows them alike instead of only the one being timed (measured one after the
     other, 32's probe once fell below 75% of 64's on a machine where it runs at 0.83-0.88x).
     """
     rng_state = torch.get_rng_state()  # the probe must not shift the run's random stream
     model = _probe_model(device, vocab, cell)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    settings = [(b, amp) for b in batches for amp in amps]
     # per batch size: ids (B, seq+1) and the zero state
     inputs = {b: (torch.randint(0, vocab, (b, seq + 1), device=device), model.init_state(b, device)) for b in batches}
 
-    def step(batch: int) -> float:
-        ids, state = inputs[batch]
+    def step(setting: Setting) -> float:
+        (ids, state), amp = inputs[setting[0]], setting[1]
         start = time.perf_counter()
-        logits, _ = model(ids[:, :-1], state)
-        loss = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):  # as train.py's step
+            logits, _ = model(ids[:, :-1], state)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -195,15 +214,22 @@ def measure_speeds(device: torch.device, vocab: int, cell: str = "gru", batches:
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    for b in batches:
+    for setting in settings:
         for _ in range(3):
-            step(b)
-    times: dict[int, list[float]] = {b: [] for b in batches}
+            step(setting)
+    times: dict[Setting, list[float]] = {setting: [] for setting in settings}
     for _ in range(steps):
-        for b in batches:
-            times[b].append(step(b))
+        for setting in settings:
+            times[setting].append(step(setting))
     torch.set_rng_state(rng_state)
-    return {b: b * seq / _median(t) for b, t in times.items()}
+    return {setting: setting[0] * seq / _median(t) for setting, t in times.items()}
+
+
+def pick_amp(speeds: dict[Setting, float]) -> bool:
+    """Whether to train in bf16 autocast: only where the probe ran it `AMP_MIN_GAIN` times as fast as fp32
+    at every batch it measured both ways (never where it measured only one)."""
+    pairs = [(speeds[(b, False)], v) for (b, amp), v in speeds.items() if amp and (b, False) in speeds]
+    return bool(pairs) and all(bf16 >= AMP_MIN_GAIN * fp32 for fp32, bf16 in pairs)
 
 
 def measure_eval_speed(device: torch.device, vocab: int, cell: str = "gru", seq: int = 64, steps: int = 7) -> float:
@@ -239,14 +265,15 @@ def pick_batch(speeds: dict[int, float], steps_at_largest: float = 0.0) -> int:
 
 
 def plan(budget_s: float, corpus_chars: int, vocab: int, speeds: dict[int, float], cell: str = "gru",
-         val_chars: int = 0, eval_speed: float | None = None) -> Recipe:
-    """`choose` at the batch `pick_batch` takes, given the probe's speed at each batch size."""
+         val_chars: int = 0, eval_speed: float | None = None, amp: bool = False) -> Recipe:
+    """`choose` at the batch `pick_batch` takes, given the probe's speed at each batch size (in the precision
+    `amp` says the run will train in)."""
     largest = max(speeds)
-    at_largest = choose(budget_s, corpus_chars, vocab, speeds[largest], cell, largest, val_chars, eval_speed)
+    at_largest = choose(budget_s, corpus_chars, vocab, speeds[largest], cell, largest, val_chars, eval_speed, amp)
     batch = pick_batch(speeds, (at_largest.expected_tokens or 0.0) / (largest * Recipe.seq_len))
     if batch == largest:
         return at_largest
-    return choose(budget_s, corpus_chars, vocab, speeds[batch], cell, batch, val_chars, eval_speed)
+    return choose(budget_s, corpus_chars, vocab, speeds[batch], cell, batch, val_chars, eval_speed, amp)
 
 
 def spaced_evaluations(steps: float, batch: int, budget_s: float, pass_s: float) -> int:
@@ -266,10 +293,12 @@ def spaced_evaluations(steps: float, batch: int, budget_s: float, pass_s: float)
 
 
 def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: str = "gru",
-           batch: int = Recipe.batch_size, val_chars: int = 0, eval_speed: float | None = None) -> Recipe:
+           batch: int = Recipe.batch_size, val_chars: int = 0, eval_speed: float | None = None,
+           amp: bool = False) -> Recipe:
     """The largest candidate that sees enough characters per parameter in `budget_s`.
 
-    `speed` is the probe's measured characters/s for `cell` at `batch` streams; a candidate's
+    `speed` is the probe's measured characters/s for `cell` at `batch` streams (in the precision `amp`
+    says the run trains in); a candidate's
     speed is scaled by its multiply-adds per character relative to the probe's. `eval_speed`
     (the probe's, scoring text) and `val_chars` (the validation split) set the spacing of the
     validation passes (`spaced_evaluations`); without them the usual spacing.
@@ -293,6 +322,6 @@ def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: s
     pass_s = val_chars / (eval_speed * scale) if eval_speed else 0.0
     eval_every = spaced_evaluations(steps, batch, budget_s, pass_s)
     return Recipe(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch,
-                  lr=3e-3 if hidden <= 512 else 2e-3, ema=ema, eval_every=eval_every, probe_tokens_per_s=speed,
+                  lr=3e-3 if hidden <= 512 else 2e-3, ema=ema, eval_every=eval_every, amp=amp, probe_tokens_per_s=speed,
                   probe_eval_tokens_per_s=eval_speed, eval_pass_s=round(pass_s, 2) if eval_speed else None,
                   expected_tokens=expected)

@@ -59,7 +59,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many evaluations without a new best (0: never)
     val_frac: float = 0.1
     seed: int = 1337
-    amp: bool = False  # bf16 autocast on CUDA (see amp_dtype)
+    amp: bool = False  # bf16 autocast for the training steps, on CUDA or CPU (see amp_dtype); evaluation stays fp32
     tensorboard: str | None = None  # also write TensorBoard scalars (board.log_dir); None: off
     ema: float = 0.0  # evaluate (and keep as best) an exponential moving average of the weights; 0: off
     epoch_offset: bool = True  # each epoch after the first shifts the stream layout (Streams.epoch_offset)
@@ -174,11 +174,16 @@ def tune_cpu_allocator() -> bool:
         return False  # not glibc (e.g. musl): nothing to tune
 
 
+AMP_DEVICES = ("cuda", "cpu")  # where `--amp` autocasts; MPS's bf16 support varies by macOS version
+
+
 def amp_dtype(model: CharRNN, device: torch.device) -> torch.dtype:
     """The dtype the recurrent kernel really produces under bf16 autocast on `device`.
 
     Autocast only lowers ops on its list; whether cuDNN's RNN runs in bf16 depends
     on the PyTorch/cuDNN build, so `--amp` reports what it measured, not what it asked for.
+    On CPU the autocast RNN takes PyTorch's unfused path: its matrix products run in bf16
+    (the 1.25x of RECIPES.md #79) and it returns float32.
     """
     ids = torch.zeros(1, 2, dtype=torch.long, device=device)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
@@ -239,12 +244,14 @@ def train(
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # the head's matmul; cuDNN RNNs allow TF32 by default
         torch.backends.cudnn.allow_tf32 = True
-    assert not cfg.amp or device.type == "cuda", "api checks --amp against the device before any write"
+    assert not cfg.amp or device.type in AMP_DEVICES, "api checks --amp against the device before any write"
     streams = Streams(train_ids, cfg.batch_size, cfg.seq_len, world.block(cfg.batch_size))
     model.to(device).train()
     net = world.wrap(model)  # DDP under torchrun: backward averages gradients over ranks
     if cfg.amp and show_progress:
-        tqdm.write(f"amp: bf16 autocast; the recurrent kernel runs in {amp_dtype(model, device)}")
+        ran = str(amp_dtype(model, device)).removeprefix("torch.")
+        tqdm.write("amp: bf16 autocast; " + ("the recurrent layers multiply in bf16 and return float32" if
+                                             device.type == "cpu" else f"the recurrent kernel runs in {ran}"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     p = Progress()
     state: State = model.init_state(streams.rows, device)

@@ -1,6 +1,7 @@
 """The budget recipe: bigger budgets buy bigger models, explicit options always win."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 from charnn.cli import app
 from charnn.evaluation import EVAL_STREAMS
 from charnn.recipe import (
+    AMP_MIN_GAIN,
     CANDIDATES,
     CHOSEN,
     EVAL_SHARE,
@@ -25,6 +27,7 @@ from charnn.recipe import (
     configs,
     measure_eval_speed,
     measure_speeds,
+    pick_amp,
     pick_batch,
     plan,
     spaced_evaluations,
@@ -88,8 +91,38 @@ def test_the_probe_times_the_batches_in_turn_so_a_slow_spell_cannot_pick_the_bat
     assert clock.calls == 40
     assert torch.equal(torch.get_rng_state(), before)  # the run's random stream is untouched
     # Each batch saw 2 of its 7 timed steps in the spell, so its median is a normal step's time.
-    assert speeds == {64: 64 * 8 / 1.0, 32: 32 * 8 / 1.0}
-    assert pick_batch(speeds) == 64  # 0.5x: the honest ratio; timed one after the other, 32 would have read 0.1x
+    assert speeds == {(64, False): 64 * 8 / 1.0, (32, False): 32 * 8 / 1.0}
+    # 0.5x: the honest ratio; timed one after the other, 32 would have read 0.1x
+    assert pick_batch({b: v for (b, _), v in speeds.items()}) == 64
+
+
+def test_the_probe_times_bf16_beside_fp32_and_leaves_the_model_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    import charnn.recipe as recipe_module
+
+    autocast_calls: list[bool] = []
+    real_autocast = torch.autocast
+
+    def spying_autocast(device_type: str, dtype: torch.dtype, enabled: bool = True) -> torch.autocast:
+        autocast_calls.append(enabled)
+        return real_autocast(device_type, dtype=dtype, enabled=enabled)
+
+    monkeypatch.setattr(recipe_module.torch, "autocast", spying_autocast)
+    speeds = measure_speeds(torch.device("cpu"), 20, "gru", (16,), seq=8, steps=3, amps=(False, True))
+    assert set(speeds) == {(16, False), (16, True)} and all(v > 0 for v in speeds.values())
+    # 3 untimed steps per setting, then the settings take turns: fp32, bf16, fp32, bf16, ...
+    assert autocast_calls == [False] * 3 + [True] * 3 + [False, True] * 3
+
+
+def test_bf16_only_where_the_probe_found_it_clearly_faster_at_every_batch() -> None:
+    assert pick_amp({(64, False): 16_000, (64, True): 20_000, (32, False): 13_000, (32, True): 16_500})  # 1.25x
+    assert not pick_amp({(64, False): 16_000, (64, True): 20_000, (32, False): 13_000, (32, True): 14_000})
+    assert not pick_amp({(64, False): 16_000, (64, True): 9_000})  # no bf16 instructions: slower
+    assert not pick_amp({(64, False): 16_000, (64, True): 16_000 * (AMP_MIN_GAIN - 0.01)})
+    assert not pick_amp({(64, True): 30_000})  # measured one way only: nothing to weigh
+    # The recipe it gives says so, and its speed (hence its model) is the bf16 one.
+    faster = plan(240, 1_000_000, 65, {64: 40_000.0, 32: 36_000.0}, amp=True)
+    assert faster.amp and "bf16 autocast" in faster.describe()
+    assert not plan(240, 1_000_000, 65, {64: 40_000.0, 32: 36_000.0}).amp
 
 
 def test_validation_passes_take_a_bounded_share_of_a_budget() -> None:
@@ -142,8 +175,37 @@ def test_explicit_options_override_the_recipe(words_file: Path) -> None:
     assert config["model"]["cell"] == "gru" and config["recipe"]["hidden"] != 24  # chosen, then overridden
 
 
+@pytest.mark.parametrize("given", [None, "--no-amp", "--amp"])
+def test_the_budget_trains_in_bf16_where_the_probe_says_so_unless_the_user_chose(
+        words_file: Path, monkeypatch: pytest.MonkeyPatch, given: str | None) -> None:
+    import charnn.api as api_module
+
+    probed: list[tuple[bool, ...]] = []
+    real_measure = api_module.measure_speeds
+
+    def measure(*args: object, amps: tuple[bool, ...] = (False,), **kwargs: object) -> dict[tuple[int, bool], float]:
+        probed.append(amps)
+        measured = real_measure(*args, amps=amps, steps=1, **kwargs)  # type: ignore[arg-type]
+        # This machine's real ratio varies (1.25x on Zen 4, slower without bf16 instructions): fix it at 1.5x.
+        return {(b, a): (1.5 if a else 1.0) * measured[(b, False)] if (b, False) in measured else v
+                for (b, a), v in measured.items()}
+
+    monkeypatch.setattr(api_module, "measure_speeds", measure)
+    result = CliRunner().invoke(app, ["train", str(words_file), "--name", "r", "--time", "2s", "--hidden", "24",
+                                      "--device", "cpu"] + ([given] if given else []))
+    assert result.exit_code == 0, result.output
+    config = json.loads(Path("checkpoints/r/config.json").read_text())
+    want = given != "--no-amp"
+    assert config["train"]["amp"] is want and ("bf16 autocast" in result.output) is want
+    assert probed == [(False, True) if given is None else (want,)]  # a choice made by the user is not probed
+    set_by_you = re.search(r"set by you: ([^)]*)\)", result.output)
+    assert set_by_you is not None and ("amp" in set_by_you.group(1).split(", ")) == (given is not None)
+    if want:
+        assert "amp: bf16 autocast; the recurrent layers multiply in bf16 and return float32" in result.output
+
+
 EXPLICIT = {"cell": "lstm", "layers": 3, "hidden": 200, "embed": 40, "dropout": 0.35, "batch_size": 24,
-            "seq_len": 48, "lr": 1.7e-3, "warmup": 7, "ema": 0.97, "eval_every": 150}
+            "seq_len": 48, "lr": 1.7e-3, "warmup": 7, "ema": 0.97, "eval_every": 150, "amp": True}
 
 
 @pytest.mark.parametrize("field", list(EXPLICIT))
