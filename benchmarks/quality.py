@@ -60,7 +60,8 @@ def main() -> int:
     last = metrics[-1]
     m = config["model"]
     row = (f"| {time.strftime('%Y-%m-%d')} | {args.time} | {m['cell']} {m['layers']}x{m['hidden']} e{m['embed']} "
-           f"d{m['dropout']} | {' '.join(args.extra) or 'defaults'} | {val:.4f} | {val / 0.6931471805599453:.3f} | "
+           f"d{m['dropout']} b{t['batch_size']}{' bf16' if t.get('amp') else ''} | {' '.join(args.extra) or 'defaults'} | "
+           f"{val:.4f} | {val / 0.6931471805599453:.3f} | "
            f"{last['tokens'] / 1e6:.1f}M | {last['tokens'] / last['elapsed']:,.0f} | {wall:.0f}s | "
            f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__} |")
     print(f"full-pass validation loss {val:.4f} nats ({val / 0.6931471805599453:.3f} bpc); "

@@ -29,7 +29,17 @@ from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import RunError, UsageError
 from charnn.evaluation import evaluate
 from charnn.model import CharRNN, ModelConfig, State, resolve_device
-from charnn.recipe import BATCHES, Recipe, announcement, apply, measure_eval_speed, measure_speeds, pick_amp, plan
+from charnn.recipe import (
+    BATCHES,
+    Recipe,
+    amp_gain,
+    announcement,
+    apply,
+    measure_eval_speed,
+    measure_speeds,
+    pick_amp,
+    plan,
+)
 from charnn.sample import SampleConfig, generate
 from charnn.train import AMP_DEVICES, TrainConfig, TrainResult, train, tune_cpu_allocator
 
@@ -186,6 +196,8 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
     eval_speed = measure_eval_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.seq_len) * launch.world_size
     recipe = plan(cfg.time_budget or 0.0, len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell,
                   len(prepared.val_ids), eval_speed, amp)
+    gain = amp_gain(measured)
+    recipe.probe_amp_gain = None if gain is None else round(gain, 3)  # stored: why this run chose its precision
     chosen_model, chosen_cfg = copy.copy(model_cfg), copy.copy(cfg)
     apply(recipe, auto_fields, chosen_model, chosen_cfg)
     _check(chosen_model.validate() + chosen_cfg.validate())

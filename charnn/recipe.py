@@ -33,10 +33,10 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3, "slstm": 4}
 HEADS = 4  # slstm's default --heads: its R is block-diagonal, so R h costs 1/HEADS of a dense one
 # Batch sizes the recipe weighs, largest first. Half the streams give twice the updates for the same
 # characters (-0.024 nats at 4m on 2 CPU cores, RECIPES.md #35, #38-40), which is worth it while the smaller batch
-# keeps enough of the speed. Fewer characters cost less than that: at 4m about 0.043 nats per e-fold (#57-59,
-# #72, #76), so 32 breaks even near 0.57x the speed of 64. It runs at 0.82-0.86x in fp32 and 0.75-0.77x in
-# bf16 on 2 CPU cores (#83): the threshold sits below both (at 0.75 a noisy probe once picked 64 and lost 0.02,
-# #82); on a GPU half the streams take nearly as long a step (about 0.5x), so 64.
+# keeps enough of the speed. Fewer characters cost less than that: at 4m about 0.04 nats per e-fold (#57-59,
+# #72, #76, #80-82), so 32 breaks even near 0.55x the speed of 64. It runs at 0.82-0.86x in fp32 and 0.75-0.77x in
+# bf16 on 2 CPU cores (#84): the threshold sits below both (at 0.75 a noisy probe once picked 64 and lost 0.02,
+# #83); on a GPU half the streams take nearly as long a step (about 0.5x), so 64.
 # Measured the other way at 10m (RECIPES.md #41-43): with ~1,600+ steps at 64 the updates are no longer
 # what is short, and 64's extra speed wins; 4m runs make 900-1,300 steps at 64 (fp32 or bf16), so the
 # smaller batch only for runs of fewer steps than this, clear of both.
@@ -78,6 +78,7 @@ class Recipe:
     amp: bool = False  # bf16 autocast for the training steps (evaluation stays fp32): where the probe finds it faster
     probe_tokens_per_s: float | None = None  # measured speed of the reference model
     probe_eval_tokens_per_s: float | None = None  # ... and its speed scoring validation text
+    probe_amp_gain: float | None = None  # bf16 autocast's speed / fp32's in the probe (None: not measured)
     eval_pass_s: float | None = None  # the chosen model's expected time for one validation pass
     expected_tokens: float | None = None  # characters the chosen model should see in the budget
 
@@ -225,11 +226,21 @@ def measure_speeds(device: torch.device, vocab: int, cell: str = "gru", batches:
     return {setting: setting[0] * seq / _median(t) for setting, t in times.items()}
 
 
+def amp_gain(speeds: dict[Setting, float]) -> float | None:
+    """How many times as fast bf16 autocast ran as fp32 in the probe: the geometric mean over the batches
+    it measured both ways (None: measured one way only).
+
+    A mean, not every batch: on 2 Zen 4 cores the gain is 1.34-1.39x at batch 64 but 1.19-1.27x at 32
+    (RECIPES.md #84), and one noisy reading of the smaller one below AMP_MIN_GAIN flipped a run to fp32 (#87).
+    """
+    ratios = [v / speeds[(b, False)] for (b, amp), v in speeds.items() if amp and (b, False) in speeds]
+    return math.prod(ratios) ** (1 / len(ratios)) if ratios else None
+
+
 def pick_amp(speeds: dict[Setting, float]) -> bool:
-    """Whether to train in bf16 autocast: only where the probe ran it `AMP_MIN_GAIN` times as fast as fp32
-    at every batch it measured both ways (never where it measured only one)."""
-    pairs = [(speeds[(b, False)], v) for (b, amp), v in speeds.items() if amp and (b, False) in speeds]
-    return bool(pairs) and all(bf16 >= AMP_MIN_GAIN * fp32 for fp32, bf16 in pairs)
+    """Whether to train in bf16 autocast: only where the probe ran it `AMP_MIN_GAIN` times as fast as fp32."""
+    gain = amp_gain(speeds)
+    return gain is not None and gain >= AMP_MIN_GAIN
 
 
 def measure_eval_speed(device: torch.device, vocab: int, cell: str = "gru", seq: int = 64, steps: int = 7) -> float:
