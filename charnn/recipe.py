@@ -51,8 +51,8 @@ SMALL_BATCH_MAX_STEPS = 1500
 EVAL_SHARE = 0.15
 # Train in bf16 autocast where the probe runs it at least this much faster than fp32. It costs a little per
 # step (1,800 steps at batch 32: 1.4520 against 1.4496, RECIPES.md #78) and buys more steps in the same
-# time (1.25x on 2 Zen 4 cores with native bf16, #79-82); a CPU without bf16 instructions runs it slower, so
-# the probe decides on every machine.
+# time (1.25x on 2 Zen 4 cores with native bf16, #78-79; -0.006 at 4 minutes, #80-91); a CPU without bf16
+# instructions runs it slower, so the probe decides on every machine.
 AMP_MIN_GAIN = 1.15
 
 
