@@ -36,6 +36,7 @@ from charnn.recipe import (
     announcement,
     apply,
     measure_eval_speed,
+    measure_scale,
     measure_speeds,
     pick_amp,
     plan,
@@ -194,8 +195,11 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
     speeds = {b: v * launch.world_size for (b, a), v in measured.items() if a == amp}
     # Evaluation is sharded over the processes too (and always runs in fp32).
     eval_speed = measure_eval_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.seq_len) * launch.world_size
+    # How a bigger model's speed falls off here; where the user set the whole size, the recipe needs no sizing.
+    sized = auto_fields & {"layers", "hidden", "embed"}
+    scale = measure_scale(dev, model_cfg.vocab_size, model_cfg.cell, max(speeds), amp, cfg.seq_len) if sized else None
     recipe = plan(cfg.time_budget or 0.0, len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell,
-                  len(prepared.val_ids), eval_speed, amp)
+                  len(prepared.val_ids), eval_speed, amp, scale)
     gain = amp_gain(measured)
     recipe.probe_amp_gain = None if gain is None else round(gain, 3)  # stored: why this run chose its precision
     chosen_model, chosen_cfg = copy.copy(model_cfg), copy.copy(cfg)

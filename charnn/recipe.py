@@ -3,7 +3,8 @@
 A char-LSTM's loss after a fixed time is a trade between model size and how many
 characters it gets to see. `choose` measures this machine's speed with a few
 timed steps of a reference model, estimates each candidate's speed from its
-per-character cost, and takes the largest candidate that still sees at least
+per-character cost (multiply-adds, plus a per-layer cost fitted from a second,
+larger probe model), and takes the largest candidate that still sees at least
 `TOKENS_PER_PARAM` characters per parameter in the budget; dropout grows with
 the number of passes over the corpus (small corpora overfit); the run trains in
 bf16 autocast where the probe finds that clearly faster. Every choice can
@@ -25,10 +26,21 @@ from charnn.evaluation import EVAL_STREAMS
 from charnn.model import CharRNN, ModelConfig
 from charnn.train import TrainConfig
 
-TOKENS_PER_PARAM = 3.0
+# Characters per parameter the chosen model must be expected to see (speed x budget, by the fitted cost). On
+# 2 CPU cores in bf16: at 10m 2x512 (3.0 seen per parameter) beat 2x384 (7.7) by 0.004-0.008 (RECIPES.md #93-95,
+# #99); at 4m 2x384 (2.6) tied 2x320 (4.5) (#89-91, #100-101). The estimates for the next size up (2x512 at
+# 4m, 3x512 at 10m) come to 1.2-1.3 and for these to 2.7 and more, so 2 sits clear of both.
+TOKENS_PER_PARAM = 2.0
 # (layers, hidden, embed): smallest first. The big ones only win with a GPU's speed.
 CANDIDATES = [(2, 256, 64), (2, 320, 64), (2, 384, 64), (2, 512, 64), (3, 512, 128), (3, 768, 128), (3, 1024, 128)]
 PROBE = (2, 256, 64)
+# A second, larger probe, timed beside PROBE at the run's batch and precision. A step costs more than its
+# multiply-adds say, and the rest behaves as a fixed cost per layer (per time step and layer: dispatching the
+# gates' elementwise work, the unfused bf16 path's casts; a GPU's kernel launches), so a bigger model runs
+# faster than multiply-adds alone predict: on 2 Zen 4 cores 2x512 runs at 0.40x 2x256's speed in bf16 and
+# 0.32x in fp32, where multiply-adds say 0.26x; fitted this way, 2x320, 2x384 and 3x512 come within 4% of
+# their measured speeds (RECIPES.md #102).
+SCALE_PROBE = (2, 512, 64)
 GATES = {"rnn": 1, "lstm": 4, "gru": 3, "slstm": 4}
 HEADS = 4  # slstm's default --heads: its R is block-diagonal, so R h costs 1/HEADS of a dense one
 # Batch sizes the recipe weighs, largest first. Half the streams give twice the updates for the same
@@ -38,11 +50,12 @@ HEADS = 4  # slstm's default --heads: its R is block-diagonal, so R h costs 1/HE
 # bf16 on 2 CPU cores (#84): the threshold sits below both (at 0.75 a noisy probe once picked 64 and lost 0.02,
 # #83); on a GPU half the streams take nearly as long a step (about 0.5x), so 64.
 # Measured the other way at 10m (RECIPES.md #41-43): with ~1,600+ steps at 64 the updates are no longer
-# what is short, and 64's extra speed wins; 4m runs make 900-1,300 steps at 64 (fp32 or bf16), so the
-# smaller batch only for runs of fewer steps than this, clear of both.
+# what is short, and 64's extra speed wins. The recipe expects 1,130-1,510 steps at 64 for a 4m run in bf16
+# and 1,790-2,520 for a 10m run (probe 33-40k chars/s, scale 0.37-0.43), so the smaller batch only for runs
+# of fewer steps than this, between the two.
 BATCHES = (64, 32)
 SMALL_BATCH_SPEED = 0.65
-SMALL_BATCH_MAX_STEPS = 1500
+SMALL_BATCH_MAX_STEPS = 1650
 # The most of a budget that validation passes before the final one may take. A pass is a full pass
 # over the validation split, so on a large corpus it is costly: python-stdlib's 1.1M characters take
 # 17-25 s on 2 CPU cores: a 4-minute batch-32 run spent half its time evaluating at 200 steps between
@@ -79,6 +92,7 @@ class Recipe:
     probe_tokens_per_s: float | None = None  # measured speed of the reference model
     probe_eval_tokens_per_s: float | None = None  # ... and its speed scoring validation text
     probe_amp_gain: float | None = None  # bf16 autocast's speed / fp32's in the probe (None: not measured)
+    probe_scale: float | None = None  # SCALE_PROBE's speed / PROBE's (None: not measured; multiply-adds alone)
     eval_pass_s: float | None = None  # the chosen model's expected time for one validation pass
     expected_tokens: float | None = None  # characters the chosen model should see in the budget
 
@@ -164,15 +178,31 @@ def _params(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> int:
     return CharRNN(cfg).num_parameters()
 
 
-def _cost(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> float:
-    """Multiply-adds per character: input and recurrent gate matmuls plus the head."""
+def _cost(cell: str, layers: int, hidden: int, embed: int, vocab: int, per_layer: float = 0.0) -> float:
+    """Work per character, in multiply-adds: input and recurrent gate matmuls plus the head, and `per_layer`
+    (this machine's, from `per_layer_cost`) for each layer."""
     g = GATES[cell]
     recurrent = g * hidden * hidden // (HEADS if cell == "slstm" else 1)
-    return g * hidden * embed + (layers - 1) * g * hidden * hidden + layers * recurrent + hidden * vocab
+    return g * hidden * embed + (layers - 1) * g * hidden * hidden + layers * recurrent + hidden * vocab + per_layer * layers
 
 
-def _probe_model(device: torch.device, vocab: int, cell: str) -> CharRNN:
-    layers, hidden, embed = PROBE
+# The most of SCALE_PROBE's speed relative to PROBE's that `per_layer_cost` takes at face value: at 1.0 the
+# width would cost nothing at all (a GPU far from its limits comes close; a noisy reading can pass it).
+MAX_SCALE = 0.95
+
+
+def per_layer_cost(cell: str, vocab: int, scale: float) -> float:
+    """The per-layer cost (in multiply-adds per character) that explains `scale`, SCALE_PROBE's measured speed
+    over PROBE's. Both have PROBE's layers, so with t = multiply-adds + per_layer * layers for each,
+    scale = t_probe / t_scale_probe solves for per_layer; a scale below what multiply-adds alone give is noise
+    (0), one above MAX_SCALE is taken as MAX_SCALE."""
+    small, big = _cost(cell, *PROBE, vocab), _cost(cell, *SCALE_PROBE, vocab)
+    scale = min(max(scale, small / big), MAX_SCALE)
+    return (scale * big - small) / (PROBE[0] * (1 - scale))
+
+
+def _model(device: torch.device, vocab: int, cell: str, size: tuple[int, int, int] = PROBE) -> CharRNN:
+    layers, hidden, embed = size
     return CharRNN(ModelConfig(vocab_size=vocab, cell=cell, layers=layers, hidden=hidden, embed=embed)).to(device)
 
 
@@ -181,49 +211,66 @@ def _median(times: list[float]) -> float:
 
 
 Setting = tuple[int, bool]  # (batch, amp): one way the probe trains
+Trial = tuple[tuple[int, int, int], int, bool]  # (layers, hidden, embed), batch, amp: one thing to time
+
+
+def _time_trials(device: torch.device, vocab: int, cell: str, trials: list[Trial], seq: int,
+                 steps: int) -> dict[Trial, float]:
+    """Training characters per second of each trial: the median of `steps` timed steps.
+
+    Three untimed steps per trial first (allocator growth, kernel selection). Each step is timed on its
+    own and the median taken, so one step slowed by another process on a shared machine does not shrink
+    the model the recipe picks (a mean over a block of steps would carry it). The trials take turns step
+    by step: the recipe decides on their ratios, and a machine that slows down for a second or two then
+    slows them alike instead of only the one being timed (measured one after the other, 32's probe once
+    fell below 75% of 64's on a machine where it runs at 0.83-0.88x).
+    """
+    rng_state = torch.get_rng_state()  # the probe must not shift the run's random stream
+    models = {size: _model(device, vocab, cell, size) for size in dict.fromkeys(size for size, _, _ in trials)}
+    opts = {size: torch.optim.AdamW(model.parameters(), lr=1e-3) for size, model in models.items()}
+    # per (size, batch): ids (B, seq+1) and the zero state
+    inputs = {(size, b): (torch.randint(0, vocab, (b, seq + 1), device=device), models[size].init_state(b, device))
+              for size, b, _ in trials}
+
+    def step(trial: Trial) -> float:
+        size, batch, amp = trial
+        model, (ids, state) = models[size], inputs[(size, batch)]
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):  # as train.py's step
+            logits, _ = model(ids[:, :-1], state)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+        opts[size].zero_grad()
+        loss.backward()
+        opts[size].step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    for trial in trials:
+        for _ in range(3):
+            step(trial)
+    times: dict[Trial, list[float]] = {trial: [] for trial in trials}
+    for _ in range(steps):
+        for trial in trials:
+            times[trial].append(step(trial))
+    torch.set_rng_state(rng_state)
+    return {trial: trial[1] * seq / _median(t) for trial, t in times.items()}
 
 
 def measure_speeds(device: torch.device, vocab: int, cell: str = "gru", batches: tuple[int, ...] = (64,),
                    seq: int = 64, steps: int = 7, amps: tuple[bool, ...] = (False,)) -> dict[Setting, float]:
     """Training characters per second of the probe model of `cell` at each batch size and precision (fp32,
-    or bf16 autocast where `amps` holds True): medians of timed steps.
+    or bf16 autocast where `amps` holds True), timed in turns (`_time_trials`)."""
+    trials = [(PROBE, b, amp) for b in batches for amp in amps]
+    return {(b, amp): v for (_, b, amp), v in _time_trials(device, vocab, cell, trials, seq, steps).items()}
 
-    Three untimed steps per setting first (allocator growth, kernel selection). Each step is timed on
-    its own and the median taken, so one step slowed by another process on a shared machine does not
-    shrink the model the recipe picks (a mean over a block of steps would carry it). The settings take
-    turns step by step: `pick_batch` and `pick_amp` decide on their ratios, and a machine that slows down
-    for a second or two then slows them alike instead of only the one being timed (measured one after the
-    other, 32's probe once fell below 75% of 64's on a machine where it runs at 0.83-0.88x).
-    """
-    rng_state = torch.get_rng_state()  # the probe must not shift the run's random stream
-    model = _probe_model(device, vocab, cell)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    settings = [(b, amp) for b in batches for amp in amps]
-    # per batch size: ids (B, seq+1) and the zero state
-    inputs = {b: (torch.randint(0, vocab, (b, seq + 1), device=device), model.init_state(b, device)) for b in batches}
 
-    def step(setting: Setting) -> float:
-        (ids, state), amp = inputs[setting[0]], setting[1]
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):  # as train.py's step
-            logits, _ = model(ids[:, :-1], state)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    for setting in settings:
-        for _ in range(3):
-            step(setting)
-    times: dict[Setting, list[float]] = {setting: [] for setting in settings}
-    for _ in range(steps):
-        for setting in settings:
-            times[setting].append(step(setting))
-    torch.set_rng_state(rng_state)
-    return {setting: setting[0] * seq / _median(t) for setting, t in times.items()}
+def measure_scale(device: torch.device, vocab: int, cell: str = "gru", batch: int = 64, amp: bool = False,
+                  seq: int = 64, steps: int = 5) -> float:
+    """SCALE_PROBE's training speed over PROBE's at one batch and precision, the two timed in turns: what
+    `per_layer_cost` fits this machine's cost of a bigger model from."""
+    speeds = _time_trials(device, vocab, cell, [(PROBE, batch, amp), (SCALE_PROBE, batch, amp)], seq, steps)
+    return speeds[(SCALE_PROBE, batch, amp)] / speeds[(PROBE, batch, amp)]
 
 
 def amp_gain(speeds: dict[Setting, float]) -> float | None:
@@ -247,7 +294,7 @@ def measure_eval_speed(device: torch.device, vocab: int, cell: str = "gru", seq:
     """Characters per second the probe model scores in evaluation (`evaluation.evaluate`'s layout: EVAL_STREAMS
     streams, no gradients, state carried): the median of timed windows after two untimed ones."""
     rng_state = torch.get_rng_state()
-    model = _probe_model(device, vocab, cell).eval()
+    model = _model(device, vocab, cell).eval()
     ids = torch.randint(0, vocab, (EVAL_STREAMS, seq), device=device)  # (S, T)
     times = []
     with torch.inference_mode():
@@ -276,15 +323,17 @@ def pick_batch(speeds: dict[int, float], steps_at_largest: float = 0.0) -> int:
 
 
 def plan(budget_s: float, corpus_chars: int, vocab: int, speeds: dict[int, float], cell: str = "gru",
-         val_chars: int = 0, eval_speed: float | None = None, amp: bool = False) -> Recipe:
+         val_chars: int = 0, eval_speed: float | None = None, amp: bool = False,
+         scale: float | None = None) -> Recipe:
     """`choose` at the batch `pick_batch` takes, given the probe's speed at each batch size (in the precision
-    `amp` says the run will train in)."""
+    `amp` says the run will train in) and `measure_scale`'s reading (at the largest batch)."""
     largest = max(speeds)
-    at_largest = choose(budget_s, corpus_chars, vocab, speeds[largest], cell, largest, val_chars, eval_speed, amp)
+    at_largest = choose(budget_s, corpus_chars, vocab, speeds[largest], cell, largest, val_chars, eval_speed, amp,
+                        scale)
     batch = pick_batch(speeds, (at_largest.expected_tokens or 0.0) / (largest * Recipe.seq_len))
     if batch == largest:
         return at_largest
-    return choose(budget_s, corpus_chars, vocab, speeds[batch], cell, batch, val_chars, eval_speed, amp)
+    return choose(budget_s, corpus_chars, vocab, speeds[batch], cell, batch, val_chars, eval_speed, amp, scale)
 
 
 def spaced_evaluations(steps: float, batch: int, budget_s: float, pass_s: float) -> int:
@@ -305,20 +354,22 @@ def spaced_evaluations(steps: float, batch: int, budget_s: float, pass_s: float)
 
 def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: str = "gru",
            batch: int = Recipe.batch_size, val_chars: int = 0, eval_speed: float | None = None,
-           amp: bool = False) -> Recipe:
+           amp: bool = False, scale: float | None = None) -> Recipe:
     """The largest candidate that sees enough characters per parameter in `budget_s`.
 
     `speed` is the probe's measured characters/s for `cell` at `batch` streams (in the precision `amp`
-    says the run trains in); a candidate's
-    speed is scaled by its multiply-adds per character relative to the probe's. `eval_speed`
+    says the run trains in); a candidate's speed is scaled by its cost per character relative to the
+    probe's (`_cost`, with the per-layer cost that `scale`, SCALE_PROBE's speed over PROBE's, gives;
+    without it, multiply-adds alone). `eval_speed`
     (the probe's, scoring text) and `val_chars` (the validation split) set the spacing of the
     validation passes (`spaced_evaluations`); without them the usual spacing.
     """
-    probe_cost = _cost(cell, *PROBE, vocab)
+    per_layer = per_layer_cost(cell, vocab, scale) if scale is not None else 0.0
+    probe_cost = _cost(cell, *PROBE, vocab, per_layer)
     chosen = CANDIDATES[0]
-    expected = speed * probe_cost / _cost(cell, *chosen, vocab) * budget_s
+    expected = speed * probe_cost / _cost(cell, *chosen, vocab, per_layer) * budget_s
     for layers, hidden, embed in CANDIDATES:
-        tokens = speed * probe_cost / _cost(cell, layers, hidden, embed, vocab) * budget_s
+        tokens = speed * probe_cost / _cost(cell, layers, hidden, embed, vocab, per_layer) * budget_s
         if tokens >= TOKENS_PER_PARAM * _params(cell, layers, hidden, embed, vocab):
             chosen, expected = (layers, hidden, embed), tokens
     layers, hidden, embed = chosen
@@ -329,10 +380,11 @@ def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: s
     # The weight average spans about a tenth of the run's steps: 0.99 at ~1,000 steps, 0.995 at ~2,000.
     steps = expected / (batch * Recipe.seq_len)
     ema = round(min(0.999, 1 - 1 / max(100.0, steps / 10)), 3)
-    scale = probe_cost / _cost(cell, layers, hidden, embed, vocab)  # the chosen model's speed / the probe's
-    pass_s = val_chars / (eval_speed * scale) if eval_speed else 0.0
+    relative = probe_cost / _cost(cell, layers, hidden, embed, vocab, per_layer)  # its speed / the probe's
+    pass_s = val_chars / (eval_speed * relative) if eval_speed else 0.0
     eval_every = spaced_evaluations(steps, batch, budget_s, pass_s)
     return Recipe(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch,
                   lr=3e-3 if hidden <= 512 else 2e-3, ema=ema, eval_every=eval_every, amp=amp, probe_tokens_per_s=speed,
-                  probe_eval_tokens_per_s=eval_speed, eval_pass_s=round(pass_s, 2) if eval_speed else None,
+                  probe_eval_tokens_per_s=eval_speed, probe_scale=None if scale is None else round(scale, 3),
+                  eval_pass_s=round(pass_s, 2) if eval_speed else None,
                   expected_tokens=expected)

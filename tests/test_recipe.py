@@ -15,7 +15,10 @@ from charnn.recipe import (
     CANDIDATES,
     CHOSEN,
     EVAL_SHARE,
+    MAX_SCALE,
     MODEL_FIELDS,
+    PROBE,
+    SCALE_PROBE,
     TOKENS_PER_PARAM,
     Recipe,
     Request,
@@ -27,7 +30,9 @@ from charnn.recipe import (
     choose,
     configs,
     measure_eval_speed,
+    measure_scale,
     measure_speeds,
+    per_layer_cost,
     pick_amp,
     pick_batch,
     plan,
@@ -59,9 +64,9 @@ def test_the_smaller_batch_only_where_it_keeps_most_of_the_speed() -> None:
     assert pick_batch({64: 900_000, 32: 470_000}) == 64  # a GPU: half the streams, about half the speed
     assert pick_batch({24: 5_000}) == 24  # the user's batch: nothing to weigh
     assert pick_batch({64: 16_600, 32: 13_700}, steps_at_largest=1_700) == 64  # enough updates already (10m)
-    cpu = {64: 24_000.0, 32: 22_000.0}  # the probe model's speeds on 2 cores
-    assert plan(240, 1_000_000, 65, cpu).batch_size == 32  # 4m: ~920 steps at 64
-    assert plan(600, 1_000_000, 65, cpu).batch_size == 64  # 10m: ~1,620 steps at 64
+    cpu = {64: 36_000.0, 32: 27_000.0}  # the probe model's speeds on 2 cores in bf16 (scale 0.40)
+    assert plan(240, 1_000_000, 65, cpu, amp=True, scale=0.40).batch_size == 32  # 4m: ~1,300 steps at 64
+    assert plan(600, 1_000_000, 65, cpu, amp=True, scale=0.40).batch_size == 64  # 10m: ~2,100 steps at 64
     # The weight average follows the steps the batch gives: twice the steps, about twice the span (decay rounded).
     small, large = choose(240, 1_000_000, 65, 30_000, batch=32), choose(240, 1_000_000, 65, 30_000, batch=64)
     assert (small.batch_size, large.batch_size) == (32, 64)
@@ -95,6 +100,46 @@ def test_the_probe_times_the_batches_in_turn_so_a_slow_spell_cannot_pick_the_bat
     assert speeds == {(64, False): 64 * 8 / 1.0, (32, False): 32 * 8 / 1.0}
     # 0.5x: the honest ratio; timed one after the other, 32 would have read 0.1x
     assert pick_batch({b: v for (b, _), v in speeds.items()}) == 64
+
+
+def test_the_second_probe_times_the_bigger_model_in_turns_with_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    import charnn.recipe as recipe_module
+
+    class Clock:  # 3+3 untimed steps, then PROBE and SCALE_PROBE alternate: SCALE_PROBE's steps take 2.5 s
+        def __init__(self) -> None:
+            self.calls, self.now = 0, 0.0
+
+        def perf_counter(self) -> float:
+            if self.calls % 2:
+                step = self.calls // 2
+                self.now += 2.5 if step >= 6 and step % 2 else 1.0
+            self.calls += 1
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(recipe_module, "time", clock)
+    before = torch.get_rng_state()
+    assert measure_scale(torch.device("cpu"), 20, "gru", batch=4, seq=8, steps=5) == pytest.approx(0.4)
+    assert clock.calls == 2 * (6 + 10)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_bigger_model_is_costed_by_the_measured_scale_not_multiply_adds_alone() -> None:
+    small, big = _cost("gru", *PROBE, 65), _cost("gru", *SCALE_PROBE, 65)
+    assert per_layer_cost("gru", 65, small / big) == pytest.approx(0.0, abs=1e-6)  # as multiply-adds say
+    assert per_layer_cost("gru", 65, 0.1) == pytest.approx(0.0, abs=1e-6)  # slower than that: noise
+    k = 500_000.0  # a machine where each layer costs this many multiply-adds' time per character besides
+    measured = _cost("gru", *PROBE, 65, k) / _cost("gru", *SCALE_PROBE, 65, k)
+    assert per_layer_cost("gru", 65, measured) == pytest.approx(k)
+    assert per_layer_cost("gru", 65, 1.3) == per_layer_cost("gru", 65, MAX_SCALE) < float("inf")
+    # The candidates' expected characters follow: a bigger model is costed by the fitted cost.
+    fitted = choose(600, 1_000_000, 65, speed=36_000, batch=64, scale=measured)
+    assert fitted.probe_scale == round(measured, 3)
+    relative = _cost("gru", *PROBE, 65, k) / _cost("gru", fitted.layers, fitted.hidden, fitted.embed, 65, k)
+    assert fitted.expected_tokens == pytest.approx(36_000 * relative * 600)
+    plain = choose(600, 1_000_000, 65, speed=36_000, batch=64)
+    assert plain.probe_scale is None and CANDIDATES.index((plain.layers, plain.hidden, plain.embed)) <= \
+        CANDIDATES.index((fitted.layers, fitted.hidden, fitted.embed))
 
 
 def test_the_probe_times_bf16_beside_fp32_and_leaves_the_model_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,10 +178,10 @@ def test_validation_passes_take_a_bounded_share_of_a_budget() -> None:
     # tiny-shakespeare at 4 minutes: a pass of 111k characters takes a few seconds, so nothing changes.
     small = choose(240, 1_000_000, 65, 20_000, batch=32, val_chars=111_000, eval_speed=70_000)
     assert small.eval_every == 400 and small.eval_pass_s is not None and small.eval_pass_s < 3
-    # python-stdlib: 1.1M characters, a pass of ~15 s; the usual 400 steps would give 5 passes (75 s).
+    # python-stdlib: 1.1M characters, a pass of ~15-25 s; the usual 400 steps would give 3-5 passes.
     large = choose(240, 10_000_000, 222, 20_000, batch=32, val_chars=1_100_000, eval_speed=70_000)
     steps = (large.expected_tokens or 0) / (32 * 64)
-    assert large.eval_pass_s is not None and 10 < large.eval_pass_s < 20
+    assert large.eval_pass_s is not None and 10 < large.eval_pass_s < 30
     assert steps // 400 * large.eval_pass_s > EVAL_SHARE * 240  # what the usual spacing would have cost
     before_final = steps // large.eval_every
     assert before_final >= 1 and before_final * large.eval_pass_s <= EVAL_SHARE * 240
@@ -176,6 +221,7 @@ def test_explicit_options_override_the_recipe(words_file: Path) -> None:
     config = json.loads(Path("checkpoints/r/config.json").read_text())
     assert config["model"]["hidden"] == 24 and config["train"]["batch_size"] == 8
     assert config["model"]["cell"] == "gru" and config["recipe"]["hidden"] != 24  # chosen, then overridden
+    assert config["recipe"]["probe_scale"] > 0  # the recipe sized the layers and embedding: it measured
 
 
 @pytest.mark.parametrize("given", [None, "--no-amp", "--amp"])
