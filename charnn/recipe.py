@@ -27,12 +27,12 @@ from charnn.model import CharRNN, ModelConfig
 from charnn.train import TrainConfig
 
 # Characters per parameter the chosen model must be expected to train on: speed x budget by the fitted cost,
-# less what the validation passes before the final one take. On 2 CPU cores in bf16: at 10m 2x512 (2.9 seen
-# per parameter) beat 2x384 (7.7) by 0.002-0.008 (RECIPES.md #93-95, #99, #106-108); at 4m 2x384 (2.6) tied
-# 2x320 (4.5) (#89-91, #100-101, #103-105); on python-stdlib at 4m 2x384 (2.0: a pass over its 1.1M validation
-# characters took 30 s of the 240) lost 0.024 to 2x320 (4.1) (#92, #96, #109). Replayed from the probe's
-# readings, the estimates come to 2.55 and more for those winners and 2.07 for that loser: 2.3 between.
-TOKENS_PER_PARAM = 2.3
+# less what the validation passes before the final one take. The estimates (replayed from each run's probe
+# readings) against the outcomes on 2 CPU cores in bf16 (RECIPES.md #103-113): 2x512 at 10m, estimated at
+# 3.2-3.6, beat 2x384 by 0.002-0.008; 2x384 at 4m, estimated at 2.5-3.0, tied 2x320 on tiny-shakespeare and
+# lost to it on python-stdlib (2.1: -0.024, 2.6: -0.006), where a pass over its 1.1M validation characters
+# takes 30 s of the 240. The threshold sits between 2.6 and 3.2.
+TOKENS_PER_PARAM = 2.8
 # (layers, hidden, embed): smallest first. The big ones only win with a GPU's speed.
 CANDIDATES = [(2, 256, 64), (2, 320, 64), (2, 384, 64), (2, 512, 64), (3, 512, 128), (3, 768, 128), (3, 1024, 128)]
 PROBE = (2, 256, 64)
