@@ -28,7 +28,7 @@ from charnn.train import TrainConfig
 
 # Characters per parameter the chosen model must be expected to train on: speed x budget by the fitted cost,
 # less what the validation passes before the final one take. The estimates (replayed from each run's probe
-# readings) against the outcomes on 2 CPU cores in bf16 (RECIPES.md #103-113): 2x512 at 10m, estimated at
+# readings) against the outcomes on 2 CPU cores in bf16 (RECIPES.md #103-120): 2x512 at 10m, estimated at
 # 3.2-3.6, beat 2x384 by 0.002-0.008; 2x384 at 4m, estimated at 2.5-3.0, tied 2x320 on tiny-shakespeare and
 # lost to it on python-stdlib (2.1: -0.024, 2.6: -0.006), where a pass over its 1.1M validation characters
 # takes 30 s of the 240. The threshold sits between 2.6 and 3.2.
