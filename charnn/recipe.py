@@ -4,8 +4,9 @@ A char-LSTM's loss after a fixed time is a trade between model size and how many
 characters it gets to see. `choose` measures this machine's speed with a few
 timed steps of a reference model, estimates each candidate's speed from its
 per-character cost (multiply-adds, plus a per-layer cost fitted from a second,
-larger probe model), and takes the largest candidate that still sees at least
-`TOKENS_PER_PARAM` characters per parameter in the budget; dropout grows with
+larger probe model), and takes the largest candidate that still trains on at least
+`TOKENS_PER_PARAM` characters per parameter in the budget, once its validation
+passes have taken their time; dropout grows with
 the number of passes over the corpus (small corpora overfit); the run trains in
 bf16 autocast where the probe finds that clearly faster. Every choice can
 be overridden by an explicit option. Measurements behind these numbers are in
