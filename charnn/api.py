@@ -29,18 +29,8 @@ from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import RunError, UsageError
 from charnn.evaluation import evaluate
 from charnn.model import CharRNN, ModelConfig, State, resolve_device
-from charnn.recipe import (
-    BATCHES,
-    Recipe,
-    amp_gain,
-    announcement,
-    apply,
-    measure_eval_speed,
-    measure_scale,
-    measure_speeds,
-    pick_amp,
-    plan,
-)
+from charnn.probe import measure_eval_speed, measure_scale, measure_speeds, steady_speeds
+from charnn.recipe import BATCHES, Recipe, amp_gain, announcement, apply, pick_amp, plan
 from charnn.sample import SampleConfig, generate
 from charnn.train import AMP_DEVICES, TrainConfig, TrainResult, train, tune_cpu_allocator
 
@@ -187,21 +177,25 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
     """Probe this machine once (rank 0) and choose the model for the budget; announce the choice."""
     if dev.type == "cpu":
         tune_cpu_allocator()  # as training will: the probe must see the same speed
-    # Every process trains its share at about the probe's speed: the job sees world_size times as much.
     batches = BATCHES if "batch_size" in auto_fields else (cfg.batch_size,)
     amps = (False, True) if "amp" in auto_fields and dev.type in AMP_DEVICES else (cfg.amp,)
     measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, cfg.seq_len, amps=amps)
+    gain = amp_gain(measured)
     amp = pick_amp(measured) if len(amps) > 1 else cfg.amp
-    speeds = {b: v * launch.world_size for (b, a), v in measured.items() if a == amp}
+    speeds = {b: v for (b, a), v in measured.items() if a == amp}
     # Evaluation is sharded over the processes too (and always runs in fp32).
     eval_speed = measure_eval_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.seq_len) * launch.world_size
-    # How a bigger model's speed falls off here; where the user set the whole size, the recipe needs no sizing.
-    sized = auto_fields & {"layers", "hidden", "embed"}
-    scale = measure_scale(dev, model_cfg.vocab_size, model_cfg.cell, max(speeds), amp, cfg.seq_len) if sized else None
+    # How a bigger model's speed falls off here, and the probe read again; where the user set the whole size,
+    # the recipe needs no sizing.
+    scale, again = None, None
+    if auto_fields & {"layers", "hidden", "embed"}:
+        scale, again = measure_scale(dev, model_cfg.vocab_size, model_cfg.cell, max(speeds), amp, cfg.seq_len)
+    # Every process trains its share at about the probe's speed: the job sees world_size times as much.
+    speeds = {b: v * launch.world_size for b, v in steady_speeds(speeds, again).items()}
     recipe = plan(cfg.time_budget or 0.0, len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell,
                   len(prepared.val_ids), eval_speed, amp, scale)
-    gain = amp_gain(measured)
     recipe.probe_amp_gain = None if gain is None else round(gain, 3)  # stored: why this run chose its precision
+    recipe.probe_second_reading = None if again is None else round(again * launch.world_size)
     chosen_model, chosen_cfg = copy.copy(model_cfg), copy.copy(cfg)
     apply(recipe, auto_fields, chosen_model, chosen_cfg)
     _check(chosen_model.validate() + chosen_cfg.validate())

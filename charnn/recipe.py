@@ -1,8 +1,8 @@
 """The recipe: which model and schedule to train when the user gives only a time budget.
 
 A char-LSTM's loss after a fixed time is a trade between model size and how many
-characters it gets to see. `choose` measures this machine's speed with a few
-timed steps of a reference model, estimates each candidate's speed from its
+characters it gets to see. `choose` takes this machine's speed as the probe
+(probe.py) measured it on a reference model, estimates each candidate's speed from its
 per-character cost (multiply-adds, plus a per-layer cost fitted from a second,
 larger probe model), and takes the largest candidate that still trains on at least
 `TOKENS_PER_PARAM` characters per parameter in the budget, once its validation
@@ -16,15 +16,11 @@ benchmarks/RECIPES.md.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
-from charnn.evaluation import EVAL_STREAMS
 from charnn.model import CharRNN, ModelConfig
+from charnn.probe import PROBE, SCALE_PROBE, Setting
 from charnn.train import TrainConfig
 
 # Characters per parameter the chosen model must be expected to train on: speed x budget by the fitted cost,
@@ -36,14 +32,6 @@ from charnn.train import TrainConfig
 TOKENS_PER_PARAM = 2.8
 # (layers, hidden, embed): smallest first. The big ones only win with a GPU's speed.
 CANDIDATES = [(2, 256, 64), (2, 320, 64), (2, 384, 64), (2, 512, 64), (3, 512, 128), (3, 768, 128), (3, 1024, 128)]
-PROBE = (2, 256, 64)
-# A second, larger probe, timed beside PROBE at the run's batch and precision. A step costs more than its
-# multiply-adds say, and the rest behaves as a fixed cost per layer (per time step and layer: dispatching the
-# gates' elementwise work, the unfused bf16 path's casts; a GPU's kernel launches), so a bigger model runs
-# faster than multiply-adds alone predict: on 2 Zen 4 cores 2x512 runs at 0.40x 2x256's speed in bf16 and
-# 0.32x in fp32, where multiply-adds say 0.26x; fitted this way, 2x320, 2x384 and 3x512 come within 4% of
-# their measured speeds (RECIPES.md #102).
-SCALE_PROBE = (2, 512, 64)
 GATES = {"rnn": 1, "lstm": 4, "gru": 3, "slstm": 4}
 HEADS = 4  # slstm's default --heads: its R is block-diagonal, so R h costs 1/HEADS of a dense one
 # Batch sizes the recipe weighs, largest first. Half the streams give twice the updates for the same
@@ -96,6 +84,9 @@ class Recipe:
     probe_eval_tokens_per_s: float | None = None  # ... and its speed scoring validation text
     probe_amp_gain: float | None = None  # bf16 autocast's speed / fp32's in the probe (None: not measured)
     probe_scale: float | None = None  # SCALE_PROBE's speed / PROBE's (None: not measured; multiply-adds alone)
+    # The probe's speed at the largest batch as read a second time, beside SCALE_PROBE; the faster of the
+    # two readings sets the speeds (probe.steady_speeds). None: not read again.
+    probe_second_reading: float | None = None
     eval_pass_s: float | None = None  # the chosen model's expected time for one validation pass
     expected_tokens: float | None = None  # characters the chosen model should see in the budget
 
@@ -204,78 +195,6 @@ def per_layer_cost(cell: str, vocab: int, scale: float) -> float:
     return (scale * big - small) / (PROBE[0] * (1 - scale))
 
 
-def _model(device: torch.device, vocab: int, cell: str, size: tuple[int, int, int] = PROBE) -> CharRNN:
-    layers, hidden, embed = size
-    return CharRNN(ModelConfig(vocab_size=vocab, cell=cell, layers=layers, hidden=hidden, embed=embed)).to(device)
-
-
-def _median(times: list[float]) -> float:
-    return sorted(times)[len(times) // 2]
-
-
-Setting = tuple[int, bool]  # (batch, amp): one way the probe trains
-Trial = tuple[tuple[int, int, int], int, bool]  # (layers, hidden, embed), batch, amp: one thing to time
-
-
-def _time_trials(device: torch.device, vocab: int, cell: str, trials: list[Trial], seq: int,
-                 steps: int) -> dict[Trial, float]:
-    """Training characters per second of each trial: the median of `steps` timed steps.
-
-    Three untimed steps per trial first (allocator growth, kernel selection). Each step is timed on its
-    own and the median taken, so one step slowed by another process on a shared machine does not shrink
-    the model the recipe picks (a mean over a block of steps would carry it). The trials take turns step
-    by step: the recipe decides on their ratios, and a machine that slows down for a second or two then
-    slows them alike instead of only the one being timed (measured one after the other, 32's probe once
-    fell below 75% of 64's on a machine where it runs at 0.83-0.88x).
-    """
-    rng_state = torch.get_rng_state()  # the probe must not shift the run's random stream
-    models = {size: _model(device, vocab, cell, size) for size in dict.fromkeys(size for size, _, _ in trials)}
-    opts = {size: torch.optim.AdamW(model.parameters(), lr=1e-3) for size, model in models.items()}
-    # per (size, batch): ids (B, seq+1) and the zero state
-    inputs = {(size, b): (torch.randint(0, vocab, (b, seq + 1), device=device), models[size].init_state(b, device))
-              for size, b, _ in trials}
-
-    def step(trial: Trial) -> float:
-        size, batch, amp = trial
-        model, (ids, state) = models[size], inputs[(size, batch)]
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):  # as train.py's step
-            logits, _ = model(ids[:, :-1], state)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
-        opts[size].zero_grad()
-        loss.backward()
-        opts[size].step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    for trial in trials:
-        for _ in range(3):
-            step(trial)
-    times: dict[Trial, list[float]] = {trial: [] for trial in trials}
-    for _ in range(steps):
-        for trial in trials:
-            times[trial].append(step(trial))
-    torch.set_rng_state(rng_state)
-    return {trial: trial[1] * seq / _median(t) for trial, t in times.items()}
-
-
-def measure_speeds(device: torch.device, vocab: int, cell: str = "gru", batches: tuple[int, ...] = (64,),
-                   seq: int = 64, steps: int = 7, amps: tuple[bool, ...] = (False,)) -> dict[Setting, float]:
-    """Training characters per second of the probe model of `cell` at each batch size and precision (fp32,
-    or bf16 autocast where `amps` holds True), timed in turns (`_time_trials`)."""
-    trials = [(PROBE, b, amp) for b in batches for amp in amps]
-    return {(b, amp): v for (_, b, amp), v in _time_trials(device, vocab, cell, trials, seq, steps).items()}
-
-
-def measure_scale(device: torch.device, vocab: int, cell: str = "gru", batch: int = 64, amp: bool = False,
-                  seq: int = 64, steps: int = 5) -> float:
-    """SCALE_PROBE's training speed over PROBE's at one batch and precision, the two timed in turns: what
-    `per_layer_cost` fits this machine's cost of a bigger model from."""
-    speeds = _time_trials(device, vocab, cell, [(PROBE, batch, amp), (SCALE_PROBE, batch, amp)], seq, steps)
-    return speeds[(SCALE_PROBE, batch, amp)] / speeds[(PROBE, batch, amp)]
-
-
 def amp_gain(speeds: dict[Setting, float]) -> float | None:
     """How many times as fast bf16 autocast ran as fp32 in the probe: the geometric mean over the batches
     it measured both ways (None: measured one way only).
@@ -291,28 +210,6 @@ def pick_amp(speeds: dict[Setting, float]) -> bool:
     """Whether to train in bf16 autocast: only where the probe ran it `AMP_MIN_GAIN` times as fast as fp32."""
     gain = amp_gain(speeds)
     return gain is not None and gain >= AMP_MIN_GAIN
-
-
-def measure_eval_speed(device: torch.device, vocab: int, cell: str = "gru", seq: int = 64, steps: int = 7) -> float:
-    """Characters per second the probe model scores in evaluation (`evaluation.evaluate`'s layout: EVAL_STREAMS
-    streams, no gradients, state carried): the median of timed windows after two untimed ones."""
-    rng_state = torch.get_rng_state()
-    model = _model(device, vocab, cell).eval()
-    ids = torch.randint(0, vocab, (EVAL_STREAMS, seq), device=device)  # (S, T)
-    times = []
-    with torch.inference_mode():
-        state = model.init_state(EVAL_STREAMS, device)
-        for i in range(steps + 2):
-            start = time.perf_counter()
-            logits, state = model(ids, state)
-            F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="sum")
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            elapsed = time.perf_counter() - start
-            if i >= 2:  # the first two grow the allocator and pick kernels
-                times.append(elapsed)
-    torch.set_rng_state(rng_state)
-    return EVAL_STREAMS * seq / _median(times)
 
 
 def pick_batch(speeds: dict[int, float], steps_at_largest: float = 0.0) -> int:

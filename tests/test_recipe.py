@@ -5,11 +5,10 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from charnn.cli import app
-from charnn.evaluation import EVAL_STREAMS
+from charnn.probe import PROBE, SCALE_PROBE
 from charnn.recipe import (
     AMP_MIN_GAIN,
     CANDIDATES,
@@ -17,8 +16,6 @@ from charnn.recipe import (
     EVAL_SHARE,
     MAX_SCALE,
     MODEL_FIELDS,
-    PROBE,
-    SCALE_PROBE,
     TOKENS_PER_PARAM,
     Recipe,
     Request,
@@ -29,9 +26,6 @@ from charnn.recipe import (
     apply,
     choose,
     configs,
-    measure_eval_speed,
-    measure_scale,
-    measure_speeds,
     per_layer_cost,
     pick_amp,
     pick_batch,
@@ -75,55 +69,6 @@ def test_the_smaller_batch_only_where_it_keeps_most_of_the_speed() -> None:
     assert (small.eval_every, large.eval_every) == (400, 200)
 
 
-def test_the_probe_times_the_batches_in_turn_so_a_slow_spell_cannot_pick_the_batch(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 4-step spell of a slowed machine must not land on one batch size's timings only."""
-    import charnn.recipe as recipe_module
-
-    class Clock:  # every step takes 1 s, except steps 14-17 (of 20: 3+3 warm-up, 7+7 timed) take 5 s
-        def __init__(self) -> None:
-            self.calls, self.now = 0, 0.0
-
-        def perf_counter(self) -> float:
-            if self.calls % 2:  # the end of step calls // 2
-                self.now += 5.0 if 14 <= self.calls // 2 <= 17 else 1.0
-            self.calls += 1
-            return self.now
-
-    clock = Clock()
-    monkeypatch.setattr(recipe_module, "time", clock)
-    before = torch.get_rng_state()
-    speeds = measure_speeds(torch.device("cpu"), 20, "gru", (64, 32), seq=8)
-    assert clock.calls == 40
-    assert torch.equal(torch.get_rng_state(), before)  # the run's random stream is untouched
-    # Each batch saw 2 of its 7 timed steps in the spell, so its median is a normal step's time.
-    assert speeds == {(64, False): 64 * 8 / 1.0, (32, False): 32 * 8 / 1.0}
-    # 0.5x: the honest ratio; timed one after the other, 32 would have read 0.1x
-    assert pick_batch({b: v for (b, _), v in speeds.items()}) == 64
-
-
-def test_the_second_probe_times_the_bigger_model_in_turns_with_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    import charnn.recipe as recipe_module
-
-    class Clock:  # 3+3 untimed steps, then PROBE and SCALE_PROBE alternate: SCALE_PROBE's steps take 2.5 s
-        def __init__(self) -> None:
-            self.calls, self.now = 0, 0.0
-
-        def perf_counter(self) -> float:
-            if self.calls % 2:
-                step = self.calls // 2
-                self.now += 2.5 if step >= 6 and step % 2 else 1.0
-            self.calls += 1
-            return self.now
-
-    clock = Clock()
-    monkeypatch.setattr(recipe_module, "time", clock)
-    before = torch.get_rng_state()
-    assert measure_scale(torch.device("cpu"), 20, "gru", batch=4, seq=8, steps=5) == pytest.approx(0.4)
-    assert clock.calls == 2 * (6 + 10)
-    assert torch.equal(torch.get_rng_state(), before)
-
-
 def test_a_bigger_model_is_costed_by_the_measured_scale_not_multiply_adds_alone() -> None:
     small, big = _cost("gru", *PROBE, 65), _cost("gru", *SCALE_PROBE, 65)
     assert per_layer_cost("gru", 65, small / big) == pytest.approx(0.0, abs=1e-6)  # as multiply-adds say
@@ -140,23 +85,6 @@ def test_a_bigger_model_is_costed_by_the_measured_scale_not_multiply_adds_alone(
     plain = choose(600, 1_000_000, 65, speed=36_000, batch=64)
     assert plain.probe_scale is None and CANDIDATES.index((plain.layers, plain.hidden, plain.embed)) <= \
         CANDIDATES.index((fitted.layers, fitted.hidden, fitted.embed))
-
-
-def test_the_probe_times_bf16_beside_fp32_and_leaves_the_model_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
-    import charnn.recipe as recipe_module
-
-    autocast_calls: list[bool] = []
-    real_autocast = torch.autocast
-
-    def spying_autocast(device_type: str, dtype: torch.dtype, enabled: bool = True) -> torch.autocast:
-        autocast_calls.append(enabled)
-        return real_autocast(device_type, dtype=dtype, enabled=enabled)
-
-    monkeypatch.setattr(recipe_module.torch, "autocast", spying_autocast)
-    speeds = measure_speeds(torch.device("cpu"), 20, "gru", (16,), seq=8, steps=3, amps=(False, True))
-    assert set(speeds) == {(16, False), (16, True)} and all(v > 0 for v in speeds.values())
-    # 3 untimed steps per setting, then the settings take turns: fp32, bf16, fp32, bf16, ...
-    assert autocast_calls == [False] * 3 + [True] * 3 + [False, True] * 3
 
 
 def test_bf16_only_where_the_probe_found_it_clearly_faster_over_the_batches() -> None:
@@ -189,28 +117,6 @@ def test_validation_passes_take_a_bounded_share_of_a_budget() -> None:
     # A pass that alone exceeds the share: only the final one.
     assert spaced_evaluations(2_000, 32, 240, pass_s=60) >= 2_000
     assert spaced_evaluations(2_000, 64, 240, pass_s=0) == 200  # not measured: the usual spacing
-
-
-def test_the_evaluation_probe_scores_64_streams_and_takes_the_median(monkeypatch: pytest.MonkeyPatch) -> None:
-    import charnn.recipe as recipe_module
-
-    class Clock:  # each window 0.5 s, the 4th timed one (a slow spell) 9 s
-        def __init__(self) -> None:
-            self.calls, self.now = 0, 0.0
-
-        def perf_counter(self) -> float:
-            if self.calls % 2:
-                self.now += 9.0 if self.calls // 2 == 5 else 0.5
-            self.calls += 1
-            return self.now
-
-    clock = Clock()
-    monkeypatch.setattr(recipe_module, "time", clock)
-    before = torch.get_rng_state()
-    speed = measure_eval_speed(torch.device("cpu"), 20, "gru", seq=8)
-    assert clock.calls == 18  # 2 untimed + 7 timed windows
-    assert speed == EVAL_STREAMS * 8 / 0.5
-    assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_explicit_options_override_the_recipe(words_file: Path) -> None:
