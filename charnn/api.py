@@ -1,8 +1,8 @@
 """The library front door: start or resume training, load a run, generate, score.
 
-This is the orchestration layer that sits beside `cli.py` at the top of the
+This is the orchestration layer that sits beside `cli/` at the top of the
 import order: it wires corpus -> data -> model -> train -> checkpoint and
-returns values; `cli.py` only parses options and prints.
+returns values; `cli/` only parses options and prints.
 
     >>> from charnn import load_run
     >>> m = load_run("shakespeare-demo")          # or a path, or None for the newest run

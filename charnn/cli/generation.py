@@ -1,0 +1,106 @@
+"""The commands that write text with a run: `charnn sample`, `charnn repl` and `charnn serve`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from charnn import api
+from charnn.cli.root import CKPT_DIR, DEVICE, app, handled, set_threads
+from charnn.sample import SampleConfig, generate
+
+
+@app.command("sample")
+@handled
+def sample_cmd(
+    run: str = typer.Argument(None, help="Run name or path (default: the most recently modified run)."),
+    prime: str = typer.Option("\n", "--prime", help="Text to start from (printed first)."),
+    length: int = typer.Option(500, "--length", help="Characters to generate (the prime not counted)."),
+    temperature: float = typer.Option(0.8, "--temperature", help="Softmax temperature; 0 is greedy."),
+    top_k: int = typer.Option(None, "--top-k", help="Sample only among the K most likely characters."),
+    top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling: the smallest set with probability >= P."),
+    seed: int = typer.Option(None, "--seed", help="Random seed: the same seed gives the same text."),
+    num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, generated as one batch."),
+    stop: str = typer.Option(None, "--stop", help="End a sample once it produces this string."),
+    drop_unknown: bool = typer.Option(False, "--drop-unknown", help="Drop prime characters the model never saw."),
+    checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default)."),
+    device: str = DEVICE,
+    checkpoints_dir: Path = CKPT_DIR,
+) -> None:
+    """Generate text from a trained run, streamed to stdout."""
+    set_threads(threads)
+    model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
+    cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                       num_samples=num_samples, stop=stop, drop_unknown=drop_unknown)
+    stream = generate(model.model, model.tokenizer, prime, cfg)  # validates before anything is printed
+    out = sys.stdout
+    if num_samples == 1:
+        out.write(prime)
+        flushed = time.perf_counter()
+        for pieces in stream:
+            out.write(pieces[0])
+            # Flushing per character costs more than the step itself; a line or 50 ms still reads as a stream.
+            if pieces[0] == "\n" or time.perf_counter() - flushed > 0.05:
+                out.flush()
+                flushed = time.perf_counter()
+        out.write("\n")
+        return
+    for _ in stream:
+        pass
+    for i, text in enumerate(stream.texts, 1):
+        out.write(f"--- sample {i} ---\n{prime}{text}\n")
+
+
+@app.command("repl")
+@handled
+def repl_cmd(
+    run: str = typer.Argument(None, help="Run name or path (default: the most recently modified run)."),
+    length: int = typer.Option(300, "--length", help="Characters generated per prompt."),
+    temperature: float = typer.Option(0.8, "--temperature", help="Softmax temperature; 0 is greedy."),
+    top_k: int = typer.Option(None, "--top-k", help="Top-k filtering."),
+    top_p: float = typer.Option(None, "--top-p", help="Nucleus (top-p) filtering."),
+    seed: int = typer.Option(None, "--seed", help="Random seed."),
+    checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    device: str = DEVICE,
+    checkpoints_dir: Path = CKPT_DIR,
+) -> None:
+    """Interactive prompt: type text, the model continues it. :help lists commands."""
+    from charnn.repl import Repl
+
+    model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
+    cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    cfg.check()
+    Repl(model.model, model.tokenizer, model.run_dir, cfg).loop()
+
+
+@app.command("serve")
+@handled
+def serve_cmd(
+    runs: list[str] = typer.Argument(None, metavar="[RUN]...", help="Runs to serve (default: the newest run)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    api_key: str = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' on every API call."),
+    max_tokens_cap: int = typer.Option(5000, "--max-tokens-cap", help="Most characters one request may ask for."),
+    device: str = DEVICE,
+    checkpoints_dir: Path = CKPT_DIR,
+) -> None:
+    """Serve runs over HTTP: OpenAI-compatible /v1/completions, /v1/score, /v1/models, and a page at /."""
+    from charnn import serve
+
+    if not 1 <= port <= 65535:
+        raise typer.BadParameter(f"--port {port} must be between 1 and 65535")
+    if max_tokens_cap < 1:
+        raise typer.BadParameter(f"--max-tokens-cap {max_tokens_cap} must be at least 1")
+    config = serve.ServeConfig(max_tokens_cap=max_tokens_cap, api_key=api_key)
+    served = serve.load(runs or [], checkpoints_dir, device, config)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: listening on {host}: anyone who can reach this machine can use the server"
+                   + ("" if api_key else " (consider --api-key)"), err=True)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"serving {', '.join(s.name for s in served)} at http://{shown}:{port}/ "
+               f"(API: http://{shown}:{port}/v1, docs: /docs); Ctrl-C stops", err=True)
+    serve.run(served, config, host, port)

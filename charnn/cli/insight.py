@@ -1,0 +1,126 @@
+"""The commands that look at a run: `charnn eval`, `charnn plot` and `charnn inspect`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from charnn import api, checkpoint, corpus
+from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, handled, paths_for
+
+
+@app.command("eval")
+@handled
+def eval_cmd(
+    args: list[str] = typer.Argument(
+        ..., metavar="[RUN] FILE", help="Optional run (default: the newest), then the text file to score."),
+    checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON line instead of text."),
+    device: str = DEVICE,
+    checkpoints_dir: Path = CKPT_DIR,
+    corpora_dir: Path = CORPORA_DIR,
+) -> None:
+    """Loss, bits per character and perplexity of FILE under a run's model."""
+    if len(args) > 2:
+        raise typer.BadParameter("give at most a RUN and a FILE")
+    run, file = (None, args[0]) if len(args) == 1 else (args[0], args[1])
+    model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
+    score = model.score_file(file, paths_for(checkpoints_dir, corpora_dir))
+    unknown = sum(score.unknown.values())
+    if as_json:
+        typer.echo(json.dumps({"run": model.run_dir.name, "checkpoint": checkpoint_name, "file": file,
+                               "loss": score.nats, "bpc": score.bpc, "perplexity": score.perplexity,
+                               "characters": score.characters, "unknown_characters": unknown,
+                               "unknown": score.unknown}))
+        return
+    typer.echo(f"{file} under {model.run_dir.name} ({checkpoint_name}, step {model.step}): "
+               f"loss {score.nats:.4f} nats, {score.bpc:.4f} bits/char, perplexity {score.perplexity:.3f} "
+               f"over {score.characters:,} characters")
+    if unknown:
+        shown = ", ".join(f"{c!r} x{n}" for c, n in sorted(score.unknown.items(), key=lambda kv: -kv[1])[:10])
+        typer.echo(f"note: skipped {unknown:,} character(s) the model never saw: {shown}")
+
+
+@app.command("plot")
+@handled
+def plot_cmd(
+    runs: list[str] = typer.Argument(None, metavar="[RUN]...", help="Runs to overlay (default: the newest run)."),
+    out: Path = typer.Option(None, "--out", help="PNG or SVG file (default: RUN/loss.png; for several runs, "
+                             "loss-A-vs-B.png beside them)."),
+    x: str = typer.Option("tokens", "--x", help="Horizontal axis: tokens (characters seen), time or step."),
+    terminal: bool = typer.Option(False, "--terminal", help="Draw in the terminal instead of writing a file."),
+    checkpoints_dir: Path = CKPT_DIR,
+) -> None:
+    """Train and validation loss curves of one or more runs (a run still training works too)."""
+    from charnn import plot
+
+    run_dirs = [checkpoint.resolve(r, checkpoints_dir) for r in runs] if runs else [
+        checkpoint.resolve(None, checkpoints_dir)]
+    if out is not None and not terminal:
+        plot.check_out(out)
+    curves = [plot.curve(r, x) for r in run_dirs]
+    if terminal:
+        import shutil
+
+        size = shutil.get_terminal_size((100, 30))
+        typer.echo(plot.terminal(curves, size.columns, max(size.lines - 4, 15)))
+    else:
+        typer.echo(f"wrote {plot.render(curves, out or plot.default_out(run_dirs))}")
+    for c in curves:
+        if (best := c.best) is not None:
+            typer.echo(f"{c.run}: best validation loss {best[1]:.4f} nats ({best[1] / plot.LN2:.3f} bpc) "
+                       f"at {plot.where(best[0], x)}; {len(c.val)} evaluations")
+
+
+@app.command("inspect")
+@handled
+def inspect_cmd(
+    run: str = typer.Argument(..., help="Run name or path."),
+    text: str = typer.Argument(None, help="Text to read (or give --file)."),
+    file: str = typer.Option(None, "--file", help="Read the text from a file, folder or built-in corpus "
+                             "(.gz/.bz2/.xz too; its first --limit characters)."),
+    out: Path = typer.Option(None, "--out", help="Page to write (default: RUN/inspect.html, or RUN/inspect.json with --json)."),
+    as_json: bool = typer.Option(False, "--json", help="Write the numbers behind the page as JSON instead."),
+    show: int = typer.Option(2000, "--show", help="Characters the page shows, every unit's value for each."),
+    reach: int = typer.Option(64, "--reach", help="Gradient reach: steps back to measure (k = 1..REACH)."),
+    limit: int = typer.Option(1_000_000, "--limit", help="Read at most this many characters of --file."),
+    checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    device: str = DEVICE,
+    checkpoints_dir: Path = CKPT_DIR,
+    corpora_dir: Path = CORPORA_DIR,
+) -> None:
+    """A page showing what the model does on a text: neurons, surprise, and how far gradients reach."""
+    import torch
+
+    from charnn import inspector
+    from charnn.model import CharRNN
+
+    if (text is None) == (file is None):
+        raise typer.BadParameter("give the text to read either as TEXT or with --file FILE (one of them)")
+    cfg = inspector.InspectConfig(show=show, reach=reach)
+    if limit < 2:
+        raise typer.BadParameter(f"--limit {limit} must be at least 2")
+    if problems := cfg.validate():
+        raise typer.BadParameter(problems[0])
+    model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
+    target = out or model.run_dir / ("inspect.json" if as_json else "inspect.html")
+    checkpoint.check_writable(target)
+    if file is not None:
+        text = corpus.resolve(file, corpora_dir).head(limit)
+    assert text is not None
+    torch.manual_seed(int(model.config["train"].get("seed", 1337)))  # the run's own initial weights
+    untrained = CharRNN(model.model.config)
+    numbers = inspector.inspect(model.model, model.tokenizer, text, cfg, untrained)
+    title = f"{model.run_dir.name} ({checkpoint_name}, step {model.step})"
+    body = inspector.to_json(numbers) if as_json else inspector.page(numbers, title)
+    checkpoint.write_text(target, body)
+    if numbers["skipped"]:
+        shown = ", ".join(f"{c!r} x{n}" for c, n in sorted(numbers["skipped"].items(), key=lambda kv: -kv[1])[:10])
+        typer.echo(f"note: skipped {sum(numbers['skipped'].values()):,} character(s) the model never saw: {shown}",
+                   err=True)
+    best = numbers["neurons"][0] if numbers["neurons"] else None
+    typer.echo(f"wrote {target}: {numbers['characters']:,} characters, loss {numbers['loss']:.4f} nats "
+               f"({numbers['bpc']:.3f} bpc)" + (f"; strongest: layer {best['layer']} {best['part']} unit {best['unit']} "
+                                                 f"tracks {best['feature']} (r = {best['r']:+.2f})" if best else ""))

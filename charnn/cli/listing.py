@@ -1,0 +1,47 @@
+"""The commands that list what is there: `charnn runs` and `charnn corpora`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import typer
+
+from charnn import checkpoint, corpus
+from charnn.cli.root import CKPT_DIR, CORPORA_DIR, app, handled
+from charnn.errors import CharnnError
+
+
+@app.command("runs")
+@handled
+def runs_cmd(checkpoints_dir: Path = CKPT_DIR) -> None:
+    """List runs: model, size, steps, best validation loss, last change."""
+    rows = []
+    for run_dir in checkpoint.find_runs(checkpoints_dir):
+        try:
+            s = checkpoint.summarize(run_dir)
+        except CharnnError as e:
+            rows.append((run_dir.name, f"(unreadable: {str(e)[:50]})", "", "", "", "", ""))
+            continue
+        best = "-" if s.best_val is None else f"{s.best_val:.4f}"
+        bpc = "-" if s.best_val is None else f"{s.best_val / 0.6931471805599453:.3f}"
+        rows.append((s.name, f"{s.cell} {s.layers}x{s.hidden}", f"{s.parameters:,}", str(s.steps), best, bpc,
+                     time.strftime("%Y-%m-%d %H:%M", time.localtime(s.modified))))
+    if not rows:
+        typer.echo(f"no runs in '{checkpoints_dir}' — train one with: charnn train CORPUS")
+        return
+    _table(("run", "model", "params", "steps", "best val", "bpc", "modified"), rows)
+
+
+@app.command("corpora")
+@handled
+def corpora_cmd(corpora_dir: Path = CORPORA_DIR) -> None:
+    """List the built-in corpora and whether they are on disk."""
+    _table(("name", "about", "state"), corpus.builtin_status(corpora_dir))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

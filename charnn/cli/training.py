@@ -1,0 +1,145 @@
+"""`charnn train`: a new run, or more of one with --resume."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import typer
+
+from charnn import api
+from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, current_launch, handled, parse_duration, paths_for, set_threads
+from charnn.recipe import AMP_MIN_GAIN, Request, configs
+
+
+@app.command("train")
+@handled
+def train_cmd(
+    corpus_spec: list[str] = typer.Argument(
+        None, metavar="CORPUS...",
+        help="Text files (also .gz/.bz2/.xz), folders (read recursively) or a built-in name (see `charnn corpora`), "
+        "in order. With --resume: the corpus's new location, if it moved."),
+    resume: str = typer.Option(None, "--resume", help="Continue run RUN (name or path) from its latest state."),
+    name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir (default: corpus name + timestamp)."),
+    cell: str = typer.Option(
+        None, "--cell", help="Recurrent cell: rnn (Elman tanh), lstm, gru or slstm (xLSTM) (default: gru)."),
+    heads: int = typer.Option(None, "--heads", help="sLSTM only: heads of the block-diagonal recurrence (default: 4)."),
+    layers: int = typer.Option(None, "--layers", help="Stacked recurrent layers (default: 2, or by --time)."),
+    hidden: int = typer.Option(None, "--hidden", help="Hidden units per layer (default: 384, or by --time)."),
+    embed: int = typer.Option(None, "--embed", help="Character embedding size (default: 64, or by --time)."),
+    dropout: float = typer.Option(
+        None, "--dropout", help="Dropout between layers and before the head, in [0, 1) (default: 0.1, or by --time)."),
+    locked_dropout: bool = typer.Option(
+        None, "--locked-dropout/--step-dropout",
+        help="Drop the same units of a stream for a whole window (variational dropout) instead of new ones at "
+             "every character (default: --step-dropout)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Parallel streams B (TBPTT) (default: 64, or by --time)."),
+    seq_len: int = typer.Option(
+        None, "--seq-len", help="Window length T: gradients flow at most T characters back (default: 64)."),
+    lr: float = typer.Option(
+        None, "--lr", help="Peak learning rate (AdamW) (default: 3e-3, or by --time); with --resume: a new peak rate."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
+    warmup: int = typer.Option(None, "--warmup", help="Linear warm-up steps before the cosine decay (default: 50)."),
+    clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
+    ema: float = typer.Option(
+        None, "--ema", help="Evaluate (and keep as best) a moving average of the weights with this decay; 0: off "
+        "(default: 0.995, or by --time)."),
+    epoch_offset: bool = typer.Option(
+        None, "--epoch-offset/--same-windows",
+        help="Start each pass after the first at another place in the text, so later epochs see other windows "
+             "(default: --epoch-offset); --same-windows repeats the first pass's cut."),
+    epochs: float = typer.Option(None, "--epochs", help="Stop after this many passes over the training split."),
+    max_steps: int = typer.Option(
+        None, "--max-steps", help="Stop after this many optimizer steps (with --resume: the new total)."),
+    time_budget: str = typer.Option(
+        None, "--time",
+        help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it (with --resume: time to add). "
+        "Default when no limit is given: 10m."),
+    eval_every: int | None = typer.Option(None, "--eval-every", help="Steps between full validation passes and "
+                                          "checkpoints (default: 200, or by --time: the same characters at any batch)."),
+    patience: int = typer.Option(0, "--patience", help="Stop after this many evaluations without improvement (0: never)."),
+    val_frac: float = typer.Option(0.1, "--val-frac", help="Fraction at the end of the corpus used for validation."),
+    seed: int = typer.Option(1337, "--seed", help="Seed for weights, dropout and everything random."),
+    device: str = DEVICE,
+    threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default)."),
+    amp: bool = typer.Option(
+        None, "--amp/--no-amp", help="Train in bf16 autocast, on CUDA or CPU; evaluation stays fp32 (default: off, or "
+        f"by --time: on where this machine's probe runs it {AMP_MIN_GAIN:g}x as fast)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run of the same name."),
+    replace_bad_bytes: bool = typer.Option(
+        False, "--replace-bad-bytes", help="Replace invalid UTF-8 bytes with U+FFFD instead of failing."),
+    include: list[str] = typer.Option(
+        None, "--include", help="In folders, take only files whose relative path matches this glob (repeatable: "
+        "--include '*.c' --include '*.h'; * also matches /)."),
+    exclude: list[str] = typer.Option(None, "--exclude", help="In folders, leave out files matching this glob (repeatable)."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Fail on a binary or non-UTF-8 file in a folder instead of skipping it."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-evaluation lines."),
+    tensorboard: str = typer.Option(
+        None, "--tensorboard", metavar="[DIR]",
+        help="Also write TensorBoard scalars: into RUN/tensorboard, or DIR/RUN-NAME when DIR is given (put the "
+             "option after CORPUS). Kept on --resume. Needs: pip install 'charnn[tensorboard]'."),
+    checkpoints_dir: Path = CKPT_DIR,
+    corpora_dir: Path = CORPORA_DIR,
+) -> None:
+    """Train a character model on CORPUS, or continue one with --resume RUN."""
+    if isinstance(sys.stdout, io.TextIOWrapper):  # `charnn train … > log`: each evaluation line lands as it happens
+        sys.stdout.reconfigure(line_buffering=True)
+    set_threads(threads)
+    seconds = parse_duration(time_budget)
+    paths = paths_for(checkpoints_dir, corpora_dir)
+    if tensorboard:  # a folder: fixed now, so a later resume from elsewhere writes to the same place
+        tensorboard = str(Path(tensorboard).expanduser().resolve())
+    if resume is not None:
+        fixed = {"--name": name, "--cell": cell, "--heads": heads, "--layers": layers, "--hidden": hidden,
+                 "--embed": embed, "--dropout": dropout, "--batch-size": batch_size, "--seq-len": seq_len,
+                 "--warmup": warmup, "--ema": ema, "--locked-dropout/--step-dropout": locked_dropout,
+                 "--epoch-offset/--same-windows": epoch_offset, "--amp/--no-amp": amp}
+        if given_fixed := [option for option, value in fixed.items() if value is not None]:
+            raise typer.BadParameter(f"{', '.join(given_fixed)} cannot change when resuming: the run keeps the model, "
+                                     "batch, windows and precision it started with — drop them, or train a new run")
+        if include or exclude or strict or replace_bad_bytes:
+            raise typer.BadParameter("--include, --exclude, --strict and --replace-bad-bytes are fixed when a run "
+                                     "starts — drop them with --resume (the run reads its corpus as it did then)")
+        run_dir, result = api.resume_training(resume, corpus_path=corpus_spec or None, max_steps=max_steps, epochs=epochs,
+                                              more_time=seconds, lr=lr, device=device, paths=paths,
+                                              show_progress=not quiet, tensorboard=tensorboard)
+    else:
+        if not corpus_spec:
+            raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
+        if heads is not None and (cell or "gru") != "slstm":
+            raise typer.BadParameter(f"--heads applies to --cell slstm only (this run's cell is {cell or 'gru'}) — "
+                                     "drop --heads or add --cell slstm")
+        budgeted = seconds is not None
+        if seconds is None and max_steps is None and epochs is None:
+            seconds = 600.0
+            if current_launch().is_writer:
+                typer.echo("no --time, --max-steps or --epochs given: training for 10m", err=True)
+        request = Request(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch_size,
+                          seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, eval_every=eval_every, heads=heads,
+                          locked_dropout=locked_dropout, amp=amp)
+        model_cfg, cfg, auto = configs(request, budgeted, weight_decay=weight_decay, clip=clip, epochs=epochs,
+                                       max_steps=max_steps, time_budget=seconds,
+                                       patience=patience, val_frac=val_frac, seed=seed,
+                                       tensorboard=tensorboard, epoch_offset=epoch_offset is not False)
+        say = None if quiet else (lambda line: typer.echo(line, err=True))
+        options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
+        run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,
+                                             overwrite=overwrite, corpus_options=options, show_progress=not quiet,
+                                             auto_fields=auto, announce=say)
+    if not result.is_writer:
+        return
+    p = result.progress
+    best = f"{p.best_val:.4f} nats ({p.best_val / 0.6931471805599453:.3f} bpc)"
+    if result.checksum is not None:
+        typer.echo(f"{result.world_size} processes stopped together at step {p.step}; weights identical on every rank "
+                   f"(checksum {result.checksum})", err=True)
+    if result.stopped_by == "interrupted":
+        again = "charnn train" if result.world_size == 1 else \
+            f"torchrun --standalone --nproc_per_node={result.world_size} -m charnn train"
+        typer.echo(f"interrupted at step {p.step}; saved {run_dir}. Continue with: {again} --resume {run_dir.name}"
+                   + ("" if checkpoints_dir == api.DEFAULT_CHECKPOINTS else f" --checkpoints-dir {checkpoints_dir}"),
+                   err=True)
+    else:
+        typer.echo(f"done ({result.stopped_by}) at step {p.step}: best val {best}; run saved in {run_dir}", err=True)
