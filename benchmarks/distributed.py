@@ -86,8 +86,9 @@ def worker(args: argparse.Namespace) -> None:
     import torch.distributed as dist
     import torch.nn.functional as F
 
+    from charnn.device import resolve_device
     from charnn.distributed import Launch, join
-    from charnn.model import CharRNN, ModelConfig, resolve_device
+    from charnn.model import CharRNN, ModelConfig
 
     launch = Launch.from_env()
     with join(launch, launch.device(resolve_device(args.device))) as group:

@@ -24,10 +24,11 @@ warnings.filterwarnings("ignore", message="TF32")
 
 from benchmarks.common import marginal_rate, median_time, report, table  # noqa: E402
 from charnn import checkpoint  # noqa: E402
+from charnn.device import amp_dtype  # noqa: E402
 from charnn.model import CharRNN, ModelConfig  # noqa: E402
 from charnn.sample import SampleConfig, generate  # noqa: E402
 from charnn.tokenizer import CharTokenizer  # noqa: E402
-from charnn.train import TrainConfig, amp_dtype, train  # noqa: E402
+from charnn.train import TrainConfig, train  # noqa: E402
 
 VOCAB = 65
 SHAPES = {"medium 2x512": (2, 512, 128, 128, 256, 20), "large 3x1024": (3, 1024, 128, 128, 256, 10)}

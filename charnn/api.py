@@ -25,14 +25,15 @@ from typing import Any
 import torch
 
 from charnn import checkpoint, corpus, data, distributed, runlock
+from charnn.device import AMP_DEVICES, resolve_device, tune_cpu_allocator
 from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import RunError, UsageError
 from charnn.evaluation import evaluate
-from charnn.model import CharRNN, ModelConfig, State, resolve_device
+from charnn.model import CharRNN, ModelConfig, State
 from charnn.probe import measure_eval_speed, measure_scale, measure_speeds, steady_speeds
 from charnn.recipe import BATCHES, Recipe, amp_gain, announcement, apply, pick_amp, plan
 from charnn.sample import SampleConfig, generate
-from charnn.train import AMP_DEVICES, TrainConfig, TrainResult, train, tune_cpu_allocator
+from charnn.train import TrainConfig, TrainResult, train
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 DEFAULT_CORPORA = Path("corpora")

@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from charnn.cells import SLSTM, locked_dropout, slstm_pointwise
-from charnn.errors import DeviceError
 
 State = tuple[Tensor, ...]
 CELLS = ("rnn", "lstm", "gru", "slstm")
@@ -52,25 +51,6 @@ class ModelConfig:
             problems.append(f"--heads {self.heads} does not divide --hidden {self.hidden} — use one of "
                             f"{', '.join(map(str, sorted(near)))}")
         return problems
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; an explicit device must be available."""
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps and mps.is_available())
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"--device {name} is not available (no CUDA GPU visible to PyTorch) — use --device cpu or auto")
-        return torch.device(name)
-    if name == "mps":
-        if not has_mps:
-            raise DeviceError("--device mps is not available on this machine — use --device cpu or auto")
-        return torch.device("mps")
-    raise DeviceError(f"--device '{name}' is unknown — use auto, cpu, cuda or mps")
 
 
 class CharRNN(nn.Module):

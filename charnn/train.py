@@ -15,10 +15,8 @@ is sharded and summed, and rank 0 alone writes files and prints.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +33,7 @@ from tqdm import tqdm
 from charnn import board, checkpoint
 from charnn.board import Board
 from charnn.data import Streams
+from charnn.device import AMP_DEVICES, amp_dtype, tune_cpu_allocator
 from charnn.distributed import ProcessGroup
 from charnn.ema import WeightAverage
 from charnn.errors import TrainingError
@@ -153,42 +152,6 @@ def final_pass_is_near(cfg: TrainConfig, elapsed: float, pass_s: float) -> bool:
     would score nearly the weights the final pass scores (RECIPES.md #72): skip it and train instead.
     """
     return cfg.time_budget is not None and cfg.time_budget - elapsed < pass_s
-
-
-def tune_cpu_allocator() -> bool:
-    """Keep glibc from handing large blocks back to the kernel after every step.
-
-    A training step frees and re-allocates tens of MB of activations; with glibc's
-    defaults each of those is an mmap/munmap pair plus page faults, which cost
-    ~45% of a 2x256 LSTM step on 2 cores (benchmarks/RESULTS.md). Raising the mmap
-    and trim thresholds keeps the memory in the heap for reuse. Returns whether
-    it applied (glibc on Linux only).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):
-        return False  # not glibc (e.g. musl): nothing to tune
-
-
-AMP_DEVICES = ("cuda", "cpu")  # where `--amp` autocasts; MPS's bf16 support varies by macOS version
-
-
-def amp_dtype(model: CharRNN, device: torch.device) -> torch.dtype:
-    """The dtype the recurrent kernel really produces under bf16 autocast on `device`.
-
-    Autocast only lowers ops on its list; whether cuDNN's RNN runs in bf16 depends
-    on the PyTorch/cuDNN build, so `--amp` reports what it measured, not what it asked for.
-    On CPU the autocast RNN takes PyTorch's unfused path: its matrix products run in bf16
-    (the 1.25x of RECIPES.md #79) and it returns float32.
-    """
-    ids = torch.zeros(1, 2, dtype=torch.long, device=device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
-        out, _ = model.rnn(model.embedding(ids), None)
-    return out.dtype
 
 
 class _StopFlag:

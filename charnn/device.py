@@ -1,0 +1,70 @@
+"""The device: which one runs, what `--amp` runs in there, and the CPU memory setting training needs.
+
+`resolve_device` turns `--device` into a `torch.device` (or a one-line error naming the fix);
+`amp_dtype` measures what bf16 autocast really produces on it; `tune_cpu_allocator` keeps glibc
+from returning each step's activations to the kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+import torch
+
+from charnn.errors import DeviceError
+from charnn.model import CharRNN
+
+AMP_DEVICES = ("cuda", "cpu")  # where `--amp` autocasts; MPS's bf16 support varies by macOS version
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; an explicit device must be available."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name} is not available (no CUDA GPU visible to PyTorch) — use --device cpu or auto")
+        return torch.device(name)
+    if name == "mps":
+        if not has_mps:
+            raise DeviceError("--device mps is not available on this machine — use --device cpu or auto")
+        return torch.device("mps")
+    raise DeviceError(f"--device '{name}' is unknown — use auto, cpu, cuda or mps")
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep glibc from handing large blocks back to the kernel after every step.
+
+    A training step frees and re-allocates tens of MB of activations; with glibc's
+    defaults each of those is an mmap/munmap pair plus page faults, which cost
+    ~45% of a 2x256 LSTM step on 2 cores (benchmarks/RESULTS.md). Raising the mmap
+    and trim thresholds keeps the memory in the heap for reuse. Returns whether
+    it applied (glibc on Linux only).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):
+        return False  # not glibc (e.g. musl): nothing to tune
+
+
+def amp_dtype(model: CharRNN, device: torch.device) -> torch.dtype:
+    """The dtype the recurrent kernel really produces under bf16 autocast on `device`.
+
+    Autocast only lowers ops on its list; whether cuDNN's RNN runs in bf16 depends
+    on the PyTorch/cuDNN build, so `--amp` reports what it measured, not what it asked for.
+    On CPU the autocast RNN takes PyTorch's unfused path: its matrix products run in bf16
+    (the 1.25x of RECIPES.md #79) and it returns float32.
+    """
+    ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        out, _ = model.rnn(model.embedding(ids), None)
+    return out.dtype
