@@ -44,7 +44,7 @@ def train_cmd(
     clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
     ema: float = typer.Option(
         None, "--ema", help="Evaluate (and keep as best) a moving average of the weights with this decay; 0: off "
-        "(default: 0.995, or by --time)."),
+        "(default: 0.995, or by --time); it warms up as (1 + n) / (10 + n) over the first n steps."),
     epoch_offset: bool = typer.Option(
         None, "--epoch-offset/--same-windows",
         help="Start each pass after the first at another place in the text, so later epochs see other windows "
