@@ -31,7 +31,7 @@ from charnn.errors import RunError, UsageError
 from charnn.evaluation import evaluate
 from charnn.model import CharRNN, ModelConfig, State
 from charnn.probe import measure_eval_speed, measure_scale, measure_speeds, steady_speeds
-from charnn.recipe import BATCHES, Recipe, amp_gain, announcement, apply, pick_amp, plan
+from charnn.recipe import BATCHES, Recipe, amp_gain, announcement, apply, pick_amp, plan, record
 from charnn.sample import SampleConfig, generate
 from charnn.train import TrainConfig, TrainResult, train
 
@@ -151,7 +151,7 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
                        "replace_errors": options.replace_errors, "strict": options.strict,
                        "include": list(options.include), "exclude": list(options.exclude),
                        "manifest": corpus.manifest_json(prepared.corpus)},
-            "recipe": asdict(recipe) if recipe else None,
+            "recipe": record(recipe, auto_fields) if recipe else None,
             "distributed": _world_record(group),
         }
         with _writer_lock(run_dir, group, make=True):

@@ -16,7 +16,7 @@ benchmarks/RECIPES.md.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from charnn.model import CharRNN, ModelConfig
@@ -155,10 +155,21 @@ def apply(recipe: Recipe, auto: frozenset[str], model_cfg: ModelConfig, cfg: Tra
         setattr(model_cfg if name in MODEL_FIELDS else cfg, name, getattr(recipe, name))
 
 
+def set_by_user(auto: frozenset[str]) -> list[str]:
+    """The recipe's fields the user set (they win over its choice), sorted; the cell is never chosen."""
+    return sorted(set(CHOSEN) - {"cell"} - auto)
+
+
+def record(recipe: Recipe, auto: frozenset[str]) -> dict[str, Any]:
+    """What config.json stores: the recipe's own choice and readings, and which of its fields the user's
+    options replaced (the run's `model` and `train` sections hold what really trained)."""
+    return {**asdict(recipe), "set_by_you": set_by_user(auto)}
+
+
 def announcement(recipe: Recipe, auto: frozenset[str], model_cfg: ModelConfig, cfg: TrainConfig,
                  processes: int = 1) -> str:
     """The line printed at the start: the budget, the measured speed, and what will train (set by whom)."""
-    explicit = sorted(set(CHOSEN) - {"cell"} - auto)
+    explicit = set_by_user(auto)
     effective = Recipe(**{k: getattr(model_cfg if k in MODEL_FIELDS else cfg, k) for k in CHOSEN},
                        expected_tokens=None if explicit else recipe.expected_tokens)
     speed = recipe.probe_tokens_per_s or 0.0

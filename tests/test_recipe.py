@@ -127,6 +127,7 @@ def test_explicit_options_override_the_recipe(words_file: Path) -> None:
     config = json.loads(Path("checkpoints/r/config.json").read_text())
     assert config["model"]["hidden"] == 24 and config["train"]["batch_size"] == 8
     assert config["model"]["cell"] == "gru" and config["recipe"]["hidden"] != 24  # chosen, then overridden
+    assert config["recipe"]["set_by_you"] == ["batch_size", "hidden", "seq_len"]  # ... and the record says so
     assert config["recipe"]["probe_scale"] > 0  # the recipe sized the layers and embedding: it measured
 
 
