@@ -1,6 +1,7 @@
 """The network: embedding -> stacked RNN/LSTM/GRU/sLSTM -> dropout -> linear head.
 
-Training and priming run PyTorch's fused `nn.RNN/nn.LSTM/nn.GRU` (cuDNN on GPU).
+Training and priming run PyTorch's fused `nn.RNN/nn.LSTM/nn.GRU` (cuDNN on GPU); a GRU training
+on CPU in fp32 runs the same weights through `gru.run_stack`, whose backward is written out.
 Generation steps one character at a time; on CPU oneDNN's kernel is slow for a
 single (1, 1) step, so `Stepper` runs a hand-fused step with the same weights
 (first-layer input projection folded into a per-character table).
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from charnn.cells import SLSTM, locked_dropout, slstm_pointwise
+from charnn.gru import run_stack, use_window
 
 State = tuple[Tensor, ...]
 CELLS = ("rnn", "lstm", "gru", "slstm")
@@ -94,7 +96,11 @@ class CharRNN(nn.Module):
         """ids (B, T) int64 -> logits (B, T, V) and the state after the last step."""
         x = self.embedding(ids)  # (B, T, E)
         locked = self.config.locked_dropout and self.training and self.config.dropout > 0
-        if locked and self.config.layers > 1 and self.config.cell != "slstm":
+        if self.config.cell == "gru" and self.training and use_window(x):
+            assert isinstance(self.rnn, nn.GRU)
+            out, last = run_stack(self.rnn, x, state[0], self.rnn.dropout, locked)
+            parts = (last,)
+        elif locked and self.config.layers > 1 and self.config.cell != "slstm":
             out, parts = self._layer_by_layer(x, state)
         else:
             rnn_state = state if len(state) > 1 else state[0]
