@@ -99,7 +99,7 @@ class CharRNN(nn.Module):
         if self.config.cell == "gru" and self.training and use_window(x):
             assert isinstance(self.rnn, nn.GRU)
             out, last = run_stack(self.rnn, x, state[0], self.rnn.dropout, locked)
-            parts = (last,)
+            parts: State = (last,)
         elif locked and self.config.layers > 1 and self.config.cell != "slstm":
             out, parts = self._layer_by_layer(x, state)
         else:
