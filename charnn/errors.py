@@ -38,3 +38,7 @@ class DeviceError(CharnnError):
 
 class TrainingError(CharnnError):
     """Training cannot continue (for example the loss keeps diverging)."""
+
+
+class GenerationError(CharnnError):
+    """Generation failed inside the model (for example it produced NaN): the model, not the request, is at fault."""

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from charnn.errors import TokenizerError, UsageError
+from charnn.errors import GenerationError, TokenizerError, UsageError
 from charnn.model import CharRNN, State, Stepper, pack_state, unpack_state
 from charnn.tokenizer import CharTokenizer
 
 FUSED_MAX_BATCH = 16
+RACE_BLOCK = 32  # steps of random draws a group makes in one call (one call per step costs ~5 µs a request)
 
 
 @dataclass
@@ -60,26 +61,97 @@ class SampleConfig:
             raise UsageError(problems[0])
 
 
+MAX_TEMPERATURE = 1e300  # above this every kept character is equally likely anyway; keeps -inf / T defined
+_TINY = torch.finfo(torch.float64).tiny
+
+
+@dataclass
+class Settings:
+    """Per-row sampling settings of a batch, as tensors: rows of different requests side by side."""
+
+    temperature: Tensor  # (B, 1) float64, 1.0 on greedy rows (they take the argmax instead)
+    greedy: Tensor  # (B,) bool: temperature 0
+    top_k: Tensor | None  # (B, 1) long, V where unset; None when no row filters
+    top_p: Tensor | None  # (B, 1) float64, 1.0 where unset
+    any_greedy: bool = False
+
+    @staticmethod
+    def of(rows: Sequence[tuple[int, float, int | None, float | None]], device: torch.device | str = "cpu") -> Settings:
+        """From (rows, temperature, top_k, top_p) per group, in batch order."""
+        temps = [min(t, MAX_TEMPERATURE) if t > 0 else 1.0 for n, t, _, _ in rows for _ in range(n)]
+        greedy = [t == 0 for n, t, _, _ in rows for _ in range(n)]
+        filtering = any(k is not None or (p is not None and p < 1) for _, _, k, p in rows)
+        big = 2**62  # "no top-k": more than any vocabulary
+        ks = [k if k is not None else big for n, _, k, _ in rows for _ in range(n)]
+        ps = [p if p is not None else 1.0 for n, _, _, p in rows for _ in range(n)]
+        f64 = dict(dtype=torch.float64, device=device)
+        return Settings(torch.tensor(temps, **f64)[:, None], torch.tensor(greedy, dtype=torch.bool, device=device),  # type: ignore[arg-type]
+                        torch.tensor(ks, device=device)[:, None] if filtering else None,
+                        torch.tensor(ps, **f64)[:, None] if filtering else None, any(greedy))  # type: ignore[arg-type]
+
+
+def sample_rows(logits: Tensor, settings: Settings, races: Tensor | None) -> Tensor:
+    """Draw one id per row of `logits` (B, V) -> (B,), each row with its own settings.
+
+    Sampling is an exponential race: row i takes argmax_j (x_ij - log E_ij) with E ~ Exp(1)
+    drawn by the caller (`races`, (B, V); None when every row is greedy), which is an exact
+    draw from softmax(x_i). It is done in float64 on logits shifted so the largest is 0, so no
+    temperature, top-k or top-p a validator accepts can make NaN: a tiny temperature turns every
+    logit below the maximum into a huge negative number or -inf (the greedy limit, ties drawn evenly), +inf logits leave
+    only themselves, a row of -inf is uniform. NaN logits are the model's failure, not a
+    sampling value: callers check for them (`Engine` fails only the requests whose rows have them).
+    """
+    x = logits.to(torch.float64)  # (B, V)
+    top = x.amax(dim=-1, keepdim=True)  # (B, 1)
+    if not bool(torch.isfinite(top).all()):
+        x, top = _without_infinite_maxima(x, top)
+    x = (x - top) / settings.temperature  # <= 0 with the maximum at exactly 0; -inf stays -inf
+    if settings.top_k is not None and settings.top_p is not None:
+        x = _filtered(x, settings.top_k, settings.top_p)
+    if races is None:
+        return x.argmax(dim=-1)
+    chosen = (x - races.clamp_min(_TINY).log()).argmax(dim=-1)  # a race of 0 would give +inf - inf = NaN
+    if settings.any_greedy:
+        chosen = torch.where(settings.greedy, x.argmax(dim=-1), chosen)
+    return chosen
+
+
+def _without_infinite_maxima(x: Tensor, top: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows with +inf logits keep only those (equally likely); rows of all -inf become uniform."""
+    posinf = torch.isposinf(x)
+    x = torch.where(posinf.any(dim=-1, keepdim=True), torch.where(posinf, 0.0, float("-inf")), x)
+    x = torch.where(torch.isneginf(x).all(dim=-1, keepdim=True), 0.0, x)
+    return x, x.amax(dim=-1, keepdim=True)
+
+
+def _filtered(x: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
+    """Keep each row's top-k, then the smallest prefix whose probability reaches top-p; the largest always stays."""
+    vocab = x.size(-1)
+    ordered = x.sort(dim=-1, descending=True).values  # (B, V)
+    keep = torch.arange(vocab, device=x.device) < top_k  # (B, V): the k largest
+    probs = torch.softmax(ordered.masked_fill(~keep, float("-inf")), dim=-1)
+    # Drop a character when the mass before it already reaches top_p.
+    keep &= (probs.cumsum(dim=-1) - probs) < top_p
+    keep[:, 0] = True
+    threshold = ordered.gather(-1, keep.sum(dim=-1, keepdim=True) - 1)  # (B, 1): the smallest kept value
+    return x.masked_fill(x < threshold, float("-inf"))
+
+
+def races_for(rows: int, vocab: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+    """Exp(1) draws (rows, V) from one request's generator: its own randomness, whatever shares the batch."""
+    return torch.empty(rows, vocab, dtype=torch.float64, device=device).exponential_(generator=generator)
+
+
 def sample_next(
     logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None
 ) -> Tensor:
-    """Draw one id per row of `logits` (B, V) -> (B,). Pure: the randomness is `generator`'s."""
+    """Draw one id per row of `logits` (B, V) -> (B,) with one setting for all rows. Pure: the randomness is `generator`'s."""
+    rows = logits.size(0)
+    settings = Settings.of([(rows, temperature, top_k, top_p)], logits.device)
     if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    vocab = logits.size(-1)
-    if top_k is not None and top_k < vocab:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # Drop a token when the mass before it already reaches top_p; the first token always stays.
-        drop = (probs.cumsum(dim=-1) - probs) >= top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        return sample_rows(logits, settings, None)
+    gen = generator if generator is not None else torch.default_generator
+    return sample_rows(logits, settings, races_for(rows, logits.size(-1), gen, logits.device))
 
 
 def encode_prime(tokenizer: CharTokenizer, prime: str, drop_unknown: bool) -> list[int]:
@@ -101,9 +173,8 @@ class Group:
     reached its length or stop string, or the group was cancelled (a client went away).
     """
 
-    def __init__(self, cfg: SampleConfig, logits: Tensor, generator: torch.Generator, chars: list[str]):
+    def __init__(self, cfg: SampleConfig, generator: torch.Generator, chars: list[str]):
         self.cfg = cfg
-        self.logits = logits  # (n, V): the distribution of each sample's next character
         self.generator = generator
         self.chars = chars
         n = cfg.num_samples
@@ -114,6 +185,24 @@ class Group:
         self.done = [False] * n
         self.produced = 0
         self.cancelled = False
+        self.error: Exception | None = None  # what ended this group early (its rows failed); the others go on
+        self._races: Tensor | None = None  # (K, n, V): the next K steps' races, drawn in one call
+
+    def races(self, vocab: int, device: torch.device) -> Tensor:
+        """This step's Exp(1) races (n, V), drawn from this group's generator in blocks of K steps.
+
+        The blocks start at this group's own step 0, K, 2K, …, so its draws never depend on what
+        else shares the batch; K keeps a block under ~8 MB for large vocabularies.
+        """
+        n = self.cfg.num_samples
+        block = max(1, min(RACE_BLOCK, (1 << 20) // (n * vocab)))
+        k = self.produced % block
+        if k == 0 or self._races is None:
+            self._races = races_for(block * n, vocab, self.generator, device).view(block, n, vocab)
+        return self._races[k]
+
+    def fail(self, error: Exception) -> None:
+        self.error = error
 
     @property
     def texts(self) -> list[str]:
@@ -121,7 +210,7 @@ class Group:
 
     @property
     def finished(self) -> bool:
-        return self.cancelled or self.produced >= self.cfg.length or all(self.done)
+        return self.cancelled or self.error is not None or self.produced >= self.cfg.length or all(self.done)
 
     def record(self, ids: list[int]) -> list[str]:
         """Append one sampled id per sample; a sample past its stop string gets ''."""
@@ -145,10 +234,15 @@ class Engine:
 
     Groups join (their prime runs in one forward pass) and leave between steps; each
     keeps its own settings and generator, so a group samples the same text whether it is
-    alone or shares the batch. Each step samples one character per row, then advances
-    the whole batch by one character: through `Stepper` (hand-fused) for up to
-    FUSED_MAX_BATCH rows on CPU, else through the fused cuDNN/oneDNN module. Call it
-    under `torch.inference_mode()`; not thread-safe (one thread steps it).
+    alone or shares the batch. Each step draws one character for every row at once
+    (`sample_rows` with per-row settings; each group's generator draws its own rows' races),
+    then advances the whole batch by one character: through `Stepper` (hand-fused) for up to
+    FUSED_MAX_BATCH rows on CPU, else through the fused cuDNN/oneDNN module.
+
+    A failure confined to one group (NaN in its rows, its generator, its bookkeeping) ends
+    that group alone (`Group.error`, `finished`); the caller removes it with `leave`, and the
+    others step on unchanged. A failure of the batched forward pass raises from `step`.
+    Call it under `torch.inference_mode()`; not thread-safe (one thread steps it).
     """
 
     def __init__(self, model: CharRNN, tokenizer: CharTokenizer):
@@ -160,6 +254,8 @@ class Engine:
         self.groups: list[Group] = []
         self._rows: list[int] = []  # rows of each group, in batch order
         self.parts: list[list[Tensor]] = []  # the batch's state, unpacked between steps: part (h, c, …) -> layer -> (B, H)
+        self.logits = torch.empty(0)  # (B, V): each row's distribution of its next character
+        self._settings: Settings | None = None
 
     def join(self, prime: str, cfg: SampleConfig, state: State | None = None) -> Group:
         """Validate, prime and add a group; `state` continues a previous context (batch 1 or n)."""
@@ -175,12 +271,18 @@ class Engine:
         primed = torch.tensor([prime_ids], device=self.device).expand(state[0].size(1), -1)  # (B0, P)
         logits, state = self.model(primed, state)
         state = tuple(s.expand(-1, n, -1).contiguous() for s in state)  # (L, n, H)
-        group = Group(cfg, logits[:, -1].expand(n, -1), generator, self.tokenizer.chars)
+        group = Group(cfg, generator, self.tokenizer.chars)
+        first = logits[:, -1].expand(n, -1)  # (n, V)
         parts = unpack_state(state)
-        self.parts = [[torch.cat([a, b]) for a, b in zip(old, new, strict=True)] for old, new in
-                      zip(self.parts, parts, strict=True)] if self.groups else parts
+        if self.groups:
+            self.parts = [[torch.cat([a, b]) for a, b in zip(old, new, strict=True)]
+                          for old, new in zip(self.parts, parts, strict=True)]
+            self.logits = torch.cat([self.logits, first])
+        else:
+            self.parts, self.logits = parts, first.contiguous()
         self.groups.append(group)
         self._rows.append(n)
+        self._settings = None
         return group
 
     def leave(self, group: Group) -> State:
@@ -191,26 +293,73 @@ class Engine:
         state = pack_state([[t[rows] for t in layers] for layers in self.parts])
         keep = torch.cat([torch.arange(0, start), torch.arange(rows.stop, sum(self._rows))]).to(self.device)
         self.parts = [[t.index_select(0, keep) for t in layers] for layers in self.parts]
+        self.logits = self.logits.index_select(0, keep)
         del self.groups[i], self._rows[i]
+        self._settings = None
         return state
 
     def step(self) -> list[tuple[Group, list[str]]]:
-        """One character for every group: the pieces each produced (one per sample)."""
+        """One character for every group still going: the pieces each produced (one per sample).
+
+        A group that fails during the step is marked (`error`) and produces nothing; it keeps
+        its rows until `leave`, so the batch's shape does not change under the other groups.
+        """
         if not self.groups:
             return []
-        drawn = [sample_next(g.logits, g.cfg.temperature, g.cfg.top_k, g.cfg.top_p, g.generator) for g in self.groups]
-        ids = torch.cat(drawn)  # (B,)
+        live = [g.error is None for g in self.groups]
+        self._fail_non_finite(live)
+        ids = sample_rows(self.logits, self._batch_settings(), self._races(live))  # (B,)
         if self.stepper is not None and len(ids) <= FUSED_MAX_BATCH:
-            logits = self.stepper.step_layers(ids, self.parts)  # (B, V)
+            self.logits = self.stepper.step_layers(ids, self.parts)  # (B, V)
         else:
             out, state = self.model(ids[:, None], pack_state(self.parts))  # (B, 1, V)
-            logits = out[:, 0]
+            self.logits = out[:, 0]
             self.parts = unpack_state(state)
         pieces = []
-        for group, part, rows in zip(self.groups, drawn, logits.split(self._rows), strict=True):
-            group.logits = rows
-            pieces.append((group, group.record(part.tolist())))
+        drawn, start = ids.tolist(), 0
+        for group, n, alive in zip(self.groups, self._rows, live, strict=True):
+            start += n
+            if not alive or group.error is not None:
+                continue
+            try:
+                pieces.append((group, group.record(drawn[start - n : start])))
+            except Exception as e:  # this group's bookkeeping broke: it ends, the others go on
+                group.fail(e)
         return pieces
+
+    def _batch_settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.of([(n, g.cfg.temperature, g.cfg.top_k, g.cfg.top_p)
+                                          for g, n in zip(self.groups, self._rows, strict=True)], self.device)
+        return self._settings
+
+    def _fail_non_finite(self, live: list[bool]) -> None:
+        """A group whose rows hold NaN (its state blew up) ends with an error; one check for the batch."""
+        if not bool(torch.isnan(self.logits.sum())):  # one reduction for the common case
+            return
+        bad = torch.isnan(self.logits).any(dim=-1)  # (B,)
+        for i, (group, rows) in enumerate(zip(self.groups, bad.split(self._rows), strict=True)):
+            if live[i] and bool(rows.any()):
+                group.fail(GenerationError("the model produced NaN scores for this request — its weights or state are broken; "
+                                            "retrain or load another checkpoint"))
+                live[i] = False
+
+    def _races(self, live: list[bool]) -> Tensor | None:
+        """The batch's exponential races (B, V): each sampling group draws from its own generator."""
+        vocab = self.logits.size(-1)
+        if all(g.cfg.temperature == 0 for g in self.groups):
+            return None
+        races = []
+        for i, (group, n) in enumerate(zip(self.groups, self._rows, strict=True)):
+            drawn = None
+            if live[i] and group.cfg.temperature > 0:
+                try:
+                    drawn = group.races(vocab, self.device)
+                except Exception as e:
+                    group.fail(e)
+                    live[i] = False
+            races.append(drawn if drawn is not None else torch.ones(n, vocab, dtype=torch.float64, device=self.device))
+        return races[0] if len(races) == 1 else torch.cat(races)
 
 
 class Generation:
@@ -241,7 +390,10 @@ class Generation:
             group = self._group = engine.join(self.prime, self.cfg, self.state)
             try:
                 while not group.finished:
-                    yield engine.step()[0][1]
+                    for _, pieces in engine.step():
+                        yield pieces
+                    if group.error is not None:
+                        raise group.error
             finally:  # also on Ctrl-C or an abandoned iterator: the state matches the text produced so far
                 self.state = engine.leave(group)
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import uvicorn
 
 from charnn import api
 from charnn.model import ModelConfig
+from charnn.serve import ServeConfig, create_app, load
 from charnn.train import TrainConfig
 
 PATTERN = "0123456789abcdef ghijklmnop\n"  # every character determines the next: learnable to ~0 loss
@@ -52,6 +55,35 @@ def train_run(corpus: Path, name: str = "run", cell: str = "lstm", **overrides: 
     run_dir, _ = api.start_training(str(corpus), tiny_model(cell), tiny_train(**overrides), name=name,
                                     device="cpu", show_progress=False)
     return run_dir
+
+
+class Server:
+    def __init__(self, checkpoints: Path, config: ServeConfig):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(load(["tiny"], checkpoints, "cpu", config), config)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LSTM run ('tiny') on words, shared by the server tests."""
+    root = tmp_path_factory.mktemp("serve")
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "mat", "dog", "ran", "über", "naïve"]
+    (root / "words.txt").write_text(" ".join(rng.choice(words) for _ in range(6000)) + "\n", encoding="utf-8")
+    api.start_training(str(root / "words.txt"), tiny_model(), tiny_train(max_steps=60), name="tiny", device="cpu",
+                       paths=api.Paths(root / "checkpoints", root / "corpora"), show_progress=False)
+    return root
 
 
 def free_port() -> int:

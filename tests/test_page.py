@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from charnn.serve import ServeConfig
-from tests.test_serve import Server, run_root  # noqa: F401  (run_root: the module's trained run)
+from tests.conftest import Server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -35,7 +35,7 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture(scope="module")
-def page_server(run_root: Path) -> Iterator[Server]:  # noqa: F811
+def page_server(run_root: Path) -> Iterator[Server]:
     # A high cap, so the stop test's long generation cannot finish between its checks and its click.
     s = Server(run_root / "checkpoints", ServeConfig(max_tokens_cap=100_000))
     yield s

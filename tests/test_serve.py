@@ -4,48 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from charnn import api
-from charnn.serve import ServeConfig, create_app, load
-from tests.conftest import free_port, tiny_model, tiny_train
-
-
-class Server:
-    def __init__(self, checkpoints: Path, config: ServeConfig):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(load(["tiny"], checkpoints, "cpu", config), config)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started and time.time() < deadline:
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import random
-
-    root = tmp_path_factory.mktemp("serve")
-    rng = random.Random(0)
-    words = ["the", "cat", "sat", "on", "mat", "dog", "ran", "über", "naïve"]
-    (root / "words.txt").write_text(" ".join(rng.choice(words) for _ in range(6000)) + "\n", encoding="utf-8")
-    api.start_training(str(root / "words.txt"), tiny_model(), tiny_train(max_steps=60), name="tiny", device="cpu",
-                       paths=api.Paths(root / "checkpoints", root / "corpora"), show_progress=False)
-    return root
+from charnn.serve import ServeConfig
+from tests.conftest import Server, free_port, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +46,8 @@ def test_models_health_and_schema(server: Server) -> None:
     facts = models["data"][0]["charnn"]
     assert facts["cell"] == "lstm" and facts["layers"] == 2 and facts["hidden"] == 32 and facts["best_val_bpc"] > 0
     assert facts["characters_seen"] == 60 * 8 * 32
-    assert httpx.get(f"{server.url}/health").json() == {"status": "ok", "models": {"tiny": {"rows": 0, "waiting": 0}}}
+    health = httpx.get(f"{server.url}/health").json()
+    assert health == {"status": "ok", "models": {"tiny": {"rows": 0, "waiting": 0, "alive": True}}}
     schema = httpx.get(f"{server.url}/openapi.json").json()
     assert {"/v1/completions", "/v1/score", "/v1/models", "/health"} <= set(schema["paths"])
     page = httpx.get(f"{server.url}/")
@@ -95,7 +64,11 @@ def test_completion_streamed_or_not_is_the_same_text_and_matches_the_library(ser
     assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 120, "total_tokens": 124}
     streamed, chunks = _stream_text(server, prompt="the ", max_tokens=120, seed=7, temperature=0.9)
     assert streamed == choice["text"]
-    assert chunks[-1]["usage"]["completion_tokens"] == 120
+    # as OpenAI streams: the last chunk carries finish_reason; usage only when asked for, then in a chunk of its own
+    assert [c["finish_reason"] for c in chunks[-1]["choices"]] == ["length"] and all("usage" not in c for c in chunks)
+    with_usage, chunks = _stream_text(server, prompt="the ", max_tokens=120, seed=7, temperature=0.9,
+                                      stream_options={"include_usage": True})
+    assert with_usage == streamed and chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 120
     assert [c["finish_reason"] for c in chunks[-2]["choices"]] == ["length"]
     model = api.load_run(str(run_root / "checkpoints" / "tiny"), device="cpu")
     assert model.generate("the ", length=120, seed=7, temperature=0.9) == choice["text"]  # one engine for all
@@ -198,7 +171,7 @@ def test_client_disconnect_stops_generation(server: Server) -> None:
     deadline = time.time() + 5
     while time.time() < deadline and httpx.get(f"{server.url}/health").json()["models"]["tiny"]["rows"]:
         time.sleep(0.05)
-    assert httpx.get(f"{server.url}/health").json()["models"]["tiny"] == {"rows": 0, "waiting": 0}
+    assert httpx.get(f"{server.url}/health").json()["models"]["tiny"] == {"rows": 0, "waiting": 0, "alive": True}
 
 
 def test_api_key_and_a_full_queue(run_root: Path) -> None:

@@ -1,9 +1,14 @@
 """`charnn serve`: an OpenAI-compatible HTTP API and a page to play with trained runs.
 
-    app.py       the FastAPI app: routes, validation, errors, limits
-    events.py    server-sent events for streamed completions; the stop-string rule
-    batcher.py   one engine thread per run; concurrent requests stepped as one batch
-    page.html    the self-contained page served at /
+    app.py         the FastAPI app: routers, error handlers, the body limit, the OpenAPI schema
+    protocol.py    request bodies, OpenAI's error shape, the statuses every route documents
+    access.py      what routes share: ServeConfig, the served runs, the API key, the model lookup
+    info.py        the page, GET /health, GET /v1/models, POST /v1/score
+    completions.py POST /v1/completions
+    chat.py        POST /v1/chat/completions: messages as a transcript, the reply up to the next speaker
+    collector.py   submitting tickets, collecting deltas, stop strings, server-sent events
+    batcher.py     one supervised engine thread per run; concurrent requests stepped as one batch
+    page.html      the self-contained page served at /
 
 `load` reads the runs named at start (nothing a request names is ever read from disk);
 `run` serves them with uvicorn until Ctrl-C.
@@ -16,8 +21,10 @@ from pathlib import Path
 
 from charnn import api, checkpoint
 from charnn.errors import UsageError
-from charnn.serve.app import ServeConfig, Served, create_app, facts_of
+from charnn.serve.access import ServeConfig, Served
+from charnn.serve.app import create_app
 from charnn.serve.batcher import Batcher
+from charnn.serve.info import facts_of
 
 __all__ = ["ServeConfig", "Served", "create_app", "load", "run"]
 

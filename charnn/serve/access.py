@@ -1,0 +1,99 @@
+"""What every route shares: the server's config, the served runs, the API key check, the model lookup.
+
+Routes reach the runs through `request.app.state.served` (set by `create_app`), never a global,
+so two apps in one process (the tests) keep apart. Nothing a request names is read from disk:
+`model` is only looked up among the runs loaded at start.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from charnn.api import CharModel
+from charnn.serve.batcher import Batcher
+from charnn.serve.protocol import MAX_N, MAX_STOPS, ApiError
+
+DEFAULT_TEMPLATE = "{name}:\n{content}\n\n"
+
+
+@dataclass
+class ServeConfig:
+    max_tokens_cap: int = 5000  # characters one request may ask for
+    max_prompt: int = 20_000  # characters of prompt (primed in one forward pass that the whole batch waits for)
+    max_rows: int = 64  # samples stepped together per model
+    max_waiting: int = 64  # requests queued per model beyond a full batch
+    api_key: str | None = None
+    chat_template: str = DEFAULT_TEMPLATE  # one chat message in the transcript (chat.py)
+    assistant_name: str = "Assistant"
+    user_name: str = "User"
+    system_name: str = "System"
+
+
+@dataclass
+class Served:
+    """A loaded run and its batcher."""
+
+    name: str
+    model: CharModel
+    batcher: Batcher
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def config_of(request: Request) -> ServeConfig:
+    return request.app.state.config  # type: ignore[no-any-return]
+
+
+def served_of(request: Request) -> list[Served]:
+    return request.app.state.served  # type: ignore[no-any-return]
+
+
+def authorized(request: Request) -> None:
+    """A dependency of every /v1 route: the bearer key, when the server was started with one."""
+    key = config_of(request).api_key
+    if key is None:
+        return
+    given = request.headers.get("authorization", "")
+    if not (given.startswith("Bearer ") and secrets.compare_digest(given[7:].strip().encode(), key.encode())):
+        raise ApiError(401, "missing or wrong API key — send the header 'Authorization: Bearer KEY'",
+                       code="invalid_api_key")
+
+
+def pick(request: Request, name: str | None) -> Served:
+    """The run a request names (default: the first served)."""
+    served = served_of(request)
+    if name is None:
+        return served[0]
+    for s in served:
+        if s.name == name:
+            return s
+    raise ApiError(404, f"model '{name}' is not served here — use one of: {', '.join(s.name for s in served)}", "model",
+                   "model_not_found")
+
+
+def check_prompt(target: Served, prompt: str, config: ServeConfig, param: str = "prompt", fix: str = "remove them") -> None:
+    if len(prompt) > config.max_prompt:
+        raise ApiError(400, f"{param} has {len(prompt):,} characters; this server primes at most {config.max_prompt:,}",
+                       param)
+    if unknown := target.model.tokenizer.unknown_chars(prompt):
+        shown = ", ".join(repr(c) for c in unknown[:10])
+        raise ApiError(400, f"{param} has character(s) model '{target.name}' never saw: {shown} — {fix}",
+                       param, "unknown_characters")
+
+
+def check_sampling(max_tokens: int, prompts: int, n: int, stops: list[str], config: ServeConfig) -> None:
+    if max_tokens > config.max_tokens_cap:
+        raise ApiError(400, f"max_tokens {max_tokens} is over this server's cap of {config.max_tokens_cap} "
+                       "— ask for fewer (start the server with --max-tokens-cap to change it)", "max_tokens")
+    if not 1 <= prompts * n <= MAX_N:
+        raise ApiError(400, f"{prompts} prompt(s) x n {n} asks for {prompts * n} completions — give 1 to {MAX_N} in all",
+                       "prompt" if prompts != 1 else "n")
+    if len(stops) > MAX_STOPS or any(s == "" for s in stops):
+        raise ApiError(400, f"stop takes up to {MAX_STOPS} non-empty strings", "stop")
+
+
+def stops_of(stop: str | list[str] | None) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or [])

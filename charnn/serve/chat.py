@@ -1,0 +1,107 @@
+"""POST /v1/chat/completions: chat for a model that continues text, through a transcript.
+
+A character model knows no roles, so the messages become a transcript the way plays and chat
+logs read, one message per `template` (default `'{name}:\\n{content}\\n\\n'`), and the model
+continues it after the assistant's own header:
+
+    User:                      <- user_name (or the message's `name`)
+    What light through yonder window breaks?
+
+    Assistant:                 <- assistant_name; the model writes from here
+    <the reply>                <- ends where the template puts the next speaker: at '\\n\\n'
+
+The reply ends at the text the template writes after `{content}` (its suffix; '\\n\\n' by
+default), i.e. where the next speaker would begin; with an empty suffix, at the next user header.
+Names and the template are the server's (`charnn serve --assistant-name … --chat-template …`)
+unless a request sets them (charnn extensions `assistant_name`, `user_name`, `template`), and
+a message's own `name` wins over its role's name: for a play, name the characters.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from charnn.serve.access import ServeConfig, authorized, check_prompt, check_sampling, config_of, pick, stops_of
+from charnn.serve.collector import Collector, Delta, pace, sse, submit, usage
+from charnn.serve.completions import SSE_HEADERS
+from charnn.serve.protocol import GENERATING, ApiError, ChatRequest, Message, responses_for
+
+router = APIRouter()
+
+
+@dataclass
+class Transcript:
+    prompt: str  # the messages, then the assistant's header
+    stop: str  # where the reply ends: the next speaker
+
+
+def transcript(messages: list[Message], template: str, names: dict[str, str]) -> Transcript:
+    """The prompt a chat becomes, and where the reply stops. `names` maps a role to its speaker's name."""
+    if template.count("{content}") != 1:
+        raise ApiError(400, "template must hold {content} exactly once (and {name} where the speaker's name goes), "
+                       "e.g. '{name}:\\n{content}\\n\\n'", "template")
+    before, after = template.split("{content}")
+    if "{name}" in after:
+        raise ApiError(400, "template: {name} must come before {content}", "template")
+
+    def header(name: str) -> str:
+        return before.replace("{name}", name)
+
+    prompt = "".join(header(m.name or names[m.role]) + m.text() + after for m in messages)
+    stop = after if after else header(names["user"])
+    if not stop:
+        raise ApiError(400, "template marks no end of a reply: put text after {content} (e.g. '\\n\\n')", "template")
+    return Transcript(prompt + header(names["assistant"]), stop)
+
+
+def names_of(body: ChatRequest, config: ServeConfig) -> dict[str, str]:
+    system = config.system_name
+    return {"system": system, "developer": system, "user": body.user_name or config.user_name,
+            "assistant": body.assistant_name or config.assistant_name}
+
+
+@router.post("/v1/chat/completions", dependencies=[Depends(authorized)], responses=responses_for(*GENERATING))
+async def chat_completions(body: ChatRequest, request: Request) -> Any:
+    """The assistant's next message, `n` times; `stream` sends chat.completion.chunk events."""
+    config = config_of(request)
+    target = pick(request, body.model)
+    chat = transcript(body.messages, body.template or config.chat_template, names_of(body, config))
+    stops = stops_of(body.stop)
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    check_sampling(max_tokens, 1, body.n, stops, config)
+    check_prompt(target, chat.prompt, config, "messages", "remove them, or pick names and a template in the "
+                 "model's alphabet (assistant_name, user_name, template; or the message's name)")
+    stops.append(chat.stop)
+    tickets = submit(target.batcher, [chat.prompt], body, max_tokens, stops)
+    meta = {"id": f"chatcmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": target.name}
+    prompt_chars = len(chat.prompt)
+    collector = Collector(tickets, body.n, stops, lambda: pace(target.batcher),
+                          None if body.stream else request.is_disconnected)
+    if body.stream:
+        first = [True] * body.n
+
+        def chunk(deltas: list[Delta]) -> dict[str, Any]:
+            choices = []
+            for d in deltas:
+                delta: dict[str, Any] = {"role": "assistant"} if first[d.index] else {}
+                first[d.index] = False
+                if d.text or not d.finish_reason:
+                    delta["content"] = d.text
+                choices.append({"index": d.index, "delta": delta, "logprobs": None, "finish_reason": d.finish_reason})
+            return {**meta, "object": "chat.completion.chunk", "choices": choices}
+
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(sse(collector, chunk, lambda: {**meta, "object": "chat.completion.chunk", "choices": [],
+                                                                "usage": usage(prompt_chars, collector.produced)},
+                                     include_usage), media_type="text/event-stream", headers=SSE_HEADERS)
+    texts, reasons = await collector.whole()
+    return {**meta, "object": "chat.completion",
+            "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None, "finish_reason": r}
+                        for i, (t, r) in enumerate(zip(texts, reasons, strict=True))],
+            "usage": usage(prompt_chars, collector.produced)}

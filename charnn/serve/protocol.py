@@ -1,0 +1,154 @@
+"""The wire protocol: request bodies, OpenAI's error shape, and the statuses every route documents.
+
+Every error a client can cause is a 4xx with `{"error": {"message", "type", "param", "code"}}`;
+an engine-side failure is a 500 or 503 in the same shape. The OpenAPI schema lists each of them
+for every route (`responses_for`), so a client generated from the schema knows all the answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from charnn.errors import CharnnError, GenerationError
+from charnn.serve.batcher import Busy, Unavailable
+
+MAX_N = 16
+MAX_STOPS = 4
+SEED_LIMIT = 2**63
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+
+
+KINDS = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
+         413: "request_too_large", 500: "server_error", 503: "server_busy"}
+
+
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    kind = KINDS.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def as_api_error(error: BaseException) -> ApiError:
+    """An engine-side failure as the answer its cause deserves: the client's mistake 400, the model's 500."""
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, CharnnError) and not isinstance(error, GenerationError):
+        return ApiError(400, str(error))
+    if isinstance(error, Unavailable):
+        return ApiError(503, f"{error} — retry later", code="engine_unavailable")
+    if isinstance(error, Busy):
+        return ApiError(503, f"the server is busy ({error}) — retry in a second", headers={"Retry-After": "1"})
+    detail = str(error) or type(error).__name__
+    return ApiError(500, f"generation failed: {detail} — other requests are unaffected; retry, or report it",
+                    code="generation_failed")
+
+
+# ---- the documented answers ----------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+_WHY = {400: "The request is malformed or names a bad value (the message says which and how to fix it).",
+        401: "Missing or wrong API key (only when the server was started with --api-key).",
+        404: "The model is not served here.",
+        405: "The method is not allowed on this path (see the Allow header).",
+        413: "The request body is over 1 MiB.",
+        500: "Generation failed inside the model; other requests are unaffected.",
+        503: "The server is busy (retry after the Retry-After header) or the model's engine is down."}
+
+
+def responses_for(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for these error statuses, in OpenAI's error shape."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {"model": ErrorResponse, "description": _WHY[status]}
+        if status == 503:
+            entry["headers"] = {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}}
+        if status == 405:
+            entry["headers"] = {"Allow": {"schema": {"type": "string"}, "description": "The methods allowed."}}
+        out[status] = entry
+    return out
+
+
+ALWAYS = (400, 405, 413, 500)  # any route: bad input, wrong method, big body, an unexpected failure
+GENERATING = (*ALWAYS, 401, 404, 503)
+
+
+# ---- request bodies ------------------------------------------------------------------------------
+
+
+class Sampling(BaseModel):
+    """Settings shared by completions and chat."""
+
+    model: str | None = Field(None, description="A run name (GET /v1/models); default: the first served run.")
+    max_tokens: int = Field(200, ge=0, description="Characters to generate per completion (capped by the server).")
+    temperature: float = Field(0.8, ge=0, le=10, description="Softmax temperature; 0 is greedy.")
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1, le=1_000_000, description="charnn extension: sample among the K most likely.")
+    n: int = Field(1, ge=1, le=MAX_N)
+    stop: str | list[str] | None = Field(None, description=f"Up to {MAX_STOPS} strings; a completion ends before the first.")
+    seed: int | None = Field(None, ge=0, lt=SEED_LIMIT)
+    stream: bool = False
+    stream_options: StreamOptions | None = Field(None, description="With stream: include_usage sends a last chunk "
+                                                 "with usage and no choices.")
+    user: str | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class CompletionRequest(Sampling):
+    prompt: str | list[str] = Field("\n", description="Text to continue; a list gives one completion each.")
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] = Field(..., description="Text, or a list of text parts.")
+    name: str | None = Field(None, max_length=64, description="The speaker's name in the transcript (default: by role).")
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class ContentPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatRequest(Sampling):
+    messages: list[Message] = Field(..., min_length=1, description="The conversation so far.")
+    max_completion_tokens: int | None = Field(None, ge=0, description="Preferred over max_tokens when given.")
+    template: str | None = Field(None, description="charnn extension: how one message reads in the transcript; "
+                                 "must hold {name} and {content} (default: the server's, '{name}:\\n{content}\\n\\n').")
+    assistant_name: str | None = Field(None, max_length=64, description="charnn extension: the name the model speaks as.")
+    user_name: str | None = Field(None, max_length=64, description="charnn extension: the name of user messages.")
+
+
+class ScoreRequest(BaseModel):
+    model: str | None = None
+    text: str = Field(..., description="Text to score.")
+
+
+Sampling.model_rebuild()
+CompletionRequest.model_rebuild()
+ChatRequest.model_rebuild()
+Message.model_rebuild()
