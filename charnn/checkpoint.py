@@ -16,6 +16,7 @@ rest is JSON, and both are validated.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -28,7 +29,7 @@ from typing import IO, Any
 
 import torch
 
-from charnn.errors import RunError, UsageError
+from charnn.errors import RunError, UsageError, WriteError
 from charnn.model import CharRNN, ModelConfig
 from charnn.runlock import LOCK
 from charnn.tokenizer import CharTokenizer
@@ -47,8 +48,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise RunError(f"cannot write in '{path.parent}' ({e.strerror}) — free space or fix permissions; "
-                       "the previous files are untouched") from None
+        raise WriteError(f"cannot write in '{path.parent}' ({e.strerror}) — free space or fix permissions; "
+                         "the previous files are untouched") from None
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o666 & ~_UMASK)
@@ -57,8 +58,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        raise RunError(f"could not write '{path}' ({e.strerror}) — free space or fix permissions; "
-                       "the previous version of the file is intact") from None
+        raise WriteError(f"could not write '{path}' ({e.strerror}) — free space or fix permissions; "
+                         "the previous version of the file is intact") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -96,7 +97,11 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def save_tensors(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **payload}, f))
+    # Serialised in memory first: torch's own writer turns a failed write (a full disk) into a
+    # RuntimeError ("unexpected pos"); writing the bytes ourselves keeps it an OSError naming the file.
+    buffer = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **payload}, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 # ---- creating and updating a run ----------------------------------------------------------------

@@ -32,6 +32,10 @@ class RunError(CharnnError):
     """A run directory is missing, incomplete, corrupt, or from an unknown format."""
 
 
+class WriteError(RunError):
+    """A file could not be written (disk full, read-only, quota, permissions); the previous version is intact."""
+
+
 class DeviceError(CharnnError):
     """The requested device is not available on this machine."""
 

@@ -36,7 +36,7 @@ from charnn.data import Streams
 from charnn.device import AMP_DEVICES, amp_dtype, tune_cpu_allocator
 from charnn.distributed import ProcessGroup
 from charnn.ema import WeightAverage
-from charnn.errors import TrainingError
+from charnn.errors import TrainingError, WriteError
 from charnn.evaluation import evaluate
 from charnn.model import CharRNN, State, detach_state
 
@@ -305,7 +305,7 @@ def train(
     events = Board(board.log_dir(cfg.tensorboard, run_dir), p.step) if writer and cfg.tensorboard is not None else None
     if events is not None and show_progress:
         tqdm.write(f"tensorboard: {events.folder} (view with: tensorboard --logdir {events.folder})")
-    with flag.installed(), bar, events.writer if events is not None else nullcontext():
+    with flag.installed(), bar, events.writer if events is not None else nullcontext(), _resumable(run_dir):
         while True:
             if (reason := stop_reason(cfg, p, streams.n_windows)) is not None:
                 stopped_by = reason
@@ -368,6 +368,17 @@ def train(
                 break
     checksum = world.weights_checksum(model) if world.active else None
     return TrainResult(p, last_val, stopped_by, world.world_size, writer, checksum)
+
+
+@contextmanager
+def _resumable(run_dir: Path) -> Iterator[None]:
+    """A failed write (disk full, read-only, quota) ends the run with the command that continues it."""
+    try:
+        yield
+    except WriteError as e:
+        default = run_dir.parent.resolve() == Path("checkpoints").resolve()
+        raise WriteError(f"{e} — then continue the run with: charnn train --resume "
+                         f"{run_dir.name if default else run_dir}") from None
 
 
 def _restore_rng(resume: dict[str, Any], rank: int, seed: int, device: torch.device) -> None:

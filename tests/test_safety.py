@@ -6,6 +6,7 @@ import errno
 import os
 import pickle
 import random
+import re
 import subprocess
 import sys
 import time
@@ -170,3 +171,54 @@ def test_sigkill_at_random_points_then_resume_and_sample(words_file, tmp_path: P
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), f"kill delays {delays}"
     steps = [r["step"] for r in checkpoint.read_metrics(run_dir)]
     assert steps == sorted(set(steps)) and steps[-1] == 2500
+
+
+class _FullDisk:
+    """A file whose writes fail with ENOSPC once `room` bytes are in, like a disk filling up mid-write."""
+
+    def __init__(self, f, room: int):
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        size = len(data.encode() if isinstance(data, str) else memoryview(data).cast("B"))
+        if size > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= size
+        return self.f.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+
+def test_a_full_disk_mid_run_is_one_line_with_the_resume_command(words_file, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny = ["--hidden", "32", "--embed", "16", "--layers", "2", "--batch-size", "8", "--seq-len", "32", "--lr", "1e-2",
+            "--warmup", "5", "--device", "cpu", "-q", "--eval-every", "20", "--seed", "3"]
+    run = Path("checkpoints/w")
+    fdopen = os.fdopen
+    saves = {"n": 0}
+
+    def filling(fd: int, *args, **kwargs):  # os.fdopen is what checkpoint.atomic_write writes through
+        f = fdopen(fd, *args, **kwargs)
+        if ".latest.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+            saves["n"] += 1
+        return _FullDisk(f, 10**9 if saves["n"] <= 2 else 1000)  # the disk fills before the third latest.pt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(checkpoint.os, "fdopen", filling)
+        result = CliRunner().invoke(app, ["train", str(words_file), "--name", "w", "--max-steps", "100", *tiny])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert re.match(r"error: could not write 'checkpoints/w/latest.pt' \(No space left on device\) — free space "
+                    r".* previous version of the file is intact — then continue the run with: charnn train --resume w$",
+                    lines[0]), lines[0]
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")], sorted(run.iterdir())  # no temp file left
+    assert checkpoint.load_tensors(run / "latest.pt")["step"] == 40  # the last good save, whole
+    resumed = CliRunner().invoke(app, ["train", "--resume", "w", "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    assert checkpoint.load_tensors(run / "latest.pt")["step"] == 100
