@@ -11,12 +11,19 @@ weights: speed does not depend on them). Every loop samples with the same
 Reported at 1 and 2 threads; then 64 parallel samples (aggregate chars/s).
 Whole process: `charnn sample` run as a command on a run directory holding the same model,
 at two lengths; marginal chars/s = extra characters / extra wall time (medians), so start-up
-(imports, loading) cancels out. Compared with the oneDNN-off loop measured in this run.
+(imports, loading) cancels out. Compared with the oneDNN-off loop measured in this run, and with
+`--compare-with DIR` also with the same command from another checkout (e.g. a `git worktree` of
+an older commit), alternating, so "not slower than before" is measured in one run.
+The engine: 16 to 128 separate requests (groups of one, each its own seed and generator) stepped
+by `sample.Engine`, against the bare network step of the same model at that batch (no sampling),
+through the module and through the fused step, the faster of the two as the baseline; alternating;
+target >= 0.85x at 32 and 64. `--engine-only` runs just that table.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -32,7 +39,7 @@ warnings.filterwarnings("ignore", message="TF32")
 
 from benchmarks.common import median_time, paired, report, table  # noqa: E402
 from charnn import sample  # noqa: E402
-from charnn.model import CharRNN, ModelConfig  # noqa: E402
+from charnn.model import CharRNN, ModelConfig, Stepper, unpack_state  # noqa: E402
 from charnn.sample import SampleConfig, generate, sample_next  # noqa: E402
 from charnn.tokenizer import CharTokenizer  # noqa: E402
 
@@ -54,6 +61,50 @@ def charnn_loop(model: CharRNN, tok: CharTokenizer, length: int, batch: int) -> 
         pass
 
 
+def engine_loop(model: CharRNN, tok: CharTokenizer, length: int, requests: int) -> None:
+    """`requests` separate groups of one sample in one engine, as the server runs them."""
+    with torch.inference_mode():
+        engine = sample.Engine(model, tok)
+        for i in range(requests):
+            engine.join("A", SampleConfig(length=length, temperature=0.8, seed=i))
+        while engine.groups:
+            engine.step()
+            for group in [g for g in engine.groups if g.finished]:
+                engine.leave(group)
+
+
+def bare_forward(model: CharRNN, length: int, batch: int, stepper: Stepper | None = None) -> None:
+    """The network alone at this batch: one step per character, no sampling; through the module
+    (oneDNN's fused kernel) or, given one, through the hand-fused `Stepper`."""
+    with torch.inference_mode():
+        state = model.init_state(batch)
+        ids = torch.zeros(batch, dtype=torch.long)
+        parts = unpack_state(state)
+        for _ in range(length):
+            if stepper is not None:
+                stepper.step_layers(ids, parts)
+            else:
+                _, state = model(ids[:, None], state)
+
+
+def engine_table(model: CharRNN, tok: CharTokenizer, length: int, repeats: int) -> str:
+    """The engine against the faster of the two bare network paths at each batch, alternating."""
+    stepper = Stepper(model)
+    rows = []
+    for batch in (16, 32, 64, 128):
+        t_module, t_stepper, _ = paired(lambda b=batch: bare_forward(model, length, b),
+                                        lambda b=batch: bare_forward(model, length, b, stepper), repeats)
+        bare = stepper if t_stepper < t_module else None
+        t_bare, t_engine, ratio = paired(lambda b=batch, s=bare: bare_forward(model, length, b, s),
+                                         lambda b=batch: engine_loop(model, tok, length, b), repeats)
+        path = "fused step" if batch <= sample.FUSED_MAX_BATCH else "nn.LSTM (oneDNN)"
+        rows.append([str(batch), f"{batch * length / t_module:,.0f}", f"{batch * length / t_stepper:,.0f}",
+                     f"{batch * length / t_bare:,.0f} ({'fused' if bare else 'module'})", f"{batch * length / t_engine:,.0f}",
+                     path, f"{ratio:.2f}x"])
+    return table(["requests (groups of 1)", "bare module step (chars/s)", "bare fused step", "baseline, paired with the engine",
+                  "engine (aggregate chars/s)", "engine's path", "engine / baseline (median of paired ratios)"], rows)
+
+
 def make_run(model: CharRNN, tok: CharTokenizer, root: Path) -> Path:
     """A run directory holding `model` (random weights), as `charnn sample` expects."""
     from dataclasses import asdict
@@ -66,13 +117,16 @@ def make_run(model: CharRNN, tok: CharTokenizer, root: Path) -> Path:
     return run_dir
 
 
-def whole_process(root: Path, lengths: tuple[int, int], repeats: int, threads: int | None) -> float:
-    """Marginal chars/s of the `charnn sample` command between two lengths (medians of wall times)."""
+def whole_process(root: Path, lengths: tuple[int, int], repeats: int, threads: int | None, source: Path | None = None) -> float:
+    """Marginal chars/s of the `charnn sample` command between two lengths (medians of wall times);
+    `source`: run charnn from that checkout instead of this one."""
+    env = {**os.environ, "PYTHONPATH": str(source or Path(__file__).resolve().parents[1])}
+
     def timed(length: int) -> float:
         cmd = [sys.executable, "-m", "charnn", "sample", "gen", "--length", str(length), "--seed", "1",
                "--temperature", "1.0", "--prime", "A"] + (["--threads", str(threads)] if threads else [])
         start = time.perf_counter()
-        done = subprocess.run(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         if done.returncode:
             raise SystemExit(done.stderr)
         return time.perf_counter() - start
@@ -89,11 +143,20 @@ def main() -> int:
     parser.add_argument("--chars", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
+    parser.add_argument("--engine-only", action="store_true", help="only the engine against the bare forward pass")
+    parser.add_argument("--compare-with", type=Path, help="another checkout whose `charnn sample` to time beside this one")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=65, cell="lstm", layers=2, hidden=512, embed=512)).eval()
     tok = CharTokenizer(VOCAB)
     n = args.chars
+    torch.set_num_threads(2)
+    engine = engine_table(model, tok, max(n // 3, 100), args.repeats)
+    engine_note = (f"2x512 LSTM, {max(n // 3, 100)} characters per request, temperature 0.8, 2 threads; "
+                   f"{args.repeats} alternating pairs. Target: engine >= 0.85x the bare forward pass.")
+    if args.engine_only:
+        report("Generation engine (benchmarks/generation.py --engine-only)", [engine, engine_note], args.record)
+        return 0
     rows = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
@@ -134,13 +197,18 @@ def main() -> int:
             rate = whole_process(root, lengths, max(5, args.repeats), threads)
             proc_rows.append([f"charnn sample{'' if threads is None else f' --threads {threads}'}", f"{rate:,.0f}",
                               f"{rate / loop:.2f}x"])
+        if args.compare_with is not None:
+            for name, source in (("this checkout", None), (str(args.compare_with), args.compare_with)) * 2:
+                rate = whole_process(root, lengths, max(5, args.repeats), None, source)
+                proc_rows.append([f"charnn sample, {name} (A/B turn)", f"{rate:,.0f}", f"{rate / loop:.2f}x"])
     command = table(["whole process, single stream", "marginal chars/s", "vs the faster naive oneDNN-off loop"],
                     [*proc_rows, *[[f"naive loop, oneDNN off, {t} thread(s), in-process", f"{r:,.0f}", f"{r / loop:.2f}x"]
                                    for t, r in loops.items()]])
     proc_note = (f"Whole process: `charnn sample gen --length L` for L = {lengths[0]} and {lengths[1]}, stdout to a pipe, "
                  f"{max(5, args.repeats)} runs each; marginal rate = {lengths[1] - lengths[0]} characters / the "
                  "difference of the median wall times. Target: the command >= 1.5x the oneDNN-off loop.")
-    report("Generation (benchmarks/generation.py)", [single, batched, note, command, proc_note], args.record)
+    report("Generation (benchmarks/generation.py)", [single, batched, note, engine, engine_note, command, proc_note],
+           args.record)
     return 0
 
 

@@ -19,7 +19,8 @@ from charnn.errors import GenerationError, TokenizerError, UsageError
 from charnn.model import CharRNN, State, Stepper, pack_state, unpack_state
 from charnn.tokenizer import CharTokenizer
 
-FUSED_MAX_BATCH = 16
+FUSED_MAX_BATCH = 64  # rows up to which the CPU step runs through Stepper (RESULTS.md: as fast or faster to 64)
+STEPPED_PRIME_MAX = 8  # primes up to this long run through the Stepper on CPU (see Engine._prime)
 RACE_BLOCK = 32  # steps of random draws a group makes in one call (one call per step costs ~5 µs a request)
 
 
@@ -186,20 +187,6 @@ class Group:
         self.produced = 0
         self.cancelled = False
         self.error: Exception | None = None  # what ended this group early (its rows failed); the others go on
-        self._races: Tensor | None = None  # (K, n, V): the next K steps' races, drawn in one call
-
-    def races(self, vocab: int, device: torch.device) -> Tensor:
-        """This step's Exp(1) races (n, V), drawn from this group's generator in blocks of K steps.
-
-        The blocks start at this group's own step 0, K, 2K, …, so its draws never depend on what
-        else shares the batch; K keeps a block under ~8 MB for large vocabularies.
-        """
-        n = self.cfg.num_samples
-        block = max(1, min(RACE_BLOCK, (1 << 20) // (n * vocab)))
-        k = self.produced % block
-        if k == 0 or self._races is None:
-            self._races = races_for(block * n, vocab, self.generator, device).view(block, n, vocab)
-        return self._races[k]
 
     def fail(self, error: Exception) -> None:
         self.error = error
@@ -229,6 +216,65 @@ class Group:
         return pieces
 
 
+def race_block(vocab: int) -> int:
+    """Steps of races a group draws in one call: 32, fewer for large vocabularies (a row's block <= 512 KB)."""
+    return max(1, min(RACE_BLOCK, (1 << 16) // vocab))
+
+
+class Races:
+    """The batch's exponential races, drawn K steps ahead by each group from its own generator.
+
+    rows (B, K, V) holds each row's next K steps; a step gathers one slice per row (B, V) in one
+    op. A group draws its block (K, n, V) when it joins and again every K of its own steps, so its
+    draws never depend on what else shares the batch; greedy groups draw nothing (their rows are
+    ones and unused). Row order follows the engine's batch.
+    """
+
+    def __init__(self, vocab: int, device: torch.device):
+        self.vocab, self.device, self.block = vocab, device, race_block(vocab)
+        self.rows = torch.empty(0, self.block, vocab, dtype=torch.float64, device=device)
+        self.phase = torch.empty(0, dtype=torch.long, device=device)  # (B,): the slice each row takes next
+        self.phases: list[int] = []  # per group: the same, as a Python int
+        self.index = torch.empty(0, dtype=torch.long, device=device)  # (B,) = arange(B)
+
+    def _block(self, group: Group) -> Tensor:
+        n = group.cfg.num_samples
+        if group.cfg.temperature == 0:
+            return torch.ones(n, self.block, self.vocab, dtype=torch.float64, device=self.device)
+        drawn = races_for(self.block * n, self.vocab, group.generator, self.device)
+        return drawn.view(self.block, n, self.vocab).transpose(0, 1)  # (n, K, V)
+
+    def add(self, group: Group) -> None:
+        block = self._block(group)
+        self.rows = torch.cat([self.rows, block])
+        self.phase = torch.cat([self.phase, torch.zeros(len(block), dtype=torch.long, device=self.device)])
+        self.phases.append(0)
+        self.index = torch.arange(len(self.rows), device=self.device)
+
+    def remove(self, i: int, keep: Tensor) -> None:
+        self.rows, self.phase = self.rows.index_select(0, keep), self.phase.index_select(0, keep)
+        del self.phases[i]
+        self.index = torch.arange(len(self.rows), device=self.device)
+
+    def take(self, groups: list[Group], rows: list[int], live: list[bool]) -> Tensor:
+        """This step's races (B, V); then every group moves on one step, drawing a new block where one ran out."""
+        races = self.rows[self.index, self.phase]  # (B, V)
+        self.phase += 1
+        start = 0
+        for i, (group, n) in enumerate(zip(groups, rows, strict=True)):
+            self.phases[i] += 1
+            if self.phases[i] == self.block:
+                self.phases[i] = 0
+                self.phase[start : start + n] = 0
+                if live[i] and group.cfg.temperature > 0:
+                    try:
+                        self.rows[start : start + n] = self._block(group)
+                    except Exception as e:  # this group's generator failed: it ends, the others go on
+                        group.fail(e)
+            start += n
+        return races
+
+
 class Engine:
     """The one generation engine: any number of groups stepped together as one batch.
 
@@ -256,6 +302,7 @@ class Engine:
         self.parts: list[list[Tensor]] = []  # the batch's state, unpacked between steps: part (h, c, …) -> layer -> (B, H)
         self.logits = torch.empty(0)  # (B, V): each row's distribution of its next character
         self._settings: Settings | None = None
+        self._races = Races(tokenizer.vocab_size, self.device)
 
     def join(self, prime: str, cfg: SampleConfig, state: State | None = None) -> Group:
         """Validate, prime and add a group; `state` continues a previous context (batch 1 or n)."""
@@ -268,11 +315,10 @@ class Engine:
         n = cfg.num_samples
         state = state if state is not None else self.model.init_state(1, self.device)
         # Prime once (batch 1 unless a batched state is continued), then fan out to n samples.
-        primed = torch.tensor([prime_ids], device=self.device).expand(state[0].size(1), -1)  # (B0, P)
-        logits, state = self.model(primed, state)
+        last, state = self._prime(prime_ids, state)  # (B0, V)
         state = tuple(s.expand(-1, n, -1).contiguous() for s in state)  # (L, n, H)
         group = Group(cfg, generator, self.tokenizer.chars)
-        first = logits[:, -1].expand(n, -1)  # (n, V)
+        first = last.expand(n, -1)  # (n, V)
         parts = unpack_state(state)
         if self.groups:
             self.parts = [[torch.cat([a, b]) for a, b in zip(old, new, strict=True)]
@@ -280,10 +326,28 @@ class Engine:
             self.logits = torch.cat([self.logits, first])
         else:
             self.parts, self.logits = parts, first.contiguous()
+        self._races.add(group)
         self.groups.append(group)
         self._rows.append(n)
         self._settings = None
         return group
+
+    def _prime(self, prime_ids: list[int], state: State) -> tuple[Tensor, State]:
+        """Run the prime through the network: the last position's logits (B0, V) and the state after it.
+
+        A short prime on CPU goes through the fused `Stepper`: oneDNN's sequence kernel costs ~9 ms
+        per call at batch 1 on a 2x512 LSTM whatever the length (it reorders the weights each call),
+        which every request joining a busy server would otherwise add to the batch's next step.
+        """
+        batch = state[0].size(1)
+        if self.stepper is None or len(prime_ids) > STEPPED_PRIME_MAX:
+            primed = torch.tensor([prime_ids], device=self.device).expand(batch, -1)  # (B0, P)
+            logits, state = self.model(primed, state)
+            return logits[:, -1], state
+        parts = unpack_state(state)
+        for token in prime_ids:
+            last = self.stepper.step_layers(torch.full((batch,), token, dtype=torch.long), parts)
+        return last, pack_state(parts)
 
     def leave(self, group: Group) -> State:
         """Remove a group; returns its state (L, n, H), e.g. to continue it later."""
@@ -294,6 +358,7 @@ class Engine:
         keep = torch.cat([torch.arange(0, start), torch.arange(rows.stop, sum(self._rows))]).to(self.device)
         self.parts = [[t.index_select(0, keep) for t in layers] for layers in self.parts]
         self.logits = self.logits.index_select(0, keep)
+        self._races.remove(i, keep)
         del self.groups[i], self._rows[i]
         self._settings = None
         return state
@@ -308,7 +373,9 @@ class Engine:
             return []
         live = [g.error is None for g in self.groups]
         self._fail_non_finite(live)
-        ids = sample_rows(self.logits, self._batch_settings(), self._races(live))  # (B,)
+        sampling = any(g.cfg.temperature > 0 for g in self.groups)
+        races = self._races.take(self.groups, self._rows, live)
+        ids = sample_rows(self.logits, self._batch_settings(), races if sampling else None)  # (B,)
         if self.stepper is not None and len(ids) <= FUSED_MAX_BATCH:
             self.logits = self.stepper.step_layers(ids, self.parts)  # (B, V)
         else:
@@ -343,23 +410,6 @@ class Engine:
                 group.fail(GenerationError("the model produced NaN scores for this request — its weights or state are broken; "
                                             "retrain or load another checkpoint"))
                 live[i] = False
-
-    def _races(self, live: list[bool]) -> Tensor | None:
-        """The batch's exponential races (B, V): each sampling group draws from its own generator."""
-        vocab = self.logits.size(-1)
-        if all(g.cfg.temperature == 0 for g in self.groups):
-            return None
-        races = []
-        for i, (group, n) in enumerate(zip(self.groups, self._rows, strict=True)):
-            drawn = None
-            if live[i] and group.cfg.temperature > 0:
-                try:
-                    drawn = group.races(vocab, self.device)
-                except Exception as e:
-                    group.fail(e)
-                    live[i] = False
-            races.append(drawn if drawn is not None else torch.ones(n, vocab, dtype=torch.float64, device=self.device))
-        return races[0] if len(races) == 1 else torch.cat(races)
 
 
 class Generation:
