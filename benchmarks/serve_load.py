@@ -8,6 +8,10 @@ same run: one client making requests one after another. Load: `--clients` concur
 clients making `--requests` requests in all (different seeds). Reported: time to first character
 (p50/p95), aggregate characters/s, and the count of 5xx answers (must be 0). Bounded: every request
 has a timeout and the loops stop by themselves.
+
+Beside it, in this process before the server starts: the engine alone on the same run, `--clients`
+requests of `--tokens` characters stepped together (`sample.Engine`, as the server's batcher runs
+them), so "server with 32 clients / engine at 32 samples" is a ratio measured in one run (target >= 0.8x).
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import socket
 import statistics
 import subprocess
@@ -79,54 +82,102 @@ async def load(url: str, clients: int, requests: int, tokens: int) -> dict:
 
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(client_loop(client) for _ in range(clients)))
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     ttfc = sorted(r[0] for r in results if r[2] == 200)
-    return {"requests": len(results), "chars": sum(r[1] for r in results), "wall": wall,
+    return {"requests": len(results), "chars": sum(r[1] for r in results), "wall": wall, "client_cores": cpu / wall,
             "rate": sum(r[1] for r in results) / wall, "errors_5xx": sum(1 for r in results if r[2] >= 500),
             "other": sum(1 for r in results if r[2] != 200 and r[2] < 500),
             "p50": statistics.median(ttfc), "p95": ttfc[min(len(ttfc) - 1, int(0.95 * len(ttfc)))]}
 
 
+def engine_rate(work: Path, requests: int, tokens: int, repeats: int = 3) -> float:
+    """Aggregate chars/s of `requests` one-sample requests stepped together in one engine (median of runs)."""
+    import torch
+
+    from charnn import api
+    from charnn.sample import Engine, SampleConfig
+
+    model = api.load_run(str(work / "checkpoints" / "lstm512"), device="cpu")
+    rates = []
+    for r in range(repeats + 1):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            engine = Engine(model.model, model.tokenizer)
+            for seed in range(requests):
+                engine.join("ROMEO:", SampleConfig(length=tokens, seed=seed + 1000 * r))
+            while engine.groups:
+                engine.step()
+                for group in [g for g in engine.groups if g.finished]:
+                    engine.leave(group)
+        if r:  # the first is a warm-up
+            rates.append(requests * tokens / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def start_server(work: Path, port: int, threads: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "charnn", "serve", "lstm512", "--port", str(port), "--threads",
+                             str(threads), "--checkpoints-dir", str(work / "checkpoints")], cwd=work,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_healthy(base: str) -> None:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit("the server did not come up within 60 s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--requests", type=int, default=128)
+    parser.add_argument("--requests", type=int, default=128, help="requests under load, per round")
     parser.add_argument("--tokens", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of engine alone / server under load")
+    parser.add_argument("--serve-threads", type=int, default=0, help="the server's --threads (0: PyTorch's default)")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         make_run(work)
         port = _free_port()
-        server = subprocess.Popen([sys.executable, "-m", "charnn", "serve", "lstm512", "--port", str(port),
-                                   "--checkpoints-dir", str(work / "checkpoints")], cwd=work,
-                                  stderr=subprocess.PIPE, text=True, env={**os.environ})
+        server = start_server(work, port, args.serve_threads)
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 60
-            while time.time() < deadline:
-                try:
-                    if httpx.get(base + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
+            wait_healthy(base)
             url = base + "/v1/completions"
             asyncio.run(load(url, 1, 2, args.tokens))  # warm-up
             alone = asyncio.run(load(url, 1, 8, args.tokens))
-            crowd = asyncio.run(load(url, args.clients, args.requests, args.tokens))
+            engines, crowds = [], []
+            for _ in range(args.rounds):  # alternating, so both see the same background load; the server idles meanwhile
+                engines.append(engine_rate(work, args.clients, args.tokens, repeats=1))
+                crowds.append(asyncio.run(load(url, args.clients, args.requests, args.tokens)))
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            server.communicate(timeout=30)
+    ratios = [c["rate"] / e for c, e in zip(crowds, engines, strict=True)]
+    ratio = statistics.median(ratios)
+    crowd = sorted(crowds, key=lambda c: c["rate"])[len(crowds) // 2]
+    engine = statistics.median(engines)
     rows = [[f"1 client, {alone['requests']} requests in sequence", f"{alone['rate']:,.0f}", "1.00x",
              f"{alone['p50'] * 1e3:.0f} ms", f"{alone['p95'] * 1e3:.0f} ms", str(alone["errors_5xx"])],
-            [f"{args.clients} concurrent clients, {crowd['requests']} requests", f"{crowd['rate']:,.0f}",
+            [f"{args.clients} concurrent clients, {crowd['requests']} requests (median round)", f"{crowd['rate']:,.0f}",
              f"{crowd['rate'] / alone['rate']:.2f}x", f"{crowd['p50'] * 1e3:.0f} ms", f"{crowd['p95'] * 1e3:.0f} ms",
-             str(crowd["errors_5xx"])]]
+             str(sum(c["errors_5xx"] for c in crowds))],
+            [f"engine alone, {args.clients} requests stepped together, in-process (median)", f"{engine:,.0f}",
+             f"{engine / alone['rate']:.2f}x", "-", "-", "-"]]
     note = (f"A whole `charnn serve` process on 127.0.0.1, 2x512 LSTM, streamed completions of {args.tokens} "
-            f"characters each; {crowd['chars']:,} characters in {crowd['wall']:.1f} s under load. Target: aggregate "
-            f"with {args.clients} clients >= 3x one client, zero 5xx.")
+            f"characters each; {args.rounds} rounds, each the engine alone then {crowd['requests']} requests under load "
+            f"({crowd['chars']:,} characters in {crowd['wall']:.1f} s in the median round). Targets: aggregate with "
+            f"{args.clients} clients >= 3x one client; zero 5xx; server with {args.clients} clients / engine alone at "
+            f"{args.clients} (median of the rounds' ratios: {', '.join(f'{r:.2f}' for r in ratios)}): "
+            f"**{ratio:.2f}x** (target >= 0.8x). The load generator shares this machine's cores: it used "
+            f"{crowd['client_cores']:.2f} of them under load.")
     report("Serving under load (benchmarks/serve_load.py)", [
         note, table(["load", "aggregate chars/s", "vs 1 client", "time to first char p50", "p95", "5xx"], rows)],
         args.record)

@@ -85,17 +85,33 @@ def serve_cmd(
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
     api_key: str = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' on every API call."),
     max_tokens_cap: int = typer.Option(5000, "--max-tokens-cap", help="Most characters one request may ask for."),
+    assistant_name: str = typer.Option("Assistant", "--assistant-name",
+                                       help="Chat: the name the model speaks as in the transcript (requests may override)."),
+    user_name: str = typer.Option("User", "--user-name", help="Chat: the name of user messages in the transcript."),
+    system_name: str = typer.Option("System", "--system-name", help="Chat: the name of system messages in the transcript."),
+    chat_template: str = typer.Option(
+        "{name}:\n{content}\n\n", "--chat-template",
+        help="Chat: one message in the transcript, with {name} and {content} (backslash escapes \\n, \\t work); "
+             "a reply ends at what follows {content}."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default)."),
     device: str = DEVICE,
     checkpoints_dir: Path = CKPT_DIR,
 ) -> None:
-    """Serve runs over HTTP: OpenAI-compatible /v1/completions, /v1/score, /v1/models, and a page at /."""
+    """Serve runs over HTTP: OpenAI-compatible /v1/completions and /v1/chat/completions, /v1/score, /v1/models,
+    and a page at /."""
     from charnn import serve
+    from charnn.serve.chat import check_template
+
+    set_threads(threads)
 
     if not 1 <= port <= 65535:
         raise typer.BadParameter(f"--port {port} must be between 1 and 65535")
     if max_tokens_cap < 1:
         raise typer.BadParameter(f"--max-tokens-cap {max_tokens_cap} must be at least 1")
-    config = serve.ServeConfig(max_tokens_cap=max_tokens_cap, api_key=api_key)
+    template = chat_template.encode("latin-1", "backslashreplace").decode("unicode_escape")  # '\\n' typed in a shell
+    check_template(template, "--chat-template")
+    config = serve.ServeConfig(max_tokens_cap=max_tokens_cap, api_key=api_key, chat_template=template,
+                               assistant_name=assistant_name, user_name=user_name, system_name=system_name)
     served = serve.load(runs or [], checkpoints_dir, device, config)
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: listening on {host}: anyone who can reach this machine can use the server"

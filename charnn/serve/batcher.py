@@ -45,6 +45,7 @@ class Ticket:
     cfg: SampleConfig
     loop: asyncio.AbstractEventLoop
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: bool = False  # the request is blocked in `take`; guarded by `lock`
     pieces: list[list[str]] = field(default_factory=list)  # produced but not yet taken; guarded by `lock`
     lock: threading.Lock = field(default_factory=threading.Lock)
     finished: bool = False
@@ -54,24 +55,32 @@ class Ticket:
     group: Group | None = None
 
     def push(self, pieces: list[str] | None, *, stopped: list[bool] | None = None, error: Exception | None = None) -> None:
-        """Called by the engine thread; wakes the request only if it is not already awake."""
+        """Called by the engine thread; crosses to the event loop only when the request is blocked in `take`.
+
+        A request pacing itself (sleeping between chunks) finds its pieces when it comes back, so a
+        busy batch costs the event loop no wake-ups per step (each would take a core from the step).
+        """
         with self.lock:
-            wake = not self.pieces and not self.finished
             if pieces is not None:
                 self.pieces.append(pieces)
             if stopped is not None or error is not None:
                 self.finished = True
                 self.stopped = stopped or []
                 self.error = error
+            wake, self.waiting = self.waiting, False
         if wake:
             self.loop.call_soon_threadsafe(self.ready.set)
 
     async def take(self) -> tuple[list[list[str]], bool]:
-        """Wait for pieces; returns (pieces, finished)."""
-        await self.ready.wait()
+        """The pieces produced since the last take, waiting for some if there are none; (pieces, finished)."""
+        with self.lock:
+            block = self.waiting = not self.pieces and not self.finished
+            if block:
+                self.ready.clear()
+        if block:  # a wake-up already scheduled by an earlier push at worst returns empty-handed once
+            await self.ready.wait()
         with self.lock:
             pieces, self.pieces = self.pieces, []
-            self.ready.clear()
             return pieces, self.finished
 
     def cancel(self) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
+from charnn.errors import UsageError
 from charnn.serve.access import ServeConfig, authorized, check_prompt, check_sampling, config_of, pick, stops_of
 from charnn.serve.collector import Collector, Delta, pace, sse, submit, usage
 from charnn.serve.completions import SSE_HEADERS
@@ -41,14 +42,22 @@ class Transcript:
     stop: str  # where the reply ends: the next speaker
 
 
+def check_template(template: str, option: str = "template") -> None:
+    """Raise UsageError unless the template has one {content}, {name} only before it, and an end after it."""
+    if template.count("{content}") != 1:
+        raise UsageError(f"{option} must hold {{content}} exactly once (and {{name}} where the speaker's name goes), "
+                         "e.g. '{name}:\\n{content}\\n\\n'")
+    if "{name}" in template.split("{content}")[1]:
+        raise UsageError(f"{option}: {{name}} must come before {{content}}")
+
+
 def transcript(messages: list[Message], template: str, names: dict[str, str]) -> Transcript:
     """The prompt a chat becomes, and where the reply stops. `names` maps a role to its speaker's name."""
-    if template.count("{content}") != 1:
-        raise ApiError(400, "template must hold {content} exactly once (and {name} where the speaker's name goes), "
-                       "e.g. '{name}:\\n{content}\\n\\n'", "template")
+    try:
+        check_template(template)
+    except UsageError as e:
+        raise ApiError(400, str(e), "template") from None
     before, after = template.split("{content}")
-    if "{name}" in after:
-        raise ApiError(400, "template: {name} must come before {content}", "template")
 
     def header(name: str) -> str:
         return before.replace("{name}", name)
