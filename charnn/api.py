@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from charnn import checkpoint, corpus, data, distributed, runlock
-from charnn.device import AMP_DEVICES, resolve_device, tune_cpu_allocator
+from charnn.budget import Budget
+from charnn.device import AMP_DEVICES, bf16_native, bf16_speed, resolve_device, tune_cpu_allocator
 from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import RunError, UsageError
 from charnn.evaluation import evaluate
@@ -108,12 +109,15 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
                    device: str = "auto", paths: Paths | None = None, overwrite: bool = False,
                    corpus_options: CorpusOptions | None = None, show_progress: bool = True,
                    auto_fields: frozenset[str] = frozenset(),
-                   announce: Callable[[str], None] | None = None) -> tuple[Path, TrainResult]:
+                   announce: Callable[[str], None] | None = None,
+                   started: float | None = None) -> tuple[Path, TrainResult]:
     """Train a new run on corpus `spec` (one or several sources); `model_cfg.vocab_size` comes from the corpus.
 
     With a time budget, the fields named in `auto_fields` (those the user did
     not set) are chosen by `recipe.choose` for this machine's measured speed;
-    `announce` receives the line describing the choice. Under torchrun every
+    `announce` receives the line describing the choice. The budget is wall clock from
+    `started` (a `time.perf_counter()` reading; default: now; the CLI gives the process's
+    start): start-up and the probe are taken off it (`budget.py`). Under torchrun every
     process calls this; the checks run before the process group opens.
     """
     paths = paths or Paths()
@@ -123,6 +127,10 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
     _check(model_cfg.validate() + cfg.validate())
     launch.check_batch(cfg.batch_size)
     dev = _device_for(device, cfg, launch)
+    if cfg.amp and "amp" not in auto_fields and announce and launch.is_writer and not bf16_native(dev):
+        announce(f"warning: this CPU has no bf16 instructions, so PyTorch emulates bf16: a quick measurement ran it at "
+                 f"{bf16_speed():.2f}x fp32's speed — --no-amp trains faster here")
+    clock = Budget(cfg.time_budget, started if started is not None else time.perf_counter()) if cfg.time_budget else None
     run_dir = paths.checkpoints / (name or _agreed_name(specs[0] if specs else "run", launch))
     checkpoint.check_new(run_dir, overwrite)  # before the slow corpus work
     if run_dir.is_dir():
@@ -135,11 +143,18 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
         prepared = prepare_corpus(source, cfg, paths, group)
         model_cfg.vocab_size = prepared.encoded.tokenizer.vocab_size
         recipe = None
-        if auto_fields and cfg.time_budget:
-            recipe = group.broadcast(_plan(prepared, model_cfg, cfg, dev, auto_fields, announce, launch)
+        if clock is not None:
+            clock.mark("startup")
+        if auto_fields and clock is not None:
+            recipe = group.broadcast(_plan(prepared, model_cfg, cfg, dev, auto_fields, announce, launch, clock)
                                      if group.is_writer else None)
             apply(recipe, auto_fields, model_cfg, cfg)
+            cfg.eval_pass_estimate = recipe.eval_pass_s or 0.0
             launch.check_batch(cfg.batch_size)
+            clock.mark("probe")
+        if clock is not None:  # what is left of the wall clock, as rank 0 reads it
+            cfg.time_budget = group.broadcast(clock.training_time(reserve=cfg.eval_pass_estimate)
+                                              if group.is_writer else None)
         torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run (the same on every rank)
         model = CharRNN(model_cfg)
         where = [str(Path(s).resolve()) if Path(s).exists() else s for s in specs]  # a built-in stays a name
@@ -159,7 +174,21 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
                 checkpoint.create(run_dir, config, prepared.encoded.tokenizer, overwrite)
             result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, group.device,
                            show_progress=show_progress, group=group)
+            _record_time(run_dir, clock, result)
     return run_dir, result
+
+
+def _record_time(run_dir: Path, clock: Budget | None, result: TrainResult) -> None:
+    """config.json's "time": how the budget's seconds were spent (a run without a time budget records none)."""
+    if clock is None or not result.is_writer:
+        return
+    clock.mark("loop")
+    spent = result.spent or {}
+    loop = clock.phases.pop("loop")
+    clock.phases.update({"training": loop - sum(spent.values()), **spent})
+    config = checkpoint.load_config(run_dir)
+    config["time"] = [*config.get("time", []), clock.record()]  # one entry per session (a resume adds one)
+    checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
 
 
 def _agreed_name(spec: str, launch: Launch) -> str:
@@ -174,12 +203,16 @@ def _agreed_name(spec: str, launch: Launch) -> str:
 
 
 def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: torch.device,
-          auto_fields: frozenset[str], announce: Callable[[str], None] | None, launch: Launch) -> Recipe:
-    """Probe this machine once (rank 0) and choose the model for the budget; announce the choice."""
+          auto_fields: frozenset[str], announce: Callable[[str], None] | None, launch: Launch, clock: Budget) -> Recipe:
+    """Probe this machine once (rank 0) and choose the model for what is left of the budget; announce the choice.
+
+    bf16 is probed only where it can win (`device.bf16_native`): an emulating CPU would spend a minute
+    measuring what it cannot use."""
     if dev.type == "cpu":
         tune_cpu_allocator()  # as training will: the probe must see the same speed
     batches = BATCHES if "batch_size" in auto_fields else (cfg.batch_size,)
-    amps = (False, True) if "amp" in auto_fields and dev.type in AMP_DEVICES else (cfg.amp,)
+    may_amp = "amp" in auto_fields and dev.type in AMP_DEVICES and bf16_native(dev)
+    amps = (False, True) if may_amp else (cfg.amp,)
     measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, cfg.seq_len, amps=amps)
     gain = amp_gain(measured)
     amp = pick_amp(measured) if len(amps) > 1 else cfg.amp
@@ -193,7 +226,7 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
         scale, again = measure_scale(dev, model_cfg.vocab_size, model_cfg.cell, max(speeds), amp, cfg.seq_len)
     # Every process trains its share at about the probe's speed: the job sees world_size times as much.
     speeds = {b: v * launch.world_size for b, v in steady_speeds(speeds, again).items()}
-    recipe = plan(cfg.time_budget or 0.0, len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell,
+    recipe = plan(clock.left(), len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell,
                   len(prepared.val_ids), eval_speed, amp, scale)
     recipe.probe_amp_gain = None if gain is None else round(gain, 3)  # stored: why this run chose its precision
     recipe.probe_second_reading = None if again is None else round(again * launch.world_size)
@@ -225,8 +258,9 @@ def _writer_lock(run_dir: Path, group: ProcessGroup, make: bool = False) -> Iter
 def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None, max_steps: int | None = None,
                     epochs: float | None = None, more_time: float | None = None, lr: float | None = None,
                     device: str = "auto", paths: Paths | None = None, show_progress: bool = True,
-                    tensorboard: str | None = None) -> tuple[Path, TrainResult]:
-    """Continue a run from `latest.pt`; new limits extend it (`more_time` is added to the time used).
+                    tensorboard: str | None = None, started: float | None = None) -> tuple[Path, TrainResult]:
+    """Continue a run from `latest.pt`; new limits extend it (`more_time` is added to the time used,
+    wall clock from `started` as in `start_training`).
 
     A new `lr` replaces the peak learning rate (e.g. after a divergence); the
     schedule's shape is kept. Any number of torchrun processes can resume a run
@@ -253,8 +287,9 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
         cfg.max_steps = max_steps
     if epochs is not None:
         cfg.epochs = epochs
-    if more_time is not None:
+    if more_time is not None:  # the loop's budget: set again below from the wall clock left after start-up
         cfg.time_budget = float(done.get("elapsed", 0.0)) + more_time
+    clock = Budget(more_time, started if started is not None else time.perf_counter()) if more_time else None
     if lr is not None:
         cfg.lr = lr
     if tensorboard is not None:
@@ -287,6 +322,10 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
         prepared = prepare_corpus(source, cfg, paths, group)
         if tokenizer.chars != prepared.encoded.tokenizer.chars:
             raise RunError(f"run '{run_dir.name}' has a different vocabulary than its corpus — the run is damaged")
+        if clock is not None:
+            clock.mark("startup")
+            left = clock.training_time(reserve=cfg.eval_pass_estimate) if group.is_writer else None
+            cfg.time_budget = float(done.get("elapsed", 0.0)) + group.broadcast(left)
         config["train"] = asdict(cfg)
         config["distributed"] = _world_record(group)
         if group.is_writer:
@@ -294,6 +333,7 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
             checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
         result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, group.device, resume=payload,
                        show_progress=show_progress, group=group)
+        _record_time(run_dir, clock, result)
     return run_dir, result
 
 

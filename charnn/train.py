@@ -53,7 +53,8 @@ class TrainConfig:
     clip: float = 1.0
     epochs: float | None = None
     max_steps: int | None = None
-    time_budget: float | None = None  # seconds of training (evaluation included)
+    time_budget: float | None = None  # seconds of training (evaluation included); the loop keeps back the final pass's
+    eval_pass_estimate: float = 0.0  # seconds one validation pass is expected to take, until one is timed (recipe)
     eval_every: int = 200
     patience: int = 0  # stop after this many evaluations without a new best (0: never)
     val_frac: float = 0.1
@@ -113,6 +114,7 @@ class TrainResult:
     world_size: int = 1
     is_writer: bool = True  # rank 0 (or a single process): the one that reports
     checksum: str | None = None  # weights digest, checked identical on every rank (torchrun only)
+    spent: dict[str, float] | None = None  # this session's seconds in "evaluation" passes and "saving"
 
 
 def lr_at(cfg: TrainConfig, step: int, done: float) -> float:
@@ -122,36 +124,39 @@ def lr_at(cfg: TrainConfig, step: int, done: float) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0))))
 
 
-def fraction_done(cfg: TrainConfig, p: Progress, windows_per_epoch: int) -> float:
+def fraction_done(cfg: TrainConfig, p: Progress, windows_per_epoch: int, reserve: float = 0.0) -> float:
     fractions = [0.0]
     if cfg.max_steps:
         fractions.append(p.step / cfg.max_steps)
     if cfg.epochs:
         fractions.append(p.step / (cfg.epochs * windows_per_epoch))
     if cfg.time_budget:
-        fractions.append(p.elapsed / cfg.time_budget)
+        fractions.append(p.elapsed / max(cfg.time_budget - reserve, 1e-9))
     return max(fractions)
 
 
-def stop_reason(cfg: TrainConfig, p: Progress, windows_per_epoch: int) -> str | None:
+def stop_reason(cfg: TrainConfig, p: Progress, windows_per_epoch: int, reserve: float = 0.0) -> str | None:
+    """Why training stops now, if it does. `reserve`: seconds of the time budget kept for what follows the
+    last step (the final validation pass and save), so the run as a whole ends within its budget."""
     if cfg.max_steps is not None and p.step >= cfg.max_steps:
         return "max-steps"
     if cfg.epochs is not None and p.step >= cfg.epochs * windows_per_epoch:
         return "epochs"
-    if cfg.time_budget is not None and p.elapsed >= cfg.time_budget:
+    if cfg.time_budget is not None and p.elapsed + reserve >= cfg.time_budget:
         return "time"
     if cfg.patience and p.evals_since_best >= cfg.patience:
         return "patience"
     return None
 
 
-def final_pass_is_near(cfg: TrainConfig, elapsed: float, pass_s: float) -> bool:
-    """Whether a scheduled validation pass would use up the rest of the time budget.
+def final_pass_is_near(cfg: TrainConfig, elapsed: float, pass_s: float, save_s: float = 0.0) -> bool:
+    """Whether a scheduled validation pass would leave too little of the time budget.
 
-    The final pass comes once the budget is spent. A pass that leaves less than its own duration
-    would score nearly the weights the final pass scores (RECIPES.md #72): skip it and train instead.
+    The final pass starts when only it and the last save fit in what is left (`stop_reason`'s reserve).
+    A scheduled pass that leaves less than that plus a pass of training would score nearly the weights
+    the final pass scores (RECIPES.md #72): skip it and train instead.
     """
-    return cfg.time_budget is not None and cfg.time_budget - elapsed < pass_s
+    return cfg.time_budget is not None and cfg.time_budget - elapsed < 2 * pass_s + save_s
 
 
 class _StopFlag:
@@ -246,9 +251,14 @@ def train(
     session_start = time.perf_counter() - p.elapsed
     rate_mark = (time.perf_counter(), p.tokens)
 
+    spent = {"evaluation": 0.0, "saving": 0.0}  # this session's seconds in validation passes and in writes
+    save_s = 0.0  # how long the writes after a validation pass took (best, metrics, latest), agreed by the ranks
+    writes_s = 0.0  # the same, as this process measured it after the last pass
+
     def save_latest() -> None:
         # Collective: every rank hands over its streams' state and its RNG; rank 0 writes them in
         # the single-process layout (L, B, H), so any number of processes can resume from it.
+        started = time.perf_counter()
         full_state = tuple(world.gather_rows(s) for s in state)
         rngs = world.gather_objects(torch.get_rng_state())
         cuda_rngs = world.gather_objects(torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
@@ -259,11 +269,12 @@ def train(
                 "world_size": world.world_size, "rng_ranks": rngs, "cuda_rng_ranks": cuda_rngs,
                 "ema": average.state() if average is not None else None,
             })
+        spent["saving"] += time.perf_counter() - started
 
-    pass_s = 0.0  # how long the last validation pass took (the same on every rank)
+    pass_s = cfg.eval_pass_estimate  # how long the last validation pass took (the same on every rank)
 
     def run_eval() -> None:
-        nonlocal last_val, loss_sum, loss_count, rate_mark, pass_s
+        nonlocal last_val, loss_sum, loss_count, rate_mark, pass_s, save_s, writes_s
         started = time.perf_counter()
         with average.applied() if average is not None else nullcontext():  # best.pt gets what was evaluated
             val = evaluate(model, val_ids, cfg.seq_len, device, world)
@@ -272,8 +283,13 @@ def train(
         now = time.perf_counter()
         tps = (p.tokens - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
         # The pass's duration rides along as the ranks' mean, so all of them skip the same passes.
-        summed_loss, summed_count, summed_s = world.sum([float(loss_sum), float(loss_count), now - started])
+        # The writer's time for the last pass's writes rides along too (the others add 0): every rank keeps
+        # back the same time for the final pass and save, so all of them stop at the same step.
+        summed_loss, summed_count, summed_s, save_s = world.sum([float(loss_sum), float(loss_count), now - started,
+                                                                 writes_s if writer else 0.0])
         pass_s = summed_s / world.world_size
+        spent["evaluation"] += pass_s
+        writes = time.perf_counter()
         record = {
             "step": p.step, "epoch": round(p.epoch + p.window / streams.n_windows, 4), "tokens": p.tokens,
             "elapsed": round(p.elapsed, 3), "train_loss": summed_loss / summed_count if summed_count else None,
@@ -293,6 +309,7 @@ def train(
                 events.record(record)
         p.last_eval_step = p.step
         save_latest()
+        writes_s = time.perf_counter() - writes
         if show_progress:
             train_loss = record["train_loss"] if record["train_loss"] is not None else float("nan")
             tqdm.write(f"step {p.step:>6}  train {train_loss:.4f}  val {val:.4f} nats ({record['val_bpc']:.3f} bpc)"
@@ -307,7 +324,8 @@ def train(
         tqdm.write(f"tensorboard: {events.folder} (view with: tensorboard --logdir {events.folder})")
     with flag.installed(), bar, events.writer if events is not None else nullcontext(), _resumable(run_dir):
         while True:
-            if (reason := stop_reason(cfg, p, streams.n_windows)) is not None:
+            reserve = (pass_s if p.last_eval_step != p.step else 0.0) + save_s
+            if (reason := stop_reason(cfg, p, streams.n_windows, reserve)) is not None:
                 stopped_by = reason
                 if p.last_eval_step != p.step:
                     run_eval()
@@ -316,7 +334,7 @@ def train(
                 p.epoch, p.window = p.epoch + 1, 0
                 state = model.init_state(streams.rows, device)
                 offset = epoch_offset()
-            lr = lr_at(cfg, p.step, fraction_done(cfg, p, streams.n_windows))
+            lr = lr_at(cfg, p.step, fraction_done(cfg, p, streams.n_windows, pass_s + save_s))
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
             x, y = streams.window(p.window, offset=offset)
@@ -353,7 +371,7 @@ def train(
             p.tokens += cfg.batch_size * cfg.seq_len  # all ranks' streams
             stop_asked = flag.raised or (should_stop is not None and should_stop(p))
             stop_asked, p.elapsed = world.agree(stop_asked, time.perf_counter() - session_start)
-            if p.step % cfg.eval_every == 0 and not final_pass_is_near(cfg, p.elapsed, pass_s):
+            if p.step % cfg.eval_every == 0 and not final_pass_is_near(cfg, p.elapsed, pass_s, save_s):
                 run_eval()
             now = time.perf_counter()
             if now - shown_at > 0.5 and not bar.disable:
@@ -367,7 +385,7 @@ def train(
                 save_latest()
                 break
     checksum = world.weights_checksum(model) if world.active else None
-    return TrainResult(p, last_val, stopped_by, world.world_size, writer, checksum)
+    return TrainResult(p, last_val, stopped_by, world.world_size, writer, checksum, spent)
 
 
 @contextmanager

@@ -86,6 +86,39 @@ def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+class FakeProbe:
+    """The probe's readings without timing anything: tests of what the recipe does with them stay instant
+    on any machine (and never run emulated bf16). `calls` records what each measurement was asked."""
+
+    def __init__(self, speed: float = 20_000.0, bf16_gain: float = 1.0, scale: float = 0.4, eval_speed: float = 60_000.0):
+        self.speed, self.bf16_gain, self.scale, self.eval_speed = speed, bf16_gain, scale, eval_speed
+        self.calls: list[tuple[str, object]] = []
+
+    def speeds(self, device, vocab, cell="gru", batches=(64,), seq=64, steps=7, amps=(False,)):
+        self.calls.append(("speeds", tuple(amps)))
+        return {(b, a): self.speed * (0.8 if b < max(batches) else 1.0) * (self.bf16_gain if a else 1.0)
+                for b in batches for a in amps}
+
+    def scale_reading(self, device, vocab, cell="gru", batch=64, amp=False, seq=64, steps=5):
+        self.calls.append(("scale", amp))
+        return self.scale, self.speed * (self.bf16_gain if amp else 1.0) * (0.8 if batch < 64 else 1.0)
+
+    def eval_reading(self, device, vocab, cell="gru", seq=64, steps=7):
+        self.calls.append(("eval", None))
+        return self.eval_speed
+
+
+@pytest.fixture
+def fake_probe(monkeypatch: pytest.MonkeyPatch) -> FakeProbe:
+    import charnn.api as api_module
+
+    probe = FakeProbe()
+    monkeypatch.setattr(api_module, "measure_speeds", probe.speeds)
+    monkeypatch.setattr(api_module, "measure_scale", probe.scale_reading)
+    monkeypatch.setattr(api_module, "measure_eval_speed", probe.eval_reading)
+    return probe
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

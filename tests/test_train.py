@@ -2,7 +2,9 @@
 
 import json
 import math
+import re
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,36 +131,92 @@ def test_schedule_warms_up_then_decays_to_ten_percent() -> None:
 
 
 def test_time_budget_stops_and_anneals(words_file) -> None:
+    started = time.perf_counter()
     run_dir, result = api.start_training(str(words_file), tiny_model(), tiny_train(max_steps=None, time_budget=2.0),
                                          name="timed", device="cpu", show_progress=False)
+    wall = time.perf_counter() - started
     assert result.stopped_by == "time"
-    assert 2.0 <= result.progress.elapsed < 6.0
+    assert 1.6 <= wall <= 2.0 * 1.05 + 0.2, wall  # the call as a whole: start-up, steps, the final pass and save
     last = checkpoint.read_metrics(run_dir)[-1]
     assert last["lr"] == pytest.approx(tiny_train().lr * 0.1, rel=0.05)  # fully annealed at the end
     assert math.isfinite(last["val_loss"])
 
 
-def test_no_scheduled_pass_starts_that_would_use_up_the_budget(words_file, monkeypatch) -> None:
-    """A pass that leaves less than its own duration is skipped: the final pass follows anyway."""
+def _slow_passes(monkeypatch, seconds: float) -> None:
     from charnn import train as train_mod
 
     real = train_mod.evaluate
 
-    def slow_evaluate(*args, **kwargs):  # each pass takes at least 0.4 s
-        time.sleep(0.4)
+    def slow_evaluate(*args, **kwargs):  # each pass takes at least `seconds`
+        time.sleep(seconds)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "evaluate", slow_evaluate)
+
+
+def test_no_scheduled_pass_starts_that_would_use_up_the_budget(words_file, monkeypatch) -> None:
+    """A pass that leaves less than its own duration is skipped: the final pass follows anyway."""
+    _slow_passes(monkeypatch, 0.4)
     budget = 1.5
     run_dir, result = api.start_training(str(words_file), tiny_model(), tiny_train(max_steps=None, time_budget=budget,
                                          eval_every=1), name="timed", device="cpu", show_progress=False)
     assert result.stopped_by == "time"
     *scheduled, final = checkpoint.read_metrics(run_dir)
-    assert len(scheduled) >= 2 and final["elapsed"] >= budget
-    # Every scheduled pass after the first (whose duration was not known yet) left at least a pass of budget.
-    assert all(budget - r["elapsed"] >= 0.4 for r in scheduled[1:])
+    assert len(scheduled) >= 2
+    # Every scheduled pass after the first (whose duration was not known yet) left room for itself, a pass of
+    # training and the final pass.
+    assert all(budget - r["elapsed"] >= 2 * 0.4 for r in scheduled[1:])
     # ... and training went on between the last of them and the final one.
     assert final["step"] > scheduled[-1]["step"] + 1
+
+
+@pytest.mark.parametrize("before", [0.0, 1.5])
+def test_the_budget_is_the_wall_clock_of_the_whole_command(words_file, monkeypatch, fake_probe, before: float) -> None:
+    """Issue #32: --time T covers start-up (here: a process that started `before` s ago), the probe (faked, taking
+    1 s), training, every validation pass (0.3 s each, the final one too) and the saves: the call ends within 5% of T."""
+    from charnn.recipe import Request, configs
+
+    real_speeds = fake_probe.speeds
+
+    def slow_probe(*args, **kwargs):
+        time.sleep(1.0)
+        return real_speeds(*args, **kwargs)
+
+    monkeypatch.setattr(api, "measure_speeds", slow_probe)
+    _slow_passes(monkeypatch, 0.3)
+    budget = 6.0
+    model_cfg, cfg, auto = configs(Request(hidden=16, embed=8, layers=1, batch_size=8, seq_len=16, eval_every=50),
+                                   budgeted=True, time_budget=budget)
+    started = time.perf_counter() - before
+    run_dir, result = api.start_training(str(words_file), model_cfg, cfg, name="wall", device="cpu",
+                                         show_progress=False, auto_fields=auto, started=started)
+    wall = time.perf_counter() - started
+    assert result.stopped_by == "time"
+    assert budget * 0.9 <= wall <= budget * 1.05, wall
+    spent = json.loads((run_dir / "config.json").read_text())["time"][-1]
+    assert spent["budget_s"] == budget and spent["probe_s"] >= 1.0 and spent["startup_s"] >= before
+    assert spent["evaluation_s"] >= 0.3 and spent["training_s"] > 0 and spent["saving_s"] > 0
+    assert abs(sum(v for k, v in spent.items() if k not in ("budget_s", "total_s")) - spent["total_s"]) < 0.05
+
+
+def test_a_budget_the_probe_alone_would_use_up_is_refused_in_one_line(words_file, monkeypatch, fake_probe) -> None:
+    from typer.testing import CliRunner
+
+    from charnn.cli import app
+
+    real_speeds = fake_probe.speeds
+
+    def slow_probe(*args, **kwargs):
+        time.sleep(2.0)
+        return real_speeds(*args, **kwargs)
+
+    monkeypatch.setattr(api, "measure_speeds", slow_probe)
+    result = CliRunner().invoke(app, ["train", str(words_file), "--name", "short", "--time", "2s", "--device", "cpu"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and re.fullmatch(
+        r"error: --time 2s is too short here: starting up and measuring this machine took \d+ s — give at least "
+        r"--time \d+s", lines[-1]), result.output
+    assert not (Path("checkpoints") / "short").exists()  # nothing written
 
 
 def test_validation_is_measured_the_same_whatever_the_batch(tmp_path) -> None:

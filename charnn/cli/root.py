@@ -11,13 +11,14 @@ from __future__ import annotations
 import functools
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 
-from charnn import __version__, api, distributed
+from charnn import __version__, api, budget, distributed
 from charnn.errors import CharnnError
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # click's ClickException, from wherever this Typer takes click (recent Typer versions vendor it).
 _CLICK_ERROR: type[Any] = typer.BadParameter.__mro__[2]
 _debug = False
+_process_started: float | None = None
 
 
 def _version(value: bool) -> None:
@@ -84,6 +86,8 @@ def run() -> None:
     unknown option, a value that is not a number) are printed once per machine under
     torchrun too, instead of once per process.
     """
+    global _process_started
+    _process_started = time.perf_counter() - budget.process_age()  # `--time` counts the interpreter's start-up too
     command = typer.main.get_command(app)
     try:
         code = command.main(args=_optional_values(sys.argv[1:]), prog_name="charnn", standalone_mode=False)
@@ -98,6 +102,12 @@ def run() -> None:
         typer.echo("Aborted!", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def command_started() -> float:
+    """When this command started, as a `time.perf_counter()` reading: the process's start when run as
+    `charnn` (the entry point), else now (a command invoked in-process, e.g. by a test runner)."""
+    return _process_started if _process_started is not None else time.perf_counter()
 
 
 def _optional_values(args: list[str]) -> list[str]:

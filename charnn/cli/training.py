@@ -9,7 +9,18 @@ from pathlib import Path
 import typer
 
 from charnn import api
-from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, current_launch, handled, parse_duration, paths_for, set_threads
+from charnn.cli.root import (
+    CKPT_DIR,
+    CORPORA_DIR,
+    DEVICE,
+    app,
+    command_started,
+    current_launch,
+    handled,
+    parse_duration,
+    paths_for,
+    set_threads,
+)
 from charnn.recipe import AMP_MIN_GAIN, Request, configs
 
 
@@ -84,6 +95,7 @@ def train_cmd(
     corpora_dir: Path = CORPORA_DIR,
 ) -> None:
     """Train a character model on CORPUS, or continue one with --resume RUN."""
+    started = command_started()
     if isinstance(sys.stdout, io.TextIOWrapper):  # `charnn train … > log`: each evaluation line lands as it happens
         sys.stdout.reconfigure(line_buffering=True)
     set_threads(threads)
@@ -104,7 +116,7 @@ def train_cmd(
                                      "starts — drop them with --resume (the run reads its corpus as it did then)")
         run_dir, result = api.resume_training(resume, corpus_path=corpus_spec or None, max_steps=max_steps, epochs=epochs,
                                               more_time=seconds, lr=lr, device=device, paths=paths,
-                                              show_progress=not quiet, tensorboard=tensorboard)
+                                              show_progress=not quiet, tensorboard=tensorboard, started=started)
     else:
         if not corpus_spec:
             raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
@@ -127,7 +139,7 @@ def train_cmd(
         options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
         run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,
                                              overwrite=overwrite, corpus_options=options, show_progress=not quiet,
-                                             auto_fields=auto, announce=say)
+                                             auto_fields=auto, announce=say, started=started)
     if not result.is_writer:
         return
     p = result.progress
