@@ -213,7 +213,11 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
     batches = BATCHES if "batch_size" in auto_fields else (cfg.batch_size,)
     may_amp = "amp" in auto_fields and dev.type in AMP_DEVICES and bf16_native(dev)
     amps = (False, True) if may_amp else (cfg.amp,)
-    measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, cfg.seq_len, amps=amps)
+    # A short budget gets a shorter probe (fewer timed steps, noisier readings): under 3 minutes every
+    # second of timing is a second less of training (a full probe is ~10 s of a 60 s run on 2 cores).
+    short = clock.total < 180
+    measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, cfg.seq_len, amps=amps,
+                              steps=4 if short else 7)
     gain = amp_gain(measured)
     amp = pick_amp(measured) if len(amps) > 1 else cfg.amp
     speeds = {b: v for (b, a), v in measured.items() if a == amp}
@@ -223,7 +227,8 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
     # the recipe needs no sizing.
     scale, again = None, None
     if auto_fields & {"layers", "hidden", "embed"}:
-        scale, again = measure_scale(dev, model_cfg.vocab_size, model_cfg.cell, max(speeds), amp, cfg.seq_len)
+        scale, again = measure_scale(dev, model_cfg.vocab_size, model_cfg.cell, max(speeds), amp, cfg.seq_len,
+                                     steps=3 if short else 5)
     # Every process trains its share at about the probe's speed: the job sees world_size times as much.
     speeds = {b: v * launch.world_size for b, v in steady_speeds(speeds, again).items()}
     recipe = plan(clock.left(), len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell,

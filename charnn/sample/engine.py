@@ -1,9 +1,9 @@
-"""Sampling: `sample_next` (pure) and `generate` (streaming, batched, primed).
+"""The generation engine: `SampleConfig`, groups of samples, their races, and `Engine`, which steps them all.
 
-The prime goes through the network in one forward pass; after that every step
-feeds one character per sample and carries the hidden state. On CPU the steps
-run through `model.Stepper` (hand-fused, no oneDNN per-call overhead); on GPU
-they use the fused cuDNN module. N samples run as one batch of N.
+The prime goes through the network in one forward pass (a short one through the fused step); after
+that every step feeds one character per sample and carries the hidden state. On CPU the steps run
+through `model.Stepper` (hand-fused, no oneDNN per-call overhead) up to FUSED_MAX_BATCH rows; on GPU
+they use the fused cuDNN module. N samples run as one batch of N; requests share one batch.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from torch import Tensor
 
 from charnn.errors import GenerationError, TokenizerError, UsageError
 from charnn.model import CharRNN, State, Stepper, pack_state, unpack_state
+from charnn.sample.draw import Settings, race_block, races_for, sample_rows
 from charnn.tokenizer import CharTokenizer
 
 FUSED_MAX_BATCH = 64  # rows up to which the CPU step runs through Stepper (RESULTS.md: as fast or faster to 64)
 STEPPED_PRIME_MAX = 8  # primes up to this long run through the Stepper on CPU (see Engine._prime)
-RACE_BLOCK = 32  # steps of random draws a group makes in one call (one call per step costs ~5 µs a request)
 
 
 @dataclass
@@ -60,99 +60,6 @@ class SampleConfig:
     def check(self) -> None:
         if problems := self.validate():
             raise UsageError(problems[0])
-
-
-MAX_TEMPERATURE = 1e300  # above this every kept character is equally likely anyway; keeps -inf / T defined
-_TINY = torch.finfo(torch.float64).tiny
-
-
-@dataclass
-class Settings:
-    """Per-row sampling settings of a batch, as tensors: rows of different requests side by side."""
-
-    temperature: Tensor  # (B, 1) float64, 1.0 on greedy rows (they take the argmax instead)
-    greedy: Tensor  # (B,) bool: temperature 0
-    top_k: Tensor | None  # (B, 1) long, V where unset; None when no row filters
-    top_p: Tensor | None  # (B, 1) float64, 1.0 where unset
-    any_greedy: bool = False
-
-    @staticmethod
-    def of(rows: Sequence[tuple[int, float, int | None, float | None]], device: torch.device | str = "cpu") -> Settings:
-        """From (rows, temperature, top_k, top_p) per group, in batch order."""
-        temps = [min(t, MAX_TEMPERATURE) if t > 0 else 1.0 for n, t, _, _ in rows for _ in range(n)]
-        greedy = [t == 0 for n, t, _, _ in rows for _ in range(n)]
-        filtering = any(k is not None or (p is not None and p < 1) for _, _, k, p in rows)
-        big = 2**62  # "no top-k": more than any vocabulary
-        ks = [k if k is not None else big for n, _, k, _ in rows for _ in range(n)]
-        ps = [p if p is not None else 1.0 for n, _, _, p in rows for _ in range(n)]
-        f64 = dict(dtype=torch.float64, device=device)
-        return Settings(torch.tensor(temps, **f64)[:, None], torch.tensor(greedy, dtype=torch.bool, device=device),  # type: ignore[arg-type]
-                        torch.tensor(ks, device=device)[:, None] if filtering else None,
-                        torch.tensor(ps, **f64)[:, None] if filtering else None, any(greedy))  # type: ignore[arg-type]
-
-
-def sample_rows(logits: Tensor, settings: Settings, races: Tensor | None) -> Tensor:
-    """Draw one id per row of `logits` (B, V) -> (B,), each row with its own settings.
-
-    Sampling is an exponential race: row i takes argmax_j (x_ij - log E_ij) with E ~ Exp(1)
-    drawn by the caller (`races`, (B, V); None when every row is greedy), which is an exact
-    draw from softmax(x_i). It is done in float64 on logits shifted so the largest is 0, so no
-    temperature, top-k or top-p a validator accepts can make NaN: a tiny temperature turns every
-    logit below the maximum into a huge negative number or -inf (the greedy limit, ties drawn evenly), +inf logits leave
-    only themselves, a row of -inf is uniform. NaN logits are the model's failure, not a
-    sampling value: callers check for them (`Engine` fails only the requests whose rows have them).
-    """
-    x = logits.to(torch.float64)  # (B, V)
-    top = x.amax(dim=-1, keepdim=True)  # (B, 1)
-    if not bool(torch.isfinite(top).all()):
-        x, top = _without_infinite_maxima(x, top)
-    x = (x - top) / settings.temperature  # <= 0 with the maximum at exactly 0; -inf stays -inf
-    if settings.top_k is not None and settings.top_p is not None:
-        x = _filtered(x, settings.top_k, settings.top_p)
-    if races is None:
-        return x.argmax(dim=-1)
-    chosen = (x - races.clamp_min(_TINY).log()).argmax(dim=-1)  # a race of 0 would give +inf - inf = NaN
-    if settings.any_greedy:
-        chosen = torch.where(settings.greedy, x.argmax(dim=-1), chosen)
-    return chosen
-
-
-def _without_infinite_maxima(x: Tensor, top: Tensor) -> tuple[Tensor, Tensor]:
-    """Rows with +inf logits keep only those (equally likely); rows of all -inf become uniform."""
-    posinf = torch.isposinf(x)
-    x = torch.where(posinf.any(dim=-1, keepdim=True), torch.where(posinf, 0.0, float("-inf")), x)
-    x = torch.where(torch.isneginf(x).all(dim=-1, keepdim=True), 0.0, x)
-    return x, x.amax(dim=-1, keepdim=True)
-
-
-def _filtered(x: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
-    """Keep each row's top-k, then the smallest prefix whose probability reaches top-p; the largest always stays."""
-    vocab = x.size(-1)
-    ordered = x.sort(dim=-1, descending=True).values  # (B, V)
-    keep = torch.arange(vocab, device=x.device) < top_k  # (B, V): the k largest
-    probs = torch.softmax(ordered.masked_fill(~keep, float("-inf")), dim=-1)
-    # Drop a character when the mass before it already reaches top_p.
-    keep &= (probs.cumsum(dim=-1) - probs) < top_p
-    keep[:, 0] = True
-    threshold = ordered.gather(-1, keep.sum(dim=-1, keepdim=True) - 1)  # (B, 1): the smallest kept value
-    return x.masked_fill(x < threshold, float("-inf"))
-
-
-def races_for(rows: int, vocab: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
-    """Exp(1) draws (rows, V) from one request's generator: its own randomness, whatever shares the batch."""
-    return torch.empty(rows, vocab, dtype=torch.float64, device=device).exponential_(generator=generator)
-
-
-def sample_next(
-    logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None
-) -> Tensor:
-    """Draw one id per row of `logits` (B, V) -> (B,) with one setting for all rows. Pure: the randomness is `generator`'s."""
-    rows = logits.size(0)
-    settings = Settings.of([(rows, temperature, top_k, top_p)], logits.device)
-    if temperature == 0:
-        return sample_rows(logits, settings, None)
-    gen = generator if generator is not None else torch.default_generator
-    return sample_rows(logits, settings, races_for(rows, logits.size(-1), gen, logits.device))
 
 
 def encode_prime(tokenizer: CharTokenizer, prime: str, drop_unknown: bool) -> list[int]:
@@ -214,11 +121,6 @@ class Group:
                 self.done[i] = any(tail.endswith(s) for s in self._stops)
         self.produced += 1
         return pieces
-
-
-def race_block(vocab: int) -> int:
-    """Steps of races a group draws in one call: 32, fewer for large vocabularies (a row's block <= 512 KB)."""
-    return max(1, min(RACE_BLOCK, (1 << 16) // vocab))
 
 
 class Races:

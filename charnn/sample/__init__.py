@@ -1,0 +1,25 @@
+"""Sampling: drawing characters and the one generation engine every caller shares.
+
+    draw.py    sample_rows / sample_next: one draw per row, per-row settings, NaN-free; the races
+    engine.py  SampleConfig, Group, Races, Engine (requests stepped as one batch), Generation, generate
+
+`charnn sample`, the REPL, the server and the Python API all generate through `Engine`, so a seed
+gives the same text whichever way it is asked for, alone or in a busy batch.
+"""
+
+from charnn.sample.draw import MAX_TEMPERATURE, RACE_BLOCK, Settings, race_block, races_for, sample_next, sample_rows
+from charnn.sample.engine import (
+    FUSED_MAX_BATCH,
+    STEPPED_PRIME_MAX,
+    Engine,
+    Generation,
+    Group,
+    Races,
+    SampleConfig,
+    encode_prime,
+    generate,
+)
+
+__all__ = ["FUSED_MAX_BATCH", "MAX_TEMPERATURE", "RACE_BLOCK", "STEPPED_PRIME_MAX", "Engine", "Generation", "Group",
+           "Races", "SampleConfig", "Settings", "encode_prime", "generate", "race_block", "races_for", "sample_next",
+           "sample_rows"]
