@@ -117,10 +117,9 @@ def make_run(model: CharRNN, tok: CharTokenizer, root: Path) -> Path:
     return run_dir
 
 
-def whole_process(root: Path, lengths: tuple[int, int], repeats: int, threads: int | None, source: Path | None = None) -> float:
-    """Marginal chars/s of the `charnn sample` command between two lengths (medians of wall times);
-    `source`: run charnn from that checkout instead of this one."""
-    env = {**os.environ, "PYTHONPATH": str(source or Path(__file__).resolve().parents[1])}
+def whole_process(root: Path, lengths: tuple[int, int], repeats: int, threads: int | None) -> float:
+    """Marginal chars/s of the `charnn sample` command between two lengths (medians of wall times)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
     def timed(length: int) -> float:
         cmd = [sys.executable, "-m", "charnn", "sample", "gen", "--length", str(length), "--seed", "1",
@@ -138,12 +137,63 @@ def whole_process(root: Path, lengths: tuple[int, int], repeats: int, threads: i
     return (lengths[1] - lengths[0]) / (statistics.median(long) - statistics.median(short))
 
 
+def ab_whole_process(root: Path, lengths: tuple[int, int], repeats: int, other: Path) -> tuple[float, float]:
+    """Marginal chars/s of `charnn sample` from this checkout and from `other`, the four commands of a round
+    run back to back (this short, this long, other short, other long), so both see the same machine."""
+    here = Path(__file__).resolve().parents[1]
+    times: dict[Path, tuple[list[float], list[float]]] = {here: ([], []), other: ([], [])}
+    for _ in range(repeats):
+        for source in (here, other):
+            env = {**os.environ, "PYTHONPATH": str(source)}
+            for k, length in enumerate(lengths):
+                cmd = [sys.executable, "-m", "charnn", "sample", "gen", "--length", str(length), "--seed", "1",
+                       "--temperature", "1.0", "--prime", "A"]
+                start = time.perf_counter()
+                subprocess.run(cmd, cwd=root, stdout=subprocess.DEVNULL, env=env, check=True)
+                times[source][k].append(time.perf_counter() - start)
+    rate = {s: (lengths[1] - lengths[0]) / (statistics.median(t[1]) - statistics.median(t[0])) for s, t in times.items()}
+    return rate[here], rate[other]
+
+
+def command_tables(model: CharRNN, tok: CharTokenizer, n: int, repeats: int, compare_with: Path | None) -> tuple[str, str]:
+    """The whole `charnn sample` process against the naive loop (and, given one, another checkout's command)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_run(model, tok, root)
+        lengths = (200, 200 + 10 * n)
+        loops = {}
+        for threads in (1, 2):  # the baseline is the faster of the two
+            torch.set_num_threads(threads)
+            loops[threads] = 10 * n / median_time(lambda: naive_loop(model, 10 * n, 1, False), max(3, repeats // 2))
+        torch.set_num_threads(2)
+        loop = max(loops.values())
+        proc_rows = []
+        for threads in (None, 1, 2):
+            rate = whole_process(root, lengths, max(5, repeats), threads)
+            proc_rows.append([f"charnn sample{'' if threads is None else f' --threads {threads}'}", f"{rate:,.0f}",
+                              f"{rate / loop:.2f}x"])
+        if compare_with is not None:
+            mine, theirs = ab_whole_process(root, lengths, max(5, repeats), compare_with.resolve())
+            proc_rows += [["charnn sample, this checkout (A/B, alternating with the next row)", f"{mine:,.0f}",
+                           f"{mine / loop:.2f}x"],
+                          [f"charnn sample, {compare_with} (A/B)", f"{theirs:,.0f}", f"{theirs / loop:.2f}x; "
+                           f"this checkout / it: **{mine / theirs:.2f}x**"]]
+    command = table(["whole process, single stream", "marginal chars/s", "vs the faster naive oneDNN-off loop"],
+                    [*proc_rows, *[[f"naive loop, oneDNN off, {t} thread(s), in-process", f"{r:,.0f}", f"{r / loop:.2f}x"]
+                                   for t, r in loops.items()]])
+    proc_note = (f"Whole process: `charnn sample gen --length L` for L = {lengths[0]} and {lengths[1]}, stdout to a pipe, "
+                 f"{max(5, repeats)} runs each; marginal rate = {lengths[1] - lengths[0]} characters / the "
+                 "difference of the median wall times. Target: the command >= 1.5x the oneDNN-off loop.")
+    return command, proc_note
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chars", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
     parser.add_argument("--engine-only", action="store_true", help="only the engine against the bare forward pass")
+    parser.add_argument("--command-only", action="store_true", help="only the whole `charnn sample` process (and --compare-with)")
     parser.add_argument("--compare-with", type=Path, help="another checkout whose `charnn sample` to time beside this one")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -151,6 +201,10 @@ def main() -> int:
     tok = CharTokenizer(VOCAB)
     n = args.chars
     torch.set_num_threads(2)
+    if args.command_only:
+        command, proc_note = command_tables(model, tok, n, args.repeats, args.compare_with)
+        report("Generation, the command (benchmarks/generation.py --command-only)", [command, proc_note], args.record)
+        return 0
     engine = engine_table(model, tok, max(n // 3, 100), args.repeats)
     engine_note = (f"2x512 LSTM, {max(n // 3, 100)} characters per request, temperature 0.8, 2 threads; "
                    f"{args.repeats} alternating pairs. Target: engine >= 0.85x the bare forward pass.")
@@ -182,31 +236,7 @@ def main() -> int:
     note = (f"2x512 LSTM, embedding 512, {n} characters per single-stream run ({m} per batched run). Single stream: "
             f"the two loops alternate {args.repeats} times after a warm-up; speedups are medians of per-pair ratios "
             "(times are medians too). Target: charnn >= 1.5x the oneDNN-off loop, single stream.")
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        make_run(model, tok, root)
-        lengths = (200, 200 + 10 * n)
-        loops = {}
-        for threads in (1, 2):  # the baseline is the faster of the two
-            torch.set_num_threads(threads)
-            loops[threads] = 10 * n / median_time(lambda: naive_loop(model, 10 * n, 1, False), max(3, args.repeats // 2))
-        torch.set_num_threads(2)
-        loop = max(loops.values())
-        proc_rows = []
-        for threads in (None, 1, 2):
-            rate = whole_process(root, lengths, max(5, args.repeats), threads)
-            proc_rows.append([f"charnn sample{'' if threads is None else f' --threads {threads}'}", f"{rate:,.0f}",
-                              f"{rate / loop:.2f}x"])
-        if args.compare_with is not None:
-            for name, source in (("this checkout", None), (str(args.compare_with), args.compare_with)) * 2:
-                rate = whole_process(root, lengths, max(5, args.repeats), None, source)
-                proc_rows.append([f"charnn sample, {name} (A/B turn)", f"{rate:,.0f}", f"{rate / loop:.2f}x"])
-    command = table(["whole process, single stream", "marginal chars/s", "vs the faster naive oneDNN-off loop"],
-                    [*proc_rows, *[[f"naive loop, oneDNN off, {t} thread(s), in-process", f"{r:,.0f}", f"{r / loop:.2f}x"]
-                                   for t, r in loops.items()]])
-    proc_note = (f"Whole process: `charnn sample gen --length L` for L = {lengths[0]} and {lengths[1]}, stdout to a pipe, "
-                 f"{max(5, args.repeats)} runs each; marginal rate = {lengths[1] - lengths[0]} characters / the "
-                 "difference of the median wall times. Target: the command >= 1.5x the oneDNN-off loop.")
+    command, proc_note = command_tables(model, tok, n, args.repeats, args.compare_with)
     report("Generation (benchmarks/generation.py)", [single, batched, note, engine, engine_note, command, proc_note],
            args.record)
     return 0

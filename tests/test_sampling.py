@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from charnn import load_run
 from charnn.errors import GenerationError
-from charnn.sample import Engine, SampleConfig, Settings, races_for, sample_next, sample_rows
+from charnn.sample import Engine, SampleConfig, Settings, race_noise, sample_next, sample_rows
 from tests.conftest import train_run
 
 INF = float("inf")
@@ -84,12 +84,12 @@ def test_normal_settings_draw_from_the_softmax() -> None:
 def test_a_batch_of_settings_draws_what_each_row_draws_alone(groups: list, seed: int) -> None:
     vocab = 9
     logits = torch.randn(sum(g[0] for g in groups), vocab, generator=torch.Generator().manual_seed(seed))
-    races = races_for(len(logits), vocab, torch.Generator().manual_seed(seed), "cpu")
-    together = sample_rows(logits, Settings.of(groups), races)
+    noise = race_noise(len(logits), vocab, torch.Generator().manual_seed(seed), "cpu")
+    together = sample_rows(logits, Settings.of(groups), noise)
     alone, start = [], 0
     for n, t, k, p in groups:
         rows = slice(start, start + n)
-        alone.append(sample_rows(logits[rows], Settings.of([(n, t, k, p)]), races[rows]))
+        alone.append(sample_rows(logits[rows], Settings.of([(n, t, k, p)]), noise[rows]))
         start += n
     assert torch.equal(together, torch.cat(alone))
 

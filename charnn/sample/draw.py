@@ -2,7 +2,7 @@
 
 Sampling is an exponential race in float64 on logits shifted so the largest is 0: exact for normal
 values, and no temperature, top-k or top-p a validator accepts can make NaN (see `sample_rows`).
-The races themselves are Exp(1) draws each request makes from its own generator (`races_for`).
+The races themselves are Exp(1) draws each request makes from its own generator (`race_noise`).
 """
 
 from __future__ import annotations
@@ -43,27 +43,30 @@ class Settings:
                         torch.tensor(ps, **f64)[:, None] if filtering else None, any(greedy))  # type: ignore[arg-type]
 
 
-def sample_rows(logits: Tensor, settings: Settings, races: Tensor | None) -> Tensor:
+def sample_rows(logits: Tensor, settings: Settings, noise: Tensor | None, top: Tensor | None = None) -> Tensor:
     """Draw one id per row of `logits` (B, V) -> (B,), each row with its own settings.
 
-    Sampling is an exponential race: row i takes argmax_j (x_ij - log E_ij) with E ~ Exp(1)
-    drawn by the caller (`races`, (B, V); None when every row is greedy), which is an exact
-    draw from softmax(x_i). It is done in float64 on logits shifted so the largest is 0, so no
-    temperature, top-k or top-p a validator accepts can make NaN: a tiny temperature turns every
-    logit below the maximum into a huge negative number or -inf (the greedy limit, ties drawn evenly), +inf logits leave
-    only themselves, a row of -inf is uniform. NaN logits are the model's failure, not a
-    sampling value: callers check for them (`Engine` fails only the requests whose rows have them).
+    Sampling is an exponential race: row i takes argmax_j (x_ij - log E_ij) with E ~ Exp(1) drawn
+    by the caller (`noise` = -log E, (B, V), from `race_noise`; None when every row is greedy),
+    which is an exact draw from softmax(x_i). It is done in float64 on logits shifted so the
+    largest is 0, so no temperature, top-k or top-p a validator accepts can make NaN: a tiny
+    temperature turns every logit below the maximum into a huge negative number or -inf (the
+    greedy limit, ties drawn evenly), +inf logits leave only themselves, a row of -inf is uniform.
+    NaN logits are the model's failure, not a sampling value: callers check for them (`Engine`
+    fails only the requests whose rows have them). `top`: each row's maximum (B, 1), when the caller
+    has taken it and found every one finite (that check is then skipped).
     """
     x = logits.to(torch.float64)  # (B, V)
-    top = x.amax(dim=-1, keepdim=True)  # (B, 1)
-    if not bool(torch.isfinite(top).all()):
-        x, top = _without_infinite_maxima(x, top)
+    if top is None:
+        top = x.amax(dim=-1, keepdim=True)  # (B, 1)
+        if not bool(torch.isfinite(top).all()):
+            x, top = _without_infinite_maxima(x, top)
     x = (x - top) / settings.temperature  # <= 0 with the maximum at exactly 0; -inf stays -inf
     if settings.top_k is not None and settings.top_p is not None:
         x = _filtered(x, settings.top_k, settings.top_p)
-    if races is None:
+    if noise is None:
         return x.argmax(dim=-1)
-    chosen = (x - races.clamp_min(_TINY).log()).argmax(dim=-1)  # a race of 0 would give +inf - inf = NaN
+    chosen = (x + noise).argmax(dim=-1)
     if settings.any_greedy:
         chosen = torch.where(settings.greedy, x.argmax(dim=-1), chosen)
     return chosen
@@ -90,9 +93,11 @@ def _filtered(x: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
     return x.masked_fill(x < threshold, float("-inf"))
 
 
-def races_for(rows: int, vocab: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
-    """Exp(1) draws (rows, V) from one request's generator: its own randomness, whatever shares the batch."""
-    return torch.empty(rows, vocab, dtype=torch.float64, device=device).exponential_(generator=generator)
+def race_noise(rows: int, vocab: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+    """-log E for Exp(1) draws E (rows, V) from one request's generator: its own randomness, whatever shares
+    the batch. E is kept above float64's smallest normal: a race of 0 would give -inf + inf = NaN."""
+    races = torch.empty(rows, vocab, dtype=torch.float64, device=device).exponential_(generator=generator)
+    return races.clamp_min_(_TINY).log_().neg_()
 
 
 def sample_next(
@@ -104,7 +109,7 @@ def sample_next(
     if temperature == 0:
         return sample_rows(logits, settings, None)
     gen = generator if generator is not None else torch.default_generator
-    return sample_rows(logits, settings, races_for(rows, logits.size(-1), gen, logits.device))
+    return sample_rows(logits, settings, race_noise(rows, logits.size(-1), gen, logits.device))
 
 
 def race_block(vocab: int) -> int:

@@ -8,6 +8,7 @@ they use the fused cuDNN module. N samples run as one batch of N; requests share
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from charnn.errors import GenerationError, TokenizerError, UsageError
 from charnn.model import CharRNN, State, Stepper, pack_state, unpack_state
-from charnn.sample.draw import Settings, race_block, races_for, sample_rows
+from charnn.sample.draw import Settings, race_block, race_noise, sample_rows
 from charnn.tokenizer import CharTokenizer
 
 FUSED_MAX_BATCH = 64  # rows up to which the CPU step runs through Stepper (RESULTS.md: as fast or faster to 64)
@@ -124,57 +125,57 @@ class Group:
 
 
 class Races:
-    """The batch's exponential races, drawn K steps ahead by each group from its own generator.
+    """The batch's race noise (`draw.race_noise`), drawn K steps ahead by each group from its own generator.
 
-    rows (B, K, V) holds each row's next K steps; a step gathers one slice per row (B, V) in one
-    op. A group draws its block (K, n, V) when it joins and again every K of its own steps, so its
-    draws never depend on what else shares the batch; greedy groups draw nothing (their rows are
-    ones and unused). Row order follows the engine's batch.
+    rows (B, K, V) holds each row's next K steps. A group draws its block (K, n, V) when it joins and
+    again every K of its own steps, so its draws never depend on what else shares the batch; greedy
+    groups draw nothing (their rows are zeros and unused). Row order follows the engine's batch. A step
+    takes one slice per row: a view when every group is at the same point of its block (one request,
+    or requests that came together), else one gather.
     """
 
     def __init__(self, vocab: int, device: torch.device):
         self.vocab, self.device, self.block = vocab, device, race_block(vocab)
         self.rows = torch.empty(0, self.block, vocab, dtype=torch.float64, device=device)
-        self.phase = torch.empty(0, dtype=torch.long, device=device)  # (B,): the slice each row takes next
-        self.phases: list[int] = []  # per group: the same, as a Python int
-        self.index = torch.empty(0, dtype=torch.long, device=device)  # (B,) = arange(B)
+        self.phases: list[int] = []  # per group: the slice of its block it takes next
 
     def _block(self, group: Group) -> Tensor:
         n = group.cfg.num_samples
         if group.cfg.temperature == 0:
-            return torch.ones(n, self.block, self.vocab, dtype=torch.float64, device=self.device)
-        drawn = races_for(self.block * n, self.vocab, group.generator, self.device)
+            return torch.zeros(n, self.block, self.vocab, dtype=torch.float64, device=self.device)
+        drawn = race_noise(self.block * n, self.vocab, group.generator, self.device)
         return drawn.view(self.block, n, self.vocab).transpose(0, 1)  # (n, K, V)
 
     def add(self, group: Group) -> None:
-        block = self._block(group)
-        self.rows = torch.cat([self.rows, block])
-        self.phase = torch.cat([self.phase, torch.zeros(len(block), dtype=torch.long, device=self.device)])
+        self.rows = torch.cat([self.rows, self._block(group)])
         self.phases.append(0)
-        self.index = torch.arange(len(self.rows), device=self.device)
 
     def remove(self, i: int, keep: Tensor) -> None:
-        self.rows, self.phase = self.rows.index_select(0, keep), self.phase.index_select(0, keep)
+        self.rows = self.rows.index_select(0, keep)
         del self.phases[i]
-        self.index = torch.arange(len(self.rows), device=self.device)
 
     def take(self, groups: list[Group], rows: list[int], live: list[bool]) -> Tensor:
-        """This step's races (B, V); then every group moves on one step, drawing a new block where one ran out."""
-        races = self.rows[self.index, self.phase]  # (B, V)
-        self.phase += 1
+        """This step's noise (B, V); then every group moves on one step, drawing a new block where one ran out."""
+        viewed = len(set(self.phases)) == 1
+        if viewed:
+            noise = self.rows[:, self.phases[0]]  # (B, V), a view
+        else:
+            phase = torch.tensor([k for k, n in zip(self.phases, rows, strict=True) for _ in range(n)], device=self.device)
+            noise = self.rows[torch.arange(len(phase), device=self.device), phase]  # (B, V)
         start = 0
         for i, (group, n) in enumerate(zip(groups, rows, strict=True)):
             self.phases[i] += 1
             if self.phases[i] == self.block:
                 self.phases[i] = 0
-                self.phase[start : start + n] = 0
                 if live[i] and group.cfg.temperature > 0:
+                    if viewed:  # the refill below must not change this step's noise
+                        noise, viewed = noise.clone(), False
                     try:
                         self.rows[start : start + n] = self._block(group)
                     except Exception as e:  # this group's generator failed: it ends, the others go on
                         group.fail(e)
             start += n
-        return races
+        return noise
 
 
 class Engine:
@@ -274,10 +275,13 @@ class Engine:
         if not self.groups:
             return []
         live = [g.error is None for g in self.groups]
-        self._fail_non_finite(live)
+        top = self.logits.amax(dim=-1, keepdim=True)  # (B, 1)
+        finite = math.isfinite(float(top.sum()))  # one check for the whole batch (a NaN anywhere makes it NaN)
+        if not finite:
+            self._fail_non_finite(live)
         sampling = any(g.cfg.temperature > 0 for g in self.groups)
-        races = self._races.take(self.groups, self._rows, live)
-        ids = sample_rows(self.logits, self._batch_settings(), races if sampling else None)  # (B,)
+        noise = self._races.take(self.groups, self._rows, live)
+        ids = sample_rows(self.logits, self._batch_settings(), noise if sampling else None, top if finite else None)
         if self.stepper is not None and len(ids) <= FUSED_MAX_BATCH:
             self.logits = self.stepper.step_layers(ids, self.parts)  # (B, V)
         else:
@@ -304,9 +308,9 @@ class Engine:
 
     def _fail_non_finite(self, live: list[bool]) -> None:
         """A group whose rows hold NaN (its state blew up) ends with an error; one check for the batch."""
-        if not bool(torch.isnan(self.logits.sum())):  # one reduction for the common case
-            return
         bad = torch.isnan(self.logits).any(dim=-1)  # (B,)
+        if not bool(bad.any()):  # +inf or all -inf: sample_rows handles those
+            return
         for i, (group, rows) in enumerate(zip(self.groups, bad.split(self._rows), strict=True)):
             if live[i] and bool(rows.any()):
                 group.fail(GenerationError("the model produced NaN scores for this request — its weights or state are broken; "
