@@ -61,9 +61,10 @@ def sample_rows(logits: Tensor, settings: Settings, noise: Tensor | None, top: T
         top = x.amax(dim=-1, keepdim=True)  # (B, 1)
         if not bool(torch.isfinite(top).all()):
             x, top = _without_infinite_maxima(x, top)
-    x = (x - top) / settings.temperature  # <= 0 with the maximum at exactly 0; -inf stays -inf
+    shifted = x - top  # <= 0 with the maximum at exactly 0; -inf stays -inf
+    x = shifted / settings.temperature
     if settings.top_k is not None and settings.top_p is not None:
-        x = _filtered(x, settings.top_k, settings.top_p)
+        x = _filtered(shifted, x, settings.top_k, settings.top_p)
     if noise is None:
         return x.argmax(dim=-1)
     chosen = (x + noise).argmax(dim=-1)
@@ -80,17 +81,19 @@ def _without_infinite_maxima(x: Tensor, top: Tensor) -> tuple[Tensor, Tensor]:
     return x, x.amax(dim=-1, keepdim=True)
 
 
-def _filtered(x: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
-    """Keep each row's top-k, then the smallest prefix whose probability reaches top-p; the largest always stays."""
-    vocab = x.size(-1)
-    ordered = x.sort(dim=-1, descending=True).values  # (B, V)
-    keep = torch.arange(vocab, device=x.device) < top_k  # (B, V): the k largest
-    probs = torch.softmax(ordered.masked_fill(~keep, float("-inf")), dim=-1)
+def _filtered(shifted: Tensor, scaled: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
+    """`scaled` with each row cut to its top-k, then to the smallest prefix whose probability reaches top-p;
+    the largest always stays. The order comes from `shifted` (the logits before the temperature): a huge
+    temperature can round distinct logits to one scaled value, and top-k 1 must still mean the maximum."""
+    vocab = shifted.size(-1)
+    ordered, order = shifted.sort(dim=-1, descending=True)  # (B, V)
+    keep = torch.arange(vocab, device=shifted.device) < top_k  # (B, V): the k largest
+    probs = torch.softmax(scaled.gather(-1, order).masked_fill(~keep, float("-inf")), dim=-1)
     # Drop a character when the mass before it already reaches top_p.
     keep &= (probs.cumsum(dim=-1) - probs) < top_p
     keep[:, 0] = True
-    threshold = ordered.gather(-1, keep.sum(dim=-1, keepdim=True) - 1)  # (B, 1): the smallest kept value
-    return x.masked_fill(x < threshold, float("-inf"))
+    threshold = ordered.gather(-1, keep.sum(dim=-1, keepdim=True) - 1)  # (B, 1): the smallest kept logit
+    return scaled.masked_fill(shifted < threshold, float("-inf"))
 
 
 def race_noise(rows: int, vocab: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
