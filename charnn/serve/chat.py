@@ -31,7 +31,7 @@ from charnn.errors import UsageError
 from charnn.serve.access import ServeConfig, authorized, check_prompt, check_sampling, config_of, pick, stops_of
 from charnn.serve.collector import Collector, Delta, pace, sse, submit, usage
 from charnn.serve.completions import SSE_HEADERS
-from charnn.serve.protocol import GENERATING, ApiError, ChatRequest, Message, responses_for
+from charnn.serve.protocol import GENERATING, STREAMED, ApiError, ChatRequest, Message, responses_for
 
 router = APIRouter()
 
@@ -75,7 +75,7 @@ def names_of(body: ChatRequest, config: ServeConfig) -> dict[str, str]:
             "assistant": body.assistant_name or config.assistant_name}
 
 
-@router.post("/v1/chat/completions", dependencies=[Depends(authorized)], responses=responses_for(*GENERATING))
+@router.post("/v1/chat/completions", dependencies=[Depends(authorized)], responses={**STREAMED, **responses_for(*GENERATING)})
 async def chat_completions(body: ChatRequest, request: Request) -> Any:
     """The assistant's next message, `n` times; `stream` sends chat.completion.chunk events."""
     config = config_of(request)

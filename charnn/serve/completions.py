@@ -11,13 +11,13 @@ from fastapi.responses import StreamingResponse
 
 from charnn.serve.access import Served, authorized, check_prompt, check_sampling, config_of, pick, stops_of
 from charnn.serve.collector import Collector, Delta, pace, sse, submit, usage
-from charnn.serve.protocol import GENERATING, CompletionRequest, responses_for
+from charnn.serve.protocol import GENERATING, STREAMED, CompletionRequest, responses_for
 
 router = APIRouter()
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@router.post("/v1/completions", dependencies=[Depends(authorized)], responses=responses_for(*GENERATING))
+@router.post("/v1/completions", dependencies=[Depends(authorized)], responses={**STREAMED, **responses_for(*GENERATING)})
 async def completions(body: CompletionRequest, request: Request) -> Any:
     """Continue each prompt `n` times; `stream` sends server-sent events as the text is made."""
     target = pick(request, body.model)
