@@ -90,9 +90,9 @@ def serve_cmd(
     user_name: str = typer.Option("User", "--user-name", help="Chat: the name of user messages in the transcript."),
     system_name: str = typer.Option("System", "--system-name", help="Chat: the name of system messages in the transcript."),
     chat_template: str = typer.Option(
-        "{name}:\n{content}\n\n", "--chat-template",
-        help="Chat: one message in the transcript, with {name} and {content} (backslash escapes \\n, \\t work); "
-             "a reply ends at what follows {content}."),
+        "{name}:\n{content}\n\n", "--chat-template", show_default=False,
+        help="Chat: one message in the transcript, with {name} and {content} (backslash escapes \\n, \\t work; "
+             "default '{name}:\\n{content}\\n\\n'); a reply ends at what follows {content}."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default)."),
     device: str = DEVICE,
     checkpoints_dir: Path = CKPT_DIR,

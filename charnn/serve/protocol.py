@@ -86,9 +86,10 @@ def responses_for(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
-STREAMED: dict[int | str, dict[str, Any]] = {200: {"description": "The completion; with `stream` true, server-sent events (`data: {chunk}` lines, "
-                                  "then `data: [DONE]`).",
-                   "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The completion; with `stream` true, server-sent events (`data: {chunk}` lines, then "
+                         "`data: [DONE]`).",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 ALWAYS = (400, 405, 413, 500)  # any route: bad input, wrong method, big body, an unexpected failure
 GENERATING = (*ALWAYS, 401, 404, 503)
 
