@@ -136,7 +136,7 @@ def test_time_budget_stops_and_anneals(words_file) -> None:
                                          name="timed", device="cpu", show_progress=False)
     wall = time.perf_counter() - started
     assert result.stopped_by == "time"
-    assert 1.6 <= wall <= 2.0 * 1.05 + 0.2, wall  # the call as a whole: start-up, steps, the final pass and save
+    assert 1.6 <= wall <= 2.0 + 0.5, wall  # the call as a whole: start-up, steps, the final pass and save
     last = checkpoint.read_metrics(run_dir)[-1]
     assert last["lr"] == pytest.approx(tiny_train().lr * 0.1, rel=0.05)  # fully annealed at the end
     assert math.isfinite(last["val_loss"])
@@ -173,7 +173,8 @@ def test_no_scheduled_pass_starts_that_would_use_up_the_budget(words_file, monke
 @pytest.mark.parametrize("before", [0.0, 1.5])
 def test_the_budget_is_the_wall_clock_of_the_whole_command(words_file, monkeypatch, fake_probe, before: float) -> None:
     """Issue #32: --time T covers start-up (here: a process that started `before` s ago), the probe (faked, taking
-    1 s), training, every validation pass (0.3 s each, the final one too) and the saves: the call ends within 5% of T."""
+    1 s), training, every validation pass (0.3 s each, the final one too) and the saves: the call ends within
+    half a second of T (the stated tolerance is 0.5% + the process's exit, ~1 s, for the whole command)."""
     from charnn.recipe import Request, configs
 
     real_speeds = fake_probe.speeds
@@ -192,7 +193,7 @@ def test_the_budget_is_the_wall_clock_of_the_whole_command(words_file, monkeypat
                                          show_progress=False, auto_fields=auto, started=started)
     wall = time.perf_counter() - started
     assert result.stopped_by == "time"
-    assert budget * 0.9 <= wall <= budget * 1.05, wall
+    assert budget * 0.9 <= wall <= budget + 0.5, wall
     spent = json.loads((run_dir / "config.json").read_text())["time"][-1]
     assert spent["budget_s"] == budget and spent["probe_s"] >= 1.0 and spent["startup_s"] >= before
     assert spent["evaluation_s"] >= 0.3 and spent["training_s"] > 0 and spent["saving_s"] > 0
