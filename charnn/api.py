@@ -173,9 +173,15 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
             if group.is_writer:
                 checkpoint.create(run_dir, config, prepared.encoded.tokenizer, overwrite)
             result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, group.device,
-                           show_progress=show_progress, group=group)
+                           show_progress=show_progress, group=group, deadline=_deadline(clock))
             _record_time(run_dir, clock, result)
     return run_dir, result
+
+
+def _deadline(clock: Budget | None) -> float | None:
+    """When the command must end (a `time.perf_counter()` reading): the loop sets its budget from it as it
+    starts, so what happens before (building the optimizer imports torch's compiler, ~1 s) is counted too."""
+    return None if clock is None else clock.started + clock.total
 
 
 def _record_time(run_dir: Path, clock: Budget | None, result: TrainResult) -> None:
@@ -337,7 +343,7 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
             checkpoint.clean_temp_files(run_dir)  # left by a process killed mid-write; only now that every check passed
             checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
         result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, group.device, resume=payload,
-                       show_progress=show_progress, group=group)
+                       show_progress=show_progress, group=group, deadline=_deadline(clock))
         _record_time(run_dir, clock, result)
     return run_dir, result
 

@@ -196,6 +196,7 @@ def train(
     show_progress: bool = True,
     should_stop: Callable[[Progress], bool] | None = None,
     group: ProcessGroup | None = None,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Train `model` in place, writing checkpoints and metrics into `run_dir`.
 
@@ -249,6 +250,8 @@ def train(
                bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining}{postfix}", dynamic_ncols=True)
     shown_at = 0.0
     session_start = time.perf_counter() - p.elapsed
+    if deadline is not None:  # a wall-clock budget: what is left of it now, as rank 0 reads it, is the loop's
+        cfg.time_budget = world.broadcast(p.elapsed + deadline - time.perf_counter())
     rate_mark = (time.perf_counter(), p.tokens)
 
     spent = {"evaluation": 0.0, "saving": 0.0}  # this session's seconds in validation passes and in writes
