@@ -152,9 +152,8 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
             cfg.eval_pass_estimate = recipe.eval_pass_s or 0.0
             launch.check_batch(cfg.batch_size)
             clock.mark("probe")
-        if clock is not None:  # what is left of the wall clock, as rank 0 reads it
-            cfg.time_budget = group.broadcast(clock.training_time(reserve=cfg.eval_pass_estimate)
-                                              if group.is_writer else None)
+        if clock is not None and group.is_writer:
+            clock.check(reserve=cfg.eval_pass_estimate)
         torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run (the same on every rank)
         model = CharRNN(model_cfg)
         where = [str(Path(s).resolve()) if Path(s).exists() else s for s in specs]  # a built-in stays a name
@@ -173,15 +172,9 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
             if group.is_writer:
                 checkpoint.create(run_dir, config, prepared.encoded.tokenizer, overwrite)
             result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, group.device,
-                           show_progress=show_progress, group=group, deadline=_deadline(clock))
+                           show_progress=show_progress, group=group, deadline=clock.deadline if clock else None)
             _record_time(run_dir, clock, result)
     return run_dir, result
-
-
-def _deadline(clock: Budget | None) -> float | None:
-    """When the command must end (a `time.perf_counter()` reading): the loop sets its budget from it as it
-    starts, so what happens before (building the optimizer imports torch's compiler, ~1 s) is counted too."""
-    return None if clock is None else clock.started + clock.total
 
 
 def _record_time(run_dir: Path, clock: Budget | None, result: TrainResult) -> None:
@@ -298,7 +291,7 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
         cfg.max_steps = max_steps
     if epochs is not None:
         cfg.epochs = epochs
-    if more_time is not None:  # the loop's budget: set again below from the wall clock left after start-up
+    if more_time is not None:  # the loop sets its budget from the clock's deadline as it starts
         cfg.time_budget = float(done.get("elapsed", 0.0)) + more_time
     clock = Budget(more_time, started if started is not None else time.perf_counter()) if more_time else None
     if lr is not None:
@@ -335,15 +328,15 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
             raise RunError(f"run '{run_dir.name}' has a different vocabulary than its corpus — the run is damaged")
         if clock is not None:
             clock.mark("startup")
-            left = clock.training_time(reserve=cfg.eval_pass_estimate) if group.is_writer else None
-            cfg.time_budget = float(done.get("elapsed", 0.0)) + group.broadcast(left)
+            if group.is_writer:
+                clock.check(reserve=cfg.eval_pass_estimate)
         config["train"] = asdict(cfg)
         config["distributed"] = _world_record(group)
         if group.is_writer:
             checkpoint.clean_temp_files(run_dir)  # left by a process killed mid-write; only now that every check passed
             checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
         result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, group.device, resume=payload,
-                       show_progress=show_progress, group=group, deadline=_deadline(clock))
+                       show_progress=show_progress, group=group, deadline=clock.deadline if clock else None)
         _record_time(run_dir, clock, result)
     return run_dir, result
 

@@ -2,8 +2,8 @@
 
 The clock starts when the process did (Linux: from /proc, so interpreter start-up and imports
 count; elsewhere when this module was imported). Start-up, corpus preparation and the probe are
-taken off T before training starts; the training loop keeps back the time of the final validation
-pass and save (train.py), so the command ends close to T. `Budget.record()` is what config.json
+taken off T: the training loop sets its budget from the deadline as it starts and keeps back the
+time of the final validation pass and save (train.py), so the command ends close to T. `Budget.record()` is what config.json
 stores under "time": how the seconds were spent.
 """
 
@@ -59,8 +59,9 @@ class Budget:
         self.phases[phase] = self.phases.get(phase, 0.0) + now - (self._mark if self._mark is not None else self.started)
         self._mark = now
 
-    def training_time(self, option: str = "--time", reserve: float = 0.0) -> float:
-        """What is left for the training loop now, refusing a budget that leaves almost nothing."""
+    def check(self, option: str = "--time", reserve: float = 0.0) -> None:
+        """Refuse a budget that leaves almost nothing for training once `reserve` (the final pass) is kept back.
+        The loop itself takes its budget from the deadline (`started + total`) as it starts (train.py)."""
         left = self.left()
         if left - reserve < MIN_TRAINING_SHARE * self.total:
             spent = self.spent()
@@ -68,7 +69,11 @@ class Budget:
             raise UsageError(f"{option} {_shown(self.total)} is too short here: starting up and measuring this machine "
                              f"took {spent:.0f} s{f' and a validation pass takes ~{reserve:.0f} s' if reserve >= 1 else ''}"
                              f" — give at least {option} {_shown(smallest)}")
-        return left
+
+    @property
+    def deadline(self) -> float:
+        """When the command must end, as a `time.perf_counter()` reading."""
+        return self.started + self.total
 
     def record(self) -> dict[str, Any]:
         return {"budget_s": round(self.total, 3), "total_s": round(self.spent(), 3),

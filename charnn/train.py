@@ -203,7 +203,8 @@ def train(
     `resume` is the payload of `latest.pt`; `should_stop` is polled after each
     step (tests use it to interrupt at an exact step). `show_progress` turns on
     the tqdm bar (on a terminal) and one line per evaluation. `group` is the
-    torchrun process group (None: a single process).
+    torchrun process group (None: a single process). `deadline` (a `time.perf_counter()`
+    reading) makes `cfg.time_budget` wall clock: the loop's budget is what is left of it.
     """
     world = group or ProcessGroup.solo(device)
     writer = world.is_writer
@@ -250,7 +251,9 @@ def train(
                bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining}{postfix}", dynamic_ncols=True)
     shown_at = 0.0
     session_start = time.perf_counter() - p.elapsed
-    if deadline is not None:  # a wall-clock budget: what is left of it now, as rank 0 reads it, is the loop's
+    # A wall-clock budget: what is left of it now, as rank 0 reads it, is the loop's; so whatever came before
+    # (the first optimizer imports torch's compiler, ~1 s) counts too, and every rank stops at the same step.
+    if deadline is not None:
         cfg.time_budget = world.broadcast(p.elapsed + deadline - time.perf_counter())
     rate_mark = (time.perf_counter(), p.tokens)
 
