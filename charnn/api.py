@@ -1,4 +1,4 @@
-"""The library front door: start or resume training, load a run, generate, score.
+"""The library front door: start, resume or fine-tune training (session.py), load a run, generate, score.
 
 This is the orchestration layer that sits beside `cli/` at the top of the
 import order: it wires corpus -> data -> model -> train -> checkpoint and
@@ -12,352 +12,35 @@ returns values; `cli/` only parses options and prints.
 
 from __future__ import annotations
 
-import copy
 import math
-import os
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from charnn import checkpoint, corpus, data, distributed, runlock
-from charnn.budget import Budget
-from charnn.device import AMP_DEVICES, bf16_native, bf16_speed, resolve_device, tune_cpu_allocator
-from charnn.distributed import Launch, ProcessGroup
-from charnn.errors import RunError, UsageError
+from charnn import checkpoint, corpus, data
+from charnn.device import resolve_device
 from charnn.evaluation import evaluate
-from charnn.model import CharRNN, ModelConfig, State
-from charnn.probe import measure_eval_speed, measure_scale, measure_speeds, steady_speeds
-from charnn.recipe import BATCHES, Recipe, amp_gain, announcement, apply, pick_amp, plan, record
+from charnn.lineage import Parent, load_parent
+from charnn.model import State
 from charnn.sample import SampleConfig, generate
-from charnn.train import TrainConfig, TrainResult, train
+from charnn.session import (
+    DEFAULT_CHECKPOINTS,
+    DEFAULT_CORPORA,
+    CorpusOptions,
+    Paths,
+    Prepared,
+    default_run_name,
+    prepare_corpus,
+    resume_training,
+    start_training,
+)
 
-DEFAULT_CHECKPOINTS = Path("checkpoints")
-DEFAULT_CORPORA = Path("corpora")
-
-
-@dataclass
-class Paths:
-    checkpoints: Path = DEFAULT_CHECKPOINTS
-    corpora: Path = DEFAULT_CORPORA
-
-    @property
-    def cache(self) -> Path:
-        return self.corpora / ".cache"
-
-
-@dataclass
-class Prepared:
-    """A corpus resolved, encoded and split, ready to train on."""
-
-    corpus: corpus.Corpus
-    encoded: data.EncodedCorpus
-    train_ids: Any
-    val_ids: Any
-
-
-def check_fits(chars: int, cfg: TrainConfig) -> None:
-    """Fail before any work when the corpus is too short for the chosen layout."""
-    n_val = int(chars * cfg.val_frac)
-    data.Streams.check_fits(chars - n_val, cfg.batch_size, cfg.seq_len, "training")
-    if n_val < 2:
-        raise UsageError(f"the validation split has {n_val} characters (--val-frac {cfg.val_frac}) — "
-                         "raise --val-frac or give more text (it needs at least 2)")
-
-
-def prepare_corpus(source: corpus.Corpus, cfg: TrainConfig, paths: Paths,
-                   group: ProcessGroup | None = None) -> Prepared:
-    """Encode `source` into the cache (or reuse it) and split it.
-
-    Under torchrun one process per machine (local rank 0) writes the cache while the
-    others wait at a barrier, then everyone memory-maps it: never N writers on one file.
-    """
-    check_fits(source.chars, cfg)
-    group = group or ProcessGroup.solo()
-    if group.launch.local_rank == 0:
-        encoded = data.prepare(source.chunks, source.fingerprint, paths.cache)
-    group.barrier()
-    if group.launch.local_rank != 0:
-        encoded = data.prepare(source.chunks, source.fingerprint, paths.cache)
-    train_ids, val_ids = data.split(encoded.ids, cfg.val_frac)
-    return Prepared(source, encoded, train_ids, val_ids)
-
-
-def default_run_name(spec: str) -> str:
-    return f"{Path(spec).stem or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-@dataclass
-class CorpusOptions:
-    """How sources become a corpus (see `corpus.resolve`); recorded in config.json for resume."""
-
-    replace_errors: bool = False
-    strict: bool = False
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-
-    def resolve(self, specs: str | Sequence[str], paths: Paths) -> corpus.Corpus:
-        return corpus.resolve(specs, paths.corpora, replace_errors=self.replace_errors, strict=self.strict,
-                              include=self.include, exclude=self.exclude)
-
-
-def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: TrainConfig, *, name: str | None = None,
-                   device: str = "auto", paths: Paths | None = None, overwrite: bool = False,
-                   corpus_options: CorpusOptions | None = None, show_progress: bool = True,
-                   auto_fields: frozenset[str] = frozenset(),
-                   announce: Callable[[str], None] | None = None,
-                   started: float | None = None) -> tuple[Path, TrainResult]:
-    """Train a new run on corpus `spec` (one or several sources); `model_cfg.vocab_size` comes from the corpus.
-
-    With a time budget, the fields named in `auto_fields` (those the user did
-    not set) are chosen by `recipe.choose` for this machine's measured speed;
-    `announce` receives the line describing the choice. The budget is wall clock from
-    `started` (a `time.perf_counter()` reading; default: now; the CLI gives the process's
-    start): start-up and the probe are taken off it (`budget.py`). Under torchrun every
-    process calls this; the checks run before the process group opens.
-    """
-    paths = paths or Paths()
-    options = corpus_options or CorpusOptions()
-    specs = [spec] if isinstance(spec, str) else list(spec)
-    launch = Launch.from_env()
-    _check(model_cfg.validate() + cfg.validate())
-    launch.check_batch(cfg.batch_size)
-    dev = _device_for(device, cfg, launch)
-    if cfg.amp and "amp" not in auto_fields and announce and launch.is_writer and not bf16_native(dev):
-        announce(f"warning: this CPU has no bf16 instructions, so PyTorch emulates bf16: a quick measurement ran it at "
-                 f"{bf16_speed():.2f}x fp32's speed — --no-amp trains faster here")
-    clock = Budget(cfg.time_budget, started if started is not None else time.perf_counter()) if cfg.time_budget else None
-    run_dir = paths.checkpoints / (name or _agreed_name(specs[0] if specs else "run", launch))
-    checkpoint.check_new(run_dir, overwrite)  # before the slow corpus work
-    if run_dir.is_dir():
-        runlock.check_unlocked(run_dir)
-    source = options.resolve(specs, paths)
-    check_fits(source.chars, cfg)
-    if announce and launch.is_writer:
-        announce(f"corpus: {source.describe()}")
-    with distributed.join(launch, dev) as group:
-        prepared = prepare_corpus(source, cfg, paths, group)
-        model_cfg.vocab_size = prepared.encoded.tokenizer.vocab_size
-        recipe = None
-        if clock is not None:
-            clock.mark("startup")
-        if auto_fields and clock is not None:
-            recipe = group.broadcast(_plan(prepared, model_cfg, cfg, dev, auto_fields, announce, launch, clock)
-                                     if group.is_writer else None)
-            apply(recipe, auto_fields, model_cfg, cfg)
-            cfg.eval_pass_estimate = recipe.eval_pass_s or 0.0
-            launch.check_batch(cfg.batch_size)
-            clock.mark("probe")
-        if clock is not None and group.is_writer:
-            clock.check(reserve=cfg.eval_pass_estimate)
-        torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run (the same on every rank)
-        model = CharRNN(model_cfg)
-        where = [str(Path(s).resolve()) if Path(s).exists() else s for s in specs]  # a built-in stays a name
-        config = {
-            "model": asdict(model_cfg), "train": asdict(cfg), "created": checkpoint.now_iso(),
-            "corpus": {"source": where[0], "sources": where, "fingerprint": prepared.corpus.fingerprint,
-                       "bytes": prepared.corpus.size, "characters": len(prepared.encoded.ids),
-                       "files": len(prepared.corpus.files), "skipped": prepared.corpus.skipped,
-                       "replace_errors": options.replace_errors, "strict": options.strict,
-                       "include": list(options.include), "exclude": list(options.exclude),
-                       "manifest": corpus.manifest_json(prepared.corpus)},
-            "recipe": record(recipe, auto_fields) if recipe else None,
-            "distributed": _world_record(group),
-        }
-        with _writer_lock(run_dir, group, make=True):
-            if group.is_writer:
-                checkpoint.create(run_dir, config, prepared.encoded.tokenizer, overwrite)
-            result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, group.device,
-                           show_progress=show_progress, group=group, deadline=clock.deadline if clock else None)
-            _record_time(run_dir, clock, result)
-    return run_dir, result
-
-
-def _record_time(run_dir: Path, clock: Budget | None, result: TrainResult) -> None:
-    """config.json's "time": how the budget's seconds were spent (a run without a time budget records none)."""
-    if clock is None or not result.is_writer:
-        return
-    clock.mark("loop")
-    spent = result.spent or {}
-    loop = clock.phases.pop("loop")
-    clock.phases.update({"training": loop - sum(spent.values()), **spent})
-    config = checkpoint.load_config(run_dir)
-    config["time"] = [*config.get("time", []), clock.record()]  # one entry per session (a resume adds one)
-    checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
-
-
-def _agreed_name(spec: str, launch: Launch) -> str:
-    """The default run name is a timestamp; under torchrun every rank must agree on one."""
-    if launch.under_torchrun:
-        # torchrun gives every process of the job the same TORCHELASTIC_RUN_ID; the launcher's
-        # start time stands in for 'now' so the ranks cannot straddle a second boundary.
-        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
-        stamp = run_id if run_id and run_id != "none" else "torchrun"
-        return f"{Path(spec).stem or 'run'}-{stamp}"
-    return default_run_name(spec)
-
-
-def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: torch.device,
-          auto_fields: frozenset[str], announce: Callable[[str], None] | None, launch: Launch, clock: Budget) -> Recipe:
-    """Probe this machine once (rank 0) and choose the model for what is left of the budget; announce the choice.
-
-    bf16 is probed only where it can win (`device.bf16_native`): an emulating CPU would spend a minute
-    measuring what it cannot use."""
-    if dev.type == "cpu":
-        tune_cpu_allocator()  # as training will: the probe must see the same speed
-    batches = BATCHES if "batch_size" in auto_fields else (cfg.batch_size,)
-    may_amp = "amp" in auto_fields and dev.type in AMP_DEVICES and bf16_native(dev)
-    amps = (False, True) if may_amp else (cfg.amp,)
-    # A short budget gets a shorter probe (fewer timed steps, noisier readings): under 3 minutes every
-    # second of timing is a second less of training (a full probe is ~10 s of a 60 s run on 2 cores).
-    short = clock.total < 180
-    measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, cfg.seq_len, amps=amps,
-                              steps=4 if short else 7)
-    gain = amp_gain(measured)
-    amp = pick_amp(measured) if len(amps) > 1 else cfg.amp
-    speeds = {b: v for (b, a), v in measured.items() if a == amp}
-    # Evaluation is sharded over the processes too (and always runs in fp32).
-    eval_speed = measure_eval_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.seq_len) * launch.world_size
-    # How a bigger model's speed falls off here, and the probe read again; where the user set the whole size,
-    # the recipe needs no sizing.
-    scale, again = None, None
-    if auto_fields & {"layers", "hidden", "embed"}:
-        scale, again = measure_scale(dev, model_cfg.vocab_size, model_cfg.cell, max(speeds), amp, cfg.seq_len,
-                                     steps=3 if short else 5)
-    # Every process trains its share at about the probe's speed: the job sees world_size times as much.
-    speeds = {b: v * launch.world_size for b, v in steady_speeds(speeds, again).items()}
-    recipe = plan(clock.left(), len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell,
-                  len(prepared.val_ids), eval_speed, amp, scale)
-    recipe.probe_amp_gain = None if gain is None else round(gain, 3)  # stored: why this run chose its precision
-    recipe.probe_second_reading = None if again is None else round(again * launch.world_size)
-    chosen_model, chosen_cfg = copy.copy(model_cfg), copy.copy(cfg)
-    apply(recipe, auto_fields, chosen_model, chosen_cfg)
-    _check(chosen_model.validate() + chosen_cfg.validate())
-    check_fits(prepared.corpus.chars, chosen_cfg)
-    if announce:
-        announce(announcement(recipe, auto_fields, chosen_model, chosen_cfg, launch.world_size))
-    return recipe
-
-
-def _world_record(group: ProcessGroup) -> dict[str, Any]:
-    return {"world_size": group.world_size, "backend": group.backend}
-
-
-@contextmanager
-def _writer_lock(run_dir: Path, group: ProcessGroup, make: bool = False) -> Iterator[None]:
-    """Rank 0 (or the single process) holds the run's training lock; the other ranks write nothing."""
-    if not group.is_writer:
-        yield
-        return
-    if make:
-        checkpoint.make_dir(run_dir)
-    with runlock.locked(run_dir):
-        yield
-
-
-def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None, max_steps: int | None = None,
-                    epochs: float | None = None, more_time: float | None = None, lr: float | None = None,
-                    device: str = "auto", paths: Paths | None = None, show_progress: bool = True,
-                    tensorboard: str | None = None, started: float | None = None) -> tuple[Path, TrainResult]:
-    """Continue a run from `latest.pt`; new limits extend it (`more_time` is added to the time used,
-    wall clock from `started` as in `start_training`).
-
-    A new `lr` replaces the peak learning rate (e.g. after a divergence); the
-    schedule's shape is kept. Any number of torchrun processes can resume a run
-    trained on any other number (the saved state is in the single-process layout). `tensorboard`
-    turns TensorBoard scalars on (see `board.log_dir`); a run that had them keeps them.
-    """
-    paths = paths or Paths()
-    launch = Launch.from_env()
-    run_dir = checkpoint.resolve(run, paths.checkpoints)
-    if launch.is_writer:
-        runlock.check_unlocked(run_dir)  # at once, before the corpus work
-    config = checkpoint.load_config(run_dir)
-    model_cfg = checkpoint.model_config_of(config)
-    try:
-        # Runs from before epoch offsets resume with the layout they were trained with.
-        cfg = TrainConfig(**{"epoch_offset": False, **config["train"]})
-    except TypeError:
-        raise RunError(f"'{run_dir / checkpoint.CONFIG}' has an unknown train section — the run is damaged") from None
-    # No latest.pt: the run was stopped before its first save, so it starts over from its config.
-    latest = run_dir / checkpoint.LATEST
-    payload = checkpoint.load_tensors(latest) if latest.exists() else None
-    done = payload.get("progress", {}) if payload else {}
-    if max_steps is not None:
-        cfg.max_steps = max_steps
-    if epochs is not None:
-        cfg.epochs = epochs
-    if more_time is not None:  # the loop sets its budget from the clock's deadline as it starts
-        cfg.time_budget = float(done.get("elapsed", 0.0)) + more_time
-    clock = Budget(more_time, started if started is not None else time.perf_counter()) if more_time else None
-    if lr is not None:
-        cfg.lr = lr
-    if tensorboard is not None:
-        cfg.tensorboard = tensorboard
-    _check(cfg.validate())
-    launch.check_batch(cfg.batch_size)
-    dev = _device_for(device, cfg, launch)
-    recorded = config.get("corpus", {})
-    given = [corpus_path] if isinstance(corpus_path, str) else list(corpus_path or [])
-    specs = given or list(recorded.get("sources") or [recorded.get("source", "")])
-    options = CorpusOptions(bool(recorded.get("replace_errors")), bool(recorded.get("strict")),
-                            tuple(recorded.get("include") or ()), tuple(recorded.get("exclude") or ()))
-    source = options.resolve(specs, paths)
-    if source.fingerprint != recorded.get("fingerprint"):
-        change = corpus.describe_change(recorded.get("manifest"), source)
-        if "manifest" not in recorded and len(source.files) > 1:
-            change = "an older charnn made this run and fingerprinted folders differently; its content may be the same"
-        raise UsageError(f"corpus '{' '.join(specs)}' is not the one run '{run_dir.name}' was trained on ({change}) — "
-                         "give the original files as CORPUS (e.g. after moving them), or train a new run")
-    check_fits(source.chars, cfg)
-    tokenizer = checkpoint.load_tokenizer(run_dir)
-    torch.manual_seed(cfg.seed)  # same initial weights as the original start, if there is no payload
-    model = CharRNN(model_cfg)
-    if payload is not None:
-        try:
-            model.load_state_dict(payload["model"])
-        except (RuntimeError, TypeError):
-            raise RunError(f"the weights in '{latest}' do not fit the run's config — the run is damaged") from None
-    with distributed.join(launch, dev) as group, _writer_lock(run_dir, group):
-        prepared = prepare_corpus(source, cfg, paths, group)
-        if tokenizer.chars != prepared.encoded.tokenizer.chars:
-            raise RunError(f"run '{run_dir.name}' has a different vocabulary than its corpus — the run is damaged")
-        if clock is not None:
-            clock.mark("startup")
-            if group.is_writer:
-                clock.check(reserve=cfg.eval_pass_estimate)
-        config["train"] = asdict(cfg)
-        config["distributed"] = _world_record(group)
-        if group.is_writer:
-            checkpoint.clean_temp_files(run_dir)  # left by a process killed mid-write; only now that every check passed
-            checkpoint.write_json(run_dir / checkpoint.CONFIG, config)
-        result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, group.device, resume=payload,
-                       show_progress=show_progress, group=group, deadline=clock.deadline if clock else None)
-        _record_time(run_dir, clock, result)
-    return run_dir, result
-
-
-def _device_for(name: str, cfg: TrainConfig, launch: Launch | None = None) -> torch.device:
-    dev = resolve_device(name)
-    if cfg.amp and dev.type not in AMP_DEVICES:
-        raise UsageError(f"--amp runs on CUDA or CPU (this run would be on {dev.type}) — drop --amp")
-    if launch is not None and launch.under_torchrun:
-        if dev.type == "mps":
-            raise UsageError("torchrun cannot train on --device mps (no distributed backend for it) — use --device cpu")
-        dev = launch.device(dev)
-        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UsageError(f"this machine has {torch.cuda.device_count()} GPU(s) but torchrun started a process for "
-                             f"GPU {dev.index} — give --nproc_per_node at most {torch.cuda.device_count()}")
-    return dev
-
-
-def _check(problems: list[str]) -> None:
-    if problems:
-        raise UsageError(problems[0])
+__all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_CORPORA", "CharModel", "CorpusOptions", "Parent", "Paths", "Prepared",
+           "Score", "default_run_name", "load_parent", "load_run", "prepare_corpus", "resume_training",
+           "start_training"]
 
 
 @dataclass

@@ -223,6 +223,7 @@ class RunSummary:
     steps: int
     best_val: float | None
     modified: float
+    parent: str | None = None  # the run it was fine-tuned from (config.json's "parent")
 
 
 def summarize(run_dir: Path) -> RunSummary:
@@ -231,9 +232,11 @@ def summarize(run_dir: Path) -> RunSummary:
     metrics = read_metrics(run_dir)
     vals = [r["val_loss"] for r in metrics if isinstance(r.get("val_loss"), (int, float))]
     params = CharRNN(model_config).num_parameters()
+    parent = config.get("parent")
     return RunSummary(run_dir.name, run_dir, model_config.cell, model_config.layers, model_config.hidden,
                       params, max((r.get("step", 0) for r in metrics), default=0),
-                      min(vals) if vals else None, _modified(run_dir))
+                      min(vals) if vals else None, _modified(run_dir),
+                      f"{parent.get('name')}@{parent.get('step')}" if isinstance(parent, dict) else None)
 
 
 # ---- loading ------------------------------------------------------------------------------------

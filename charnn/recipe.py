@@ -16,7 +16,7 @@ benchmarks/RECIPES.md.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from charnn.model import CharRNN, ModelConfig
@@ -107,6 +107,18 @@ def default_recipe() -> Recipe:
     return Recipe()
 
 
+# Fine-tuning (`--from RUN`) starts from a trained model: a lower peak rate keeps what the parent learned
+# (3e-3 first undoes it), a short warm-up since Adam's moments are fresh, and a small corpus wants more,
+# smaller updates and passes close together. Measured in RECIPES.md (fine-tuning).
+FINE_TUNE = Recipe(lr=1e-3, warmup=20, batch_size=32, ema=0.99, eval_every=100)
+
+
+def fine_tune_recipe(model: ModelConfig) -> Recipe:
+    """The defaults for fine-tuning `model` (a parent's): its size, the fine-tuning schedule."""
+    return replace(FINE_TUNE, cell=model.cell, layers=model.layers, hidden=model.hidden, embed=model.embed,
+                   dropout=model.dropout)
+
+
 CHOSEN = ("cell", "layers", "hidden", "embed", "dropout", "batch_size", "seq_len", "lr", "warmup", "ema",
           "eval_every", "amp")  # Recipe's
 MODEL_FIELDS = ("cell", "layers", "hidden", "embed", "dropout")
@@ -135,14 +147,15 @@ class Request:
         return frozenset(name for name in CHOSEN if getattr(self, name) is not None)
 
 
-def configs(request: Request, budgeted: bool, **train: Any) -> tuple[ModelConfig, TrainConfig, frozenset[str]]:
+def configs(request: Request, budgeted: bool, base: Recipe | None = None,
+            **train: Any) -> tuple[ModelConfig, TrainConfig, frozenset[str]]:
     """The user's values over the defaults, as configs, and the fields a `--time` budget will choose.
 
     `train` holds the TrainConfig fields the recipe never touches (limits, clip, seed, ...). The
     cell is the user's or the default; only a budget sizes the rest (`apply`), and never a field
-    the user set.
+    the user set. `base` replaces the defaults (`fine_tune_recipe`).
     """
-    values = {**vars(default_recipe()), **{k: getattr(request, k) for k in request.given()}}
+    values = {**vars(base or default_recipe()), **{k: getattr(request, k) for k in request.given()}}
     model_cfg = ModelConfig(vocab_size=1, **{k: values[k] for k in MODEL_FIELDS},
                             heads=HEADS if request.heads is None else request.heads,
                             locked_dropout=bool(request.locked_dropout))
@@ -237,16 +250,16 @@ def pick_batch(speeds: dict[int, float], steps_at_largest: float = 0.0) -> int:
 
 def plan(budget_s: float, corpus_chars: int, vocab: int, speeds: dict[int, float], cell: str = "gru",
          val_chars: int = 0, eval_speed: float | None = None, amp: bool = False,
-         scale: float | None = None) -> Recipe:
+         scale: float | None = None, sizes: list[tuple[int, int, int]] | None = None) -> Recipe:
     """`choose` at the batch `pick_batch` takes, given the probe's speed at each batch size (in the precision
     `amp` says the run will train in) and `measure_scale`'s reading (at the largest batch)."""
     largest = max(speeds)
     at_largest = choose(budget_s, corpus_chars, vocab, speeds[largest], cell, largest, val_chars, eval_speed, amp,
-                        scale)
+                        scale, sizes)
     batch = pick_batch(speeds, (at_largest.expected_tokens or 0.0) / (largest * Recipe.seq_len))
     if batch == largest:
         return at_largest
-    return choose(budget_s, corpus_chars, vocab, speeds[batch], cell, batch, val_chars, eval_speed, amp, scale)
+    return choose(budget_s, corpus_chars, vocab, speeds[batch], cell, batch, val_chars, eval_speed, amp, scale, sizes)
 
 
 def spaced_evaluations(steps: float, batch: int, budget_s: float, pass_s: float) -> int:
@@ -267,7 +280,7 @@ def spaced_evaluations(steps: float, batch: int, budget_s: float, pass_s: float)
 
 def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: str = "gru",
            batch: int = Recipe.batch_size, val_chars: int = 0, eval_speed: float | None = None,
-           amp: bool = False, scale: float | None = None) -> Recipe:
+           amp: bool = False, scale: float | None = None, sizes: list[tuple[int, int, int]] | None = None) -> Recipe:
     """The largest candidate that trains on enough characters per parameter in `budget_s`, counting the time
     its validation passes before the final one take.
 
@@ -276,7 +289,8 @@ def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: s
     probe's (`_cost`, with the per-layer cost that `scale`, SCALE_PROBE's speed over PROBE's, gives;
     without it, multiply-adds alone). `eval_speed`
     (the probe's, scoring text) and `val_chars` (the validation split) set the spacing of the
-    validation passes (`spaced_evaluations`); without them the usual spacing.
+    validation passes (`spaced_evaluations`); without them the usual spacing. `sizes` (layers, hidden,
+    embed) replaces `CANDIDATES` (a fine-tune's one size: the parent's).
     """
     per_layer = per_layer_cost(cell, vocab, scale) if scale is not None else 0.0
     probe_cost = _cost(cell, *PROBE, vocab, per_layer)
@@ -291,8 +305,9 @@ def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: s
         every = spaced_evaluations(steps, batch, budget_s, pass_s)
         return tokens, pass_s, every, tokens * max(0.0, 1 - steps // every * pass_s / budget_s)
 
-    chosen = CANDIDATES[0]
-    for size in CANDIDATES:
+    candidates = sizes or CANDIDATES
+    chosen = candidates[0]
+    for size in candidates:
         if schedule(size)[3] >= TOKENS_PER_PARAM * _params(cell, *size, vocab):
             chosen = size
     layers, hidden, embed = chosen

@@ -1,6 +1,7 @@
 """The character vocabulary, as a HuggingFace `tokenizers.Tokenizer`.
 
-One token per Unicode code point, ids in code-point order. The saved form is
+One token per Unicode code point, ids in code-point order, except in a grown vocabulary
+(fine-tuning, `grown`): the parent's ids stay and the new characters follow. The saved form is
 the standard `tokenizer.json` (WordLevel model, one-character Split
 pre-tokenizer, Fuse decoder), so `decode(encode(text)) == text` exactly.
 
@@ -40,8 +41,12 @@ def _codepoints(text: str) -> np.ndarray:
 class CharTokenizer:
     """A character vocabulary with exact round trip and a bulk encoder."""
 
-    def __init__(self, chars: Iterable[str]):
-        self.chars: list[str] = sorted(set(chars))
+    def __init__(self, chars: Iterable[str], *, ordered: bool = False):
+        """The vocabulary of `chars`: sorted by code point, or in the given order (`ordered`, no repeats)."""
+        given = list(chars)
+        self.chars: list[str] = given if ordered else sorted(set(given))
+        if ordered and len(set(given)) != len(given):
+            raise TokenizerError("the vocabulary repeats a character — the tokenizer file is not charnn's")
         if not self.chars:
             raise TokenizerError("the vocabulary is empty — give a corpus with at least one character")
         if any(len(c) != 1 for c in self.chars):
@@ -67,9 +72,15 @@ class CharTokenizer:
         except (ValueError, KeyError, TypeError, AssertionError):
             raise TokenizerError("tokenizer.json is not a charnn character vocabulary — the run is damaged; retrain it") from None
         chars = sorted(vocab, key=lambda c: vocab[c])
-        if sorted(vocab.values()) != list(range(len(vocab))) or chars != sorted(chars):
+        if sorted(vocab.values()) != list(range(len(vocab))):
             raise TokenizerError("tokenizer.json has inconsistent ids — the run is damaged; retrain it")
-        return cls(chars)
+        return cls(chars, ordered=True)
+
+    def grown(self, chars: Iterable[str]) -> CharTokenizer:
+        """This vocabulary with the characters of `chars` it lacks appended in code-point order: every
+        old id is kept (fine-tuning a model on text with new characters)."""
+        known = set(self.chars)
+        return CharTokenizer(self.chars + sorted(set(chars) - known), ordered=True)
 
     def to_json(self) -> str:
         return self.hf.to_str(pretty=True)

@@ -39,6 +39,7 @@ from charnn.ema import WeightAverage
 from charnn.errors import TrainingError, WriteError
 from charnn.evaluation import evaluate
 from charnn.model import CharRNN, State, detach_state
+from charnn.schedule import Progress, final_pass_is_near, fraction_done, lr_at, stop_reason
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
 
@@ -92,21 +93,6 @@ class TrainConfig:
 
 
 @dataclass
-class Progress:
-    """Everything besides weights and optimizer that an exact resume needs."""
-
-    step: int = 0
-    epoch: int = 0
-    window: int = 0  # next window of the current epoch
-    tokens: int = 0
-    elapsed: float = 0.0  # seconds trained, summed over sessions
-    best_val: float = math.inf
-    evals_since_best: int = 0
-    skipped: int = 0  # non-finite steps skipped
-    last_eval_step: int = -1
-
-
-@dataclass
 class TrainResult:
     progress: Progress
     last_val: float | None
@@ -115,48 +101,6 @@ class TrainResult:
     is_writer: bool = True  # rank 0 (or a single process): the one that reports
     checksum: str | None = None  # weights digest, checked identical on every rank (torchrun only)
     spent: dict[str, float] | None = None  # this session's seconds in "evaluation" passes and "saving"
-
-
-def lr_at(cfg: TrainConfig, step: int, done: float) -> float:
-    """Warm-up over `cfg.warmup` steps, then cosine from lr to 0.1*lr as `done` goes 0 -> 1."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0))))
-
-
-def fraction_done(cfg: TrainConfig, p: Progress, windows_per_epoch: int, reserve: float = 0.0) -> float:
-    fractions = [0.0]
-    if cfg.max_steps:
-        fractions.append(p.step / cfg.max_steps)
-    if cfg.epochs:
-        fractions.append(p.step / (cfg.epochs * windows_per_epoch))
-    if cfg.time_budget:
-        fractions.append(p.elapsed / max(cfg.time_budget - reserve, 1e-9))
-    return max(fractions)
-
-
-def stop_reason(cfg: TrainConfig, p: Progress, windows_per_epoch: int, reserve: float = 0.0) -> str | None:
-    """Why training stops now, if it does. `reserve`: seconds of the time budget kept for what follows the
-    last step (the final validation pass and save), so the run as a whole ends within its budget."""
-    if cfg.max_steps is not None and p.step >= cfg.max_steps:
-        return "max-steps"
-    if cfg.epochs is not None and p.step >= cfg.epochs * windows_per_epoch:
-        return "epochs"
-    if cfg.time_budget is not None and p.elapsed + reserve >= cfg.time_budget:
-        return "time"
-    if cfg.patience and p.evals_since_best >= cfg.patience:
-        return "patience"
-    return None
-
-
-def final_pass_is_near(cfg: TrainConfig, elapsed: float, pass_s: float, save_s: float = 0.0) -> bool:
-    """Whether a scheduled validation pass would leave too little of the time budget.
-
-    The final pass starts when only it and the last save fit in what is left (`stop_reason`'s reserve).
-    A scheduled pass that leaves less than that plus a pass of training would score nearly the weights
-    the final pass scores (RECIPES.md #72): skip it and train instead.
-    """
-    return cfg.time_budget is not None and cfg.time_budget - elapsed < 2 * pass_s + save_s
 
 
 class _StopFlag:
@@ -184,6 +128,29 @@ class _StopFlag:
                 signal.signal(sig, old)
 
 
+@dataclass
+class Fresh:
+    """Start from the random weights the model was built with (seeded by the caller)."""
+
+
+@dataclass
+class FromParent:
+    """Start from a parent run's weights (already in the model, the vocabulary grown): the first
+    validation pass scores them before step 1, so metrics begin with the head start."""
+
+    name: str
+
+
+@dataclass
+class Resume:
+    """Continue from `latest.pt`: `payload` is its content (`Trainer.payload`'s layout)."""
+
+    payload: dict[str, Any]
+
+
+Start = Fresh | FromParent | Resume
+
+
 def train(
     model: CharRNN,
     cfg: TrainConfig,
@@ -192,7 +159,7 @@ def train(
     run_dir: Path,
     device: torch.device,
     *,
-    resume: dict[str, Any] | None = None,
+    start: Start | None = None,
     show_progress: bool = True,
     should_stop: Callable[[Progress], bool] | None = None,
     group: ProcessGroup | None = None,
@@ -200,198 +167,257 @@ def train(
 ) -> TrainResult:
     """Train `model` in place, writing checkpoints and metrics into `run_dir`.
 
-    `resume` is the payload of `latest.pt`; `should_stop` is polled after each
+    `start` says how the run begins (default `Fresh`); `should_stop` is polled after each
     step (tests use it to interrupt at an exact step). `show_progress` turns on
     the tqdm bar (on a terminal) and one line per evaluation. `group` is the
     torchrun process group (None: a single process). `deadline` (a `time.perf_counter()`
     reading) makes `cfg.time_budget` wall clock: the loop's budget is what is left of it.
     """
-    world = group or ProcessGroup.solo(device)
-    writer = world.is_writer
-    show_progress = show_progress and writer
-    if device.type == "cpu":
-        tune_cpu_allocator()
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # the head's matmul; cuDNN RNNs allow TF32 by default
-        torch.backends.cudnn.allow_tf32 = True
-    assert not cfg.amp or device.type in AMP_DEVICES, "api checks --amp against the device before any write"
-    streams = Streams(train_ids, cfg.batch_size, cfg.seq_len, world.block(cfg.batch_size))
-    model.to(device).train()
-    net = world.wrap(model)  # DDP under torchrun: backward averages gradients over ranks
-    if cfg.amp and show_progress:
-        ran = str(amp_dtype(model, device)).removeprefix("torch.")
-        tqdm.write("amp: bf16 autocast; " + ("the recurrent layers multiply in bf16 and return float32" if
-                                             device.type == "cpu" else f"the recurrent kernel runs in {ran}"))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    p = Progress()
-    state: State = model.init_state(streams.rows, device)
-    average = WeightAverage(model, cfg.ema) if cfg.ema else None
-    if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        if average is not None:
-            average.load(resume.get("ema"))
-        p = Progress(**resume["progress"])
-        state = tuple(s[:, streams.block].to(device) for s in resume["state"])  # (L, B, H) -> this rank's (L, b, H)
-        _restore_rng(resume, world.rank, cfg.seed, device)
-    else:
-        torch.manual_seed(cfg.seed + world.rank)  # rank 0 = the single-process stream; others draw their own masks
+    trainer = Trainer(model, cfg, train_ids, val_ids, run_dir, device, show_progress=show_progress,
+                      should_stop=should_stop, group=group)
+    return trainer.run(start or Fresh(), deadline)
 
-    def epoch_offset() -> int:  # where the current epoch's layout starts (the same on every rank and resume)
-        return streams.epoch_offset(cfg.seed, p.epoch) if cfg.epoch_offset else 0
 
-    offset = epoch_offset()
-    if writer:
-        checkpoint.truncate_metrics(run_dir, p.step)  # records a killed process wrote after its last full save
-    flag = _StopFlag()
-    last_val: float | None = None
-    loss_sum = torch.zeros((), device=device)
-    loss_count = 0
-    # The bar counts thousandths of the run, so its ETA works for step, epoch and time limits alike.
-    bar = tqdm(total=1000, disable=None if show_progress else True,
-               bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining}{postfix}", dynamic_ncols=True)
-    shown_at = 0.0
-    session_start = time.perf_counter() - p.elapsed
-    # A wall-clock budget: what is left of it now, as rank 0 reads it, is the loop's; so whatever came before
-    # (the first optimizer imports torch's compiler, ~1 s) counts too, and every rank stops at the same step.
-    if deadline is not None:
-        cfg.time_budget = world.broadcast(p.elapsed + deadline - time.perf_counter())
-    rate_mark = (time.perf_counter(), p.tokens)
+class Trainer:
+    """One session of a run: `begin` one of three ways, then `step` until a stop reason, with `evaluate`
+    (which also `save`s) every `eval_every` steps and once at the end.
 
-    spent = {"evaluation": 0.0, "saving": 0.0}  # this session's seconds in validation passes and in writes
-    save_s = 0.0  # how long the writes after a validation pass took (best, metrics, latest), agreed by the ranks
-    writes_s = 0.0  # the same, as this process measured it after the last pass
+    Holds what the steps share: the model and its DDP wrapper, the optimizer, the weight average,
+    the progress, the streams' hidden state (this rank's rows, (L, b, H) per part) and the timings
+    that keep a wall-clock budget.
+    """
 
-    def save_latest() -> None:
-        # Collective: every rank hands over its streams' state and its RNG; rank 0 writes them in
-        # the single-process layout (L, B, H), so any number of processes can resume from it.
+    def __init__(self, model: CharRNN, cfg: TrainConfig, train_ids: np.ndarray, val_ids: np.ndarray,
+                 run_dir: Path, device: torch.device, *, show_progress: bool = True,
+                 should_stop: Callable[[Progress], bool] | None = None, group: ProcessGroup | None = None):
+        self.world = group or ProcessGroup.solo(device)
+        self.writer = self.world.is_writer
+        self.show = show_progress and self.writer
+        self.model, self.cfg, self.val_ids, self.run_dir, self.device = model, cfg, val_ids, run_dir, device
+        self.should_stop = should_stop
+        if device.type == "cpu":
+            tune_cpu_allocator()
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # the head's matmul; cuDNN RNNs allow TF32 by default
+            torch.backends.cudnn.allow_tf32 = True
+        assert not cfg.amp or device.type in AMP_DEVICES, "api checks --amp against the device before any write"
+        self.streams = Streams(train_ids, cfg.batch_size, cfg.seq_len, self.world.block(cfg.batch_size))
+        model.to(device).train()
+        self.net = self.world.wrap(model)  # DDP under torchrun: backward averages gradients over ranks
+        if cfg.amp and self.show:
+            ran = str(amp_dtype(model, device)).removeprefix("torch.")
+            tqdm.write("amp: bf16 autocast; " + ("the recurrent layers multiply in bf16 and return float32" if
+                                                 device.type == "cpu" else f"the recurrent kernel runs in {ran}"))
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.p = Progress()
+        self.state: State = model.init_state(self.streams.rows, device)
+        self.average = WeightAverage(model, cfg.ema) if cfg.ema else None
+        self.offset = 0  # where the current epoch's layout starts
+        self.last_val: float | None = None
+        self.loss_sum, self.loss_count = torch.zeros((), device=device), 0  # training loss since the last pass
+        self.rate_mark = (0.0, 0)  # (clock, tokens) when the tokens/s measurement began
+        self.bad_in_row = 0
+        self.board: Board | None = None
+        self.spent = {"evaluation": 0.0, "saving": 0.0}  # this session's seconds in validation passes and in writes
+        self.pass_s = cfg.eval_pass_estimate  # how long the last validation pass took (the same on every rank)
+        self.save_s = 0.0  # how long the writes after a validation pass took (best, metrics, latest), agreed by the ranks
+        self.writes_s = 0.0  # the same, as this process measured it after the last pass
+
+    # ---- the three ways in ----------------------------------------------------------------------
+
+    def begin(self, start: Start) -> None:
+        if isinstance(start, Resume):
+            self.restore(start.payload)
+        else:
+            torch.manual_seed(self.cfg.seed + self.world.rank)  # rank 0 = the single-process stream
+        self.offset = self._epoch_offset()
+        if self.writer:
+            checkpoint.truncate_metrics(self.run_dir, self.p.step)  # records a killed process wrote after its last save
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """The state `payload` saved: optimizer, average, progress, this rank's hidden state, RNG."""
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.average is not None:
+            self.average.load(payload.get("ema"))
+        self.p = Progress(**payload["progress"])
+        block = self.streams.block
+        self.state = tuple(s[:, block].to(self.device) for s in payload["state"])  # (L, B, H) -> this rank's (L, b, H)
+        _restore_rng(payload, self.world.rank, self.cfg.seed, self.device)
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def run(self, start: Start, deadline: float | None = None) -> TrainResult:
+        self.begin(start)
+        flag = _StopFlag()
+        if self.writer and self.cfg.tensorboard is not None:
+            self.board = Board(board.log_dir(self.cfg.tensorboard, self.run_dir), self.p.step)
+            if self.show:
+                tqdm.write(f"tensorboard: {self.board.folder} (view with: tensorboard --logdir {self.board.folder})")
+        # The bar counts thousandths of the run, so its ETA works for step, epoch and time limits alike.
+        bar = tqdm(total=1000, disable=None if self.show else True,
+                   bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining}{postfix}", dynamic_ncols=True)
+        session_start = time.perf_counter() - self.p.elapsed
+        # A wall-clock budget: what is left of it now, as rank 0 reads it, is the loop's; so whatever came before
+        # (the first optimizer imports torch's compiler, ~1 s) counts too, and every rank stops at the same step.
+        if deadline is not None:
+            self.cfg.time_budget = self.world.broadcast(self.p.elapsed + deadline - time.perf_counter())
+        self.rate_mark = (time.perf_counter(), self.p.tokens)
+        stopped_by, shown_at = "interrupted", 0.0
+        with flag.installed(), bar, self.board.writer if self.board is not None else nullcontext(), \
+                _resumable(self.run_dir):
+            if isinstance(start, FromParent):
+                self.evaluate(f"from {start.name}: val {{val:.4f}} nats ({{bpc:.3f}} bpc) on the new text "
+                              "before fine-tuning")
+            while (reason := self.stop_reason()) is None:
+                loss = self.step()
+                stop_asked = flag.raised or (self.should_stop is not None and self.should_stop(self.p))
+                stop_asked, self.p.elapsed = self.world.agree(stop_asked, time.perf_counter() - session_start)
+                if self.p.step % self.cfg.eval_every == 0 and \
+                        not final_pass_is_near(self.cfg, self.p.elapsed, self.pass_s, self.save_s):
+                    self.evaluate()
+                if time.perf_counter() - shown_at > 0.5 and not bar.disable:
+                    shown_at = time.perf_counter()
+                    self._show(bar, loss)
+                if stop_asked:
+                    self.save()
+                    break
+            else:
+                stopped_by = reason
+                if self.p.last_eval_step != self.p.step:
+                    self.evaluate()
+        checksum = self.world.weights_checksum(self.model) if self.world.active else None
+        return TrainResult(self.p, self.last_val, stopped_by, self.world.world_size, self.writer, checksum, self.spent)
+
+    def stop_reason(self) -> str | None:
+        """Why the run stops before the next step, keeping back the final pass and save of a time budget."""
+        reserve = (self.pass_s if self.p.last_eval_step != self.p.step else 0.0) + self.save_s
+        return stop_reason(self.cfg, self.p, self.streams.n_windows, reserve)
+
+    def step(self) -> torch.Tensor:
+        """One optimizer step on the next window of every stream; returns its loss (a 0-d tensor)."""
+        cfg, p, device = self.cfg, self.p, self.device
+        if p.window >= self.streams.n_windows:  # new epoch: streams restart, state resets
+            p.epoch, p.window = p.epoch + 1, 0
+            self.state = self.model.init_state(self.streams.rows, device)
+            self.offset = self._epoch_offset()
+        lr = lr_at(cfg, p.step, fraction_done(cfg, p, self.streams.n_windows, self.pass_s + self.save_s))
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = lr
+        x, y = self.streams.window(p.window, offset=self.offset)
+        if device.type == "cuda":  # pinned pages let the copy run asynchronously
+            x, y = x.pin_memory(), y.pin_memory()
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            logits, new_state = self.net(x, self.state)  # (b, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+        # The norm of the all-reduced gradients is the same number on every rank, and a
+        # non-finite loss always gives non-finite gradients: every rank skips the same steps.
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
+            if self.average is not None:
+                self.average.update()
+            self.state = detach_state(new_state)
+            self.loss_sum += loss.detach()
+            self.loss_count += 1
+            self.bad_in_row = 0
+        else:  # skip: weights and state stay as they were
+            p.skipped += 1
+            self.bad_in_row += 1
+            if self.bad_in_row >= MAX_BAD_STEPS:
+                self.save()
+                raise TrainingError(
+                    f"the loss diverged ({self.bad_in_row} non-finite steps in a row at step {p.step}) — lower --lr "
+                    f"(now {cfg.lr:g}) or --clip and resume; best/latest hold the last finite weights")
+        p.step += 1
+        p.window += 1
+        p.tokens += cfg.batch_size * cfg.seq_len  # all ranks' streams
+        return loss
+
+    def evaluate(self, line: str | None = None) -> None:
+        """A full validation pass: record metrics (file, TensorBoard, the printed line), keep `best`, save.
+
+        `line` replaces the usual printed line (formatted with the pass's `val` and `bpc`)."""
+        p, world = self.p, self.world
         started = time.perf_counter()
-        full_state = tuple(world.gather_rows(s) for s in state)
-        rngs = world.gather_objects(torch.get_rng_state())
-        cuda_rngs = world.gather_objects(torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
-        if writer:
-            checkpoint.save_tensors(run_dir / checkpoint.LATEST, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": p.step,
-                "progress": vars(p).copy(), "state": full_state, "rng": rngs[0], "cuda_rng": cuda_rngs[0],
-                "world_size": world.world_size, "rng_ranks": rngs, "cuda_rng_ranks": cuda_rngs,
-                "ema": average.state() if average is not None else None,
-            })
-        spent["saving"] += time.perf_counter() - started
-
-    pass_s = cfg.eval_pass_estimate  # how long the last validation pass took (the same on every rank)
-
-    def run_eval() -> None:
-        nonlocal last_val, loss_sum, loss_count, rate_mark, pass_s, save_s, writes_s
-        started = time.perf_counter()
-        with average.applied() if average is not None else nullcontext():  # best.pt gets what was evaluated
-            val = evaluate(model, val_ids, cfg.seq_len, device, world)
-            best_weights = {k: v.clone() for k, v in model.state_dict().items()} if val < p.best_val and writer else None
-        last_val = val
+        with self.average.applied() if self.average is not None else nullcontext():  # best.pt gets what was evaluated
+            val = evaluate(self.model, self.val_ids, self.cfg.seq_len, self.device, world)
+            best_weights = ({k: v.clone() for k, v in self.model.state_dict().items()}
+                            if val < p.best_val and self.writer else None)
+        self.last_val = val
         now = time.perf_counter()
-        tps = (p.tokens - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
+        tps = (p.tokens - self.rate_mark[1]) / max(now - self.rate_mark[0], 1e-9)
         # The pass's duration rides along as the ranks' mean, so all of them skip the same passes.
         # The writer's time for the last pass's writes rides along too (the others add 0): every rank keeps
         # back the same time for the final pass and save, so all of them stop at the same step.
-        summed_loss, summed_count, summed_s, save_s = world.sum([float(loss_sum), float(loss_count), now - started,
-                                                                 writes_s if writer else 0.0])
-        pass_s = summed_s / world.world_size
-        spent["evaluation"] += pass_s
+        summed_loss, summed_count, summed_s, self.save_s = world.sum(
+            [float(self.loss_sum), float(self.loss_count), now - started, self.writes_s if self.writer else 0.0])
+        self.pass_s = summed_s / world.world_size
+        self.spent["evaluation"] += self.pass_s
         writes = time.perf_counter()
         record = {
-            "step": p.step, "epoch": round(p.epoch + p.window / streams.n_windows, 4), "tokens": p.tokens,
+            "step": p.step, "epoch": round(p.epoch + p.window / self.streams.n_windows, 4), "tokens": p.tokens,
             "elapsed": round(p.elapsed, 3), "train_loss": summed_loss / summed_count if summed_count else None,
-            "val_loss": val, "val_bpc": val / math.log(2), "lr": optimizer.param_groups[0]["lr"],
+            "val_loss": val, "val_bpc": val / math.log(2), "lr": self.optimizer.param_groups[0]["lr"],
             "tokens_per_s": round(tps, 1),
         }
         if val < p.best_val:
             p.best_val, p.evals_since_best = val, 0
             if best_weights is not None:
-                checkpoint.save_tensors(run_dir / checkpoint.BEST, {"model": best_weights, "step": p.step,
-                                                                     "val_loss": val})
+                checkpoint.save_tensors(self.run_dir / checkpoint.BEST,
+                                        {"model": best_weights, "step": p.step, "val_loss": val})
         else:
             p.evals_since_best += 1
-        if writer:
-            checkpoint.append_metrics(run_dir, record)
-            if events is not None:
-                events.record(record)
+        if self.writer:
+            checkpoint.append_metrics(self.run_dir, record)
+            if self.board is not None:
+                self.board.record(record)
         p.last_eval_step = p.step
-        save_latest()
-        writes_s = time.perf_counter() - writes
-        if show_progress:
+        self.save()
+        self.writes_s = time.perf_counter() - writes
+        if self.show:
             train_loss = record["train_loss"] if record["train_loss"] is not None else float("nan")
-            tqdm.write(f"step {p.step:>6}  train {train_loss:.4f}  val {val:.4f} nats ({record['val_bpc']:.3f} bpc)"
+            tqdm.write(line.format(val=val, bpc=record["val_bpc"]) if line else
+                       f"step {p.step:>6}  train {train_loss:.4f}  val {val:.4f} nats ({record['val_bpc']:.3f} bpc)"
                        f"  {tps:,.0f} tok/s  lr {record['lr']:.2e}")
-        loss_sum, loss_count = torch.zeros((), device=device), 0
-        rate_mark = (time.perf_counter(), p.tokens)
+        self.loss_sum, self.loss_count = torch.zeros((), device=self.device), 0
+        self.rate_mark = (time.perf_counter(), p.tokens)
 
-    stopped_by = "interrupted"
-    bad_in_row = 0
-    events = Board(board.log_dir(cfg.tensorboard, run_dir), p.step) if writer and cfg.tensorboard is not None else None
-    if events is not None and show_progress:
-        tqdm.write(f"tensorboard: {events.folder} (view with: tensorboard --logdir {events.folder})")
-    with flag.installed(), bar, events.writer if events is not None else nullcontext(), _resumable(run_dir):
-        while True:
-            reserve = (pass_s if p.last_eval_step != p.step else 0.0) + save_s
-            if (reason := stop_reason(cfg, p, streams.n_windows, reserve)) is not None:
-                stopped_by = reason
-                if p.last_eval_step != p.step:
-                    run_eval()
-                break
-            if p.window >= streams.n_windows:  # new epoch: streams restart, state resets
-                p.epoch, p.window = p.epoch + 1, 0
-                state = model.init_state(streams.rows, device)
-                offset = epoch_offset()
-            lr = lr_at(cfg, p.step, fraction_done(cfg, p, streams.n_windows, pass_s + save_s))
-            for param_group in optimizer.param_groups:
-                param_group["lr"] = lr
-            x, y = streams.window(p.window, offset=offset)
-            if device.type == "cuda":  # pinned pages let the copy run asynchronously
-                x, y = x.pin_memory(), y.pin_memory()
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                logits, new_state = net(x, state)  # (b, T, V)
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            # The norm of the all-reduced gradients is the same number on every rank, and a
-            # non-finite loss always gives non-finite gradients: every rank skips the same steps.
-            if torch.isfinite(grad_norm):
-                optimizer.step()
-                if average is not None:
-                    average.update()
-                state = detach_state(new_state)
-                loss_sum += loss.detach()
-                loss_count += 1
-                bad_in_row = 0
-            else:  # skip: weights and state stay as they were
-                p.skipped += 1
-                bad_in_row += 1
-                if bad_in_row >= MAX_BAD_STEPS:
-                    save_latest()
-                    raise TrainingError(
-                        f"the loss diverged ({bad_in_row} non-finite steps in a row at step {p.step}) — lower --lr "
-                        f"(now {cfg.lr:g}) or --clip and resume; best/latest hold the last finite weights")
-            p.step += 1
-            p.window += 1
-            p.tokens += cfg.batch_size * cfg.seq_len  # all ranks' streams
-            stop_asked = flag.raised or (should_stop is not None and should_stop(p))
-            stop_asked, p.elapsed = world.agree(stop_asked, time.perf_counter() - session_start)
-            if p.step % cfg.eval_every == 0 and not final_pass_is_near(cfg, p.elapsed, pass_s, save_s):
-                run_eval()
-            now = time.perf_counter()
-            if now - shown_at > 0.5 and not bar.disable:
-                shown_at = now
-                done = fraction_done(cfg, p, streams.n_windows)
-                bar.n = min(1000, int(done * 1000))
-                tps = (p.tokens - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
-                bar.set_postfix_str(f"step {p.step} loss {loss.item():.3f} val "
-                                    f"{'-' if last_val is None else f'{last_val:.3f}'} {tps:,.0f} tok/s lr {lr:.2e}")
-            if stop_asked:
-                save_latest()
-                break
-    checksum = world.weights_checksum(model) if world.active else None
-    return TrainResult(p, last_val, stopped_by, world.world_size, writer, checksum, spent)
+    def save(self) -> None:
+        """Write `latest.pt`. Collective: every rank hands over its streams' state and its RNG; rank 0 writes
+        them in the single-process layout (L, B, H), so any number of processes can resume from it."""
+        started = time.perf_counter()
+        payload = self.payload()
+        if self.writer:
+            checkpoint.save_tensors(self.run_dir / checkpoint.LATEST, payload)
+        self.spent["saving"] += time.perf_counter() - started
+
+    def payload(self) -> dict[str, Any]:
+        """`latest.pt`'s content (complete on the writer; collective under torchrun)."""
+        world, device = self.world, self.device
+        full_state = tuple(world.gather_rows(s) for s in self.state)
+        rngs = world.gather_objects(torch.get_rng_state())
+        cuda_rngs = world.gather_objects(torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.p.step,
+            "progress": vars(self.p).copy(), "state": full_state, "rng": rngs[0], "cuda_rng": cuda_rngs[0],
+            "world_size": world.world_size, "rng_ranks": rngs, "cuda_rng_ranks": cuda_rngs,
+            "ema": self.average.state() if self.average is not None else None,
+        }
+
+    def _epoch_offset(self) -> int:  # where the current epoch's layout starts (the same on every rank and resume)
+        return self.streams.epoch_offset(self.cfg.seed, self.p.epoch) if self.cfg.epoch_offset else 0
+
+    def _show(self, bar: tqdm, loss: torch.Tensor) -> None:
+        now, p = time.perf_counter(), self.p
+        bar.n = min(1000, int(fraction_done(self.cfg, p, self.streams.n_windows) * 1000))
+        tps = (p.tokens - self.rate_mark[1]) / max(now - self.rate_mark[0], 1e-9)
+        lr = self.optimizer.param_groups[0]["lr"]
+        bar.set_postfix_str(f"step {p.step} loss {loss.item():.3f} val "
+                            f"{'-' if self.last_val is None else f'{self.last_val:.3f}'} {tps:,.0f} tok/s lr {lr:.2e}")
 
 
 @contextmanager

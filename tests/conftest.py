@@ -110,7 +110,7 @@ class FakeProbe:
 
 @pytest.fixture
 def fake_probe(monkeypatch: pytest.MonkeyPatch) -> FakeProbe:
-    import charnn.api as api_module
+    import charnn.session as api_module
 
     probe = FakeProbe()
     monkeypatch.setattr(api_module, "measure_speeds", probe.speeds)

@@ -24,6 +24,7 @@ from tests.conftest import train_run
 
 runner = CliRunner()
 TINY = "--hidden 16 --embed 8 --batch-size 4 --seq-len 16 --max-steps 5 --device cpu -q"
+FT = " --batch-size 4 --seq-len 16 --max-steps 5 --device cpu -q"  # a fine-tune's options: the parent's model
 
 
 def write(name: str, content: bytes) -> Callable[[Path], None]:
@@ -119,6 +120,21 @@ CASES: list[tuple[str, str, Callable[[Path], None] | None, int, str]] = [
      r"not the one run 'r' was trained on .* give the original file"),
     ("output folder not writable", "train {good} --checkpoints-dir good.txt/runs", None, 1,
      r"cannot create run folder .* pass a writable --checkpoints-dir"),
+    # fine-tuning (--from): nothing is read beyond the parent, nothing written
+    ("--from unknown run", "train {good} --from nosuch" + FT, None, 1, r"--from: run 'nosuch' not found — give a run name"),
+    ("--from a folder that is not a run", "train {good} --from stuff" + FT, mkdir("stuff"), 1,
+     r"--from 'stuff': that folder is not a charnn run \(it has no config.json\)"),
+    ("--from unknown format version", "train {good} --from r" + FT, edit_config(format_version=99), 1,
+     r"format version 99, this charnn reads version 1"),
+    ("--from corrupt best.pt", "train {good} --from r" + FT, truncate_run_file("best.pt"), 1,
+     r"best.pt' is truncated or corrupt"),
+    ("--from latest missing", "train {good} --from r:latest" + FT, remove_run_file("latest.pt"), 1,
+     r"latest.pt' is missing"),
+    ("--from with --resume", "train --from r --resume r", None, 2, r"--from starts a new run and --resume continues one"),
+    ("--from contradicting architecture", "train {good} --from r --hidden 64 --cell gru" + FT, None, 2,
+     r"--cell gru, --hidden 64 contradicts the model of 'r' \(--cell lstm, --layers 2, --hidden 32, --embed 16\)"),
+    ("--from the parent's own name", "train {good} --from r --name r --overwrite" + FT, None, 2,
+     r"--name 'r' is the parent run itself — fine-tuning writes a new run"),
     # sampling
     ("prime with unseen characters", "sample r --prime QX", None, 1, r"prime has character\(s\) the model never saw: 'Q', 'X'"),
     ("negative temperature", "sample r --temperature -1", None, 2, r"--temperature -1.0 must be 0 \(greedy\) or more"),
@@ -175,7 +191,7 @@ def test_bad_input(trained_template: Path, tmp_path: Path, monkeypatch: pytest.M
         unreadable(monkeypatch)
     before = snapshot(tmp_path)
     argv = args.format(good="good.txt").split()
-    if argv[0] == "train" and "--resume" not in argv:
+    if argv[0] == "train" and "--resume" not in argv and "--from" not in argv:
         argv[1:1] = TINY.split()  # before the row's own options, which therefore win
     result = runner.invoke(app, argv)
     out = result.output.strip()

@@ -116,7 +116,7 @@ def test_a_slow_first_reading_is_raised_to_the_second_and_the_batch_ratios_kept(
 
 
 def test_the_recipe_trains_at_the_faster_of_the_probe_readings(words_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import charnn.api as api_module
+    import charnn.session as api_module
 
     def slow(*args: object, **kwargs: object) -> dict[tuple[int, bool], float]:
         return {(64, False): 10_000.0, (32, False): 8_000.0}

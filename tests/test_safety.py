@@ -53,6 +53,10 @@ def test_malicious_checkpoint_is_refused_without_running(words_file, tmp_path: P
     assert result.exit_code == 1
     assert result.output.startswith("error: refusing to load") and "may run code" in result.output
     assert not marker.exists()  # the payload never ran
+    # A code-carrying parent is refused the same way by fine-tuning, before anything is written.
+    result = runner.invoke(app, ["train", str(words_file), "--from", "r", "--name", "child", "--max-steps", "5"])
+    assert result.exit_code == 1 and result.output.startswith("error: refusing to load"), result.output
+    assert not marker.exists() and not (run_dir.parent / "child").exists()
     pickle.loads(pickle.dumps(Exploit(marker)))  # control: the same object does run code when unpickled naively
     assert marker.exists()
 

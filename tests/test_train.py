@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from charnn import api, checkpoint
-from charnn.train import TrainConfig, lr_at
+from charnn import api, checkpoint, session
+from charnn.schedule import lr_at
+from charnn.train import TrainConfig
 from tests.conftest import tiny_model, tiny_train, train_run
 
 
@@ -47,7 +48,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str, em
     api.start_training(str(words_file), model, tiny_train(**overrides), name="straight", device="cpu",
                        show_progress=False)
 
-    import charnn.api as api_mod
+    import charnn.session as api_mod
     from charnn import train as train_mod
 
     real_train = train_mod.train
@@ -202,7 +203,7 @@ def test_the_budget_is_the_wall_clock_of_the_whole_command(words_file, monkeypat
         time.sleep(1.0)
         return real_speeds(*args, **kwargs)
 
-    monkeypatch.setattr(api, "measure_speeds", slow_probe)
+    monkeypatch.setattr(session, "measure_speeds", slow_probe)
     _slow_passes(monkeypatch, 0.3)
     budget = 6.0
     model_cfg, cfg, auto = configs(Request(hidden=16, embed=8, layers=1, batch_size=8, seq_len=16, eval_every=50),
@@ -231,7 +232,7 @@ def test_a_budget_the_probe_alone_would_use_up_is_refused_in_one_line(words_file
         time.sleep(2.0)
         return real_speeds(*args, **kwargs)
 
-    monkeypatch.setattr(api, "measure_speeds", slow_probe)
+    monkeypatch.setattr(session, "measure_speeds", slow_probe)
     result = CliRunner().invoke(app, ["train", str(words_file), "--name", "short", "--time", "2s", "--device", "cpu"])
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and re.fullmatch(

@@ -16,22 +16,22 @@ from charnn.errors import CharnnError
 @app.command("runs")
 @handled
 def runs_cmd(checkpoints_dir: Path = CKPT_DIR) -> None:
-    """List runs: model, size, steps, best validation loss, last change."""
+    """List runs: model, size, steps, best validation loss, the run each was fine-tuned from, last change."""
     rows = []
     for run_dir in checkpoint.find_runs(checkpoints_dir):
         try:
             s = checkpoint.summarize(run_dir)
         except CharnnError as e:
-            rows.append((run_dir.name, f"(unreadable: {str(e)[:50]})", "", "", "", "", ""))
+            rows.append((run_dir.name, f"(unreadable: {str(e)[:50]})", "", "", "", "", "", ""))
             continue
         best = "-" if s.best_val is None else f"{s.best_val:.4f}"
         bpc = "-" if s.best_val is None else f"{s.best_val / 0.6931471805599453:.3f}"
         rows.append((s.name, f"{s.cell} {s.layers}x{s.hidden}", f"{s.parameters:,}", str(s.steps), best, bpc,
-                     time.strftime("%Y-%m-%d %H:%M", time.localtime(s.modified))))
+                     s.parent or "-", time.strftime("%Y-%m-%d %H:%M", time.localtime(s.modified))))
     if not rows:
         typer.echo(f"no runs in '{checkpoints_dir}' — train one with: charnn train CORPUS")
         return
-    _table(("run", "model", "params", "steps", "best val", "bpc", "modified"), rows)
+    _table(("run", "model", "params", "steps", "best val", "bpc", "from", "modified"), rows)
 
 
 @app.command("corpora")

@@ -21,7 +21,8 @@ from charnn.cli.root import (
     paths_for,
     set_threads,
 )
-from charnn.recipe import AMP_MIN_GAIN, Request, configs
+from charnn.lineage import check_architecture
+from charnn.recipe import AMP_MIN_GAIN, Request, configs, fine_tune_recipe
 
 
 @app.command("train")
@@ -32,6 +33,12 @@ def train_cmd(
         help="Text files (also .gz/.bz2/.xz), folders (read recursively) or a built-in name (see `charnn corpora`), "
         "in order. With --resume: the corpus's new location, if it moved."),
     resume: str = typer.Option(None, "--resume", help="Continue run RUN (name or path) from its latest state."),
+    from_run: str = typer.Option(
+        None, "--from", metavar="RUN[:latest]",
+        help="Fine-tune: start a new run from RUN's model (its best weights; RUN:latest for its latest) on CORPUS. "
+             "The architecture is RUN's; new characters are added to its vocabulary; RUN is never written. "
+             "Defaults change to fine-tuning's: --lr 1e-3, --warmup 20, --batch-size 32, --ema 0.99, "
+             "--eval-every 100, the parent's --dropout."),
     name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir (default: corpus name + timestamp)."),
     cell: str = typer.Option(
         None, "--cell", help="Recurrent cell: rnn (Elman tanh), lstm, gru or slstm (xLSTM) (default: gru)."),
@@ -94,7 +101,7 @@ def train_cmd(
     checkpoints_dir: Path = CKPT_DIR,
     corpora_dir: Path = CORPORA_DIR,
 ) -> None:
-    """Train a character model on CORPUS, or continue one with --resume RUN."""
+    """Train a character model on CORPUS, continue one with --resume RUN, or fine-tune one on CORPUS with --from RUN."""
     started = command_started()
     if isinstance(sys.stdout, io.TextIOWrapper):  # `charnn train … > log`: each evaluation line lands as it happens
         sys.stdout.reconfigure(line_buffering=True)
@@ -103,6 +110,9 @@ def train_cmd(
     paths = paths_for(checkpoints_dir, corpora_dir)
     if tensorboard:  # a folder: fixed now, so a later resume from elsewhere writes to the same place
         tensorboard = str(Path(tensorboard).expanduser().resolve())
+    if resume is not None and from_run is not None:
+        raise typer.BadParameter("--from starts a new run and --resume continues one — give one of them "
+                                 "(to continue a fine-tuned run: --resume CHILD)")
     if resume is not None:
         fixed = {"--name": name, "--cell": cell, "--heads": heads, "--layers": layers, "--hidden": hidden,
                  "--embed": embed, "--dropout": dropout, "--batch-size": batch_size, "--seq-len": seq_len,
@@ -120,7 +130,11 @@ def train_cmd(
     else:
         if not corpus_spec:
             raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
-        if heads is not None and (cell or "gru") != "slstm":
+        parent = api.load_parent(from_run, paths.checkpoints) if from_run is not None else None
+        if parent is not None:
+            check_architecture(parent, {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed,
+                                        "heads": heads})
+        elif heads is not None and (cell or "gru") != "slstm":
             raise typer.BadParameter(f"--heads applies to --cell slstm only (this run's cell is {cell or 'gru'}) — "
                                      "drop --heads or add --cell slstm")
         budgeted = seconds is not None
@@ -131,7 +145,8 @@ def train_cmd(
         request = Request(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch_size,
                           seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, eval_every=eval_every, heads=heads,
                           locked_dropout=locked_dropout, amp=amp)
-        model_cfg, cfg, auto = configs(request, budgeted, weight_decay=weight_decay, clip=clip, epochs=epochs,
+        base = fine_tune_recipe(parent.model_config) if parent is not None else None
+        model_cfg, cfg, auto = configs(request, budgeted, base, weight_decay=weight_decay, clip=clip, epochs=epochs,
                                        max_steps=max_steps, time_budget=seconds,
                                        patience=patience, val_frac=val_frac, seed=seed,
                                        tensorboard=tensorboard, epoch_offset=epoch_offset is not False)
@@ -139,7 +154,7 @@ def train_cmd(
         options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
         run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,
                                              overwrite=overwrite, corpus_options=options, show_progress=not quiet,
-                                             auto_fields=auto, announce=say, started=started)
+                                             auto_fields=auto, announce=say, started=started, parent=parent)
     if not result.is_writer:
         return
     p = result.progress
