@@ -65,7 +65,8 @@ def summary(work: Path, name: str) -> dict[str, object]:
     sample = subprocess.run([sys.executable, "-m", "charnn", "sample", str(run), "--length", "240",
                              "--seed", "1", "--temperature", "0.8", "--prime", "%\n"],
                             check=True, capture_output=True, text=True).stdout
-    return {"best": min(vals), "first": vals[0], "steps": metrics[-1]["step"], "sample": sample}
+    return {"best": min(vals), "first": vals[0], "first_step": metrics[0]["step"], "steps": metrics[-1]["step"],
+            "sample": sample}
 
 
 def main() -> int:
@@ -75,6 +76,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/charnn-finetune"))
     parser.add_argument("--variant", action="append", default=[], help="extra options for one more fine-tune")
     parser.add_argument("--skip-long", action="store_true", help="leave out the long scratch run")
+    parser.add_argument("--only-variants", action="store_true", help="run only the --variant fine-tunes")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     small = small_corpus(args.work)
@@ -83,7 +85,9 @@ def main() -> int:
         walls["parent"] = train(["shakespeare", "--time", args.parent_time, "--name", "parent"], args.work)
     runs = {"fine-tuned": ["--from", "parent", "--time", args.tune_time],
             "scratch": ["--time", args.tune_time]}
-    if not args.skip_long:
+    if args.only_variants:
+        runs = {}
+    elif not args.skip_long:
         long = seconds(args.parent_time) + seconds(args.tune_time)
         runs["scratch-long"] = ["--time", f"{long:g}s"]
     for variant in args.variant:
@@ -93,11 +97,11 @@ def main() -> int:
         names[label] = f"child-{i}-{time.strftime('%H%M%S')}"
         walls[label] = train([str(small), *options, "--name", names[label]], args.work)
     print(f"\nsmall corpus: {small.stat().st_size:,} bytes of {FORTUNES}; validation: its last 10%\n")
-    print("| run | command wall s | steps | val at step 0 | best val (nats) |")
+    print("| run | command wall s | steps | first val (at step) | best val (nats) |")
     print("|---|---|---|---|---|")
     results = {label: summary(args.work, name) for label, name in names.items()}
     for label, r in results.items():
-        print(f"| {label} | {walls[label]:.1f} | {r['steps']} | {r['first']:.4f} | {r['best']:.4f} |")
+        print(f"| {label} | {walls[label]:.1f} | {r['steps']} | {r['first']:.4f} ({r['first_step']}) | {r['best']:.4f} |")
     for label, r in results.items():
         print(f"\n--- {label} (seed 1, temperature 0.8) ---\n{r['sample']}")
     return 0

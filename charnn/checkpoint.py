@@ -8,6 +8,9 @@
       metrics.jsonl    one JSON object per evaluation
       .train.lock      held (an OS lock, see runlock.py) by the one process training the run
 
+A model folder (`charnn export --format safetensors`) is read wherever a run is: config.json,
+tokenizer.json and model.safetensors, no training state.
+
 Every write is atomic (temp file in the same folder, fsync, `os.replace`), so a
 crash at any moment leaves the previous version of each file intact. Loading
 never executes code: tensors go through `torch.load(weights_only=True)`, the
@@ -38,6 +41,7 @@ FORMAT_VERSION = 1
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: temp files are 0600, the finished file gets the usual 0666 & ~umask
 CONFIG, TOKENIZER, BEST, LATEST, METRICS = "config.json", "tokenizer.json", "best.pt", "latest.pt", "metrics.jsonl"
+MODEL = "model.safetensors"  # a model folder's weights (`charnn export --format safetensors`)
 
 
 # ---- atomic writes ------------------------------------------------------------------------------
@@ -309,6 +313,23 @@ def load_tensors(path: Path, device: torch.device | str = "cpu") -> dict[str, An
     return payload
 
 
+def is_model_folder(run_dir: Path) -> bool:
+    """A model folder holds model.safetensors and neither checkpoint of a run."""
+    return (run_dir / MODEL).is_file() and not (run_dir / BEST).exists() and not (run_dir / LATEST).exists()
+
+
+def load_safetensors(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """A model folder's weights: safetensors holds tensors and a JSON header, nothing that can run."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or ["unreadable"])[0][:160]
+        raise RunError(f"'{path}' is truncated or corrupt ({first}) — export the model folder again") from None
+
+
 @dataclass
 class LoadedRun:
     path: Path
@@ -328,7 +349,15 @@ def load(run_dir: Path, which: str = "best", device: torch.device | str = "cpu")
     if tokenizer.vocab_size != model_config.vocab_size:
         raise RunError(f"tokenizer.json has {tokenizer.vocab_size} characters but config.json says "
                        f"{model_config.vocab_size} — the run is damaged; retrain it")
-    payload = load_tensors(run_dir / (BEST if which == "best" else LATEST), device)
+    if is_model_folder(run_dir):
+        if which != "best":
+            raise RunError(f"'{run_dir}' is a model folder: it holds one set of weights, no latest — drop "
+                           "--checkpoint latest (or ':latest')")
+        exported = config.get("exported")
+        step = exported.get("step", 0) if isinstance(exported, dict) else 0
+        payload: dict[str, Any] = {"model": load_safetensors(run_dir / MODEL, device), "step": step}
+    else:
+        payload = load_tensors(run_dir / (BEST if which == "best" else LATEST), device)
     model = CharRNN(model_config).to(device)
     try:
         model.load_state_dict(payload["model"])

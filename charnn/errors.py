@@ -46,3 +46,7 @@ class TrainingError(CharnnError):
 
 class GenerationError(CharnnError):
     """Generation failed inside the model (for example it produced NaN): the model, not the request, is at fault."""
+
+
+class ExportError(CharnnError):
+    """An export cannot be made here (a missing optional package) or failed its own check."""

@@ -173,8 +173,11 @@ def reach_of(model: CharRNN, ids: np.ndarray, cfg: InspectConfig, device: torch.
 
 
 def inspect(model: CharRNN, tokenizer: CharTokenizer, text: str, cfg: InspectConfig,
-            untrained: CharRNN | None = None) -> dict[str, Any]:
-    """The numbers behind the page (JSON-ready); characters the model never saw are skipped and counted."""
+            untrained: CharRNN | None = None, baseline: str = "untrained") -> dict[str, Any]:
+    """The numbers behind the page (JSON-ready); characters the model never saw are skipped and counted.
+
+    `untrained` is the model the trained one started as (its seed's weights; a fine-tuned run's parent),
+    named `baseline` on the page."""
     if problems := cfg.validate():
         raise UsageError(problems[0])
     ids, unknown = tokenizer.encode_known(text)
@@ -256,7 +259,7 @@ def inspect(model: CharRNN, tokenizer: CharTokenizer, text: str, cfg: InspectCon
              "top": [[chars[int(i)], round(float(p), 5)] for i, p in zip(guesses[t], guess_p[t], strict=True) if p > 0]}
             for t in range(1, show)],
         "reach": {"k": list(range(1, len(reach) + 1)), "trained": [float(v) for v in reach],
-                  "untrained": None if reach_init is None else [float(v) for v in reach_init]},
+                  "untrained": None if reach_init is None else [float(v) for v in reach_init], "baseline": baseline},
     }
 
 

@@ -131,10 +131,12 @@ def _new_bias(model: CharRNN, old: int, train_ids: np.ndarray) -> Tensor:
     total = max(len(train_ids), 1)
     freq = np.maximum(counts, 0.5) / total  # a character only the validation split has: half a count
     ids = torch.from_numpy(np.asarray(train_ids[:LSE_CHARS], dtype=np.int64))[None]  # (1, T)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        logits, _ = model(ids, model.init_state(1))  # (1, T, V)
-        lse = float(torch.logsumexp(logits[0, :, :old].double(), dim=-1).mean()) if ids.shape[1] else 0.0
-    model.train(was_training)
+    lse = 0.0
+    if ids.shape[1]:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            logits, _ = model(ids, model.init_state(1))  # (1, T, V)
+            lse = float(torch.logsumexp(logits[0, :, :old].double(), dim=-1).mean())
+        model.train(was_training)
     return torch.tensor([math.log(f) + lse for f in freq], dtype=model.head.bias.dtype)

@@ -162,27 +162,21 @@ class Stepper:
         self.cell = cfg.cell
         self.layers = cfg.layers
         self.hidden = cfg.hidden
-        rnn = model.rnn
-        gru = cfg.cell == "gru"
-        with torch.no_grad():
-            w = {name: p.detach() for name, p in rnn.named_parameters()}
-            if isinstance(rnn, SLSTM):
-                w = self._slstm_weights(rnn)
-            # Layer-0 input projection of every character with its bias: (V, G*H). Outside a GRU the
-            # recurrent bias just adds, so it is folded in too; a GRU needs b_hn inside r * (...).
-            table = model.embedding.weight @ w["weight_ih_l0"].T + w["bias_ih_l0"]
-            self.table0 = (table if gru else table + w["bias_hh_l0"]).contiguous()
-            self.w_hh = [w[f"weight_hh_l{k}"].T.contiguous() for k in range(cfg.layers)]  # (H, G*H)
-            self.b_hh = [w[f"bias_hh_l{k}"].clone() for k in range(cfg.layers)]
-            self.w_ih = [w[f"weight_ih_l{k}"].T.contiguous() for k in range(cfg.layers)]  # (H_in, G*H)
-            self.b_ih = [w[f"bias_ih_l{k}"].clone() for k in range(cfg.layers)]
-            # x and h projections share a sum (not in a GRU): one matmul over [x, h] with stacked weights.
-            fused = cfg.cell in ("rnn", "lstm")
-            self.w_cat = [torch.cat([self.w_ih[k], self.w_hh[k]]).contiguous() if fused else self.w_ih[k]
-                          for k in range(cfg.layers)]
-            self.b_cat = [self.b_ih[k] + self.b_hh[k] for k in range(cfg.layers)]
-            self.head_w = model.head.weight.detach().T.contiguous()  # (H, V)
-            self.head_b = model.head.bias.detach().clone()
+        folded = fold_for_inference(model)
+        self.table0 = folded["table0"]
+        self.w_hh = [folded[f"w_hh.{k}"] for k in range(cfg.layers)]  # (H, G*H)
+        self.b_hh = [folded[f"b_hh.{k}"] for k in range(cfg.layers)]
+        self.w_ih = [folded[f"w_ih.{k}"] for k in range(cfg.layers)]  # (H_in, G*H)
+        self.b_ih = [folded[f"b_ih.{k}"] for k in range(cfg.layers)]
+        # x and h projections share a sum (not in a GRU): one matmul over [x, h] with stacked weights.
+        fused = cfg.cell in ("rnn", "lstm")
+        self.w_cat = [torch.cat([self.w_ih[k], self.w_hh[k]]).contiguous() if fused else self.w_ih[k]
+                      for k in range(cfg.layers)]
+        self.b_cat = [self.b_ih[k] + self.b_hh[k] for k in range(cfg.layers)]
+        self.head_w, self.head_b = folded["head_w"], folded["head_b"]  # (H, V), (V,)
+        if cfg.cell == "slstm":
+            self.heads = cfg.heads
+            self.r_t = [folded[f"r_t.{k}"] for k in range(cfg.layers)]  # (K, d, 4d)
 
     def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         parts = unpack_state(state)
@@ -224,26 +218,6 @@ class Stepper:
             x = h
         return torch.addmm(self.head_b, x, self.head_w)  # (B, V)
 
-    def _slstm_weights(self, rnn: SLSTM) -> dict[str, Tensor]:
-        """slstm's W and b under LSTM-style names, with gate columns reordered head-major.
-
-        Its R is block-diagonal, so the step multiplies h by each head's (d, 4d) block
-        (`self.r_t`) rather than by a dense (H, 4H) matrix that is 1 - 1/K zeros: K times fewer
-        FLOPs and bytes. For that the gate pre-activations are laid out (K, 4, d) per row, so
-        head j's i, f, z, o sit together: column j·4d + g·d + u holds gate g, unit j·d + u.
-        """
-        heads, d = rnn.heads, rnn.hidden // rnn.heads
-        order = torch.arange(4 * rnn.hidden).view(4, heads, d).transpose(0, 1).reshape(-1)  # head-major <- gate-major
-        w: dict[str, Tensor] = {}
-        self.heads, self.r_t = heads, []
-        for k in range(rnn.num_layers):
-            wk, bk, rk = (t.detach() for t in rnn.weights(k))
-            w[f"weight_ih_l{k}"], w[f"bias_ih_l{k}"] = wk[order], bk[order]
-            w[f"weight_hh_l{k}"] = torch.zeros_like(wk[:, : rnn.hidden])  # unused: R is applied per head
-            w[f"bias_hh_l{k}"] = torch.zeros_like(bk)
-            self.r_t.append(rk.transpose(1, 2).contiguous())  # (K, d, 4d)
-        return w
-
     def _slstm_layer(self, k: int, x: Tensor, parts: list[list[Tensor]]) -> Tensor:
         """Layer k of an slstm for one character: x ids (B,) at layer 0, else (B, H_in) -> h (B, H)."""
         batch, heads = parts[0][k].size(0), self.heads
@@ -261,3 +235,46 @@ class Stepper:
 
         parts[1][k], parts[2][k], parts[3][k] = back(c), back(n), back(m)
         return back(h)
+
+
+def fold_for_inference(model: CharRNN) -> dict[str, Tensor]:
+    """The weights of a one-character step, folded for it: what `Stepper` runs and every exporter writes.
+
+    - `table0` (V, G*H): layer 0's input projection of every character plus its bias; outside a GRU the
+      recurrent bias only adds, so it is folded in too (a GRU needs b_hn inside r * (...)).
+    - per layer k: `w_ih.k` (H_in, G*H), `b_ih.k`, `w_hh.k` (H, G*H), `b_hh.k` (G*H,), transposed for x @ W.
+    - `head_w` (H, V), `head_b` (V,).
+    - sLSTM: gate columns head-major (head j's i, f, z, o together: column j*4d + g*d + u holds gate g of
+      unit j*d + u), `r_t.k` (K, d, 4d) the block-diagonal R per head (h (K, B, d) @ r_t gives R h: K times
+      fewer FLOPs than a dense (H, 4H) matrix of zeros), and zero `w_hh.k`/`b_hh.k` (R is applied per head).
+    """
+    cfg, rnn = model.config, model.rnn
+    with torch.no_grad():
+        w = _slstm_folded(rnn) if isinstance(rnn, SLSTM) else {n: p.detach() for n, p in rnn.named_parameters()}
+        folded: dict[str, Tensor] = {}
+        table = model.embedding.weight.detach() @ w["weight_ih_l0"].T + w["bias_ih_l0"]  # (V, G*H)
+        folded["table0"] = (table if cfg.cell == "gru" else table + w["bias_hh_l0"]).contiguous()
+        for k in range(cfg.layers):
+            folded[f"w_ih.{k}"] = w[f"weight_ih_l{k}"].T.contiguous()
+            folded[f"b_ih.{k}"] = w[f"bias_ih_l{k}"].clone()
+            folded[f"w_hh.{k}"] = w[f"weight_hh_l{k}"].T.contiguous()
+            folded[f"b_hh.{k}"] = w[f"bias_hh_l{k}"].clone()
+            if f"r_t.{k}" in w:
+                folded[f"r_t.{k}"] = w[f"r_t.{k}"]
+        folded["head_w"] = model.head.weight.detach().T.contiguous()
+        folded["head_b"] = model.head.bias.detach().clone()
+    return folded
+
+
+def _slstm_folded(rnn: SLSTM) -> dict[str, Tensor]:
+    """sLSTM's W and b under LSTM-style names with gate columns reordered head-major, and R per head."""
+    heads, d = rnn.heads, rnn.hidden // rnn.heads
+    order = torch.arange(4 * rnn.hidden).view(4, heads, d).transpose(0, 1).reshape(-1)  # head-major <- gate-major
+    w: dict[str, Tensor] = {}
+    for k in range(rnn.num_layers):
+        wk, bk, rk = (t.detach() for t in rnn.weights(k))
+        w[f"weight_ih_l{k}"], w[f"bias_ih_l{k}"] = wk[order], bk[order]
+        w[f"weight_hh_l{k}"] = torch.zeros_like(wk[:, : rnn.hidden])  # unused: R is applied per head
+        w[f"bias_hh_l{k}"] = torch.zeros_like(bk)
+        w[f"r_t.{k}"] = rk.transpose(1, 2).contiguous()  # (K, d, 4d)
+    return w

@@ -227,6 +227,9 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
     paths = paths or Paths()
     launch = Launch.from_env()
     run_dir = checkpoint.resolve(run, paths.checkpoints)
+    if checkpoint.is_model_folder(run_dir):
+        raise UsageError(f"'{run_dir}' is a model folder (exported weights, no training state) — it cannot be resumed; "
+                         f"fine-tune from it instead: charnn train CORPUS --from {run_dir}")
     if launch.is_writer:
         runlock.check_unlocked(run_dir)  # at once, before the corpus work
     config = RunConfig.load(run_dir)

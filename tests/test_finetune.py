@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,17 @@ def test_a_parent_trained_under_torchrun_fine_tunes(tmp_path: Path, words_file: 
     child_dir, result = fine_tune("ddp", new_text)
     assert result.progress.step == 30 and checkpoint.read_metrics(child_dir)[0]["step"] == 0
 
+
+
+def test_inspect_compares_a_fine_tuned_run_with_its_parent(words_file: Path, new_text: Path, tmp_path: Path) -> None:
+    train_run(words_file, name="parent", max_steps=20, eval_every=10)
+    fine_tune("parent", new_text, name="child", max_steps=10)
+    out = tmp_path / "numbers.json"
+    result = runner.invoke(app, ["inspect", "child", "the cat «déjà vu»", "--json", "--out", str(out), "--reach", "8"])
+    assert result.exit_code == 0, result.output
+    reach = json.loads(out.read_text())["reach"]
+    assert reach["baseline"] == "parent (parent)" and len(reach["untrained"]) == len(reach["trained"])
+    shutil.rmtree(Path("checkpoints/parent"))  # a parent gone: the page has no baseline, and says why
+    result = runner.invoke(app, ["inspect", "child", "the cat", "--json", "--out", str(out), "--reach", "4"])
+    assert result.exit_code == 0 and "parent 'parent' is no longer readable" in result.output
+    assert json.loads(out.read_text())["reach"]["untrained"] is None

@@ -6,7 +6,7 @@ modules adds its commands to the app when imported here.
 
 # isort: off
 # Each module adds its commands to the app as it is imported: this is the order of `charnn --help`.
-from charnn.cli import training, generation, insight, listing  # noqa: F401
+from charnn.cli import training, generation, insight, exporting, listing  # noqa: F401
 # isort: on
 from charnn.cli.root import _optional_values, app, parse_duration, run
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import typer
 
 from charnn import api, checkpoint, corpus
+from charnn.errors import CharnnError
+
+if TYPE_CHECKING:
+    from charnn.model import CharRNN
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, handled, paths_for
 
 
@@ -92,10 +98,7 @@ def inspect_cmd(
     corpora_dir: Path = CORPORA_DIR,
 ) -> None:
     """A page showing what the model does on a text: neurons, surprise, and how far gradients reach."""
-    import torch
-
     from charnn import inspector
-    from charnn.model import CharRNN
 
     if (text is None) == (file is None):
         raise typer.BadParameter("give the text to read either as TEXT or with --file FILE (one of them)")
@@ -110,9 +113,8 @@ def inspect_cmd(
     if file is not None:
         text = corpus.resolve(file, corpora_dir).head(limit)
     assert text is not None
-    torch.manual_seed(int(model.config["train"].get("seed", 1337)))  # the run's own initial weights
-    untrained = CharRNN(model.model.config)
-    numbers = inspector.inspect(model.model, model.tokenizer, text, cfg, untrained)
+    untrained, baseline = _starting_weights(model)
+    numbers = inspector.inspect(model.model, model.tokenizer, text, cfg, untrained, baseline)
     title = f"{model.run_dir.name} ({checkpoint_name}, step {model.step})"
     body = inspector.to_json(numbers) if as_json else inspector.page(numbers, title)
     checkpoint.write_text(target, body)
@@ -124,3 +126,24 @@ def inspect_cmd(
     typer.echo(f"wrote {target}: {numbers['characters']:,} characters, loss {numbers['loss']:.4f} nats "
                f"({numbers['bpc']:.3f} bpc)" + (f"; strongest: layer {best['layer']} {best['part']} unit {best['unit']} "
                                                  f"tracks {best['feature']} (r = {best['r']:+.2f})" if best else ""))
+
+
+def _starting_weights(model: api.CharModel) -> tuple[CharRNN | None, str]:
+    """The weights the run started from, and their name on the page: the seed's initialisation, or for a
+    fine-tuned run its parent's (grown to the run's vocabulary; None when the parent is no longer readable)."""
+    import torch
+
+    from charnn import lineage
+    from charnn.model import CharRNN
+
+    record = model.config.get("parent")
+    if isinstance(record, dict):
+        try:
+            parent = lineage.load_parent(f"{record.get('path')}:{record.get('checkpoint', 'best')}", Path("."))
+        except CharnnError:
+            typer.echo(f"note: parent '{record.get('name')}' is no longer readable; the page shows no baseline", err=True)
+            return None, "parent"
+        # The new characters' head bias does not enter the gradient reach: no training text is needed to place it.
+        return lineage.grow(parent, model.model.config, np.zeros(0, dtype=np.int64)), f"parent ({parent.name})"
+    torch.manual_seed(int(model.config["train"].get("seed", 1337)))  # the run's own initial weights
+    return CharRNN(model.model.config), "untrained"

@@ -37,7 +37,7 @@ def train_cmd(
         None, "--from", metavar="RUN[:latest]",
         help="Fine-tune: start a new run from RUN's model (its best weights; RUN:latest for its latest) on CORPUS. "
              "The architecture is RUN's; new characters are added to its vocabulary; RUN is never written. "
-             "Defaults change to fine-tuning's: --lr 1e-3, --warmup 20, --batch-size 32, --ema 0.99, "
+             "Defaults change to fine-tuning's: --lr 2e-3, --warmup 20, --batch-size 32, --ema 0.99, "
              "--eval-every 100, the parent's --dropout."),
     name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir (default: corpus name + timestamp)."),
     cell: str = typer.Option(

@@ -1,0 +1,118 @@
+"""The web export in a real browser: Debian's Chromium through Playwright, the folder served by a static
+server on 127.0.0.1 and every other request blocked. Greedy text equals `charnn sample --temperature 0`,
+a sampled text streams, Stop stops, the console stays clean, and a file:// page says how to serve it."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from charnn.cli import app
+from tests.conftest import train_run
+
+runner = CliRunner()
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CHARNN_REQUIRE_BROWSER"):
+            pytest.fail(f"no Chromium at {CHROMIUM} — install it: apt-get install -y chromium")
+        pytest.skip("Chromium is not installed (apt-get install -y chromium); CI installs it and runs this test")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    folder = tmp_path / "site"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/", folder
+    server.shutdown()
+
+
+def open_page(browser, url: str, problems: list[str]):
+    page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone's width
+    page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    blocked: list[str] = []
+
+    def only_local(route) -> None:  # the page must need nothing but its own folder
+        if route.request.url.startswith(url):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(url)
+    page.wait_for_function("!document.getElementById('generate').disabled", timeout=60_000)
+    return page, blocked
+
+
+@pytest.mark.slow
+def test_web_export_generates_in_the_browser(browser, served: tuple[str, Path], words_file: Path, tmp_path: Path) -> None:
+    url, folder = served
+    train_run(words_file, name="r", max_steps=60, eval_every=20)
+    result = runner.invoke(app, ["export", "r", "--format", "web", "--out", str(folder)])
+    assert result.exit_code == 0, result.output
+    problems: list[str] = []
+    page, blocked = open_page(browser, url, problems)
+    assert "LSTM 2×32" in (page.text_content("#facts") or "")
+    # Greedy: exactly `charnn sample --temperature 0`.
+    page.fill("#prime", "the cat")
+    page.fill("#temperature", "0")
+    page.fill("#length", "200")
+    page.click("#generate")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=60_000)
+    expected = runner.invoke(app, ["sample", "r", "--prime", "the cat", "--temperature", "0", "--length", "200"]).output
+    assert page.text_content("#output") == expected.rstrip("\n")
+    # Sampled: streams (the text grows while Generate is disabled), and Stop ends it.
+    page.fill("#temperature", "0.9")
+    page.fill("#length", "1000000")
+    page.fill("#seed", "3")
+    page.click("#generate")
+    page.wait_for_function("document.getElementById('output').textContent.length > 100")
+    first = len(page.text_content("#output") or "")
+    page.wait_for_function(f"document.getElementById('output').textContent.length > {first + 50}")
+    assert page.locator("#generate").is_disabled() and page.locator("#stop").is_enabled()
+    page.click("#stop")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('stopped after')")
+    assert page.locator("#generate").is_enabled() and len(page.text_content("#output") or "") < 1_000_000
+    shot = tmp_path / "web.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if keep := os.environ.get("CHARNN_SCREENSHOT_DIR"):
+        shutil.copy(shot, Path(keep) / "web-export.png")
+    assert problems == [] and blocked == []
+
+
+@pytest.mark.slow
+def test_web_export_opened_as_a_file_says_how_to_serve_it(browser, words_file: Path, tmp_path: Path) -> None:
+    train_run(words_file, name="r", max_steps=10, eval_every=5)
+    assert runner.invoke(app, ["export", "r", "--format", "web", "--out", str(tmp_path / "site")]).exit_code == 0
+    page = browser.new_page()
+    page.goto((tmp_path / "site" / "index.html").as_uri())
+    page.wait_for_function("document.getElementById('problem').style.display === 'block'")
+    assert "python3 -m http.server" in (page.text_content("#problem") or "")
+    assert page.locator("#generate").is_disabled()
