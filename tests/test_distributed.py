@@ -321,7 +321,9 @@ def test_a_crashed_rank_takes_the_job_down_and_the_run_resumes(words_file: Path,
     launcher = _launch_wrapped('echo $BASHPID > "pid.$RANK"; exec "$0" -m charnn "$@"', tmp_path,
                                ["train", str(words_file), "--name", "crash", "--max-steps", "3000", "--eval-every", "25",
                                 *MODEL[:-1]])
-    wait_for_records(tmp_path / "checkpoints" / "crash", 2)
+    # The third record is written after the save that follows the second, so step 50's latest.pt is complete
+    # (at two records that save may still be under way: killed then, the run keeps step 25's).
+    wait_for_records(tmp_path / "checkpoints" / "crash", 3)
     os.kill(int((tmp_path / "pid.1").read_text()), signal.SIGKILL)  # rank 1 dies mid-run
     _, err = launcher.communicate(timeout=120)
     assert launcher.returncode != 0 and "SIGKILL" in err  # torchrun took the job down and says why
