@@ -13,7 +13,7 @@ returns values; `cli/` only parses options and prints.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,11 @@ import torch
 
 from charnn import checkpoint, corpus, data
 from charnn.device import resolve_device
+from charnn.errors import UsageError
 from charnn.evaluation import evaluate
 from charnn.lineage import Parent, load_parent
 from charnn.model import State
+from charnn.originality import MIN_COPY, Index, Report
 from charnn.sample import SampleConfig, generate
 from charnn.session import (
     DEFAULT_CHECKPOINTS,
@@ -36,9 +38,10 @@ from charnn.session import (
     prepare_corpus,
     resume_training,
     start_training,
+    training_index,
 )
 
-__all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_CORPORA", "CharModel", "CorpusOptions", "Parent", "Paths", "Prepared",
+__all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_CORPORA", "CharModel", "CopyRate", "CorpusOptions", "Parent", "Paths", "Prepared",
            "Score", "default_run_name", "load_parent", "load_run", "prepare_corpus", "resume_training",
            "start_training"]
 
@@ -58,6 +61,23 @@ class Score:
         return math.exp(self.nats)
 
 
+@dataclass
+class CopyRate:
+    """`CharModel.copy_rates`'s row: how much the samples at one temperature copy."""
+
+    temperature: float
+    samples: int
+    generated: int
+    copied: int
+    longest: int
+    longest_text: str
+    where: str | None
+
+    @property
+    def copied_fraction(self) -> float:
+        return self.copied / self.generated if self.generated else 0.0
+
+
 class CharModel:
     """A trained run, ready to generate and score text."""
 
@@ -68,6 +88,7 @@ class CharModel:
         self.tokenizer = loaded.tokenizer
         self.step = loaded.step
         self.device = device
+        self._index: Index | None = None
 
     def stream(self, prime: str = "\n", state: State | None = None, **options: Any) -> Iterator[str]:
         """Yield generated text piece by piece (one sample); options as in `SampleConfig`."""
@@ -91,6 +112,41 @@ class CharModel:
         """Loss of `text` under the model; characters it never saw are skipped and counted."""
         ids, unknown = self.tokenizer.encode_known(text)
         return self._scored(ids, unknown)
+
+    def originality_index(self, paths: Paths | None = None, corpus_paths: Sequence[str] = (),
+                          building: Callable[[], None] | None = None) -> Index:
+        """The index of the text this model trained on (built the first time, `building` called first);
+        `corpus_paths`: where that text is now, if it moved (checked against the run's fingerprint)."""
+        if self._index is None:
+            self._index = training_index(self.run_dir, self.config, self.tokenizer, paths or Paths(), corpus_paths,
+                                         building)
+        return self._index
+
+    def originality(self, text: str, start: int = 0, min_copy: int = MIN_COPY, **index: Any) -> Report:
+        """Which spans of `text` after `start` (a prime's length) occur verbatim in the training split, of at
+        least `min_copy` characters; `index` as in `originality_index`."""
+        ids, unknown = self.tokenizer.encode_known(text)
+        if unknown:  # a text the model could not have produced: its spans would be shifted
+            raise UsageError(f"the text has character(s) the model never saw: {', '.join(map(repr, unknown))}")
+        return self.originality_index(**index).report(text, ids, start, min_copy)
+
+    def copy_rates(self, temperatures: Sequence[float], samples: int = 8, length: int = 1000, seed: int = 1,
+                   min_copy: int = MIN_COPY, prime: str = "\n", **index: Any) -> list[CopyRate]:
+        """At each temperature, `samples` texts of `length` characters: the share of generated characters inside
+        spans copied from the training text, and the longest copy (`charnn originality`)."""
+        rows = []
+        for t in temperatures:
+            run = generate(self.model, self.tokenizer, prime, SampleConfig(length=length, temperature=t,
+                                                                           num_samples=samples, seed=seed))
+            for _ in run:
+                pass
+            reports = [self.originality(prime + text, len(prime), min_copy, **index) for text in run.texts]
+            longest = max(reports, key=lambda r: r.longest.length if r.longest else 0)
+            rows.append(CopyRate(t, samples, sum(r.generated for r in reports), sum(r.copied for r in reports),
+                                 longest.longest.length if longest.longest else 0,
+                                 longest.text[longest.longest.start:longest.longest.end] if longest.longest else "",
+                                 longest.where))
+        return rows
 
     def score_file(self, path: str, paths: Paths | None = None) -> Score:
         """Like `score`, but streams the file through the memory-mapped cache (bounded memory)."""

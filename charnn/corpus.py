@@ -99,6 +99,23 @@ class Corpus:
                 break
         return "".join(pieces)
 
+    def file_starts(self) -> list[tuple[str, int]]:
+        """Each file's name and the character its text starts at in the joined corpus (`_joined`: a newline
+        follows a file that lacks one). Reads every file once."""
+        starts, at = [], 0
+        for i, f in enumerate(self.files):
+            starts.append((f.name, at))
+            decoder = codecs.getincrementaldecoder("utf-8")("replace" if self.replace_errors else "strict")
+            last = b""
+            with _open(f.path) as handle:
+                while piece := handle.read(_BLOCK):
+                    at += len(decoder.decode(piece))
+                    last = piece
+            at += len(decoder.decode(b"", final=True))
+            if i < len(self.files) - 1 and last and not last.endswith(b"\n"):
+                at += 1
+        return starts
+
     def describe(self) -> str:
         """'3 files, 1.2 MB (skipped 2: 1 binary, 1 not UTF-8)' for the start of a run."""
         text = f"{len(self.files):,} file{'s' * (len(self.files) != 1)}, {_mb(self.size)}"

@@ -36,6 +36,7 @@ class EncodedCorpus:
     ids: np.ndarray  # (N,) memory-mapped, read-only
     tokenizer: CharTokenizer
     unknown: dict[str, int]  # characters dropped because the vocabulary lacked them
+    stem: Path | None = None  # the cache entry's path without suffix: what sits beside it (originality's index) shares it
 
 
 def prepare(
@@ -53,7 +54,7 @@ def prepare(
     meta_path = cache_dir / f"{stem}.json"
     ids_path = cache_dir / f"{stem}.ids"
     if meta_path.exists() and ids_path.exists():
-        cached = _load(meta_path, ids_path, tokenizer)
+        cached = _load(meta_path, ids_path, tokenizer, cache_dir / stem)
         if cached is not None:
             return cached
     if tokenizer is None:
@@ -83,12 +84,12 @@ def prepare(
     meta = {"version": CACHE_VERSION, "length": n, "dtype": np.dtype(dtype).name,
             "tokenizer": tokenizer.to_json(), "unknown": unknown}
     _write_json(meta_path, meta)  # written last: its presence marks a complete cache entry
-    loaded = _load(meta_path, ids_path, tokenizer)
+    loaded = _load(meta_path, ids_path, tokenizer, cache_dir / stem)
     assert loaded is not None
     return loaded
 
 
-def _load(meta_path: Path, ids_path: Path, tokenizer: CharTokenizer | None) -> EncodedCorpus | None:
+def _load(meta_path: Path, ids_path: Path, tokenizer: CharTokenizer | None, stem: Path) -> EncodedCorpus | None:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         dtype = np.dtype(meta["dtype"])
@@ -97,7 +98,7 @@ def _load(meta_path: Path, ids_path: Path, tokenizer: CharTokenizer | None) -> E
             return None
         tok = tokenizer or CharTokenizer.from_json(meta["tokenizer"])
         ids = np.memmap(ids_path, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
-        return EncodedCorpus(ids, tok, dict(meta["unknown"]))
+        return EncodedCorpus(ids, tok, dict(meta["unknown"]), stem)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # a damaged cache entry is rebuilt, never trusted
 

@@ -118,6 +118,30 @@ def render(curves: list[Curve], out: Path) -> Path:
     return out
 
 
+def copy_rates(out: Path, temperatures: list[float], fractions: list[float], longest: list[int], title: str) -> Path:
+    """`charnn originality --out`: the copied share (left axis) and the longest copy (right) against temperature."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    check_out(out)
+    fig = Figure(figsize=(7, 4.2), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(temperatures, [100 * f for f in fractions], marker="o", linewidth=2, color="C0", label="copied (%)")
+    ax.set_xlabel("temperature")
+    ax.set_ylabel("generated characters inside copied spans (%)", color="C0")
+    right = ax.twinx()
+    right.plot(temperatures, longest, marker="s", linestyle="--", color="C3", label="longest copy")
+    right.set_ylabel("longest copy (characters)", color="C3")
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=out.suffix.lower()[1:])
+    checkpoint.atomic_write(out, lambda f: f.write(buffer.getvalue()))
+    return out
+
+
 def _to_bits(nats: Any) -> Any:
     return nats / LN2
 

@@ -11,12 +11,14 @@ import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from charnn.errors import CharnnError
 from charnn.model import CharRNN, State
+from charnn.originality import Report
 from charnn.sample import SampleConfig, generate
 from charnn.tokenizer import CharTokenizer
 
@@ -26,13 +28,15 @@ Type text and press Enter: the model continues it. An empty line primes with a n
   :topk K      top-k filter (0 = off)          :topp P    nucleus filter (1 = off)
   :seed S      fixed seed (none = random)      :keep on|off  continue the previous context
   :reset       forget the context              :info      run and settings
+  :copies on|off  mark what a reply copies verbatim from the training text
   :help        this text                       :quit      leave (or Ctrl-D)
 Ctrl-C stops a generation in progress."""
 
 
 class Repl:
     def __init__(self, model: CharRNN, tokenizer: CharTokenizer, run_dir: Path, cfg: SampleConfig,
-                 stdin: TextIO | None = None, stdout: TextIO | None = None):
+                 stdin: TextIO | None = None, stdout: TextIO | None = None,
+                 originality: Callable[[str, int], Report] | None = None, copies: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.run_dir = run_dir
@@ -43,6 +47,8 @@ class Repl:
         self.stdin = stdin or sys.stdin
         self.out = stdout or sys.stdout
         self.interactive = self.stdin.isatty() and self.out.isatty()
+        self.originality = originality  # text, prime length -> its copied spans (None: no index for this run)
+        self.copies = copies and originality is not None
 
     def loop(self) -> None:
         if self.interactive and threading.current_thread() is threading.main_thread():
@@ -102,6 +108,13 @@ class Repl:
         except KeyboardInterrupt:
             self.say("\n(stopped)")
         self.state = stream.state
+        if self.copies and self.originality is not None:
+            known = set(self.tokenizer.chars)
+            shown = "".join(c for c in (prompt or "\n") if c in known)
+            report = self.originality(shown + stream.texts[0], len(shown))
+            if report.spans:  # the reply again, its copies marked
+                self.say(report.marked(self.out.isatty()))
+            self.say(report.describe())
 
     def command(self, line: str) -> bool:
         """Apply a :command; False means quit."""
@@ -120,6 +133,16 @@ class Repl:
                     raise ValueError(":keep takes on or off")
                 self.keep = arg == "on"
                 self.say(f"keep {arg}")
+            elif name == "copies":
+                if arg not in ("on", "off"):
+                    raise ValueError(":copies takes on or off")
+                if arg == "on" and self.originality is not None:
+                    try:
+                        self.originality("", 0)  # builds the index now (once), or says why it cannot
+                    except CharnnError as e:
+                        raise ValueError(str(e)) from None
+                self.copies = arg == "on" and self.originality is not None
+                self.say(f"copies {arg}")
             elif name == "info":
                 c = self.cfg
                 m = self.model.config

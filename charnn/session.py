@@ -25,9 +25,10 @@ from charnn import checkpoint, corpus, data, distributed, lineage, runlock
 from charnn.budget import Budget
 from charnn.device import AMP_DEVICES, bf16_native, bf16_speed, resolve_device, tune_cpu_allocator
 from charnn.distributed import Launch, ProcessGroup
-from charnn.errors import RunError, UsageError
+from charnn.errors import CorpusError, RunError, UsageError
 from charnn.lineage import Parent
 from charnn.model import CharRNN, ModelConfig
+from charnn.originality import Index
 from charnn.probe import measure_eval_speed, measure_scale, measure_speeds, steady_speeds
 from charnn.recipe import BATCHES, FINE_TUNE, Recipe, amp_gain, announcement, apply, pick_amp, plan, record
 from charnn.runconfig import RunConfig
@@ -424,3 +425,23 @@ def _check(problems: list[str]) -> None:
         raise UsageError(problems[0])
 
 
+
+
+def training_index(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
+                   moved_to: Sequence[str] = (), building: Callable[[], None] | None = None) -> Index:
+    """The originality index of the text a run (or a model folder) trained on: its corpus, checked against
+    the run's fingerprint (at `moved_to` if given), encoded as the run encoded it, its training split."""
+    run_config = RunConfig.from_json(config, run_dir)
+    try:
+        source = corpus_of_run(run_config, run_dir, paths, moved_to)
+    except CorpusError as e:
+        raise CorpusError(f"originality needs the text '{run_dir.name}' was trained on ({' '.join(run_config.sources)}) "
+                          f"and it cannot be read here ({e}) — give it with --corpus PATH (checked against the run's "
+                          "fingerprint)") from None
+    encoded = data.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer if run_config.parent else None)
+    if encoded.tokenizer.chars != tokenizer.chars or encoded.stem is None:
+        raise RunError(f"run '{run_dir.name}' has a different vocabulary than its corpus — the run is damaged")
+    train_ids, _ = data.split(encoded.ids, run_config.train.val_frac)
+    newline = tokenizer.chars.index("\n") if "\n" in tokenizer.chars else None
+    return Index.open(train_ids, encoded.stem, lambda: source.file_starts() if len(source.files) > 1 else
+                      [(source.files[0].name if source.files else "", 0)], newline, building)

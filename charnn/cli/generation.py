@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 
 from charnn import api
-from charnn.cli.root import CKPT_DIR, DEVICE, app, handled, set_threads
+from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, handled, paths_for, set_threads
+from charnn.originality import MIN_COPY, Report
 from charnn.sample import SampleConfig, generate
 
 
@@ -28,8 +29,17 @@ def sample_cmd(
     drop_unknown: bool = typer.Option(False, "--drop-unknown", help="Drop prime characters the model never saw."),
     checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default)."),
+    originality: bool = typer.Option(
+        False, "--originality", help="Mark the spans copied verbatim from the training text (underlined in a "
+        "terminal, between ⟦ ⟧ otherwise) and report how much of each sample they are, and the longest."),
+    min_copy: int = typer.Option(MIN_COPY, "--min-copy", help="With --originality: the shortest span that counts "
+                                 "as copied, in characters."),
+    corpus_paths: list[str] = typer.Option(
+        None, "--corpus", help="With --originality: the run's training text, if it is no longer where the run "
+        "found it (checked against the run's fingerprint; repeatable for several sources)."),
     device: str = DEVICE,
     checkpoints_dir: Path = CKPT_DIR,
+    corpora_dir: Path = CORPORA_DIR,
 ) -> None:
     """Generate text from a trained run, streamed to stdout."""
     set_threads(threads)
@@ -38,6 +48,23 @@ def sample_cmd(
                        num_samples=num_samples, stop=stop, drop_unknown=drop_unknown)
     stream = generate(model.model, model.tokenizer, prime, cfg)  # validates before anything is printed
     out = sys.stdout
+    if originality:
+        if min_copy < 1:
+            raise typer.BadParameter(f"--min-copy {min_copy} must be at least 1")
+        model.originality_index(paths_for(checkpoints_dir, corpora_dir), corpus_paths or (), building=lambda: typer.echo(
+            f"indexing the training text of '{model.run_dir.name}' (once; kept beside its cache)…", err=True))
+        for _ in stream:
+            pass
+        known = set(model.tokenizer.chars)
+        shown = "".join(c for c in prime if c in known)  # the prime as fed (--drop-unknown drops the rest)
+        for i, text in enumerate(stream.texts, 1):
+            report = model.originality(shown + text, len(shown), min_copy)
+            if num_samples > 1:
+                out.write(f"--- sample {i} ---\n")
+            out.write(report.marked(out.isatty()) + "\n")
+            out.flush()
+            typer.echo(report.describe(), err=True)
+        return
     if num_samples == 1:
         out.write(prime)
         flushed = time.perf_counter()
@@ -65,16 +92,28 @@ def repl_cmd(
     top_p: float = typer.Option(None, "--top-p", help="Nucleus (top-p) filtering."),
     seed: int = typer.Option(None, "--seed", help="Random seed."),
     checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    copies: bool = typer.Option(False, "--copies", help="After each reply, mark what it copies verbatim from the "
+                                "training text (also :copies on)."),
+    corpus_paths: list[str] = typer.Option(
+        None, "--corpus", help="For --copies: the run's training text, if it is no longer where the run found it."),
     device: str = DEVICE,
     checkpoints_dir: Path = CKPT_DIR,
+    corpora_dir: Path = CORPORA_DIR,
 ) -> None:
     """Interactive prompt: type text, the model continues it. :help lists commands."""
     from charnn.repl import Repl
 
     model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
+    paths = paths_for(checkpoints_dir, corpora_dir)
+
+    def originality(text: str, start: int) -> Report:
+        return model.originality(text, start, paths=paths, corpus_paths=corpus_paths or ())
+
+    if copies:
+        originality("", 0)  # the index now: a missing corpus is one line before the prompt
     cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     cfg.check()
-    Repl(model.model, model.tokenizer, model.run_dir, cfg).loop()
+    Repl(model.model, model.tokenizer, model.run_dir, cfg, originality=originality, copies=copies).loop()
 
 
 @app.command("serve")
@@ -120,3 +159,4 @@ def serve_cmd(
     typer.echo(f"serving {', '.join(s.name for s in served)} at http://{shown}:{port}/ "
                f"(API: http://{shown}:{port}/v1, docs: /docs); Ctrl-C stops", err=True)
     serve.run(served, config, host, port)
+

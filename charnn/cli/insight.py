@@ -1,4 +1,4 @@
-"""The commands that look at a run: `charnn eval`, `charnn plot` and `charnn inspect`."""
+"""The commands that look at a run: `charnn eval`, `charnn plot`, `charnn inspect` and `charnn originality`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from charnn.errors import CharnnError
 if TYPE_CHECKING:
     from charnn.model import CharRNN
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, handled, paths_for
+from charnn.originality import MIN_COPY
 
 
 @app.command("eval")
@@ -147,3 +148,58 @@ def _starting_weights(model: api.CharModel) -> tuple[CharRNN | None, str]:
         return lineage.grow(parent, model.model.config, np.zeros(0, dtype=np.int64)), f"parent ({parent.name})"
     torch.manual_seed(int(model.config["train"].get("seed", 1337)))  # the run's own initial weights
     return CharRNN(model.model.config), "untrained"
+
+
+@app.command("originality")
+@handled
+def originality_cmd(
+    run: str = typer.Argument(None, help="Run name or path, or a model folder (default: the most recently modified run)."),
+    temperatures: str = typer.Option("0.5,0.8,1.0", "--temperatures", help="Comma-separated temperatures to sample at."),
+    samples: int = typer.Option(8, "--samples", help="Samples per temperature."),
+    length: int = typer.Option(1000, "--length", help="Characters per sample."),
+    seed: int = typer.Option(1, "--seed", help="Random seed (the same seed, the same samples)."),
+    min_copy: int = typer.Option(MIN_COPY, "--min-copy", help="The shortest span that counts as copied, in characters."),
+    corpus_paths: list[str] = typer.Option(
+        None, "--corpus", help="The run's training text, if it is no longer where the run found it (checked against "
+        "the run's fingerprint; repeatable)."),
+    out: Path = typer.Option(None, "--out", help="Also draw the copy rate against temperature into this .png or .svg."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON instead."),
+    checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    device: str = DEVICE,
+    checkpoints_dir: Path = CKPT_DIR,
+    corpora_dir: Path = CORPORA_DIR,
+) -> None:
+    """How much of what the model writes is copied from its training text, at each temperature."""
+    try:
+        temps = [float(t) for t in temperatures.split(",") if t.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--temperatures '{temperatures}' is not a list of numbers — e.g. 0.5,0.8,1.0") from None
+    if not temps or any(not t >= 0 for t in temps):
+        raise typer.BadParameter(f"--temperatures '{temperatures}' must be numbers of 0 or more")
+    for name, value in (("--samples", samples), ("--length", length), ("--min-copy", min_copy)):
+        if value < 1:
+            raise typer.BadParameter(f"{name} {value} must be at least 1")
+    from charnn import plot
+
+    if out is not None:
+        plot.check_out(out)
+    model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
+    model.originality_index(paths_for(checkpoints_dir, corpora_dir), corpus_paths or (), building=lambda: typer.echo(
+        f"indexing the training text of '{model.run_dir.name}' (once; kept beside its cache)…", err=True))
+    rows = model.copy_rates(temps, samples, length, seed, min_copy)  # the index above, kept by the model
+    if as_json:
+        typer.echo(json.dumps({"run": model.run_dir.name, "min_copy": min_copy, "length": length, "rows": [
+            {"temperature": r.temperature, "samples": r.samples, "generated": r.generated, "copied": r.copied,
+             "copied_fraction": round(r.copied_fraction, 6), "longest": r.longest, "longest_text": r.longest_text,
+             "where": r.where} for r in rows]}))
+    else:
+        typer.echo(f"{model.run_dir.name}: {samples} samples of {length:,} characters per temperature; copied = inside "
+                   f"a span of >= {min_copy} characters found verbatim in the training text")
+        typer.echo(f"{'temperature':>11}  {'copied':>7}  {'longest':>7}  where  (longest copy)")
+        for r in rows:
+            typer.echo(f"{r.temperature:>11g}  {r.copied_fraction:>7.2%}  {r.longest:>7}  {r.where or '-'}  "
+                       f"{r.longest_text[:50]!r}")
+    if out is not None:
+        plot.copy_rates(out, [r.temperature for r in rows], [r.copied_fraction for r in rows],
+                        [r.longest for r in rows], f"{model.run_dir.name}: copied from the training text")
+        typer.echo(f"wrote {out}", err=True)

@@ -7,11 +7,13 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from charnn.errors import CharnnError
 from charnn.serve.access import Served, authorized, check_prompt, check_sampling, config_of, pick, stops_of
 from charnn.serve.collector import Collector, Delta, pace, sse, submit, usage
-from charnn.serve.protocol import GENERATING, STREAMED, CompletionRequest, responses_for
+from charnn.serve.protocol import GENERATING, STREAMED, ApiError, CompletionRequest, responses_for
 
 router = APIRouter()
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -26,26 +28,61 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     check_sampling(body.max_tokens, len(prompts), body.n, stops, config_of(request))
     for prompt in prompts:
         check_prompt(target, prompt, config_of(request))
+    if body.originality:
+        await _index(target)
     tickets = submit(target.batcher, prompts, body, body.max_tokens, stops)
     meta = {"id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion", "created": int(time.time()),
             "model": target.name}
     prompt_chars = sum(len(p) for p in prompts) * body.n
+    copies = Copies(target, prompts, body.n, body.min_copy) if body.originality else None
     if body.stream:
         collector = Collector(tickets, body.n, stops, lambda: pace(target.batcher))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(sse(collector, lambda deltas: {**meta, "choices": [_choice(d) for d in deltas]},
+        return StreamingResponse(sse(collector, lambda deltas: {**meta, "choices": [_choice(d, copies) for d in deltas]},
                                      lambda: {**meta, "choices": [], "usage": usage(prompt_chars, collector.produced)},
                                      include_usage), media_type="text/event-stream", headers=SSE_HEADERS)
-    return await _whole(target, tickets, body.n, stops, request, meta, prompt_chars)
+    return await _whole(target, tickets, body.n, stops, request, meta, prompt_chars, copies)
 
 
-def _choice(d: Delta) -> dict[str, Any]:
-    return {"text": d.text, "index": d.index, "logprobs": None, "finish_reason": d.finish_reason}
+class Copies:
+    """The `originality` of each choice: its text is gathered as it streams, and reported with its last delta."""
+
+    def __init__(self, target: Served, prompts: list[str], n: int, min_copy: int):
+        self.target, self.prompts, self.n, self.min_copy = target, prompts, n, min_copy
+        self.texts: dict[int, str] = {}
+
+    def of(self, d: Delta) -> dict[str, Any] | None:
+        self.texts[d.index] = self.texts.get(d.index, "") + d.text
+        if not d.finish_reason:
+            return None
+        prompt = self.prompts[d.index // self.n]
+        report = self.target.model.originality(prompt + self.texts[d.index], len(prompt), self.min_copy)
+        return report.to_json()
+
+
+async def _index(target: Served) -> None:
+    """The run's originality index (built by the first request that asks; its corpus must be on this machine)."""
+    try:
+        await run_in_threadpool(target.model.originality_index)
+    except CharnnError as e:
+        raise ApiError(400, f"originality is not available for '{target.name}': {e}", param="originality",
+                       code="originality_unavailable") from None
+
+
+def _choice(d: Delta, copies: Copies | None = None) -> dict[str, Any]:
+    choice = {"text": d.text, "index": d.index, "logprobs": None, "finish_reason": d.finish_reason}
+    if copies is not None and (report := copies.of(d)) is not None:
+        choice["originality"] = report
+    return choice
 
 
 async def _whole(target: Served, tickets: list, n: int, stops: list[str], request: Request, meta: dict[str, Any],
-                 prompt_chars: int) -> dict[str, Any]:
+                 prompt_chars: int, copies: Copies | None) -> dict[str, Any]:
     collector = Collector(tickets, n, stops, lambda: pace(target.batcher), request.is_disconnected)
     texts, reasons = await collector.whole()
-    return {**meta, "choices": [_choice(Delta(i, t, r)) for i, (t, r) in enumerate(zip(texts, reasons, strict=True))],
-            "usage": usage(prompt_chars, collector.produced)}
+    choices = [_choice(Delta(i, t, r)) for i, (t, r) in enumerate(zip(texts, reasons, strict=True))]
+    if copies is not None:
+        reports = await run_in_threadpool(lambda: [copies.of(Delta(i, t, "stop")) for i, t in enumerate(texts)])
+        for choice, report in zip(choices, reports, strict=True):
+            choice["originality"] = report
+    return {**meta, "choices": choices, "usage": usage(prompt_chars, collector.produced)}

@@ -120,6 +120,12 @@ class StreamOptions(BaseModel):
 
 class CompletionRequest(Sampling):
     prompt: str | list[str] = Field("\n", description="Text to continue; a list gives one completion each.")
+    originality: bool = Field(False, description="charnn extension: give each choice an `originality` object: the "
+                              "spans of its text copied verbatim from the training text, the copied fraction, the "
+                              "longest copy and where it is (needs the run's corpus on the server; streamed: with "
+                              "the choice's last chunk).")
+    min_copy: int = Field(20, ge=1, le=100_000, description="charnn extension: with originality, the shortest span "
+                          "that counts as copied, in characters.")
 
 
 class Message(BaseModel):
