@@ -15,8 +15,6 @@ characters are not counted) and names the longest span's place in the corpus (fi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from charnn import checkpoint
 from charnn.errors import UsageError
 
 INDEX_VERSION = 1
-# Spans shorter than this are not reported as copies. Held-out text (tiny-shakespeare's validation split,
-# never trained on) has 1.2% of its characters inside verbatim training matches of >= 20 characters: common
-# phrases and names recur by themselves. At 20 what is flagged is almost all recitation, not chance;
-# benchmarks/originality.py measures the curve (README, Originality).
+# Spans shorter than this are not reported as copies. Of held-out text (tiny-shakespeare's validation split, never
+# trained on, against its training split) 20% of the characters sit inside verbatim matches of >= 15 characters,
+# 2.1% inside matches of >= 20 and 0.3% of >= 25 (benchmarks/originality.py): common phrases recur by themselves
+# up to ~15 characters. At 20, what is flagged is almost all recitation, not chance.
 MIN_COPY = 20
 HEAD = 64  # bytes of a suffix compared first in the binary search
 
@@ -113,6 +112,10 @@ class Index:
         self.ids, self.sa, self.files, self.newline = ids, sa, list(files), newline
         self.width = ids.dtype.itemsize
         self.data = ids.view(np.uint8).reshape(-1)  # the bytes the suffixes are sorted by, (N * width,)
+        # The search reads both through memoryviews: indexing and slicing them costs a fraction of numpy's.
+        self._bytes = np.ascontiguousarray(self.data).data
+        order = np.ascontiguousarray(sa, dtype=np.int64 if sa.dtype == np.int64 else np.int32)
+        self._order = order.data.cast("B").cast("q" if order.dtype == np.int64 else "i")
 
     @classmethod
     def open(cls, ids: np.ndarray, stem: Path, files: Callable[[], Sequence[tuple[str, int]]],
@@ -147,12 +150,12 @@ class Index:
     def _longest(self, q: bytes) -> tuple[int, int]:
         """Binary search of the suffix array for `q`; the longest common prefix is with a neighbour of where it
         would be inserted."""
-        sa, data, w, m = self.sa, self.data, self.width, len(q)
+        order, data, w, m = self._order, self._bytes, self.width, len(q)
         head = q[:HEAD]
-        lo, hi = 0, len(sa)
+        lo, hi = 0, len(order)
         while lo < hi:
             mid = (lo + hi) // 2
-            s = int(sa[mid]) * w
+            s = order[mid] * w
             # Most comparisons are decided in the first bytes: copy a short head of the suffix, the rest only on a tie.
             start = data[s:s + HEAD].tobytes()
             if (start < head) if start != head else (data[s:s + m].tobytes() < q):
@@ -161,11 +164,11 @@ class Index:
                 hi = mid
         best, where = 0, -1
         for j in (lo - 1, lo):
-            if 0 <= j < len(sa):
-                s = int(sa[j]) * w
-                common = _common_prefix(data[s:s + m], q) // w
+            if 0 <= j < len(order):
+                s = order[j] * w
+                common = _common_prefix(self.data[s:s + m], q) // w
                 if common > best:
-                    best, where = common, int(sa[j])
+                    best, where = common, int(order[j])
         return best, where
 
     def report(self, text: str, ids: np.ndarray, start: int, min_copy: int = MIN_COPY) -> Report:
@@ -213,7 +216,7 @@ def build(ids: np.ndarray) -> np.ndarray:
     width = ids.dtype.itemsize
     if width > 1:  # only suffixes that start at a character; their order among themselves is kept
         sa = sa[sa % width == 0] // width
-    return sa.astype(np.int32 if len(ids) < 2**31 else np.int64)
+    return sa.astype(np.int32 if len(ids) < 2**31 else np.int64, copy=False)  # no second copy of N ints
 
 
 def _common_prefix(a: np.ndarray, b: bytes) -> int:
@@ -226,19 +229,10 @@ def _common_prefix(a: np.ndarray, b: bytes) -> int:
 
 
 def _store(sa: np.ndarray, sa_path: Path, meta_path: Path, meta: dict[str, Any]) -> None:
-    """Write the array, then its description (whose presence marks a complete index), each through a temp file."""
+    """Write the array, then its description (whose presence marks a complete index), each atomically."""
     sa_path.parent.mkdir(parents=True, exist_ok=True)
-    for path, write in ((sa_path, lambda f: np.save(f, sa)), (meta_path, lambda f: f.write(json.dumps(meta).encode()))):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    checkpoint.atomic_write(sa_path, lambda f: np.save(f, sa))
+    checkpoint.atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
 
 
 def _load(sa_path: Path, meta_path: Path, length: int) -> tuple[np.ndarray, dict[str, Any]] | None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from charnn.model import ModelConfig
 from charnn.serve import ServeConfig, create_app, load
 from charnn.train import TrainConfig
 
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PATTERN = "0123456789abcdef ghijklmnop\n"  # every character determines the next: learnable to ~0 loss
 
 
@@ -117,6 +121,20 @@ def fake_probe(monkeypatch: pytest.MonkeyPatch) -> FakeProbe:
     monkeypatch.setattr(api_module, "measure_scale", probe.scale_reading)
     monkeypatch.setattr(api_module, "measure_eval_speed", probe.eval_reading)
     return probe
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CHARNN_REQUIRE_BROWSER"):
+            pytest.fail(f"no Chromium at {CHROMIUM} — install it: apt-get install -y chromium")
+        pytest.skip("Chromium is not installed (apt-get install -y chromium); CI installs it and runs this test")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
 
 
 def free_port() -> int:

@@ -17,22 +17,6 @@ import pytest
 from charnn.serve import ServeConfig
 from tests.conftest import Server
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CHARNN_REQUIRE_BROWSER"):
-            pytest.fail(f"no Chromium at {CHROMIUM} — install it: apt-get install -y chromium")
-        pytest.skip("Chromium is not installed (apt-get install -y chromium); CI installs it and runs this test")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
 
 @pytest.fixture(scope="module")
 def page_server(run_root: Path) -> Iterator[Server]:
