@@ -13,7 +13,7 @@ returns values; `cli/` only parses options and prints.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,12 +114,12 @@ class CharModel:
         return self._scored(ids, unknown)
 
     def originality_index(self, paths: Paths | None = None, corpus_paths: Sequence[str] = (),
-                          building: Callable[[], None] | None = None) -> Index:
-        """The index of the text this model trained on (built the first time, `building` called first);
+                          show_progress: bool = False) -> Index:
+        """The index of the text this model trained on (built the first time, under a bar if `show_progress`);
         `corpus_paths`: where that text is now, if it moved (checked against the run's fingerprint)."""
         if self._index is None:
             self._index = training_index(self.run_dir, self.config, self.tokenizer, paths or Paths(), corpus_paths,
-                                         building)
+                                         show_progress)
         return self._index
 
     def originality(self, text: str, start: int = 0, min_copy: int = MIN_COPY, **index: Any) -> Report:

@@ -119,18 +119,15 @@ class Index:
 
     @classmethod
     def open(cls, ids: np.ndarray, stem: Path, files: Callable[[], Sequence[tuple[str, int]]],
-             newline: int | None, building: Callable[[], None] | None = None) -> Index:
-        """The index of `ids` stored beside the cache entry `stem`, built now if it is not there (`building`
-        is called first: the CLI says what is happening). `files` gives the corpus's file starts (read once,
-        at build time, and stored with the index)."""
+             newline: int | None, show_progress: bool = False) -> Index:
+        """The index of `ids` stored beside the cache entry `stem`, built now if it is not there (with a progress
+        bar when `show_progress`). `files` gives the corpus's file starts (read once, at build time, and stored
+        with the index)."""
         sa_path = stem.parent / f"{stem.name}.train{len(ids)}.sa.npy"
         meta_path = stem.parent / f"{stem.name}.train{len(ids)}.sa.json"
         loaded = _load(sa_path, meta_path, len(ids))
         if loaded is None:
-            if building is not None:
-                building()
-            record = {"version": INDEX_VERSION, "length": len(ids), "files": [list(f) for f in files()]}
-            _store(build(ids), sa_path, meta_path, record)
+            _build_and_store(ids, sa_path, meta_path, files, show_progress)
             loaded = _load(sa_path, meta_path, len(ids))
             assert loaded is not None
         sa, meta = loaded
@@ -203,6 +200,25 @@ class Index:
         name, first = self.files[k] if self.files else ("", 0)
         line = 1 + (int(np.count_nonzero(self.ids[first:position] == self.newline)) if self.newline is not None else 0)
         return f"{name}:{line}" if len(self.files) > 1 else f"line {line}"
+
+
+def _build_and_store(ids: np.ndarray, sa_path: Path, meta_path: Path, files: Callable[[], Sequence[tuple[str, int]]],
+                     show_progress: bool) -> None:
+    """Build in stages under a bar (sorting is one call into libdivsufsort: the bar moves between stages)."""
+    from tqdm import tqdm
+
+    stages = ("sorting the suffixes", "locating the files", "writing the index")
+    with tqdm(total=len(stages), desc=f"indexing {len(ids):,} characters of training text (once)",
+              disable=None if show_progress else True, bar_format="{desc}: {n}/{total}{postfix} [{elapsed}]") as bar:
+        bar.set_postfix_str(stages[0])
+        sa = build(ids)
+        bar.update()
+        bar.set_postfix_str(stages[1])
+        record = {"version": INDEX_VERSION, "length": len(ids), "files": [list(f) for f in files()]}
+        bar.update()
+        bar.set_postfix_str(stages[2])
+        _store(sa, sa_path, meta_path, record)
+        bar.update()
 
 
 def build(ids: np.ndarray) -> np.ndarray:

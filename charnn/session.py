@@ -428,7 +428,7 @@ def _check(problems: list[str]) -> None:
 
 
 def training_index(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
-                   moved_to: Sequence[str] = (), building: Callable[[], None] | None = None) -> Index:
+                   moved_to: Sequence[str] = (), show_progress: bool = False) -> Index:
     """The originality index of the text a run (or a model folder) trained on: its corpus, checked against
     the run's fingerprint (at `moved_to` if given), encoded as the run encoded it, its training split."""
     run_config = RunConfig.from_json(config, run_dir)
@@ -444,4 +444,4 @@ def training_index(run_dir: Path, config: dict[str, Any], tokenizer: CharTokeniz
     train_ids, _ = data.split(encoded.ids, run_config.train.val_frac)
     newline = tokenizer.chars.index("\n") if "\n" in tokenizer.chars else None
     return Index.open(train_ids, encoded.stem, lambda: source.file_starts() if len(source.files) > 1 else
-                      [(source.files[0].name if source.files else "", 0)], newline, building)
+                      [(source.files[0].name if source.files else "", 0)], newline, show_progress)

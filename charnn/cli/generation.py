@@ -51,8 +51,7 @@ def sample_cmd(
     if originality:
         if min_copy < 1:
             raise typer.BadParameter(f"--min-copy {min_copy} must be at least 1")
-        model.originality_index(paths_for(checkpoints_dir, corpora_dir), corpus_paths or (), building=lambda: typer.echo(
-            f"indexing the training text of '{model.run_dir.name}' (once; kept beside its cache)…", err=True))
+        model.originality_index(paths_for(checkpoints_dir, corpora_dir), corpus_paths or (), show_progress=True)
         for _ in stream:
             pass
         known = set(model.tokenizer.chars)
@@ -107,7 +106,7 @@ def repl_cmd(
     paths = paths_for(checkpoints_dir, corpora_dir)
 
     def originality(text: str, start: int) -> Report:
-        return model.originality(text, start, paths=paths, corpus_paths=corpus_paths or ())
+        return model.originality(text, start, paths=paths, corpus_paths=corpus_paths or (), show_progress=True)
 
     if copies:
         originality("", 0)  # the index now: a missing corpus is one line before the prompt

@@ -184,8 +184,7 @@ def originality_cmd(
     if out is not None:
         plot.check_out(out)
     model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
-    model.originality_index(paths_for(checkpoints_dir, corpora_dir), corpus_paths or (), building=lambda: typer.echo(
-        f"indexing the training text of '{model.run_dir.name}' (once; kept beside its cache)…", err=True))
+    model.originality_index(paths_for(checkpoints_dir, corpora_dir), corpus_paths or (), show_progress=True)
     rows = model.copy_rates(temps, samples, length, seed, min_copy)  # the index above, kept by the model
     if as_json:
         typer.echo(json.dumps({"run": model.run_dir.name, "min_copy": min_copy, "length": length, "rows": [
