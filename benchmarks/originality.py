@@ -130,7 +130,7 @@ def heldout_coverage(run: str, work: Path) -> dict[int, float]:
 
     from charnn import api, data
     from charnn.runconfig import RunConfig
-    from charnn.session import corpus_of_run
+    from charnn.runcorpus import corpus_of_run
 
     model = api.load_run(run, device="cpu")
     paths = api.Paths(Path(run).parent, work / "corpora")

@@ -27,19 +27,17 @@ from charnn.evaluation import evaluate
 from charnn.lineage import Parent, load_parent
 from charnn.model import State
 from charnn.originality import MIN_COPY, Index, Report
-from charnn.sample import SampleConfig, generate
-from charnn.session import (
+from charnn.runcorpus import (
     DEFAULT_CHECKPOINTS,
     DEFAULT_CORPORA,
     CorpusOptions,
     Paths,
     Prepared,
-    default_run_name,
     prepare_corpus,
-    resume_training,
-    start_training,
     training_index,
 )
+from charnn.sample import SampleConfig, generate
+from charnn.session import default_run_name, resume_training, start_training
 
 __all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_CORPORA", "CharModel", "CopyRate", "CorpusOptions", "Parent", "Paths", "Prepared",
            "Score", "default_run_name", "load_parent", "load_run", "prepare_corpus", "resume_training",

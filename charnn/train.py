@@ -16,11 +16,9 @@ is sharded and summed, and rank 0 alone writes files and prints.
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +34,9 @@ from charnn.data import Streams
 from charnn.device import AMP_DEVICES, amp_dtype, tune_cpu_allocator
 from charnn.distributed import ProcessGroup
 from charnn.ema import WeightAverage
-from charnn.errors import TrainingError, WriteError
+from charnn.errors import TrainingError
 from charnn.evaluation import evaluate
+from charnn.interrupt import StopFlag, resumable
 from charnn.model import CharRNN, State, detach_state
 from charnn.schedule import Progress, final_pass_is_near, fraction_done, lr_at, stop_reason
 
@@ -101,31 +100,6 @@ class TrainResult:
     is_writer: bool = True  # rank 0 (or a single process): the one that reports
     checksum: str | None = None  # weights digest, checked identical on every rank (torchrun only)
     spent: dict[str, float] | None = None  # this session's seconds in "evaluation" passes and "saving"
-
-
-class _StopFlag:
-    """Set by SIGINT/SIGTERM; the loop finishes its step and saves."""
-
-    def __init__(self) -> None:
-        self.raised = False
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum: int, frame: Any) -> None:
-            self.raised = True
-
-        for sig in previous:
-            signal.signal(sig, handler)
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
 
 
 @dataclass
@@ -248,7 +222,7 @@ class Trainer:
 
     def run(self, start: Start, deadline: float | None = None) -> TrainResult:
         self.begin(start)
-        flag = _StopFlag()
+        flag = StopFlag()
         if self.writer and self.cfg.tensorboard is not None:
             self.board = Board(board.log_dir(self.cfg.tensorboard, self.run_dir), self.p.step)
             if self.show:
@@ -264,7 +238,7 @@ class Trainer:
         self.rate_mark = (time.perf_counter(), self.p.tokens)
         stopped_by, shown_at = "interrupted", 0.0
         with flag.installed(), bar, self.board.writer if self.board is not None else nullcontext(), \
-                _resumable(self.run_dir):
+                resumable(self.run_dir):
             if isinstance(start, FromParent):
                 self.evaluate(f"from {start.name}: val {{val:.4f}} nats ({{bpc:.3f}} bpc) on the new text "
                               "before fine-tuning")
@@ -418,17 +392,6 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         bar.set_postfix_str(f"step {p.step} loss {loss.item():.3f} val "
                             f"{'-' if self.last_val is None else f'{self.last_val:.3f}'} {tps:,.0f} tok/s lr {lr:.2e}")
-
-
-@contextmanager
-def _resumable(run_dir: Path) -> Iterator[None]:
-    """A failed write (disk full, read-only, quota) ends the run with the command that continues it."""
-    try:
-        yield
-    except WriteError as e:
-        default = run_dir.parent.resolve() == Path("checkpoints").resolve()
-        raise WriteError(f"{e} — then continue the run with: charnn train --resume "
-                         f"{run_dir.name if default else run_dir}") from None
 
 
 def _restore_rng(resume: dict[str, Any], rank: int, seed: int, device: torch.device) -> None:

@@ -1,0 +1,138 @@
+"""The corpus of a run: where runs and corpora live (`Paths`), how sources are read (`CorpusOptions`), the
+corpus encoded into the cache and split (`prepare_corpus`), its record in config.json, the corpus a run
+trained on found again and checked against its fingerprint (`corpus_of_run`), and the originality index
+that sits beside its cache (`training_index`).
+
+Used by training (session.py), originality (api.py) and the CLI; it writes only the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from charnn import corpus, data
+from charnn.distributed import ProcessGroup
+from charnn.errors import CorpusError, RunError, UsageError
+from charnn.originality import Index
+from charnn.runconfig import RunConfig
+from charnn.tokenizer import CharTokenizer
+from charnn.train import TrainConfig
+
+DEFAULT_CHECKPOINTS = Path("checkpoints")
+DEFAULT_CORPORA = Path("corpora")
+
+
+@dataclass
+class Paths:
+    checkpoints: Path = DEFAULT_CHECKPOINTS
+    corpora: Path = DEFAULT_CORPORA
+
+    @property
+    def cache(self) -> Path:
+        return self.corpora / ".cache"
+
+
+@dataclass
+class Prepared:
+    """A corpus resolved, encoded and split, ready to train on."""
+
+    corpus: corpus.Corpus
+    encoded: data.EncodedCorpus
+    train_ids: Any
+    val_ids: Any
+
+
+def check_fits(chars: int, cfg: TrainConfig) -> None:
+    """Fail before any work when the corpus is too short for the chosen layout."""
+    n_val = int(chars * cfg.val_frac)
+    data.Streams.check_fits(chars - n_val, cfg.batch_size, cfg.seq_len, "training")
+    if n_val < 2:
+        raise UsageError(f"the validation split has {n_val} characters (--val-frac {cfg.val_frac}) — "
+                         "raise --val-frac or give more text (it needs at least 2)")
+
+
+def prepare_corpus(source: corpus.Corpus, cfg: TrainConfig, paths: Paths, group: ProcessGroup | None = None,
+                   tokenizer: CharTokenizer | None = None) -> Prepared:
+    """Encode `source` into the cache (or reuse it) and split it; with `tokenizer`, in that vocabulary
+    (a grown one: fine-tuning), else in the corpus's own.
+
+    Under torchrun one process per machine (local rank 0) writes the cache while the
+    others wait at a barrier, then everyone memory-maps it: never N writers on one file.
+    """
+    check_fits(source.chars, cfg)
+    group = group or ProcessGroup.solo()
+    if group.launch.local_rank == 0:
+        encoded = data.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer)
+    group.barrier()
+    if group.launch.local_rank != 0:
+        encoded = data.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer)
+    train_ids, val_ids = data.split(encoded.ids, cfg.val_frac)
+    return Prepared(source, encoded, train_ids, val_ids)
+
+
+@dataclass
+class CorpusOptions:
+    """How sources become a corpus (see `corpus.resolve`); recorded in config.json for resume."""
+
+    replace_errors: bool = False
+    strict: bool = False
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def resolve(self, specs: str | Sequence[str], paths: Paths) -> corpus.Corpus:
+        return corpus.resolve(specs, paths.corpora, replace_errors=self.replace_errors, strict=self.strict,
+                              include=self.include, exclude=self.exclude)
+
+    @classmethod
+    def of(cls, recorded: dict[str, Any]) -> CorpusOptions:
+        """The options a run's corpus record says it was read with."""
+        return cls(bool(recorded.get("replace_errors")), bool(recorded.get("strict")),
+                   tuple(recorded.get("include") or ()), tuple(recorded.get("exclude") or ()))
+
+
+def corpus_record(specs: Sequence[str], prepared: Prepared, options: CorpusOptions) -> dict[str, Any]:
+    """config.json's "corpus": where the text came from, its fingerprint, and how it was read."""
+    where = [str(Path(s).resolve()) if Path(s).exists() else s for s in specs]  # a built-in stays a name
+    return {"source": where[0], "sources": where, "fingerprint": prepared.corpus.fingerprint,
+            "bytes": prepared.corpus.size, "characters": len(prepared.encoded.ids), "files": len(prepared.corpus.files),
+            "skipped": prepared.corpus.skipped, "replace_errors": options.replace_errors, "strict": options.strict,
+            "include": list(options.include), "exclude": list(options.exclude),
+            "manifest": corpus.manifest_json(prepared.corpus)}
+
+
+def corpus_of_run(config: RunConfig, run_dir: Path, paths: Paths, moved_to: Sequence[str] = ()) -> corpus.Corpus:
+    """The corpus a run trained on (at `moved_to`, if given), checked against its fingerprint."""
+    recorded = config.corpus
+    specs = list(moved_to) or config.sources
+    source = CorpusOptions.of(recorded).resolve(specs, paths)
+    if source.fingerprint != recorded.get("fingerprint"):
+        change = corpus.describe_change(recorded.get("manifest"), source)
+        if "manifest" not in recorded and len(source.files) > 1:
+            change = "an older charnn made this run and fingerprinted folders differently; its content may be the same"
+        raise UsageError(f"corpus '{' '.join(specs)}' is not the one run '{run_dir.name}' was trained on ({change}) — "
+                         "give the original files as CORPUS (e.g. after moving them), or train a new run")
+    return source
+
+
+
+def training_index(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
+                   moved_to: Sequence[str] = (), show_progress: bool = False) -> Index:
+    """The originality index of the text a run (or a model folder) trained on: its corpus, checked against
+    the run's fingerprint (at `moved_to` if given), encoded as the run encoded it, its training split."""
+    run_config = RunConfig.from_json(config, run_dir)
+    try:
+        source = corpus_of_run(run_config, run_dir, paths, moved_to)
+    except CorpusError as e:
+        raise CorpusError(f"originality needs the text '{run_dir.name}' was trained on ({' '.join(run_config.sources)}) "
+                          f"and it cannot be read here ({e}) — give it with --corpus PATH (checked against the run's "
+                          "fingerprint)") from None
+    encoded = data.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer if run_config.parent else None)
+    if encoded.tokenizer.chars != tokenizer.chars or encoded.stem is None:
+        raise RunError(f"run '{run_dir.name}' has a different vocabulary than its corpus — the run is damaged")
+    train_ids, _ = data.split(encoded.ids, run_config.train.val_frac)
+    newline = tokenizer.chars.index("\n") if "\n" in tokenizer.chars else None
+    return Index.open(train_ids, encoded.stem, lambda: source.file_starts() if len(source.files) > 1 else
+                      [(source.files[0].name if source.files else "", 0)], newline, show_progress)
