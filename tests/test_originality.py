@@ -129,13 +129,15 @@ def test_an_index_killed_while_building_is_never_used(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
     ids_path = tmp_path / "ids.npy"
-    np.save(ids_path, np.random.default_rng(0).integers(0, 60, 40_000_000).astype(np.uint8))
+    np.save(ids_path, np.random.default_rng(0).integers(0, 60, 60_000_000).astype(np.uint8))
     script = (f"import numpy as np; from pathlib import Path; from charnn.originality import Index; "
-              f"Index.open(np.load({str(ids_path)!r}), Path({str(cache / 'c')!r}), lambda: [('f', 0)], None)")
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    time.sleep(1.5)
+              f"ids = np.load({str(ids_path)!r}); print('building', flush=True); "
+              f"Index.open(ids, Path({str(cache / 'c')!r}), lambda: [('f', 0)], None)")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "building"
+    time.sleep(0.5)  # inside the build: sorting 60M suffixes takes seconds on any machine
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # killed, not finished
     assert not list(cache.glob("*.sa.json"))  # the description is written last: no complete index
     ids = np.load(ids_path)[:5000]
     index = Index.open(ids, cache / "c", lambda: [("f", 0)], None)  # another length: built fresh, correct
