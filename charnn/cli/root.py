@@ -70,6 +70,11 @@ def current_launch() -> distributed.Launch:
         return distributed.Launch()  # the malformed environment is what gets reported
 
 
+# Under torchrun every process hits a user error together, and torchrun stops the others as soon as one exits: a
+# process that does not print waits this long first, so the one that prints is not stopped before it has.
+REPORT_GRACE_S = 2.0
+
+
 def _report(line: str) -> None:
     """Print a user error once per machine; hand it to torchrun's failure report too."""
     launch = current_launch()
@@ -77,6 +82,8 @@ def _report(line: str) -> None:
         typer.echo(line, err=True)
     if launch.under_torchrun:
         distributed.record_error(line)
+        if not launch.reports_errors:
+            time.sleep(REPORT_GRACE_S)
 
 
 def run() -> None:
@@ -97,6 +104,8 @@ def run() -> None:
             e.show()
         if launch.under_torchrun:
             distributed.record_error(f"error: {e.format_message()}")
+            if not launch.reports_errors:
+                time.sleep(REPORT_GRACE_S)
         sys.exit(e.exit_code)
     except typer.Abort:
         typer.echo("Aborted!", err=True)
