@@ -176,8 +176,8 @@ def test_fine_tune_with_a_time_budget_keeps_the_model_and_picks_the_schedule(wor
     loaded = api.load_parent("parent", api.Paths().checkpoints)
     from charnn.recipe import FINE_TUNE, Request, configs, fine_tune_recipe
 
-    model_cfg, cfg, auto = configs(Request(), True, fine_tune_recipe(loaded.model_config), time_budget=4.0,
-                                   seed=7, val_frac=0.1)
+    model_cfg, cfg, auto = configs(Request(), True, fine_tune_recipe(loaded.model_config), time_budget=30.0,
+                                   max_steps=5, seed=7, val_frac=0.1)  # 5 steps end it: no machine is too slow
     child_dir, _ = api.start_training(str(new_text), model_cfg, cfg, name="timed", device="cpu", show_progress=False,
                                       auto_fields=auto, announce=said.append, parent=loaded)
     config = json.loads((child_dir / "config.json").read_text())
