@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from charnn.errors import UsageError
-from charnn.model import CharRNN, Stepper, unpack_state
+from charnn.model import CharRNN, Stepper, memory_part, unpack_state
 from charnn.tokenizer import CharTokenizer
 
 FEATURES = ("inside quotes", "bracket depth", "position in line", "word start", "uppercase", "after newline")
@@ -128,6 +128,9 @@ def _activations(model: CharRNN, parts: list[list[torch.Tensor]]) -> torch.Tenso
 def gradient_reach(model: CharRNN, windows: torch.Tensor, start: tuple[torch.Tensor, ...] | None = None) -> np.ndarray:
     """Mean over rows of ||∂loss_t / ∂h_{t-k}|| for k = 1..K, where windows (R, K + 2) are read from `start`.
 
+    h is the state part that carries the past (`model.memory_part`): the hidden output, or an mLSTM's matrix
+    memory C (its h reaches the next step only through C).
+
     The model reads characters 0..K of each window one step at a time (dropout off) and the loss
     is the cross-entropy of predicting character K + 1 after reading character K (so t = K). h is
     the hidden output of every layer, (layers, H) per row; rows are independent, so one backward
@@ -135,6 +138,7 @@ def gradient_reach(model: CharRNN, windows: torch.Tensor, start: tuple[torch.Ten
     """
     was_training = model.training
     model.eval()
+    memory = memory_part(model.config.cell)
     rows, length = windows.shape
     steps = length - 1
     state = model.init_state(rows, windows.device) if start is None else start
@@ -144,7 +148,7 @@ def gradient_reach(model: CharRNN, windows: torch.Tensor, start: tuple[torch.Ten
         logits = None
         for j in range(steps):
             logits, state = model(windows[:, j : j + 1], state)
-            hs.append(state[0])  # h after reading character j: (layers, R, H)
+            hs.append(state[memory])  # the carried memory after reading character j: (layers, R, ·)
         assert logits is not None
         loss = F.cross_entropy(logits[:, -1], windows[:, -1], reduction="sum")
         grads = torch.autograd.grad(loss, hs[:-1])  # h_0 .. h_{K-1}: k = K .. 1

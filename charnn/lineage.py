@@ -26,7 +26,7 @@ from torch import Tensor
 
 from charnn import checkpoint
 from charnn.errors import RunError, UsageError
-from charnn.model import CharRNN, ModelConfig
+from charnn.model import HEADED, CharRNN, ModelConfig
 from charnn.tokenizer import CharTokenizer
 
 WHICH = ("best", "latest")
@@ -92,9 +92,9 @@ def check_architecture(parent: Parent, given: dict[str, Any]) -> None:
     """Refuse architecture options (`given`: option name -> value, None when not set) that contradict the parent."""
     cfg = parent.model_config
     wrong = [name for name in ARCHITECTURE if given.get(name) is not None and given[name] != getattr(cfg, name)
-             and not (name == "heads" and cfg.cell != "slstm")]
+             and not (name == "heads" and cfg.cell not in HEADED)]
     if wrong:
-        have = ", ".join(f"--{n} {getattr(cfg, n)}" for n in ARCHITECTURE if n != "heads" or cfg.cell == "slstm")
+        have = ", ".join(f"--{n} {getattr(cfg, n)}" for n in ARCHITECTURE if n != "heads" or cfg.cell in HEADED)
         raise UsageError(f"{', '.join(f'--{n} {given[n]}' for n in wrong)} contradicts the model of '{parent.name}' "
                          f"({have}) — fine-tuning keeps the parent's architecture; drop the option(s)")
 

@@ -1,4 +1,4 @@
-"""The network: embedding -> stacked RNN/LSTM/GRU/sLSTM -> dropout -> linear head.
+"""The network: embedding -> stacked RNN/LSTM/GRU/sLSTM/mLSTM -> dropout -> linear head.
 
 Training and priming run PyTorch's fused `nn.RNN/nn.LSTM/nn.GRU` (cuDNN on GPU); a GRU training
 on CPU in fp32 runs the same weights through `gru.run_stack`, whose backward is written out.
@@ -6,8 +6,9 @@ Generation steps one character at a time; on CPU oneDNN's kernel is slow for a
 single (1, 1) step, so `Stepper` runs a hand-fused step with the same weights
 (first-layer input projection folded into a per-character table).
 
-State is always a tuple of (layers, B, H) tensors: (h, c) for LSTM, (h, c, n, m) for sLSTM
-(`cells.SLSTM`), (h,) otherwise.
+State is always a tuple of (layers, B, ·) tensors, batch on axis 1: (h, c) for LSTM, (h, c, n, m) for
+sLSTM (`cells.SLSTM`), (h, C, n, m) for mLSTM (`mlstm.MLSTM`: C (L, B, K·d·d), m (L, B, K)), (h,) otherwise;
+each (L, B, H) unless `state_widths` says otherwise.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ from torch.func import functional_call
 
 from charnn.cells import SLSTM, locked_dropout, slstm_pointwise
 from charnn.gru import run_stack, use_window
+from charnn.mlstm import MLSTM
+from charnn.mlstm import fold as mlstm_fold
+from charnn.mlstm import step as mlstm_step
 
 State = tuple[Tensor, ...]
-CELLS = ("rnn", "lstm", "gru", "slstm")
-STATE_PARTS = {"rnn": 1, "gru": 1, "lstm": 2, "slstm": 4}
+CELLS = ("rnn", "lstm", "gru", "slstm", "mlstm")
+STATE_PARTS = {"rnn": 1, "gru": 1, "lstm": 2, "slstm": 4, "mlstm": 4}
+HEADED = ("slstm", "mlstm")  # the cells that take --heads
 
 
 @dataclass
@@ -34,7 +39,7 @@ class ModelConfig:
     hidden: int = 512
     embed: int = 128
     dropout: float = 0.0
-    heads: int = 4  # sLSTM only: R is block-diagonal over this many heads
+    heads: int = 4  # sLSTM: R is block-diagonal over this many heads; mLSTM: matrix memories of H/heads each
     locked_dropout: bool = False  # dropout masks fixed for a stream over the window (cells.locked_dropout)
 
     def validate(self) -> list[str]:
@@ -47,7 +52,7 @@ class ModelConfig:
                 problems.append(f"--{name} {getattr(self, name)} must be at least 1")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"--dropout {self.dropout} must be in [0, 1)")
-        if self.cell == "slstm" and self.hidden >= 1 and (self.heads < 1 or self.hidden % self.heads):
+        if self.cell in HEADED and self.hidden >= 1 and (self.heads < 1 or self.hidden % self.heads):
             valid = [k for k in range(1, self.hidden + 1) if self.hidden % k == 0]
             near = sorted(valid, key=lambda k: (abs(k - self.heads), k))[:4]
             problems.append(f"--heads {self.heads} does not divide --hidden {self.hidden} — use one of "
@@ -65,6 +70,8 @@ class CharRNN(nn.Module):
         self.rnn: nn.Module
         if config.cell == "slstm":
             self.rnn = SLSTM(config.embed, config.hidden, config.layers, config.heads, between, config.locked_dropout)
+        elif config.cell == "mlstm":
+            self.rnn = MLSTM(config.embed, config.hidden, config.layers, config.heads, between, config.locked_dropout)
         else:
             rnn_cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
             self.rnn = rnn_cls(config.embed, config.hidden, num_layers=config.layers, dropout=between, batch_first=True)
@@ -89,8 +96,7 @@ class CharRNN(nn.Module):
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
         device = device or self.head.weight.device
-        zeros = torch.zeros(self.config.layers, batch, self.config.hidden, device=device)
-        return tuple(zeros if i == 0 else zeros.clone() for i in range(STATE_PARTS[self.config.cell]))
+        return tuple(torch.zeros(self.config.layers, batch, w, device=device) for w in state_widths(self.config))
 
     def forward(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         """ids (B, T) int64 -> logits (B, T, V) and the state after the last step."""
@@ -100,7 +106,7 @@ class CharRNN(nn.Module):
             assert isinstance(self.rnn, nn.GRU)
             out, last = run_stack(self.rnn, x, state[0], self.rnn.dropout, locked)
             parts: State = (last,)
-        elif locked and self.config.layers > 1 and self.config.cell != "slstm":
+        elif locked and self.config.layers > 1 and self.config.cell not in HEADED:
             out, parts = self._layer_by_layer(x, state)
         else:
             rnn_state = state if len(state) > 1 else state[0]
@@ -129,6 +135,20 @@ class CharRNN(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def state_widths(config: ModelConfig) -> tuple[int, ...]:
+    """The last axis of each state part: (L, B, width) each."""
+    if config.cell == "mlstm":
+        d = config.hidden // config.heads
+        return config.hidden, config.heads * d * d, config.hidden, config.heads
+    return (config.hidden,) * STATE_PARTS[config.cell]
+
+
+def memory_part(cell: str) -> int:
+    """The state part that carries the past from one step to the next: h, except in an mLSTM (C; its h is
+    only each block's output). `inspect` measures how far gradients reach back through it."""
+    return 1 if cell == "mlstm" else 0
 
 
 def unpack_state(state: State) -> list[list[Tensor]]:
@@ -162,7 +182,12 @@ class Stepper:
         self.cell = cfg.cell
         self.layers = cfg.layers
         self.hidden = cfg.hidden
+        self.heads = cfg.heads
         folded = fold_for_inference(model)
+        self.head_w, self.head_b = folded["head_w"], folded["head_b"]  # (H, V), (V,)
+        if cfg.cell == "mlstm":
+            self.folded = folded  # its own layout (mlstm.fold)
+            return
         self.table0 = folded["table0"]
         self.w_hh = [folded[f"w_hh.{k}"] for k in range(cfg.layers)]  # (H, G*H)
         self.b_hh = [folded[f"b_hh.{k}"] for k in range(cfg.layers)]
@@ -173,9 +198,7 @@ class Stepper:
         self.w_cat = [torch.cat([self.w_ih[k], self.w_hh[k]]).contiguous() if fused else self.w_ih[k]
                       for k in range(cfg.layers)]
         self.b_cat = [self.b_ih[k] + self.b_hh[k] for k in range(cfg.layers)]
-        self.head_w, self.head_b = folded["head_w"], folded["head_b"]  # (H, V), (V,)
         if cfg.cell == "slstm":
-            self.heads = cfg.heads
             self.r_t = [folded[f"r_t.{k}"] for k in range(cfg.layers)]  # (K, d, 4d)
 
     def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
@@ -185,6 +208,8 @@ class Stepper:
 
     def step_layers(self, ids: Tensor, parts: list[list[Tensor]]) -> Tensor:
         """Advance the per-layer state lists (`unpack_state` form) in place by one character; return logits (B, V)."""
+        if self.cell == "mlstm":
+            return torch.addmm(self.head_b, mlstm_step(self.folded, ids, parts, self.heads), self.head_w)
         x = ids
         hs = parts[0]
         for k in range(self.layers):
@@ -247,8 +272,12 @@ def fold_for_inference(model: CharRNN) -> dict[str, Tensor]:
     - sLSTM: gate columns head-major (head j's i, f, z, o together: column j*4d + g*d + u holds gate g of
       unit j*d + u), `r_t.k` (K, d, 4d) the block-diagonal R per head (h (K, B, d) @ r_t gives R h: K times
       fewer FLOPs than a dense (H, 4H) matrix of zeros), and zero `w_hh.k`/`b_hh.k` (R is applied per head).
+    - mLSTM: `mlstm.fold`'s layout (no w_ih/w_hh: its step is a block, not a gated matmul) and the head.
     """
     cfg, rnn = model.config, model.rnn
+    head = {"head_w": model.head.weight.detach().T.contiguous(), "head_b": model.head.bias.detach().clone()}
+    if isinstance(rnn, MLSTM):
+        return {**mlstm_fold(rnn, model.embedding.weight), **head}
     with torch.no_grad():
         w = _slstm_folded(rnn) if isinstance(rnn, SLSTM) else {n: p.detach() for n, p in rnn.named_parameters()}
         folded: dict[str, Tensor] = {}
@@ -261,9 +290,7 @@ def fold_for_inference(model: CharRNN) -> dict[str, Tensor]:
             folded[f"b_hh.{k}"] = w[f"bias_hh_l{k}"].clone()
             if f"r_t.{k}" in w:
                 folded[f"r_t.{k}"] = w[f"r_t.{k}"]
-        folded["head_w"] = model.head.weight.detach().T.contiguous()
-        folded["head_b"] = model.head.bias.detach().clone()
-    return folded
+    return {**folded, **head}
 
 
 def _slstm_folded(rnn: SLSTM) -> dict[str, Tensor]:

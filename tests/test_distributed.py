@@ -127,6 +127,26 @@ def test_two_processes_match_one_and_only_rank_0_writes(two_process_run: dict) -
 
 
 @pytest.mark.slow
+def test_mlstm_two_processes_match_one_and_keep_the_whole_memory(words_file: Path, tmp_path: Path) -> None:
+    # The mLSTM state is not (L, B, H): C is (L, B, K·d·d) and m (L, B, K). Sharding and gathering go by axis 1.
+    model = [*MODEL[:1], "mlstm", *MODEL[2:]]
+    limits = ["--max-steps", "20", "--eval-every", "10", "--dropout", "0"]
+    single = _run([sys.executable, "-m", "charnn", "train", "words.txt", "--name", "single", *model, *limits], tmp_path)
+    assert single.returncode == 0, single.stderr
+    ddp = _run([*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "charnn", "train", "words.txt", "--name", "ddp",
+                *model, *limits], tmp_path, timeout=180)
+    assert ddp.returncode == 0, ddp.stderr
+    runs = tmp_path / "checkpoints"
+    assert _max_diff(_weights(runs / "single"), _weights(runs / "ddp")) < WEIGHT_TOL
+    for a, b in zip(checkpoint.read_metrics(runs / "single"), checkpoint.read_metrics(runs / "ddp"), strict=True):
+        assert abs(a["val_loss"] - b["val_loss"]) < VAL_TOL
+    one = checkpoint.load_tensors(runs / "single" / checkpoint.LATEST)["state"]
+    two = checkpoint.load_tensors(runs / "ddp" / checkpoint.LATEST)["state"]
+    assert [tuple(s.shape) for s in two] == [(2, 8, 32), (2, 8, 4 * 8 * 8), (2, 8, 32), (2, 8, 4)]
+    assert max((a - b).abs().max().item() for a, b in zip(one, two, strict=True)) < WEIGHT_TOL
+
+
+@pytest.mark.slow
 def test_multinode_on_one_machine_matches_standalone(two_process_run: dict) -> None:
     root = two_process_run["root"]
     port = free_port()

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from charnn import inspector
 from charnn.cli import app
 from charnn.inspector import FEATURES, Correlator, InspectConfig, features, gradient_reach, top_units
-from charnn.model import CharRNN, ModelConfig
+from charnn.model import CharRNN, ModelConfig, memory_part
 from charnn.tokenizer import CharTokenizer
 
 runner = CliRunner()
@@ -66,14 +66,15 @@ def _direct_reach(model: CharRNN, window: torch.Tensor, start: tuple[torch.Tenso
         state = start
         if steps - k > 0:
             _, state = model(window[:, : steps - k], state)  # h_{t-k}: after reading character t - k
-    leaf = state[0].clone().requires_grad_()
-    logits, _ = model(window[:, steps - k : steps], (leaf, *state[1:]))
+    part = memory_part(model.config.cell)  # h, or an mLSTM's matrix memory C
+    leaf = state[part].clone().requires_grad_()
+    logits, _ = model(window[:, steps - k : steps], (*state[:part], leaf, *state[part + 1 :]))
     loss = F.cross_entropy(logits[:, -1], window[:, -1], reduction="sum")
     (grad,) = torch.autograd.grad(loss, leaf)  # (layers, R, H)
     return float(grad.transpose(0, 1).reshape(window.size(0), -1).norm(dim=1).mean())
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "slstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "slstm", "mlstm"])
 def test_gradient_reach_equals_autograd_directly(cell: str) -> None:
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=9, cell=cell, layers=2, hidden=8, embed=4, dropout=0.3)).double()

@@ -6,7 +6,8 @@ import torch
 from charnn.model import STATE_PARTS, CharRNN, ModelConfig, Stepper
 
 
-@pytest.mark.parametrize("cell, heads", [("rnn", 4), ("lstm", 4), ("gru", 4), ("slstm", 4), ("slstm", 1), ("slstm", 3)])
+@pytest.mark.parametrize("cell, heads", [("rnn", 4), ("lstm", 4), ("gru", 4), ("slstm", 4), ("slstm", 1), ("slstm", 3),
+                                         ("mlstm", 4), ("mlstm", 1), ("mlstm", 3)])
 def test_fused_step_matches_the_module(cell: str, heads: int) -> None:
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=11, cell=cell, layers=3, hidden=24, embed=8, heads=heads)).eval()
@@ -40,7 +41,7 @@ def test_layer_by_layer_equals_the_fused_stack(cell: str) -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("cell", ["gru", "slstm"])
+@pytest.mark.parametrize("cell", ["gru", "slstm", "mlstm"])
 def test_locked_dropout_keeps_a_streams_mask_for_the_whole_window(cell: str) -> None:
     torch.manual_seed(0)
     ids = torch.randint(0, 7, (6, 30))

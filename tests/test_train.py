@@ -16,7 +16,7 @@ from charnn.train import TrainConfig
 from tests.conftest import tiny_model, tiny_train, train_run
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "slstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "slstm", "mlstm"])
 def test_learns_a_pattern_and_reloads_identically(pattern_file, cell: str) -> None:
     run_dir = train_run(pattern_file, name=cell, cell=cell, lr=3e-2, max_steps=200, eval_every=50)
     metrics = checkpoint.read_metrics(run_dir)
@@ -38,7 +38,8 @@ def _weights(run_dir):
     return checkpoint.load_tensors(run_dir / checkpoint.LATEST)["model"]
 
 
-@pytest.mark.parametrize("cell, ema, locked", [("lstm", 0.0, False), ("slstm", 0.0, False), ("gru", 0.9, False),
+@pytest.mark.parametrize("cell, ema, locked", [("lstm", 0.0, False), ("slstm", 0.0, False), ("mlstm", 0.0, False),
+                                               ("mlstm", 0.9, True), ("gru", 0.9, False),
                                                ("gru", 0.0, True)])
 def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str, ema: float, locked: bool) -> None:
     # dropout on, so RNG state matters; 22 windows an epoch, so two epoch resets (and offsets) are crossed

@@ -22,6 +22,7 @@ from charnn.cli.root import (
     set_threads,
 )
 from charnn.lineage import check_architecture
+from charnn.model import HEADED
 from charnn.recipe import AMP_MIN_GAIN, Request, configs, fine_tune_recipe
 
 
@@ -41,8 +42,9 @@ def train_cmd(
              "--eval-every 100, the parent's --dropout."),
     name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir (default: corpus name + timestamp)."),
     cell: str = typer.Option(
-        None, "--cell", help="Recurrent cell: rnn (Elman tanh), lstm, gru or slstm (xLSTM) (default: gru)."),
-    heads: int = typer.Option(None, "--heads", help="sLSTM only: heads of the block-diagonal recurrence (default: 4)."),
+        None, "--cell", help="Recurrent cell: rnn (Elman tanh), lstm, gru, slstm or mlstm (xLSTM's two) (default: gru)."),
+    heads: int = typer.Option(None, "--heads", help="slstm and mlstm only: heads of the block-diagonal "
+                              "recurrence (slstm) or matrix memories (mlstm) (default: 4)."),
     layers: int = typer.Option(None, "--layers", help="Stacked recurrent layers (default: 2, or by --time)."),
     hidden: int = typer.Option(None, "--hidden", help="Hidden units per layer (default: 384, or by --time)."),
     embed: int = typer.Option(None, "--embed", help="Character embedding size (default: 64, or by --time)."),
@@ -134,9 +136,9 @@ def train_cmd(
         if parent is not None:
             check_architecture(parent, {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed,
                                         "heads": heads})
-        elif heads is not None and (cell or "gru") != "slstm":
-            raise typer.BadParameter(f"--heads applies to --cell slstm only (this run's cell is {cell or 'gru'}) — "
-                                     "drop --heads or add --cell slstm")
+        elif heads is not None and (cell or "gru") not in HEADED:
+            raise typer.BadParameter(f"--heads applies to --cell slstm and mlstm only (this run's cell is "
+                                     f"{cell or 'gru'}) — drop --heads or add --cell slstm or --cell mlstm")
         budgeted = seconds is not None
         if seconds is None and max_steps is None and epochs is None:
             seconds = 600.0

@@ -1,0 +1,242 @@
+"""The mLSTM of xLSTM: a matrix memory per head, trained in parallel over the window.
+
+Beck et al., 2024, "xLSTM: Extended Long Short-Term Memory" (section 2.3, appendix B). Per head of
+width d, from the step's query q, key k (already scaled by 1/√d), value v (each (d,)) and the scalar
+gate pre-activations ĩ, f̃:
+
+    m_t = max(log σ(f̃_t) + m_{t-1}, ĩ_t)                     the stabiliser, as in the sLSTM
+    i' = exp(ĩ_t - m_t)    f' = exp(log σ(f̃_t) + m_{t-1} - m_t)   (both ≤ 1: nothing overflows)
+    C_t = f' C_{t-1} + i' v_t k_tᵀ   (d, d)      n_t = f' n_{t-1} + i' k_t   (d,)
+    h̃_t = C_t q_t / max(|n_tᵀ q_t|, exp(-m_t))
+
+C and n are kept scaled by exp(-m): the true memory is C·exp(m), and h̃ above is exactly the paper's
+C q / max(|nᵀq|, 1) of the true memory, whatever m is. A fresh state is all zeros (m = 0 is as good a
+stabiliser as any for a zero memory).
+
+The gates do not read h, so the recurrence unrolls. With F_t = Σ_{u≤t} log σ(f̃_u) over the window,
+step s reaches step t (s ≤ t) with log-weight D_ts = F_t - F_s + ĩ_s and the carried memory with
+F_t + m_0; the stabiliser is m_t = max(F_t + m_0, max_s D_ts), the very m_t of the recurrence. So a
+window is a causal, gated attention (`parallel`, T×T per head) plus the carried memory's share, and
+the memory after it is a weighted sum (`parallel` returns it too). `recurrent_step` is the same
+function one character at a time; `chunked` runs long inputs as windows of at most CHUNK steps.
+
+The block around the cell (`MLSTM`, per layer, input u of width `in`) is the paper's pre-up-projection
+mLSTM block without the causal convolution (it would add a fourth carried state):
+
+    z = LayerNorm(u);  a, g = split(W_up z)               two branches of width H (no bias)
+    a' = SiLU(a);      q, k, v, ĩ, f̃ = W a' + b           q, k, v (H each, heads of d = H/K), ĩ, f̃ (K each)
+    y = (HeadNorm(h̃) + s ⊙ a') ⊙ SiLU(g)                  per-head LayerNorm, the learnable skip s, the
+                                                           output gate SiLU(g)
+    out = u + W_down y   (just W_down y in layer 0, whose input is the embedding)
+
+and after the last layer a LayerNorm. Per layer and character that is 6H² multiply-adds at in = H, a
+GRU layer's count, plus the window's attention (2·T·H) and the memory (2·H·d).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from charnn.cells import locked_dropout
+
+MState = tuple[Tensor, Tensor, Tensor]  # C (B, K, d, d), n (B, K, d), m (B, K): one layer's memory
+CHUNK = 256  # the longest window `parallel` runs at once: its T×T weights per head bound the memory
+
+
+def recurrent_step(q: Tensor, k: Tensor, v: Tensor, i_raw: Tensor, f_raw: Tensor,
+                   state: MState) -> tuple[Tensor, MState]:
+    """One step: q, k, v (B, K, d), ĩ, f̃ (B, K), state C (B, K, d, d), n (B, K, d), m (B, K) -> h̃ (B, K, d), state."""
+    c, n, m = state
+    log_f_m = F.logsigmoid(f_raw) + m
+    m_new = torch.maximum(log_f_m, i_raw)
+    i = torch.exp(i_raw - m_new)
+    f = torch.exp(log_f_m - m_new)
+    c = f[..., None, None] * c + i[..., None, None] * (v[..., :, None] * k[..., None, :])  # C + i' v kᵀ
+    n = f[..., None] * n + i[..., None] * k
+    den = (n * q).sum(-1).abs()  # |nᵀq|: (B, K)
+    h = (c @ q[..., None]).squeeze(-1) / torch.maximum(den, torch.exp(-m_new))[..., None]
+    return h, (c, n, m_new)
+
+
+def parallel(q: Tensor, k: Tensor, v: Tensor, i_raw: Tensor, f_raw: Tensor,
+             state: MState) -> tuple[Tensor, MState]:
+    """A whole window at once: q, k, v (B, K, T, d), ĩ, f̃ (B, K, T), state as `recurrent_step`'s.
+
+    Returns h̃ (B, K, T, d) and the state after step T: the same numbers as T recurrent steps.
+    """
+    c0, n0, m0 = state
+    steps = q.size(2)
+    cum = F.logsigmoid(f_raw).cumsum(-1)  # F_t: (B, K, T)
+    log_d = cum[..., :, None] - cum[..., None, :] + i_raw[..., None, :]  # D_ts: (B, K, T, T), row t, column s
+    future = torch.ones(steps, steps, dtype=torch.bool, device=q.device).triu(1)
+    log_d = log_d.masked_fill(future, float("-inf"))
+    log_0 = cum + m0[..., None]  # the carried memory's log-weight at each step: (B, K, T)
+    m = torch.maximum(log_d.amax(-1), log_0)  # (B, K, T)
+    w = torch.exp(log_d - m[..., None])  # (B, K, T, T), ≤ 1
+    w0 = torch.exp(log_0 - m)  # (B, K, T), ≤ 1
+    scores = (q @ k.transpose(-1, -2)) * w  # i'-and-f'-weighted qᵀk: (B, K, T, T)
+    num = scores @ v + w0[..., None] * (q @ c0.transpose(-1, -2))  # Σ_s w_ts (q_tᵀk_s) v_s + w0_t C0 q_t
+    den = scores.sum(-1) + w0 * (q @ n0[..., None]).squeeze(-1)  # nᵀq: (B, K, T)
+    h = num / torch.maximum(den.abs(), torch.exp(-m))[..., None]
+    last, last0 = w[..., -1, :], w0[..., -1]  # each step's weight in the final memory: (B, K, T), (B, K)
+    c = (v * last[..., None]).transpose(-1, -2) @ k + last0[..., None, None] * c0  # Σ_s w_s v_s k_sᵀ: (B, K, d, d)
+    n = (k * last[..., None]).sum(-2) + last0[..., None] * n0
+    return h, (c, n, m[..., -1])
+
+
+def chunked(q: Tensor, k: Tensor, v: Tensor, i_raw: Tensor, f_raw: Tensor, state: MState,
+            chunk: int = CHUNK) -> tuple[Tensor, MState]:
+    """`parallel` over windows of at most `chunk` steps, the memory carried between them (a long prime)."""
+    if q.size(2) <= chunk:
+        return parallel(q, k, v, i_raw, f_raw, state)
+    outs = []
+    for s in range(0, q.size(2), chunk):
+        span = slice(s, s + chunk)
+        h, state = parallel(q[:, :, span], k[:, :, span], v[:, :, span], i_raw[:, :, span], f_raw[:, :, span], state)
+        outs.append(h)
+    return torch.cat(outs, dim=2), state
+
+
+class MLSTM(nn.Module):
+    """Stacked mLSTM blocks, `(x (B, T, E), state) -> (out (B, T, H), state)` like the other stacks.
+
+    The state is four (layers, B, ·) tensors, so it shards, saves and batches like every cell's:
+    h (L, B, H) each block's output, C (L, B, K·d·d), n (L, B, H) and m (L, B, K). Only C, n and m
+    carry the past; h is kept for the stepping form's readers (`inspect`).
+    """
+
+    def __init__(self, input_size: int, hidden: int, num_layers: int, heads: int, dropout: float = 0.0,
+                 locked: bool = False):
+        super().__init__()
+        self.locked = locked  # one dropout mask per stream for the whole window (cells.locked_dropout)
+        assert hidden % heads == 0, "ModelConfig.validate checks --heads before a model is built"
+        self.hidden, self.num_layers, self.heads, self.dropout = hidden, num_layers, heads, dropout
+        self.d = hidden // heads
+        sizes = [input_size] + [hidden] * (num_layers - 1)
+        self.norm = nn.ModuleList(nn.LayerNorm(size) for size in sizes)
+        self.up = nn.ModuleList(nn.Linear(size, 2 * hidden, bias=False) for size in sizes)
+        self.qkvg = nn.ModuleList(nn.Linear(hidden, 3 * hidden + 2 * heads) for _ in sizes)
+        self.head_norm = nn.ParameterList(nn.Parameter(torch.ones(hidden)) for _ in sizes)
+        self.skip = nn.ParameterList(nn.Parameter(torch.ones(hidden)) for _ in sizes)
+        self.down = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in sizes)
+        self.final_norm = nn.LayerNorm(hidden)
+        with torch.no_grad():
+            for k in range(num_layers):
+                linear = self.qkvg[k]
+                assert isinstance(linear, nn.Linear)
+                linear.bias.zero_()
+                # Gates start from their biases (the paper's init): forget gates open, more so in later heads
+                # (σ(3..6) ≈ 0.95..0.998), input gates at exp(0) = 1.
+                linear.weight[3 * hidden :].zero_()
+                linear.bias[3 * hidden + heads :] = torch.linspace(3.0, 6.0, heads)
+                down = self.down[k]
+                assert isinstance(down, nn.Linear)
+                down.weight.mul_(1 / math.sqrt(2 * num_layers))  # a residual stream of L blocks stays near unit size
+
+    def state_widths(self) -> tuple[int, int, int, int]:
+        return self.hidden, self.heads * self.d * self.d, self.hidden, self.heads
+
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> tuple[Tensor, ...]:
+        return tuple(torch.zeros(self.num_layers, batch, w, device=device) for w in self.state_widths())
+
+    def split_heads(self, t: Tensor) -> Tensor:
+        """(B, T, H) -> (B, K, T, d)."""
+        return t.unflatten(-1, (self.heads, self.d)).transpose(1, 2)
+
+    def forward(self, x: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        batch = x.size(0)
+        if state is None:
+            state = self.init_state(batch, x.device)
+        K, d = self.heads, self.d
+        finals: list[tuple[Tensor, ...]] = []
+        u = x
+        for k in range(self.num_layers):
+            a, g = self.up[k](self.norm[k](u)).chunk(2, dim=-1)  # (B, T, H) each
+            a = F.silu(a)
+            q, key, v, gates = self.qkvg[k](a).split([self.hidden] * 3 + [2 * K], dim=-1)
+            # The cell in fp32 (or finer) even under bf16 autocast: the cumulative log-gates and exponents need it.
+            cell = torch.promote_types(x.dtype, torch.float32)
+            i_raw, f_raw = gates.transpose(1, 2).to(cell).chunk(2, dim=1)  # (B, K, T) each
+            memory = (state[1][k].view(batch, K, d, d).to(cell), state[2][k].view(batch, K, d).to(cell),
+                      state[3][k].to(cell))
+            with torch.autocast(x.device.type, enabled=False):
+                h, (c, n, m) = chunked(self.split_heads(q).to(cell), self.split_heads(key).to(cell) / math.sqrt(d),
+                                       self.split_heads(v).to(cell), i_raw, f_raw, memory)
+            y = (self.norm_heads(h.transpose(1, 2), k) + self.skip[k] * a) * F.silu(g)  # (B, T, H)
+            out = self.down[k](y)
+            if self.dropout and self.training and k < self.num_layers - 1:
+                out = locked_dropout(out, self.dropout) if self.locked else F.dropout(out, self.dropout, training=True)
+            u = out if k == 0 else u + out
+            finals.append((u[:, -1].to(cell), c.flatten(1), n.flatten(1), m))
+        parts = tuple(torch.stack(layer_parts) for layer_parts in zip(*finals, strict=True))
+        return self.final_norm(u), parts
+
+    def norm_heads(self, h: Tensor, k: int) -> Tensor:
+        """Per-head LayerNorm (no bias) of h̃ (B, T, K, d) -> (B, T, H), scaled by layer k's weight."""
+        return F.layer_norm(h, (self.d,)).flatten(-2).to(self.skip[k].dtype) * self.head_norm[k]
+
+
+def fold(stack: MLSTM, embedding: Tensor) -> dict[str, Tensor]:
+    """The weights of the one-character step (`step`), folded for it; `model.fold_for_inference` adds the head.
+
+    - `table0` (V, 2H): layer 0's W_up LayerNorm(embedding) for every character: its first two ops as one lookup.
+    - per layer k: `norm_w.k`, `norm_b.k` (H,) and `up.k` (H, 2H) above layer 0; `qkvg_w.k` (H, 3H + 2K) and
+      `qkvg_b.k` with the key's columns already scaled by 1/√d; `head_norm.k`, `skip.k` (H,); `down.k` (H, H).
+    - `final_w`, `final_b` (H,): the LayerNorm after the last block.
+    All transposed for x @ W.
+    """
+    H, K, d = stack.hidden, stack.heads, stack.d
+    scale = torch.ones(3 * H + 2 * K)
+    scale[H : 2 * H] = 1 / math.sqrt(d)
+    out: dict[str, Tensor] = {}
+    with torch.no_grad():
+        for k in range(stack.num_layers):
+            norm, up, qkvg, down = stack.norm[k], stack.up[k], stack.qkvg[k], stack.down[k]
+            assert isinstance(norm, nn.LayerNorm) and isinstance(up, nn.Linear)
+            assert isinstance(qkvg, nn.Linear) and isinstance(down, nn.Linear)
+            if k == 0:
+                out["table0"] = (norm(embedding.detach()) @ up.weight.detach().T).contiguous()  # (V, 2H)
+            else:
+                out[f"norm_w.{k}"], out[f"norm_b.{k}"] = norm.weight.detach().clone(), norm.bias.detach().clone()
+                out[f"up.{k}"] = up.weight.detach().T.contiguous()
+            s = scale.to(qkvg.weight.device)
+            out[f"qkvg_w.{k}"] = (qkvg.weight.detach().T * s).contiguous()
+            out[f"qkvg_b.{k}"] = qkvg.bias.detach() * s
+            out[f"head_norm.{k}"] = stack.head_norm[k].detach().clone()
+            out[f"skip.{k}"] = stack.skip[k].detach().clone()
+            out[f"down.{k}"] = down.weight.detach().T.contiguous()
+        out["final_w"] = stack.final_norm.weight.detach().clone()
+        out["final_b"] = stack.final_norm.bias.detach().clone()
+    return out
+
+
+def step(folded: dict[str, Tensor], ids: Tensor, parts: list[list[Tensor]], heads: int) -> Tensor:
+    """Advance the stepping-form state (h, C, n, m; per layer (B, ·)) in place by the characters `ids` (B,);
+    return the last block's output after the final LayerNorm (B, H): what the head reads."""
+    layers = len(parts[0])
+    x: Tensor = ids
+    for k in range(layers):
+        batch = parts[0][k].size(0)
+        if k == 0:
+            a, g = folded["table0"][ids].chunk(2, dim=1)  # (B, H) each
+        else:
+            z = F.layer_norm(x, x.shape[-1:], folded[f"norm_w.{k}"], folded[f"norm_b.{k}"])
+            a, g = (z @ folded[f"up.{k}"]).chunk(2, dim=1)
+        hidden = a.size(1)
+        d = hidden // heads
+        a = F.silu(a)
+        q, key, v, gates = torch.addmm(folded[f"qkvg_b.{k}"], a, folded[f"qkvg_w.{k}"]).split([hidden] * 3 + [2 * heads], 1)
+        i_raw, f_raw = gates.chunk(2, dim=1)  # (B, K) each
+        memory = (parts[1][k].view(batch, heads, d, d), parts[2][k].view(batch, heads, d), parts[3][k])
+        h, (c, n, m) = recurrent_step(q.view(batch, heads, d), key.view(batch, heads, d), v.view(batch, heads, d),
+                                      i_raw, f_raw, memory)
+        normed = F.layer_norm(h, (d,)).flatten(1) * folded[f"head_norm.{k}"]
+        y = (normed + folded[f"skip.{k}"] * a) * F.silu(g)
+        out = y @ folded[f"down.{k}"]
+        x = out if k == 0 else x + out
+        parts[0][k], parts[1][k], parts[2][k], parts[3][k] = x, c.flatten(1), n.flatten(1), m
+    return F.layer_norm(x, x.shape[-1:], folded["final_w"], folded["final_b"])
