@@ -35,7 +35,7 @@ TOKENS_PER_PARAM = 2.65
 # (layers, hidden, embed): smallest first. The big ones only win with a GPU's speed.
 CANDIDATES = [(2, 256, 64), (2, 320, 64), (2, 384, 64), (2, 512, 64), (3, 512, 128), (3, 768, 128), (3, 1024, 128)]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3, "slstm": 4}
-HEADS = 4  # slstm's default --heads: its R is block-diagonal, so R h costs 1/HEADS of a dense one
+HEADS = 4  # slstm's and mlstm's default --heads: its R is block-diagonal, so R h costs 1/HEADS of a dense one
 # Batch sizes the recipe weighs, largest first. Half the streams give twice the updates for the same
 # characters (-0.024 nats at 4m on 2 CPU cores, RECIPES.md #35, #38-40), which is worth it while the smaller batch
 # keeps enough of the speed. Fewer characters cost less than that: at 4m about 0.04 nats per e-fold (#57-59,
@@ -203,6 +203,11 @@ def _params(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> int:
 def _cost(cell: str, layers: int, hidden: int, embed: int, vocab: int, per_layer: float = 0.0) -> float:
     """Work per character, in multiply-adds: input and recurrent gate matmuls plus the head, and `per_layer`
     (this machine's, from `per_layer_cost`) for each layer."""
+    if cell == "mlstm":
+        # Per block: up-projection 2·H·in; q, k, v and gates (3H + 2K)·H; down H²; the window's attention 2·T·H;
+        # the carried memory read (C q, nᵀq) and written (Σ v kᵀ, Σ k): 2·H·d + H, spread over the window.
+        block = (4 * hidden + 2 * HEADS + 2 * Recipe.seq_len + 2 * hidden // HEADS + 1) * hidden
+        return 2 * hidden * embed + (layers - 1) * 2 * hidden * hidden + layers * block + hidden * vocab + per_layer * layers
     g = GATES[cell]
     recurrent = g * hidden * hidden // (HEADS if cell == "slstm" else 1)
     return g * hidden * embed + (layers - 1) * g * hidden * hidden + layers * recurrent + hidden * vocab + per_layer * layers

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from charnn import api, checkpoint
 from charnn.cli import app
 from charnn.export import onnx as onnx_export
-from charnn.model import CharRNN, ModelConfig, Stepper, fold_for_inference
+from charnn.model import CharRNN, ModelConfig, Stepper, fold_for_inference, state_widths
 from tests.conftest import train_run
 
 runner = CliRunner()
@@ -37,7 +37,7 @@ def onnx_greedy(folder: Path, prime: str, length: int) -> str:
     meta = json.loads((folder / "charnn-model.json").read_text(encoding="utf-8"))
     run = onnx_export.session(folder / meta["model"])
     index = {c: i for i, c in enumerate(meta["vocabulary"])}
-    state = {n: np.zeros((meta["layers"], 1, meta["hidden"]), np.float32) for n in meta["state"]["names"]}
+    state = {i["name"]: np.zeros([1 if s == "batch" else s for s in i["shape"]], np.float32) for i in meta["inputs"][1:]}
     for c in prime:
         logits, *out = run.run(None, {"ids": np.array([index[c]], np.int64), **state})
         state = dict(zip(state, out, strict=True))
@@ -50,7 +50,7 @@ def onnx_greedy(folder: Path, prime: str, length: int) -> str:
     return text
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "slstm"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "slstm", "mlstm"])
 def test_onnx_export_is_the_model_for_every_cell(words_file: Path, tmp_path: Path, cell: str) -> None:
     train_run(words_file, name="r", cell=cell, max_steps=40, eval_every=20)
     out = cli("export", "r", "--format", "onnx", "--out", str(tmp_path / "r-onnx"))
@@ -66,9 +66,10 @@ def test_onnx_export_is_the_model_for_every_cell(words_file: Path, tmp_path: Pat
     assert [i["name"] for i in meta["inputs"]] == ["ids", *meta["state"]["names"]]
 
 
-def test_onnx_graph_takes_any_batch_and_matches_the_stepper() -> None:
+@pytest.mark.parametrize("cell", ["slstm", "mlstm"])
+def test_onnx_graph_takes_any_batch_and_matches_the_stepper(cell: str) -> None:
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=30, cell="slstm", layers=2, hidden=24, embed=8, heads=3)).eval()
+    model = CharRNN(ModelConfig(vocab_size=30, cell=cell, layers=2, hidden=24, embed=8, heads=3)).eval()
     import onnx
 
     path = Path("step.onnx")
@@ -77,7 +78,7 @@ def test_onnx_graph_takes_any_batch_and_matches_the_stepper() -> None:
     stepper = Stepper(model)
     for batch in (1, 5):
         ids = torch.randint(0, 30, (batch,))
-        state = tuple(torch.randn(2, batch, 24).abs() for _ in range(4))  # n > 0: a state in use
+        state = tuple(torch.randn(2, batch, w).abs() for w in state_widths(model.config))  # n > 0: a state in use
         with torch.inference_mode():
             logits, new = stepper.step(ids, state)
         got = run.run(None, {"ids": ids.numpy(), **{n: s.numpy() for n, s in zip("hcnm", state, strict=True)}})

@@ -93,6 +93,27 @@ def test_web_export_generates_in_the_browser(browser, served: tuple[str, Path], 
 
 
 @pytest.mark.slow
+def test_web_export_of_an_mlstm_generates_the_same_greedy_text(browser, served: tuple[str, Path],
+                                                                words_file: Path) -> None:
+    # An mLSTM's state parts are not (L, B, H) (its matrix memory is (L, B, K·d·d)): the page reads their shapes.
+    url, folder = served
+    train_run(words_file, name="m", cell="mlstm", max_steps=40, eval_every=20)
+    result = runner.invoke(app, ["export", "m", "--format", "web", "--out", str(folder)])
+    assert result.exit_code == 0, result.output
+    problems: list[str] = []
+    page, blocked = open_page(browser, url, problems)
+    assert "MLSTM 2×32" in (page.text_content("#facts") or "")
+    page.fill("#prime", "the dog")
+    page.fill("#temperature", "0")
+    page.fill("#length", "150")
+    page.click("#generate")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=60_000)
+    expected = runner.invoke(app, ["sample", "m", "--prime", "the dog", "--temperature", "0", "--length", "150"]).output
+    assert page.text_content("#output") == expected.rstrip("\n")
+    assert problems == [] and blocked == []
+
+
+@pytest.mark.slow
 def test_web_export_opened_as_a_file_says_how_to_serve_it(browser, words_file: Path, tmp_path: Path) -> None:
     train_run(words_file, name="r", max_steps=10, eval_every=5)
     assert runner.invoke(app, ["export", "r", "--format", "web", "--out", str(tmp_path / "site")]).exit_code == 0

@@ -88,6 +88,22 @@ def test_a_bigger_model_is_costed_by_the_measured_scale_not_multiply_adds_alone(
         CANDIDATES.index((fitted.layers, fitted.hidden, fitted.embed))
 
 
+@pytest.mark.parametrize("size", [PROBE, SCALE_PROBE, (3, 512, 128)])
+def test_the_mlstm_cost_is_the_multiply_adds_its_forward_does(size: tuple[int, int, int]) -> None:
+    # The mLSTM's work per character grows with the window (its attention) unlike a recurrent cell's, so the
+    # recipe's cost must count it: checked against the multiply-adds PyTorch counts in a forward window.
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from charnn.model import CharRNN, ModelConfig
+
+    model = CharRNN(ModelConfig(vocab_size=65, cell="mlstm", layers=size[0], hidden=size[1], embed=size[2]))
+    ids = torch.zeros(2, Recipe.seq_len, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        model(ids, model.init_state(2))
+    assert counter.get_total_flops() / 2 / ids.numel() == _cost("mlstm", *size, 65)
+
+
 def test_bf16_only_where_the_probe_found_it_clearly_faster_over_the_batches() -> None:
     assert pick_amp({(64, False): 16_000, (64, True): 20_000, (32, False): 13_000, (32, True): 16_500})  # 1.25x
     # 2 Zen 4 cores: 1.36x at 64, and a noisy 1.12x at 32 (RECIPES.md #87) must not flip the run to fp32.

@@ -3,6 +3,7 @@
 The graph computes exactly `model.Stepper.step` from the same folded weights (`fold_for_inference`):
 
     inputs   ids (B,) int64, and the state: h (L, B, H) [, c (L, B, H)]          lstm: h, c; slstm: h, c, n, m
+                                                                                 mlstm: h, c (L, B, K·d·d), n, m (L, B, K)
     outputs  logits (B, V) float32, and the new state: h_out [, c_out, ...]     same shapes as the inputs
 
 B is a dynamic axis. Built with `onnx.helper` rather than traced, so every cell (sLSTM's stabilised
@@ -22,10 +23,11 @@ from torch import Tensor
 
 from charnn.errors import ExportError
 from charnn.export import Exported
-from charnn.model import STATE_PARTS, ModelConfig, fold_for_inference
+from charnn.model import HEADED, STATE_PARTS, ModelConfig, fold_for_inference, state_widths
 
 OPSET = 17
-PART_NAMES = {1: ("h",), 2: ("h", "c"), 4: ("h", "c", "n", "m")}
+LN_EPS = 1e-5  # torch.nn.LayerNorm's and F.layer_norm's default
+PART_NAMES = {1: ("h",), 2: ("h", "c"), 4: ("h", "c", "n", "m")}  # an mLSTM's c is its matrix memory C
 
 
 def state_names(cell: str) -> tuple[str, ...]:
@@ -73,45 +75,108 @@ def build(folded: dict[str, Tensor], config: ModelConfig) -> Any:
     import onnx
 
     g = _Graph(onnx)
-    H, L, V = config.hidden, config.layers, config.vocab_size
+    L, V = config.layers, config.vocab_size
     parts = state_names(config.cell)
+    layer = _mlstm_layer if config.cell == "mlstm" else _gated_layer
     new_parts: dict[str, list[str]] = {p: [] for p in parts}
     x = "ids"
     for k in range(L):
         index = g.ints(f"layer_{k}", [k])
-        old = {p: g.op("Squeeze", g.op("Gather", p, index, axis=0), g.ints("axis0", [0])) for p in parts}  # (B, H)
-        if k == 0:
-            pre = g.op("Gather", g.weight("table0", folded["table0"]), x, axis=0)  # (B, G*H): x W + b, one lookup
-        else:
-            pre = g.affine(x, g.weight(f"w_ih_{k}", folded[f"w_ih.{k}"]), g.weight(f"b_ih_{k}", folded[f"b_ih.{k}"]))
-        if config.cell == "slstm":
-            new = _slstm_layer(g, folded, k, pre, old, config)
-        elif config.cell == "gru":
-            new = _gru_layer(g, folded, k, pre, old["h"], H)
-        else:
-            rec = g.op("MatMul", old["h"], g.weight(f"w_hh_{k}", folded[f"w_hh.{k}"]))
-            if k:  # layer 0's table already holds both biases
-                rec = g.op("Add", rec, g.weight(f"b_hh_{k}", folded[f"b_hh.{k}"]))
-            gates = g.op("Add", pre, rec)  # (B, G*H)
-            new = _lstm_layer(g, gates, old["c"], H) if config.cell == "lstm" else {"h": g.op("Tanh", gates)}
+        old = {p: g.op("Squeeze", g.op("Gather", p, index, axis=0), g.ints("axis0", [0])) for p in parts}  # (B, ·)
+        new = layer(g, folded, k, x, old, config)
         for p in parts:
-            new_parts[p].append(g.op("Unsqueeze", new[p], g.ints("axis0", [0])))  # (1, B, H)
+            new_parts[p].append(g.op("Unsqueeze", new[p], g.ints("axis0", [0])))  # (1, B, ·)
         x = new["h"]
+    if config.cell == "mlstm":  # the LayerNorm after the last block
+        x = g.op("LayerNormalization", x, g.weight("final_w", folded["final_w"]), g.weight("final_b", folded["final_b"]),
+                 axis=-1, epsilon=LN_EPS)
     g.op("Add", g.op("MatMul", x, g.weight("head_w", folded["head_w"])), g.weight("head_b", folded["head_b"]))
     g.nodes[-1].output[0] = "logits"
     for p in parts:
         g.nodes.append(onnx.helper.make_node("Concat", new_parts[p], [f"{p}_out"], axis=0))
     f32, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+    widths = state_widths(config)
     inputs = [onnx.helper.make_tensor_value_info("ids", i64, ["batch"])] + \
-        [onnx.helper.make_tensor_value_info(p, f32, [L, "batch", H]) for p in parts]
+        [onnx.helper.make_tensor_value_info(p, f32, [L, "batch", w]) for p, w in zip(parts, widths, strict=True)]
     outputs = [onnx.helper.make_tensor_value_info("logits", f32, ["batch", V])] + \
-        [onnx.helper.make_tensor_value_info(f"{p}_out", f32, [L, "batch", H]) for p in parts]
+        [onnx.helper.make_tensor_value_info(f"{p}_out", f32, [L, "batch", w]) for p, w in zip(parts, widths, strict=True)]
     graph = onnx.helper.make_graph(g.nodes, f"charnn_{config.cell}_step", inputs, outputs, g.inits)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
                                    producer_name="charnn")
     model.ir_version = 8  # readable by onnxruntime >= 1.14 and onnxruntime-web
     onnx.checker.check_model(model)
     return model
+
+
+def _gated_layer(g: _Graph, folded: dict[str, Tensor], k: int, x: str, old: dict[str, str],
+                 config: ModelConfig) -> dict[str, str]:
+    """Layer k of an rnn, lstm, gru or slstm: input x (ids at layer 0, else (B, H_in)) -> the new state parts."""
+    H = config.hidden
+    if k == 0:
+        pre = g.op("Gather", g.weight("table0", folded["table0"]), x, axis=0)  # (B, G*H): x W + b, one lookup
+    else:
+        pre = g.affine(x, g.weight(f"w_ih_{k}", folded[f"w_ih.{k}"]), g.weight(f"b_ih_{k}", folded[f"b_ih.{k}"]))
+    if config.cell == "slstm":
+        return _slstm_layer(g, folded, k, pre, old, config)
+    if config.cell == "gru":
+        return _gru_layer(g, folded, k, pre, old["h"], H)
+    rec = g.op("MatMul", old["h"], g.weight(f"w_hh_{k}", folded[f"w_hh.{k}"]))
+    if k:  # layer 0's table already holds both biases
+        rec = g.op("Add", rec, g.weight(f"b_hh_{k}", folded[f"b_hh.{k}"]))
+    gates = g.op("Add", pre, rec)  # (B, G*H)
+    return _lstm_layer(g, gates, old["c"], H) if config.cell == "lstm" else {"h": g.op("Tanh", gates)}
+
+
+def _log_sigmoid(g: _Graph, t: str) -> str:
+    """log σ(t) = min(t, 0) - log(1 + exp(-|t|)): exact and overflow-free for any t."""
+    one, zero = g.const("one", np.array(1.0, np.float32)), g.const("zero", np.array(0.0, np.float32))
+    softplus_neg_abs = g.op("Log", g.op("Add", one, g.op("Exp", g.op("Neg", g.op("Abs", t)))))
+    return g.op("Sub", g.op("Min", t, zero), softplus_neg_abs)
+
+
+def _silu(g: _Graph, t: str) -> str:
+    return g.op("Mul", t, g.op("Sigmoid", t))
+
+
+def _mlstm_layer(g: _Graph, folded: dict[str, Tensor], k: int, x: str, old: dict[str, str],
+                 config: ModelConfig) -> dict[str, str]:
+    """Block k of an mLSTM (mlstm.step): x ids at layer 0, else (B, H); state h (B, H), c (B, K·d·d), n (B, H), m (B, K)."""
+    H, K = config.hidden, config.heads
+    d = H // K
+    if k == 0:
+        ag = g.op("Gather", g.weight("table0", folded["table0"]), x, axis=0)  # (B, 2H): W_up LayerNorm(embedding)
+    else:
+        z = g.op("LayerNormalization", x, g.weight(f"norm_w_{k}", folded[f"norm_w.{k}"]),
+                 g.weight(f"norm_b_{k}", folded[f"norm_b.{k}"]), axis=-1, epsilon=LN_EPS)
+        ag = g.op("MatMul", z, g.weight(f"up_{k}", folded[f"up.{k}"]))
+    a, gate = g.split(ag, 2, H, axis=1)
+    a = _silu(g, a)
+    qkvg = g.affine(a, g.weight(f"qkvg_w_{k}", folded[f"qkvg_w.{k}"]), g.weight(f"qkvg_b_{k}", folded[f"qkvg_b.{k}"]))
+    q, key, v, i_raw, f_raw = g.op("Split", qkvg, g.ints(f"qkvg_split_{H}_{K}", [H, H, H, K, K]), outputs=5, axis=1)
+    heads = g.ints(f"mlstm_heads_{d}", [0, K, d])  # (B, H) -> (B, K, d)
+    q, key, v, n = (g.op("Reshape", t, heads) for t in (q, key, v, old["n"]))
+    c = g.op("Reshape", old["c"], g.ints(f"mlstm_memory_{d}", [0, K, d, d]))  # (B, K, d, d)
+    last = g.ints("axis_last", [-1])
+    log_f_m = g.op("Add", _log_sigmoid(g, f_raw), old["m"])  # (B, K)
+    m_new = g.op("Max", log_f_m, i_raw)
+    i = g.op("Unsqueeze", g.op("Exp", g.op("Sub", i_raw, m_new)), last)  # (B, K, 1)
+    f = g.op("Unsqueeze", g.op("Exp", g.op("Sub", log_f_m, m_new)), last)
+    outer = g.op("Mul", g.op("Unsqueeze", v, last), g.op("Unsqueeze", key, g.ints("axis_minus2", [-2])))  # v kᵀ
+    c_new = g.op("Add", g.op("Mul", g.op("Unsqueeze", f, last), c), g.op("Mul", g.op("Unsqueeze", i, last), outer))
+    n_new = g.op("Add", g.op("Mul", f, n), g.op("Mul", i, key))  # (B, K, d)
+    den = g.op("Abs", g.op("ReduceSum", g.op("Mul", n_new, q), last, keepdims=1))  # |nᵀq|: (B, K, 1)
+    floor = g.op("Unsqueeze", g.op("Exp", g.op("Neg", m_new)), last)
+    read = g.op("Squeeze", g.op("MatMul", c_new, g.op("Unsqueeze", q, last)), last)  # C q: (B, K, d)
+    h = g.op("Div", read, g.op("Max", den, floor))
+    ones, zeros = g.const(f"ones_{d}", np.ones(d, np.float32)), g.const(f"zeros_{d}", np.zeros(d, np.float32))
+    flat = g.ints("flat", [0, -1])
+    normed = g.op("Reshape", g.op("LayerNormalization", h, ones, zeros, axis=-1, epsilon=LN_EPS), flat)  # (B, H)
+    normed = g.op("Mul", normed, g.weight(f"head_norm_{k}", folded[f"head_norm.{k}"]))
+    skip = g.op("Mul", a, g.weight(f"skip_{k}", folded[f"skip.{k}"]))
+    y = g.op("Mul", g.op("Add", normed, skip), _silu(g, gate))
+    out = g.op("MatMul", y, g.weight(f"down_{k}", folded[f"down.{k}"]))
+    stream = out if k == 0 else g.op("Add", x, out)
+    return {"h": stream, "c": g.op("Reshape", c_new, flat), "n": g.op("Reshape", n_new, flat), "m": m_new}
 
 
 def _lstm_layer(g: _Graph, gates: str, c: str, H: int) -> dict[str, str]:
@@ -146,10 +211,7 @@ def _slstm_layer(g: _Graph, folded: dict[str, Tensor], k: int, pre: str, old: di
     gates = g.op("Add", to_heads(pre, 4 * d), g.op("MatMul", to_heads(old["h"], d), r_t))  # (K, B, 4d)
     i_raw, f_raw, z_raw, o_raw = g.split(gates, 4, d, axis=2)
     c, n, m = (to_heads(old[p], d) for p in ("c", "n", "m"))
-    # log sigmoid(f) = min(f, 0) - log(1 + exp(-|f|)): exact and overflow-free for any f
-    softplus_neg_abs = g.op("Log", g.op("Add", one, g.op("Exp", g.op("Neg", g.op("Abs", f_raw)))))
-    log_sig_f = g.op("Sub", g.op("Min", f_raw, zero), softplus_neg_abs)
-    log_f_m = g.op("Add", m, log_sig_f)
+    log_f_m = g.op("Add", m, _log_sigmoid(g, f_raw))
     m_new = g.op("Where", g.op("Equal", n, zero), i_raw, g.op("Max", i_raw, log_f_m))
     i = g.op("Min", g.op("Exp", g.op("Sub", i_raw, m_new)), one)
     f = g.op("Min", g.op("Exp", g.op("Sub", log_f_m, m_new)), one)
@@ -170,14 +232,15 @@ def describe(config: ModelConfig, chars: list[str], source: dict[str, Any]) -> d
     """charnn-model.json: what a program needs to run model.onnx without charnn."""
     L, H = config.layers, config.hidden
     parts = state_names(config.cell)
+    widths = state_widths(config)
     return {
         "format": "charnn-onnx", "format_version": 1, "model": MODEL_FILE, "opset": OPSET,
         "cell": config.cell, "layers": L, "hidden": H, "vocab_size": config.vocab_size,
-        **({"heads": config.heads} if config.cell == "slstm" else {}),
+        **({"heads": config.heads} if config.cell in HEADED else {}),
         "inputs": [{"name": "ids", "dtype": "int64", "shape": ["batch"]}]
-        + [{"name": p, "dtype": "float32", "shape": [L, "batch", H]} for p in parts],
+        + [{"name": p, "dtype": "float32", "shape": [L, "batch", w]} for p, w in zip(parts, widths, strict=True)],
         "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", config.vocab_size]}]
-        + [{"name": f"{p}_out", "dtype": "float32", "shape": [L, "batch", H]} for p in parts],
+        + [{"name": f"{p}_out", "dtype": "float32", "shape": [L, "batch", w]} for p, w in zip(parts, widths, strict=True)],
         "state": {"names": list(parts), "initial": "zeros", "carry": {f"{p}_out": p for p in parts}},
         "vocabulary": chars,
         "how": "Start every state tensor at zeros. Feed the prime one character id at a time (ids of shape (batch,)), "
@@ -226,7 +289,7 @@ def largest_difference(path: Path, model: Any, ids: np.ndarray) -> float:
         expected = model(torch.from_numpy(rows), model.init_state(2))[0].numpy()  # (2, T, V)
     run = session(path)
     cfg = model.config
-    state = {p: np.zeros((cfg.layers, 2, cfg.hidden), np.float32) for p in state_names(cfg.cell)}
+    state = {p: np.zeros((cfg.layers, 2, w), np.float32) for p, w in zip(state_names(cfg.cell), state_widths(cfg), strict=True)}
     worst = 0.0
     for t in range(rows.shape[1]):
         logits, *parts = run.run(None, {"ids": rows[:, t], **state})
