@@ -21,16 +21,18 @@ the memory after it is a weighted sum (`parallel` returns it too). `recurrent_st
 function one character at a time; `chunked` runs long inputs as windows of at most CHUNK steps.
 
 The block around the cell (`MLSTM`, per layer, input u of width `in`) is the paper's pre-up-projection
-mLSTM block without the causal convolution (it would add a fourth carried state):
+mLSTM block (its Figure 10), with dense rather than block-diagonal q, k, v projections:
 
     z = LayerNorm(u);  a, g = split(W_up z)               two branches of width H (no bias)
-    a' = SiLU(a);      q, k, v, ĩ, f̃ = W a' + b           q, k, v (H each, heads of d = H/K), ĩ, f̃ (K each)
-    y = (HeadNorm(h̃) + s ⊙ a') ⊙ SiLU(g)                  per-head LayerNorm, the learnable skip s, the
+    c = SiLU(CausalConv4(a))                               per channel over the last 4 steps
+    q, k, ĩ, f̃ = W_c c + b;   v = W_v a                   q, k, v (H each, heads of d = H/K), ĩ, f̃ (K each)
+    y = (HeadNorm(h̃) + s ⊙ c) ⊙ SiLU(g)                   per-head LayerNorm, the learnable skip s, the
                                                            output gate SiLU(g)
     out = u + W_down y   (just W_down y in layer 0, whose input is the embedding)
 
-and after the last layer a LayerNorm. Per layer and character that is 6H² multiply-adds at in = H, a
-GRU layer's count, plus the window's attention (2·T·H) and the memory (2·H·d).
+and after the last layer a LayerNorm. The convolution's last 3 inputs are carried between windows
+with the memory. Per layer and character that is 6H² multiply-adds at in = H, a GRU layer's count,
+plus the convolution (4H), the window's attention (2·T·H) and the memory (2·H·d).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from charnn.cells import locked_dropout
 
 MState = tuple[Tensor, Tensor, Tensor]  # C (B, K, d, d), n (B, K, d), m (B, K): one layer's memory
 CHUNK = 256  # the longest window `parallel` runs at once: its T×T weights per head bound the memory
+TAPS = 4  # the causal convolution's kernel (the paper's): each step sees its input and the 3 before it
 
 
 def recurrent_step(q: Tensor, k: Tensor, v: Tensor, i_raw: Tensor, f_raw: Tensor,
@@ -104,9 +107,10 @@ def chunked(q: Tensor, k: Tensor, v: Tensor, i_raw: Tensor, f_raw: Tensor, state
 class MLSTM(nn.Module):
     """Stacked mLSTM blocks, `(x (B, T, E), state) -> (out (B, T, H), state)` like the other stacks.
 
-    The state is four (layers, B, ·) tensors, so it shards, saves and batches like every cell's:
-    h (L, B, H) each block's output, C (L, B, K·d·d), n (L, B, H) and m (L, B, K). Only C, n and m
-    carry the past; h is kept for the stepping form's readers (`inspect`).
+    The state is five (layers, B, ·) tensors, so it shards, saves and batches like every cell's:
+    h (L, B, H) each block's output, C (L, B, K·d·d), n (L, B, H), m (L, B, K), and the convolution's
+    last TAPS - 1 inputs (L, B, 3H). Only C, n, m and those inputs carry the past; h is kept for the
+    stepping form's readers (`inspect`).
     """
 
     def __init__(self, input_size: int, hidden: int, num_layers: int, heads: int, dropout: float = 0.0,
@@ -119,26 +123,28 @@ class MLSTM(nn.Module):
         sizes = [input_size] + [hidden] * (num_layers - 1)
         self.norm = nn.ModuleList(nn.LayerNorm(size) for size in sizes)
         self.up = nn.ModuleList(nn.Linear(size, 2 * hidden, bias=False) for size in sizes)
-        self.qkvg = nn.ModuleList(nn.Linear(hidden, 3 * hidden + 2 * heads) for _ in sizes)
+        self.conv = nn.ModuleList(nn.Conv1d(hidden, hidden, TAPS, groups=hidden) for _ in sizes)
+        self.qkg = nn.ModuleList(nn.Linear(hidden, 2 * hidden + 2 * heads) for _ in sizes)
+        self.v = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in sizes)
         self.head_norm = nn.ParameterList(nn.Parameter(torch.ones(hidden)) for _ in sizes)
         self.skip = nn.ParameterList(nn.Parameter(torch.ones(hidden)) for _ in sizes)
         self.down = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in sizes)
         self.final_norm = nn.LayerNorm(hidden)
         with torch.no_grad():
             for k in range(num_layers):
-                linear = self.qkvg[k]
+                linear = self.qkg[k]
                 assert isinstance(linear, nn.Linear)
                 linear.bias.zero_()
                 # Gates start from their biases (the paper's init): forget gates open, more so in later heads
                 # (σ(3..6) ≈ 0.95..0.998), input gates at exp(0) = 1.
-                linear.weight[3 * hidden :].zero_()
-                linear.bias[3 * hidden + heads :] = torch.linspace(3.0, 6.0, heads)
+                linear.weight[2 * hidden :].zero_()
+                linear.bias[2 * hidden + heads :] = torch.linspace(3.0, 6.0, heads)
                 down = self.down[k]
                 assert isinstance(down, nn.Linear)
                 down.weight.mul_(1 / math.sqrt(2 * num_layers))  # a residual stream of L blocks stays near unit size
 
-    def state_widths(self) -> tuple[int, int, int, int]:
-        return self.hidden, self.heads * self.d * self.d, self.hidden, self.heads
+    def state_widths(self) -> tuple[int, ...]:
+        return self.hidden, self.heads * self.d * self.d, self.hidden, self.heads, (TAPS - 1) * self.hidden
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> tuple[Tensor, ...]:
         return tuple(torch.zeros(self.num_layers, batch, w, device=device) for w in self.state_widths())
@@ -156,22 +162,25 @@ class MLSTM(nn.Module):
         u = x
         for k in range(self.num_layers):
             a, g = self.up[k](self.norm[k](u)).chunk(2, dim=-1)  # (B, T, H) each
-            a = F.silu(a)
-            q, key, v, gates = self.qkvg[k](a).split([self.hidden] * 3 + [2 * K], dim=-1)
+            # The convolution reads the carried last inputs first: (B, TAPS - 1 + T, H) -> (B, T, H).
+            past = torch.cat([state[4][k].view(batch, TAPS - 1, self.hidden).to(a.dtype), a], dim=1)
+            c = F.silu(self.conv[k](past.transpose(1, 2)).transpose(1, 2))
+            q, key, gates = self.qkg[k](c).split([self.hidden] * 2 + [2 * K], dim=-1)
+            v = self.v[k](a)
             # The cell in fp32 (or finer) even under bf16 autocast: the cumulative log-gates and exponents need it.
             cell = torch.promote_types(x.dtype, torch.float32)
             i_raw, f_raw = gates.transpose(1, 2).to(cell).chunk(2, dim=1)  # (B, K, T) each
             memory = (state[1][k].view(batch, K, d, d).to(cell), state[2][k].view(batch, K, d).to(cell),
                       state[3][k].to(cell))
             with torch.autocast(x.device.type, enabled=False):
-                h, (c, n, m) = chunked(self.split_heads(q).to(cell), self.split_heads(key).to(cell) / math.sqrt(d),
-                                       self.split_heads(v).to(cell), i_raw, f_raw, memory)
-            y = (self.norm_heads(h.transpose(1, 2), k) + self.skip[k] * a) * F.silu(g)  # (B, T, H)
+                h, (mem, n, m) = chunked(self.split_heads(q).to(cell), self.split_heads(key).to(cell) / math.sqrt(d),
+                                         self.split_heads(v).to(cell), i_raw, f_raw, memory)
+            y = (self.norm_heads(h.transpose(1, 2), k) + self.skip[k] * c) * F.silu(g)  # (B, T, H)
             out = self.down[k](y)
             if self.dropout and self.training and k < self.num_layers - 1:
                 out = locked_dropout(out, self.dropout) if self.locked else F.dropout(out, self.dropout, training=True)
             u = out if k == 0 else u + out
-            finals.append((u[:, -1].to(cell), c.flatten(1), n.flatten(1), m))
+            finals.append((u[:, -1].to(cell), mem.flatten(1), n.flatten(1), m, past[:, -(TAPS - 1) :].flatten(1).to(cell)))
         parts = tuple(torch.stack(layer_parts) for layer_parts in zip(*finals, strict=True))
         return self.final_norm(u), parts
 
@@ -184,39 +193,45 @@ def fold(stack: MLSTM, embedding: Tensor) -> dict[str, Tensor]:
     """The weights of the one-character step (`step`), folded for it; `model.fold_for_inference` adds the head.
 
     - `table0` (V, 2H): layer 0's W_up LayerNorm(embedding) for every character: its first two ops as one lookup.
-    - per layer k: `norm_w.k`, `norm_b.k` (H,) and `up.k` (H, 2H) above layer 0; `qkvg_w.k` (H, 3H + 2K) and
-      `qkvg_b.k` with the key's columns already scaled by 1/√d; `head_norm.k`, `skip.k` (H,); `down.k` (H, H).
+    - per layer k: `norm_w.k`, `norm_b.k` (H,) and `up.k` (H, 2H) above layer 0; `conv_w.k` (TAPS, H), oldest
+      tap first, and `conv_b.k` (H,); `qkg_w.k` (H, 2H + 2K) and `qkg_b.k` with the key's columns already
+      scaled by 1/√d; `v.k` (H, H); `head_norm.k`, `skip.k` (H,); `down.k` (H, H).
     - `final_w`, `final_b` (H,): the LayerNorm after the last block.
     All transposed for x @ W.
     """
     H, K, d = stack.hidden, stack.heads, stack.d
-    scale = torch.ones(3 * H + 2 * K)
+    scale = torch.ones(2 * H + 2 * K)
     scale[H : 2 * H] = 1 / math.sqrt(d)
     out: dict[str, Tensor] = {}
     with torch.no_grad():
         for k in range(stack.num_layers):
-            norm, up, qkvg, down = stack.norm[k], stack.up[k], stack.qkvg[k], stack.down[k]
-            assert isinstance(norm, nn.LayerNorm) and isinstance(up, nn.Linear)
-            assert isinstance(qkvg, nn.Linear) and isinstance(down, nn.Linear)
+            norm, up, conv, qkg = stack.norm[k], stack.up[k], stack.conv[k], stack.qkg[k]
+            assert isinstance(norm, nn.LayerNorm) and isinstance(up, nn.Linear) and isinstance(conv, nn.Conv1d)
+            assert isinstance(qkg, nn.Linear)
             if k == 0:
                 out["table0"] = (norm(embedding.detach()) @ up.weight.detach().T).contiguous()  # (V, 2H)
             else:
                 out[f"norm_w.{k}"], out[f"norm_b.{k}"] = norm.weight.detach().clone(), norm.bias.detach().clone()
                 out[f"up.{k}"] = up.weight.detach().T.contiguous()
-            s = scale.to(qkvg.weight.device)
-            out[f"qkvg_w.{k}"] = (qkvg.weight.detach().T * s).contiguous()
-            out[f"qkvg_b.{k}"] = qkvg.bias.detach() * s
+            out[f"conv_w.{k}"] = conv.weight.detach()[:, 0].T.contiguous()  # (H, 1, TAPS) -> (TAPS, H)
+            assert conv.bias is not None
+            out[f"conv_b.{k}"] = conv.bias.detach().clone()
+            s = scale.to(qkg.weight.device)
+            out[f"qkg_w.{k}"] = (qkg.weight.detach().T * s).contiguous()
+            out[f"qkg_b.{k}"] = qkg.bias.detach() * s
+            for name, linear in (("v", stack.v[k]), ("down", stack.down[k])):
+                assert isinstance(linear, nn.Linear)
+                out[f"{name}.{k}"] = linear.weight.detach().T.contiguous()
             out[f"head_norm.{k}"] = stack.head_norm[k].detach().clone()
             out[f"skip.{k}"] = stack.skip[k].detach().clone()
-            out[f"down.{k}"] = down.weight.detach().T.contiguous()
         out["final_w"] = stack.final_norm.weight.detach().clone()
         out["final_b"] = stack.final_norm.bias.detach().clone()
     return out
 
 
 def step(folded: dict[str, Tensor], ids: Tensor, parts: list[list[Tensor]], heads: int) -> Tensor:
-    """Advance the stepping-form state (h, C, n, m; per layer (B, ·)) in place by the characters `ids` (B,);
-    return the last block's output after the final LayerNorm (B, H): what the head reads."""
+    """Advance the stepping-form state (h, C, n, m, the convolution's inputs; per layer (B, ·)) in place by the
+    characters `ids` (B,); return the last block's output after the final LayerNorm (B, H): what the head reads."""
     layers = len(parts[0])
     x: Tensor = ids
     for k in range(layers):
@@ -228,15 +243,18 @@ def step(folded: dict[str, Tensor], ids: Tensor, parts: list[list[Tensor]], head
             a, g = (z @ folded[f"up.{k}"]).chunk(2, dim=1)
         hidden = a.size(1)
         d = hidden // heads
-        a = F.silu(a)
-        q, key, v, gates = torch.addmm(folded[f"qkvg_b.{k}"], a, folded[f"qkvg_w.{k}"]).split([hidden] * 3 + [2 * heads], 1)
+        past = torch.cat([parts[4][k].view(batch, TAPS - 1, hidden), a[:, None]], dim=1)  # (B, TAPS, H)
+        c = F.silu((past * folded[f"conv_w.{k}"]).sum(1) + folded[f"conv_b.{k}"])
+        q, key, gates = torch.addmm(folded[f"qkg_b.{k}"], c, folded[f"qkg_w.{k}"]).split([hidden] * 2 + [2 * heads], 1)
+        v = a @ folded[f"v.{k}"]
         i_raw, f_raw = gates.chunk(2, dim=1)  # (B, K) each
         memory = (parts[1][k].view(batch, heads, d, d), parts[2][k].view(batch, heads, d), parts[3][k])
-        h, (c, n, m) = recurrent_step(q.view(batch, heads, d), key.view(batch, heads, d), v.view(batch, heads, d),
-                                      i_raw, f_raw, memory)
+        h, (mem, n, m) = recurrent_step(q.view(batch, heads, d), key.view(batch, heads, d), v.view(batch, heads, d),
+                                        i_raw, f_raw, memory)
         normed = F.layer_norm(h, (d,)).flatten(1) * folded[f"head_norm.{k}"]
-        y = (normed + folded[f"skip.{k}"] * a) * F.silu(g)
+        y = (normed + folded[f"skip.{k}"] * c) * F.silu(g)
         out = y @ folded[f"down.{k}"]
         x = out if k == 0 else x + out
-        parts[0][k], parts[1][k], parts[2][k], parts[3][k] = x, c.flatten(1), n.flatten(1), m
+        parts[0][k], parts[1][k], parts[2][k], parts[3][k] = x, mem.flatten(1), n.flatten(1), m
+        parts[4][k] = past[:, 1:].flatten(1)
     return F.layer_norm(x, x.shape[-1:], folded["final_w"], folded["final_b"])

@@ -7,7 +7,8 @@ single (1, 1) step, so `Stepper` runs a hand-fused step with the same weights
 (first-layer input projection folded into a per-character table).
 
 State is always a tuple of (layers, B, ·) tensors, batch on axis 1: (h, c) for LSTM, (h, c, n, m) for
-sLSTM (`cells.SLSTM`), (h, C, n, m) for mLSTM (`mlstm.MLSTM`: C (L, B, K·d·d), m (L, B, K)), (h,) otherwise;
+sLSTM (`cells.SLSTM`), (h, C, n, m, conv) for mLSTM (`mlstm.MLSTM`: C (L, B, K·d·d), m (L, B, K), the
+convolution's last inputs (L, B, 3H)), (h,) otherwise;
 each (L, B, H) unless `state_widths` says otherwise.
 """
 
@@ -21,13 +22,13 @@ from torch.func import functional_call
 
 from charnn.cells import SLSTM, locked_dropout, slstm_pointwise
 from charnn.gru import run_stack, use_window
-from charnn.mlstm import MLSTM
+from charnn.mlstm import MLSTM, TAPS
 from charnn.mlstm import fold as mlstm_fold
 from charnn.mlstm import step as mlstm_step
 
 State = tuple[Tensor, ...]
 CELLS = ("rnn", "lstm", "gru", "slstm", "mlstm")
-STATE_PARTS = {"rnn": 1, "gru": 1, "lstm": 2, "slstm": 4, "mlstm": 4}
+STATE_PARTS = {"rnn": 1, "gru": 1, "lstm": 2, "slstm": 4, "mlstm": 5}
 HEADED = ("slstm", "mlstm")  # the cells that take --heads
 
 
@@ -141,13 +142,14 @@ def state_widths(config: ModelConfig) -> tuple[int, ...]:
     """The last axis of each state part: (L, B, width) each."""
     if config.cell == "mlstm":
         d = config.hidden // config.heads
-        return config.hidden, config.heads * d * d, config.hidden, config.heads
+        return config.hidden, config.heads * d * d, config.hidden, config.heads, (TAPS - 1) * config.hidden
     return (config.hidden,) * STATE_PARTS[config.cell]
 
 
 def memory_part(cell: str) -> int:
-    """The state part that carries the past from one step to the next: h, except in an mLSTM (C; its h is
-    only each block's output). `inspect` measures how far gradients reach back through it."""
+    """The state part that carries the past from one step to the next: h, except in an mLSTM (its matrix memory
+    C: its h is only each block's output, and its convolution reaches back 3 steps alone). `inspect` measures
+    how far gradients reach back through it."""
     return 1 if cell == "mlstm" else 0
 
 

@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from charnn.mlstm import TAPS
 from charnn.model import CharRNN, ModelConfig
 from charnn.probe import PROBE, SCALE_PROBE, Setting
 from charnn.train import TrainConfig
@@ -205,8 +206,9 @@ def _cost(cell: str, layers: int, hidden: int, embed: int, vocab: int, per_layer
     (this machine's, from `per_layer_cost`) for each layer."""
     if cell == "mlstm":
         # Per block: up-projection 2·H·in; q, k, v and gates (3H + 2K)·H; down H²; the window's attention 2·T·H;
-        # the carried memory read (C q, nᵀq) and written (Σ v kᵀ, Σ k): 2·H·d + H, spread over the window.
-        block = (4 * hidden + 2 * HEADS + 2 * Recipe.seq_len + 2 * hidden // HEADS + 1) * hidden
+        # the carried memory read (C q, nᵀq) and written (Σ v kᵀ, Σ k): 2·H·d + H, spread over the window; the
+        # convolution's TAPS per unit.
+        block = (4 * hidden + 2 * HEADS + 2 * Recipe.seq_len + 2 * hidden // HEADS + 1 + TAPS) * hidden
         return 2 * hidden * embed + (layers - 1) * 2 * hidden * hidden + layers * block + hidden * vocab + per_layer * layers
     g = GATES[cell]
     recurrent = g * hidden * hidden // (HEADS if cell == "slstm" else 1)

@@ -142,8 +142,9 @@ def test_mlstm_two_processes_match_one_and_keep_the_whole_memory(words_file: Pat
         assert abs(a["val_loss"] - b["val_loss"]) < VAL_TOL
     one = checkpoint.load_tensors(runs / "single" / checkpoint.LATEST)["state"]
     two = checkpoint.load_tensors(runs / "ddp" / checkpoint.LATEST)["state"]
-    assert [tuple(s.shape) for s in two] == [(2, 8, 32), (2, 8, 4 * 8 * 8), (2, 8, 32), (2, 8, 4)]
-    assert max((a - b).abs().max().item() for a, b in zip(one, two, strict=True)) < WEIGHT_TOL
+    assert [tuple(s.shape) for s in two] == [(2, 8, 32), (2, 8, 4 * 8 * 8), (2, 8, 32), (2, 8, 4), (2, 8, 3 * 32)]
+    for a, b in zip(one, two, strict=True):  # C sums many steps: compared relative to its size
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.slow

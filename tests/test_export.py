@@ -81,7 +81,8 @@ def test_onnx_graph_takes_any_batch_and_matches_the_stepper(cell: str) -> None:
         state = tuple(torch.randn(2, batch, w).abs() for w in state_widths(model.config))  # n > 0: a state in use
         with torch.inference_mode():
             logits, new = stepper.step(ids, state)
-        got = run.run(None, {"ids": ids.numpy(), **{n: s.numpy() for n, s in zip("hcnm", state, strict=True)}})
+        names = onnx_export.state_names(cell)
+        got = run.run(None, {"ids": ids.numpy(), **{n: s.numpy() for n, s in zip(names, state, strict=True)}})
         assert np.allclose(got[0], logits.numpy(), rtol=1e-5, atol=1e-5)
         assert all(np.allclose(g, s.numpy(), rtol=1e-5, atol=1e-5) for g, s in zip(got[1:], new, strict=True))
 

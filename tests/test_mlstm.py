@@ -142,9 +142,9 @@ def test_block_gradcheck_through_the_carried_state() -> None:
     _, state = stack(torch.randn(2, 4, 3, dtype=torch.float64))
     state = tuple(s.detach().requires_grad_() for s in state[1:])
 
-    def f(x: torch.Tensor, c: torch.Tensor, n: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    def f(x: torch.Tensor, c: torch.Tensor, n: torch.Tensor, m: torch.Tensor, conv: torch.Tensor) -> torch.Tensor:
         h = torch.zeros(2, 2, 8, dtype=torch.float64)
-        return stack(x, (h, c, n, m))[0]
+        return stack(x, (h, c, n, m, conv))[0]
 
     assert torch.autograd.gradcheck(f, (x, *state))
 
@@ -153,7 +153,7 @@ def test_block_stays_finite_under_bf16_autocast_with_large_gates() -> None:
     torch.manual_seed(1)
     stack = MLSTM(4, 16, 2, heads=4)
     with torch.no_grad():
-        for linear in stack.qkvg:
+        for linear in stack.qkg:
             linear.bias[-8:].fill_(60.0)  # exp(60) per step: the plain form would overflow in a few steps
     x = torch.randn(3, 64, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):

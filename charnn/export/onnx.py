@@ -3,7 +3,7 @@
 The graph computes exactly `model.Stepper.step` from the same folded weights (`fold_for_inference`):
 
     inputs   ids (B,) int64, and the state: h (L, B, H) [, c (L, B, H)]          lstm: h, c; slstm: h, c, n, m
-                                                                                 mlstm: h, c (L, B, K·d·d), n, m (L, B, K)
+                                                          mlstm: h, c (L, B, K·d·d), n, m (L, B, K), conv (L, B, 3H)
     outputs  logits (B, V) float32, and the new state: h_out [, c_out, ...]     same shapes as the inputs
 
 B is a dynamic axis. Built with `onnx.helper` rather than traced, so every cell (sLSTM's stabilised
@@ -23,11 +23,13 @@ from torch import Tensor
 
 from charnn.errors import ExportError
 from charnn.export import Exported
+from charnn.mlstm import TAPS
 from charnn.model import HEADED, STATE_PARTS, ModelConfig, fold_for_inference, state_widths
 
 OPSET = 17
 LN_EPS = 1e-5  # torch.nn.LayerNorm's and F.layer_norm's default
-PART_NAMES = {1: ("h",), 2: ("h", "c"), 4: ("h", "c", "n", "m")}  # an mLSTM's c is its matrix memory C
+# An mLSTM's c is its matrix memory C, and conv its convolution's last inputs.
+PART_NAMES = {1: ("h",), 2: ("h", "c"), 4: ("h", "c", "n", "m"), 5: ("h", "c", "n", "m", "conv")}
 
 
 def state_names(cell: str) -> tuple[str, ...]:
@@ -150,9 +152,15 @@ def _mlstm_layer(g: _Graph, folded: dict[str, Tensor], k: int, x: str, old: dict
                  g.weight(f"norm_b_{k}", folded[f"norm_b.{k}"]), axis=-1, epsilon=LN_EPS)
         ag = g.op("MatMul", z, g.weight(f"up_{k}", folded[f"up.{k}"]))
     a, gate = g.split(ag, 2, H, axis=1)
-    a = _silu(g, a)
-    qkvg = g.affine(a, g.weight(f"qkvg_w_{k}", folded[f"qkvg_w.{k}"]), g.weight(f"qkvg_b_{k}", folded[f"qkvg_b.{k}"]))
-    q, key, v, i_raw, f_raw = g.op("Split", qkvg, g.ints(f"qkvg_split_{H}_{K}", [H, H, H, K, K]), outputs=5, axis=1)
+    past = g.op("Concat", g.op("Reshape", old["conv"], g.ints(f"mlstm_taps_{H}", [0, TAPS - 1, H])),
+                g.op("Unsqueeze", a, g.ints("axis1", [1])), axis=1)  # (B, TAPS, H), oldest first
+    conv = g.op("ReduceSum", g.op("Mul", past, g.weight(f"conv_w_{k}", folded[f"conv_w.{k}"])), g.ints("axis1", [1]),
+                keepdims=0)
+    c_act = _silu(g, g.op("Add", conv, g.weight(f"conv_b_{k}", folded[f"conv_b.{k}"])))
+    qkg = g.affine(c_act, g.weight(f"qkg_w_{k}", folded[f"qkg_w.{k}"]), g.weight(f"qkg_b_{k}", folded[f"qkg_b.{k}"]))
+    q, key, i_raw, f_raw = g.op("Split", qkg, g.ints(f"qkg_split_{H}_{K}", [H, H, K, K]), outputs=4, axis=1)
+    v = g.op("MatMul", a, g.weight(f"v_{k}", folded[f"v.{k}"]))
+    tail = g.op("Slice", past, g.ints("one_start", [1]), g.ints("taps_end", [TAPS]), g.ints("axis1", [1]))
     heads = g.ints(f"mlstm_heads_{d}", [0, K, d])  # (B, H) -> (B, K, d)
     q, key, v, n = (g.op("Reshape", t, heads) for t in (q, key, v, old["n"]))
     c = g.op("Reshape", old["c"], g.ints(f"mlstm_memory_{d}", [0, K, d, d]))  # (B, K, d, d)
@@ -172,11 +180,12 @@ def _mlstm_layer(g: _Graph, folded: dict[str, Tensor], k: int, x: str, old: dict
     flat = g.ints("flat", [0, -1])
     normed = g.op("Reshape", g.op("LayerNormalization", h, ones, zeros, axis=-1, epsilon=LN_EPS), flat)  # (B, H)
     normed = g.op("Mul", normed, g.weight(f"head_norm_{k}", folded[f"head_norm.{k}"]))
-    skip = g.op("Mul", a, g.weight(f"skip_{k}", folded[f"skip.{k}"]))
+    skip = g.op("Mul", c_act, g.weight(f"skip_{k}", folded[f"skip.{k}"]))
     y = g.op("Mul", g.op("Add", normed, skip), _silu(g, gate))
     out = g.op("MatMul", y, g.weight(f"down_{k}", folded[f"down.{k}"]))
     stream = out if k == 0 else g.op("Add", x, out)
-    return {"h": stream, "c": g.op("Reshape", c_new, flat), "n": g.op("Reshape", n_new, flat), "m": m_new}
+    return {"h": stream, "c": g.op("Reshape", c_new, flat), "n": g.op("Reshape", n_new, flat), "m": m_new,
+            "conv": g.op("Reshape", tail, flat)}
 
 
 def _lstm_layer(g: _Graph, gates: str, c: str, H: int) -> dict[str, str]:
