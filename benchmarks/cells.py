@@ -1,6 +1,6 @@
 """The five cells side by side: training tokens/s at equal parameter count, and generation chars/s.
 
-    python benchmarks/cells.py [--repeats 3] [--params-of 2x512] [--record]
+    python benchmarks/cells.py [--repeats 3] [--params-of 2x512] [--cells lstm,gru,rnn,slstm,mlstm] [--record]
 
 Training: charnn's real loop (`train.train`, B=64, T=64) for lstm, gru, rnn, slstm and mlstm (4 heads),
 each cell's hidden size chosen so its parameter count is the closest to the reference LSTM's
@@ -115,13 +115,15 @@ def main() -> int:
     parser.add_argument("--params-of", default="2x512", help="the reference LSTM, LAYERSxHIDDEN")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--chars", type=int, default=2000)
+    parser.add_argument("--cells", default="lstm,gru,rnn,slstm,mlstm", help="the cells to time (comma-separated)")
     parser.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
     args = parser.parse_args()
     layers, ref_hidden = map(int, args.params_of.split("x"))
     target = params("lstm", layers, ref_hidden)
-    models = [("lstm", ref_hidden)] + [(cell, matched_hidden(cell, layers, target))
-                                       for cell in ("gru", "rnn", "slstm", "mlstm")]
-    models += [("slstm", ref_hidden), ("mlstm", ref_hidden)]
+    cells = args.cells.split(",")
+    models = [("lstm", ref_hidden)] if "lstm" in cells else []
+    models += [(cell, matched_hidden(cell, layers, target)) for cell in ("gru", "rnn", "slstm", "mlstm") if cell in cells]
+    models += [(cell, ref_hidden) for cell in ("slstm", "mlstm") if cell in cells]
 
     work = Path(tempfile.mkdtemp(prefix="charnn-cells-"))
     rng = np.random.default_rng(0)
@@ -149,7 +151,7 @@ def main() -> int:
         chars = whole_process(root, (args.chars // 4, args.chars), args.repeats, None)
         rows.append([f"{cell} {layers}x{hidden}", f"{params(cell, layers, hidden) / 1e6:.2f}M", f"{rate:,.0f}",
                      f"{rate / bare:.2f}x", f"{rate_bf16:,.0f}", f"{chars:,.0f}"])
-    cells = table(["model", "parameters", "training fp32 (tok/s)", "fp32 vs bare nn.LSTM loop",
+    speeds = table(["model", "parameters", "training fp32 (tok/s)", "fp32 vs bare nn.LSTM loop",
                    "training bf16 autocast (tok/s)", "`charnn sample` (chars/s)"], rows)
     layer = table(["one layer, 256 units, forward + backward of a 64x64 window", "ms", "vs nn.LSTM"],
                   layer_rows(max(args.repeats, 5)))
@@ -157,7 +159,7 @@ def main() -> int:
             f"(medians of {args.repeats} runs of N and 2N steps, N = {args.steps}, batch {BATCH} x seq {SEQ}); "
             f"generation is `charnn sample` as a process, marginal between {args.chars // 4} and {args.chars} "
             "characters. slstm and mlstm use 4 heads.")
-    report("Cells side by side (benchmarks/cells.py)", [cells, layer, note], args.record)
+    report("Cells side by side (benchmarks/cells.py)", [speeds, layer, note], args.record)
     return 0
 
 

@@ -215,8 +215,13 @@ class SLSTM(nn.Module):
         for k in range(self.num_layers):
             w, b, r = self.weights(k)
             wx = F.linear(inp, w, b)  # (B, T, 4H): the whole window's input projection, bias included
-            outs, (h, c, n, m) = slstm_scan(wx.transpose(0, 1), r.to(wx.dtype),
-                                            (state[0][k], state[1][k], state[2][k], state[3][k]))
+            # The scan in fp32 (or finer) even under bf16 autocast: its hand-written backward multiplies the
+            # saved tensors with one another, and the exponential gates need the precision.
+            cell = torch.promote_types(x.dtype, torch.float32)
+            with torch.autocast(x.device.type, enabled=False):
+                outs, (h, c, n, m) = slstm_scan(wx.transpose(0, 1).to(cell), r.to(cell),
+                                                (state[0][k].to(cell), state[1][k].to(cell), state[2][k].to(cell),
+                                                 state[3][k].to(cell)))
             inp = outs.transpose(0, 1)  # (B, T, H)
             if self.dropout and self.training and k < self.num_layers - 1:
                 inp = locked_dropout(inp, self.dropout) if self.locked else F.dropout(inp, self.dropout, training=True)
