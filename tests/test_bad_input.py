@@ -85,7 +85,7 @@ CASES: list[tuple[str, str, Callable[[Path], None] | None, int, str]] = [
     ("zero hidden", "train {good} --hidden 0", None, 2, r"--hidden 0 must be at least 1"),
     ("heads not dividing hidden", "train {good} --cell slstm --hidden 30 --heads 4", None, 2,
      r"--heads 4 does not divide --hidden 30 — use one of 2, 3, 5, 6"),
-    ("heads for another cell", "train {good} --cell gru --heads 2", None, 2, r"--heads applies to --cell slstm only"),
+    ("heads for another cell", "train {good} --cell gru --heads 2", None, 2, r"--heads applies to --cell slstm and mlstm only"),
     ("model options on resume", "train --resume r --heads 2 --hidden 64", None, 2,
      r"--heads, --hidden cannot change when resuming: the run keeps the model"),
     ("dropout kind on resume", "train --resume r --locked-dropout", None, 2,
