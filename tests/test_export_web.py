@@ -55,23 +55,33 @@ def open_page(browser, url: str, problems: list[str]):
     return page, blocked
 
 
-@pytest.mark.slow
-def test_web_export_generates_in_the_browser(browser, served: tuple[str, Path], words_file: Path, tmp_path: Path) -> None:
+def export_and_open(browser, served: tuple[str, Path], run: str, problems: list[str]):
+    """`charnn export RUN --format web` into the served folder, then the page opened on it."""
     url, folder = served
-    train_run(words_file, name="r", max_steps=60, eval_every=20)
-    result = runner.invoke(app, ["export", "r", "--format", "web", "--out", str(folder)])
+    result = runner.invoke(app, ["export", run, "--format", "web", "--out", str(folder)])
     assert result.exit_code == 0, result.output
-    problems: list[str] = []
-    page, blocked = open_page(browser, url, problems)
-    assert "LSTM 2×32" in (page.text_content("#facts") or "")
-    # Greedy: exactly `charnn sample --temperature 0`.
-    page.fill("#prime", "the cat")
+    return open_page(browser, url, problems)
+
+
+def greedy_in_page(page, run: str, prime: str, length: int) -> tuple[str, str]:
+    """The page's text at temperature 0, and `charnn sample --temperature 0`'s for the same prime and length."""
+    page.fill("#prime", prime)
     page.fill("#temperature", "0")
-    page.fill("#length", "200")
+    page.fill("#length", str(length))
     page.click("#generate")
     page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=60_000)
-    expected = runner.invoke(app, ["sample", "r", "--prime", "the cat", "--temperature", "0", "--length", "200"]).output
-    assert page.text_content("#output") == expected.rstrip("\n")
+    expected = runner.invoke(app, ["sample", run, "--prime", prime, "--temperature", "0", "--length", str(length)])
+    return page.text_content("#output") or "", expected.output.rstrip("\n")
+
+
+@pytest.mark.slow
+def test_web_export_generates_in_the_browser(browser, served: tuple[str, Path], words_file: Path, tmp_path: Path) -> None:
+    train_run(words_file, name="r", max_steps=60, eval_every=20)
+    problems: list[str] = []
+    page, blocked = export_and_open(browser, served, "r", problems)
+    assert "LSTM 2×32" in (page.text_content("#facts") or "")
+    shown, expected = greedy_in_page(page, "r", "the cat", 200)  # exactly `charnn sample --temperature 0`
+    assert shown == expected
     # Sampled: streams (the text grows while Generate is disabled), and Stop ends it.
     page.fill("#temperature", "0.9")
     page.fill("#length", "1000000")
@@ -96,20 +106,12 @@ def test_web_export_generates_in_the_browser(browser, served: tuple[str, Path], 
 def test_web_export_of_an_mlstm_generates_the_same_greedy_text(browser, served: tuple[str, Path],
                                                                 words_file: Path) -> None:
     # An mLSTM's state parts are not (L, B, H) (its matrix memory is (L, B, K·d·d)): the page reads their shapes.
-    url, folder = served
     train_run(words_file, name="m", cell="mlstm", max_steps=40, eval_every=20)
-    result = runner.invoke(app, ["export", "m", "--format", "web", "--out", str(folder)])
-    assert result.exit_code == 0, result.output
     problems: list[str] = []
-    page, blocked = open_page(browser, url, problems)
+    page, blocked = export_and_open(browser, served, "m", problems)
     assert "MLSTM 2×32" in (page.text_content("#facts") or "")
-    page.fill("#prime", "the dog")
-    page.fill("#temperature", "0")
-    page.fill("#length", "150")
-    page.click("#generate")
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=60_000)
-    expected = runner.invoke(app, ["sample", "m", "--prime", "the dog", "--temperature", "0", "--length", "150"]).output
-    assert page.text_content("#output") == expected.rstrip("\n")
+    shown, expected = greedy_in_page(page, "m", "the dog", 150)
+    assert shown == expected
     assert problems == [] and blocked == []
 
 
