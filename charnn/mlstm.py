@@ -104,6 +104,12 @@ def chunked(q: Tensor, k: Tensor, v: Tensor, i_raw: Tensor, f_raw: Tensor, state
     return torch.cat(outs, dim=2), state
 
 
+def state_widths(hidden: int, heads: int) -> tuple[int, ...]:
+    """The last axis of each state part, (L, B, width): h (H), C (K·d·d), n (H), m (K), the convolution's inputs."""
+    d = hidden // heads
+    return hidden, heads * d * d, hidden, heads, (TAPS - 1) * hidden
+
+
 class MLSTM(nn.Module):
     """Stacked mLSTM blocks, `(x (B, T, E), state) -> (out (B, T, H), state)` like the other stacks.
 
@@ -143,11 +149,8 @@ class MLSTM(nn.Module):
                 assert isinstance(down, nn.Linear)
                 down.weight.mul_(1 / math.sqrt(2 * num_layers))  # a residual stream of L blocks stays near unit size
 
-    def state_widths(self) -> tuple[int, ...]:
-        return self.hidden, self.heads * self.d * self.d, self.hidden, self.heads, (TAPS - 1) * self.hidden
-
     def init_state(self, batch: int, device: torch.device | str | None = None) -> tuple[Tensor, ...]:
-        return tuple(torch.zeros(self.num_layers, batch, w, device=device) for w in self.state_widths())
+        return tuple(torch.zeros(self.num_layers, batch, w, device=device) for w in state_widths(self.hidden, self.heads))
 
     def split_heads(self, t: Tensor) -> Tensor:
         """(B, T, H) -> (B, K, T, d)."""

@@ -22,8 +22,9 @@ from torch.func import functional_call
 
 from charnn.cells import SLSTM, locked_dropout, slstm_pointwise
 from charnn.gru import run_stack, use_window
-from charnn.mlstm import MLSTM, TAPS
+from charnn.mlstm import MLSTM
 from charnn.mlstm import fold as mlstm_fold
+from charnn.mlstm import state_widths as mlstm_widths
 from charnn.mlstm import step as mlstm_step
 
 State = tuple[Tensor, ...]
@@ -141,8 +142,7 @@ class CharRNN(nn.Module):
 def state_widths(config: ModelConfig) -> tuple[int, ...]:
     """The last axis of each state part: (L, B, width) each."""
     if config.cell == "mlstm":
-        d = config.hidden // config.heads
-        return config.hidden, config.heads * d * d, config.hidden, config.heads, (TAPS - 1) * config.hidden
+        return mlstm_widths(config.hidden, config.heads)
     return (config.hidden,) * STATE_PARTS[config.cell]
 
 

@@ -142,7 +142,8 @@ def _silu(g: _Graph, t: str) -> str:
 
 def _mlstm_layer(g: _Graph, folded: dict[str, Tensor], k: int, x: str, old: dict[str, str],
                  config: ModelConfig) -> dict[str, str]:
-    """Block k of an mLSTM (mlstm.step): x ids at layer 0, else (B, H); state h (B, H), c (B, K·d·d), n (B, H), m (B, K)."""
+    """Block k of an mLSTM (mlstm.step): x ids at layer 0, else (B, H); state h (B, H), c (B, K·d·d), n (B, H),
+    m (B, K), conv (B, 3H) -> the new state parts."""
     H, K = config.hidden, config.heads
     d = H // K
     if k == 0:
