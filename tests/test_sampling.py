@@ -16,7 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from charnn import load_run
-from charnn.errors import GenerationError
+from charnn.errors import GenerationError, UsageError
 from charnn.sample import Engine, SampleConfig, Settings, race_noise, sample_next, sample_rows
 from tests.conftest import train_run
 
@@ -161,3 +161,32 @@ def test_nan_logits_are_the_models_failure_not_a_draw(model) -> None:
         group = engine.join("the", SampleConfig(length=5, seed=1))
         engine.logits[:] = float("nan")
         assert engine.step() == [] and isinstance(group.error, GenerationError) and group.finished
+
+
+def test_requests_joined_together_sample_what_they_sample_alone(model) -> None:
+    """`join_many` primes equal-length primes in one pass (short ones through the fused step, long ones
+    through the module) and mixes lengths; each group's text is its text alone, and a bad request fails alone."""
+    requests = [("the ", SampleConfig(length=60, seed=1)), ("a", SampleConfig(length=60, seed=2, temperature=1.2)),
+                ("cat ", SampleConfig(length=60, seed=3, top_k=4)), ("x€", SampleConfig(length=60, seed=4)),
+                ("the cat sat ", SampleConfig(length=60, seed=5)), ("on the mat o", SampleConfig(length=60, seed=6)),
+                ("dog", SampleConfig(length=60, seed=7, top_k=0)), ("the ", SampleConfig(length=60, temperature=0.0)),
+                ("d", SampleConfig(length=60, temperature=0.0)), ("t", SampleConfig(length=60, temperature=0.0))]
+    with torch.inference_mode():
+        engine = Engine(model.model, model.tokenizer)
+        early = engine.join("ran ", SampleConfig(length=90, seed=8))  # a batch already running
+        for _ in range(7):
+            engine.step()
+        joined = engine.join_many([(p, SampleConfig(**vars(c))) for p, c in requests])
+        assert isinstance(joined[3], Exception) and "never saw" in str(joined[3])
+        assert isinstance(joined[6], UsageError) and "top-k" in str(joined[6])
+        assert sum(isinstance(g, Exception) for g in joined) == 2
+        groups = [g for g in joined if not isinstance(g, Exception)]
+        assert engine.groups == [early, *groups]
+        while engine.groups:
+            engine.step()
+            for g in [g for g in engine.groups if g.finished]:
+                engine.leave(g)
+    for (prime, cfg), group in zip(requests, joined, strict=True):
+        if not isinstance(group, Exception):
+            assert group.texts[0] == _alone(model, prime, cfg)
+    assert early.texts[0] == _alone(model, "ran ", SampleConfig(length=90, seed=8))

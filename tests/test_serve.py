@@ -228,6 +228,64 @@ def test_requests_the_batch_has_room_for_are_never_refused() -> None:
     asyncio.run(crowd())
 
 
+def test_all_torch_work_of_a_server_runs_on_its_one_worker_thread(run_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading, priming, stepping and scoring happen on the worker: a second thread that ever ran a kernel
+    keeps an OpenMP team alive and slows every step of the engine (serve/worker.py)."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from charnn.model import CharRNN, Stepper
+    from charnn.serve import create_app, load
+
+    seen: set[str] = set()
+
+    def record(cls: type, name: str) -> None:
+        original = getattr(cls, name)
+
+        def recorded(*args: object, **kwargs: object) -> object:
+            seen.add(threading.current_thread().name)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, name, recorded)
+
+    record(CharRNN, "__init__")
+    record(CharRNN, "forward")
+    record(Stepper, "__init__")
+    record(Stepper, "step_layers")
+    config = ServeConfig()
+    with TestClient(create_app(load(["tiny"], run_root / "checkpoints", "cpu", config), config)) as client:
+        assert client.post("/v1/completions", json={"prompt": "the", "max_tokens": 20, "n": 2}).status_code == 200
+        assert client.post("/v1/completions", json={"prompt": "the cat sat on", "max_tokens": 5}).status_code == 200
+        assert client.post("/v1/score", json={"text": "the cat sat on the mat"}).status_code == 200
+    assert seen == {"charnn-worker"}
+
+
+def test_a_finished_stream_ends_at_once_however_long_its_pause(run_root: Path) -> None:
+    """A stream paces itself between chunks; the request's end cuts the pause short, so its client
+    can send the next request at once (under load, pauses last 100 ms)."""
+    from charnn.serve.batcher import Batcher
+    from charnn.serve.collector import Collector
+    from charnn.serve.protocol import Sampling
+
+    model = api.load_run(str(run_root / "checkpoints" / "tiny"), device="cpu")
+    batcher = Batcher(model.model, model.tokenizer)
+
+    async def collect() -> float:
+        from charnn.serve.collector import submit
+
+        tickets = submit(batcher, ["the "], Sampling(seed=1), 30, [])
+        start = time.perf_counter()
+        texts, reasons = await Collector(tickets, 1, [], pace=lambda: 60.0).whole()
+        assert len(texts[0]) == 30 and reasons == ["length"]
+        return time.perf_counter() - start
+
+    try:
+        assert asyncio.run(collect()) < 20
+    finally:
+        batcher.close()
+
+
 def test_the_openai_client_completes_and_streams(server: Server) -> None:
     from openai import OpenAI
 

@@ -209,47 +209,94 @@ class Engine:
 
     def join(self, prime: str, cfg: SampleConfig, state: State | None = None) -> Group:
         """Validate, prime and add a group; `state` continues a previous context (batch 1 or n)."""
+        prime_ids = self._checked(prime, cfg)
+        state = state if state is not None else self.model.init_state(1, self.device)
+        # Prime once (batch 1 unless a batched state is continued); `_add` fans out to n samples.
+        primed = torch.tensor([prime_ids], device=self.device).expand(state[0].size(1), -1)  # (B0, P)
+        last, state = self._prime(primed, state)  # (B0, V)
+        group = self._group(cfg)
+        self._add([(group, last, state)])
+        return group
+
+    def join_many(self, requests: Sequence[tuple[str, SampleConfig]]) -> list[Group | Exception]:
+        """Add a group per (prime, settings), from fresh states: each a `Group`, or the exception that
+        refused that request alone (bad settings, unknown characters, its prime's pass failing).
+
+        Primes of one length go through the network together, one pass at batch k instead of k passes
+        at batch 1: a burst of requests (clients that finished together sending their next) stalls the
+        batch once, not once per request (benchmarks/serve_load.py).
+        """
+        results: list[Group | Exception] = []
+        by_length: dict[int, list[tuple[int, list[int]]]] = {}
+        for i, (prime, cfg) in enumerate(requests):
+            try:
+                prime_ids = self._checked(prime, cfg)
+                results.append(self._group(cfg))
+            except Exception as e:
+                results.append(e)
+                continue
+            by_length.setdefault(len(prime_ids), []).append((i, prime_ids))
+        joining: list[tuple[int, Group, Tensor, State]] = []
+        for members in by_length.values():
+            try:
+                primed = torch.tensor([ids for _, ids in members], device=self.device)  # (k, P)
+                last, state = self._prime(primed, self.model.init_state(len(members), self.device))  # (k, V)
+            except Exception as e:
+                for i, _ in members:
+                    results[i] = e
+                continue
+            for j, (i, _) in enumerate(members):
+                group = results[i]
+                assert isinstance(group, Group)
+                joining.append((i, group, last[j : j + 1], tuple(s[:, j : j + 1] for s in state)))
+        self._add([(group, last, state) for _, group, last, state in sorted(joining, key=lambda m: m[0])])
+        return results
+
+    def _checked(self, prime: str, cfg: SampleConfig) -> list[int]:
+        """The prime's ids, once the settings are valid (a missing seed is drawn and stored back)."""
         cfg.check()
         if cfg.seed is None:
             cfg.seed = int.from_bytes(os.urandom(6), "little")
-        prime_ids = encode_prime(self.tokenizer, prime, cfg.drop_unknown)
+        return encode_prime(self.tokenizer, prime, cfg.drop_unknown)
+
+    def _group(self, cfg: SampleConfig) -> Group:
+        assert cfg.seed is not None  # `_checked` drew one
         generator = torch.Generator(device=self.device)
         generator.manual_seed(cfg.seed)
-        n = cfg.num_samples
-        state = state if state is not None else self.model.init_state(1, self.device)
-        # Prime once (batch 1 unless a batched state is continued), then fan out to n samples.
-        last, state = self._prime(prime_ids, state)  # (B0, V)
-        state = tuple(s.expand(-1, n, -1).contiguous() for s in state)  # (L, n, H)
-        group = Group(cfg, generator, self.tokenizer.chars)
-        first = last.expand(n, -1)  # (n, V)
-        parts = unpack_state(state)
-        if self.groups:
-            self.parts = [[torch.cat([a, b]) for a, b in zip(old, new, strict=True)]
-                          for old, new in zip(self.parts, parts, strict=True)]
-            self.logits = torch.cat([self.logits, first])
-        else:
-            self.parts, self.logits = parts, first.contiguous()
-        self._races.add(group)
-        self.groups.append(group)
-        self._rows.append(n)
-        self._settings = None
-        return group
+        return Group(cfg, generator, self.tokenizer.chars)
 
-    def _prime(self, prime_ids: list[int], state: State) -> tuple[Tensor, State]:
-        """Run the prime through the network: the last position's logits (B0, V) and the state after it.
+    def _add(self, joining: list[tuple[Group, Tensor, State]]) -> None:
+        """Append primed groups to the batch: each (group, logits (B0, V), state (L, B0, H)), B0 in {1, n},
+        fanned out to the group's n rows; the batch's tensors are concatenated once."""
+        if not joining:
+            return
+        sources = [self.parts] if self.groups else []
+        logits = [self.logits] if self.groups else []
+        for group, last, state in joining:
+            n = group.cfg.num_samples
+            sources.append(unpack_state(tuple(s.expand(-1, n, -1).contiguous() for s in state)))  # (L, n, H)
+            logits.append(last.expand(n, -1))  # (n, V)
+            self._races.add(group)
+            self.groups.append(group)
+            self._rows.append(n)
+        self.parts = [[torch.cat([src[p][k] for src in sources]) for k in range(len(sources[0][p]))]
+                      for p in range(len(sources[0]))]
+        self.logits = torch.cat(logits)  # (B, V), contiguous
+        self._settings = None
+
+    def _prime(self, primed: Tensor, state: State) -> tuple[Tensor, State]:
+        """Run primes (B0, P) through the network: the last position's logits (B0, V) and the state after it.
 
         A short prime on CPU goes through the fused `Stepper`: oneDNN's sequence kernel costs ~9 ms
         per call at batch 1 on a 2x512 LSTM whatever the length (it reorders the weights each call),
         which every request joining a busy server would otherwise add to the batch's next step.
         """
-        batch = state[0].size(1)
-        if self.stepper is None or len(prime_ids) > STEPPED_PRIME_MAX:
-            primed = torch.tensor([prime_ids], device=self.device).expand(batch, -1)  # (B0, P)
+        if self.stepper is None or primed.size(1) > STEPPED_PRIME_MAX:
             logits, state = self.model(primed, state)
             return logits[:, -1], state
         parts = unpack_state(state)
-        for token in prime_ids:
-            last = self.stepper.step_layers(torch.full((batch,), token, dtype=torch.long), parts)
+        for t in range(primed.size(1)):
+            last = self.stepper.step_layers(primed[:, t], parts)
         return last, pack_state(parts)
 
     def leave(self, group: Group) -> State:

@@ -7,7 +7,8 @@
     completions.py POST /v1/completions
     chat.py        POST /v1/chat/completions: messages as a transcript, the reply up to the next speaker
     collector.py   submitting tickets, collecting deltas, stop strings, server-sent events
-    batcher.py     one supervised engine thread per run; concurrent requests stepped as one batch
+    batcher.py     one run's supervised batch: concurrent requests stepped as one
+    worker.py      the one thread that does all the server's torch work: loading, stepping, scoring
     page.html      the self-contained page served at /
 
 `load` reads the runs named at start (nothing a request names is ever read from disk);
@@ -16,7 +17,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from charnn import api, checkpoint
@@ -25,22 +26,33 @@ from charnn.serve.access import ServeConfig, Served
 from charnn.serve.app import create_app
 from charnn.serve.batcher import Batcher
 from charnn.serve.info import facts_of
+from charnn.serve.worker import Worker
 
 __all__ = ["ServeConfig", "Served", "create_app", "load", "run"]
 
 
 def load(runs: Sequence[str], checkpoints_dir: Path, device: str, config: ServeConfig) -> list[Served]:
-    """The runs to serve (default: the newest), each with its batcher; names must be unique."""
+    """The runs to serve (default: the newest), each with its batcher; names must be unique.
+
+    The runs are loaded on the worker that will step them: no other thread ever runs torch (`worker.py`)."""
     dirs = [checkpoint.resolve(r, checkpoints_dir) for r in runs] or [checkpoint.resolve(None, checkpoints_dir)]
     names = [d.name for d in dirs]
     if len(set(names)) != len(names):
         raise UsageError(f"two runs share the name '{next(n for n in names if names.count(n) > 1)}' — "
                          "serve each run once (the request's model field picks a run by name)")
+    def loader(run_dir: Path) -> Callable[[], api.CharModel]:
+        return lambda: api.load_run(str(run_dir), "best", device, checkpoints_dir)
+
     served = []
-    for run_dir in dirs:
-        model = api.load_run(str(run_dir), "best", device, checkpoints_dir)
-        served.append(Served(run_dir.name, model, Batcher(model.model, model.tokenizer, config.max_rows,
-                                                          config.max_waiting), facts_of(model)))
+    worker = Worker()
+    try:
+        for run_dir in dirs:
+            model = worker.run(loader(run_dir))
+            batcher = Batcher(model.model, model.tokenizer, config.max_rows, config.max_waiting, worker)
+            served.append(Served(run_dir.name, model, batcher, facts_of(model)))
+    except BaseException:
+        worker.close()
+        raise
     return served
 
 

@@ -77,6 +77,8 @@ def create_app(served: list[Served], config: ServeConfig) -> FastAPI:
         yield
         for s in served:
             s.batcher.close()
+        for worker in {id(s.batcher.worker): s.batcher.worker for s in served}.values():
+            worker.close()
 
     app = FastAPI(title="charnn", version="1", description="Character-level text generation: OpenAI-compatible "
                   "completions and chat, scoring, and a page to play with a model.", docs_url="/docs", redoc_url=None,

@@ -1,9 +1,11 @@
-"""The batcher: concurrent requests for one run, stepped together in one `Engine` on one thread.
+"""The batcher: concurrent requests for one run, stepped together in one `Engine` by the server's worker.
 
 Requests join the batch between steps and leave when they finish or their client goes
 away, each with its own settings, seed and stop strings (so a request samples the same
-text alone or in a busy batch). The engine thread never touches the event loop except to
-wake a waiting request, at most once per batch of pieces, so the loop stays free.
+text alone or in a busy batch). The batcher has no thread of its own: the server's one
+`Worker` thread gives every run's batch a turn in order (why one thread: `worker.py`).
+The worker never touches the event loop except to wake a waiting request, at most once
+per batch of pieces, so the loop stays free.
 
 Supervised: a request whose own rows fail (`Group.error`) ends with that error while the
 rest of the batch goes on. Should the engine fail as a whole (the batched forward pass
@@ -16,6 +18,7 @@ refused at once. A waiting request is never left hanging.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ import torch
 
 from charnn.model import CharRNN
 from charnn.sample import Engine, Group, SampleConfig
+from charnn.serve.worker import Worker
 from charnn.tokenizer import CharTokenizer
 
 MAX_RESTARTS = 3
@@ -45,6 +49,7 @@ class Ticket:
     cfg: SampleConfig
     loop: asyncio.AbstractEventLoop
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once the request is finished
     waiting: bool = False  # the request is blocked in `take`; guarded by `lock`
     pieces: list[list[str]] = field(default_factory=list)  # produced but not yet taken; guarded by `lock`
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -55,7 +60,7 @@ class Ticket:
     group: Group | None = None
 
     def push(self, pieces: list[str] | None, *, stopped: list[bool] | None = None, error: Exception | None = None) -> None:
-        """Called by the engine thread; crosses to the event loop only when the request is blocked in `take`.
+        """Called by the worker; crosses to the event loop only when the request is blocked in `take`.
 
         A request pacing itself (sleeping between chunks) finds its pieces when it comes back, so a
         busy batch costs the event loop no wake-ups per step (each would take a core from the step).
@@ -63,13 +68,16 @@ class Ticket:
         with self.lock:
             if pieces is not None:
                 self.pieces.append(pieces)
-            if stopped is not None or error is not None:
+            ending = stopped is not None or error is not None
+            if ending:
                 self.finished = True
                 self.stopped = stopped or []
                 self.error = error
             wake, self.waiting = self.waiting, False
         if wake:
             self.loop.call_soon_threadsafe(self.ready.set)
+        if ending:  # a request pacing itself learns at once that it is done (its client may send the next)
+            self.loop.call_soon_threadsafe(self.ended.set)
 
     async def take(self) -> tuple[list[list[str]], bool]:
         """The pieces produced since the last take, waiting for some if there are none; (pieces, finished)."""
@@ -83,39 +91,47 @@ class Ticket:
             pieces, self.pieces = self.pieces, []
             return pieces, self.finished
 
+    async def pause(self, seconds: float) -> None:
+        """Sleep up to `seconds`, less if the request finishes meanwhile."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.ended.wait(), seconds)
+
     def cancel(self) -> None:
-        self.cancelled = True  # read by the engine thread between steps
+        self.cancelled = True  # read by the worker between steps
 
 
 class Batcher:
-    """Owns one run's engine thread; `submit` from the event loop, results through `Ticket`s."""
+    """One run's batch: `submit` from the event loop, results through `Ticket`s, stepped by `worker`
+    (a worker of its own when none is given; a server shares one among its runs)."""
 
-    def __init__(self, model: CharRNN, tokenizer: CharTokenizer, max_rows: int = 64, max_waiting: int = 64):
+    def __init__(self, model: CharRNN, tokenizer: CharTokenizer, max_rows: int = 64, max_waiting: int = 64,
+                 worker: Worker | None = None):
         self.model, self.tokenizer = model, tokenizer
-        self.engine = Engine(model, tokenizer)
+        self._owns_worker = worker is None
+        self.worker = worker or Worker()
+        self.engine: Engine | None = None  # made by the worker at its first turn (it does torch work)
         self.failure: BaseException | None = None  # set when the engine could not be restarted
         self._failures = 0  # engine-wide failures since the last good step
-        self._starting: list[Ticket] = []  # admitted, not yet joined to the engine (the engine thread's own)
+        self._starting: list[Ticket] = []  # admitted, not yet joined to the engine (the worker's own)
         self.max_rows = max_rows  # samples stepped together at most
         self.max_waiting = max_waiting  # requests queued behind a full batch at most
         self._waiting: deque[Ticket] = deque()
         self._active: dict[int, Ticket] = {}  # id(group) -> ticket
         self._rows = 0  # samples admitted and not yet finished; guarded by `_cond`
-        self._cond = threading.Condition()
+        self._cond = self.worker.cond  # the worker's: a submit wakes it
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="charnn-batcher", daemon=True)
-        self._thread.start()
+        self.worker.attach(self)
 
     @property
     def load(self) -> tuple[int, int]:
-        """(samples in the batch, requests waiting), read under the lock: the engine thread
+        """(samples in the batch, requests waiting), read under the lock: the worker
         changes both while the event loop reports them (iterating its dict of groups here could fail)."""
         with self._cond:
             return self._rows, len(self._waiting)
 
     @property
     def alive(self) -> bool:
-        return self.failure is None and self._thread.is_alive()
+        return self.failure is None and self.worker.alive
 
     def submit(self, prime: str, cfg: SampleConfig) -> Ticket:
         ticket = Ticket(prime, cfg, asyncio.get_running_loop())
@@ -134,7 +150,7 @@ class Batcher:
     def _behind_full_batch(self) -> int:
         """Waiting requests the batch has no room for (called holding the condition).
 
-        A request that fits the batch's free rows only waits for the engine thread to take it,
+        A request that fits the batch's free rows only waits for the worker to take it,
         which on a busy machine may be a while; counting it would refuse requests the batch has
         room for. `_admit` takes requests in order, so everything after the first that does not fit waits.
         """
@@ -146,10 +162,15 @@ class Batcher:
         return 0
 
     def close(self) -> None:
+        """Stop stepping this batch (and the worker, when it is this batcher's own)."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
-        self._thread.join(timeout=5)
+        if self._owns_worker:
+            self.worker.close()
+
+    def has_work(self) -> bool:
+        """Anything to admit or step (the worker calls it holding the condition)."""
+        return not self._closed and self.failure is None and bool(self._waiting or self._active)
 
     def _admit(self) -> list[Ticket]:
         """Move waiting requests into the batch while it has room (called holding the condition)."""
@@ -166,59 +187,65 @@ class Batcher:
         with self._cond:
             self._rows -= ticket.cfg.num_samples
 
-    def _run(self) -> None:
-        """The supervisor: serve until closed; on an engine-wide failure fail its requests and start afresh."""
-        while True:
-            try:
-                self._serve()
-                return
-            except BaseException as e:
-                self._fail_active(e)
-                self._failures += 1
-                if self._failures > MAX_RESTARTS:
-                    self._give_up(e)
-                    return
-                try:
-                    self.engine = Engine(self.model, self.tokenizer)
-                except BaseException as again:
-                    self._give_up(again)
-                    return
-
-    def _serve(self) -> None:
-        with torch.inference_mode():
-            while True:
-                with self._cond:
-                    while not self._closed and not self._waiting and not self._active:
-                        self._cond.wait()
-                    if self._closed:
-                        return
-                    self._starting = self._admit()
-                while self._starting:
-                    self._start(self._starting.pop(0))
-                for group in [g for g in self.engine.groups if self._active[id(g)].cancelled or g.finished]:
-                    self._finish(group)
-                if not self.engine.groups:
-                    continue
-                for group, pieces in self.engine.step():
-                    self._active[id(group)].push(pieces)
-                self._failures = 0  # a good step: the count of failures in a row starts again
-                for group in [g for g in self.engine.groups if g.finished or self._active[id(g)].cancelled]:
-                    self._finish(group)
-
-    def _start(self, ticket: Ticket) -> None:
-        if ticket.cancelled:
-            self._release(ticket)
-            ticket.push(None, stopped=[False] * ticket.cfg.num_samples)
+    def turn(self) -> None:
+        """One round on the worker thread, supervised: on an engine-wide failure its requests fail and
+        a fresh engine serves the queue; after MAX_RESTARTS failures in a row the batcher gives up."""
+        if self._closed or self.failure is not None:
             return
         try:
-            ticket.group = self.engine.join(ticket.prime, ticket.cfg)
-        except Exception as e:  # validated before submit; anything left is this request's alone
+            self._round()
+        except BaseException as e:
+            self._fail_active(e)
+            self._failures += 1
+            if self._failures > MAX_RESTARTS:
+                self._give_up(e)
+                return
+            try:
+                self.engine = Engine(self.model, self.tokenizer)
+            except BaseException as again:
+                self._give_up(again)
+
+    def _round(self) -> None:
+        """Admit what fits, drop what ended, and step the batch once."""
+        if self.engine is None:
+            self.engine = Engine(self.model, self.tokenizer)
+        engine = self.engine
+        with self._cond:
+            self._starting = self._admit()
+        with torch.inference_mode():
+            self._start()
+            self._drop_ended()
+            if not engine.groups:
+                return
+            for group, pieces in engine.step():
+                self._active[id(group)].push(pieces)
+        self._failures = 0  # a good step: the count of failures in a row starts again
+        self._drop_ended()
+
+    def _drop_ended(self) -> None:
+        assert self.engine is not None
+        for group in [g for g in self.engine.groups if g.finished or self._active[id(g)].cancelled]:
+            self._finish(group)
+
+    def _start(self) -> None:
+        """Join the admitted requests to the engine together (`Engine.join_many`); one refused fails alone."""
+        assert self.engine is not None
+        for ticket in [t for t in self._starting if t.cancelled]:
             self._release(ticket)
-            ticket.push(None, error=e)
-            return
-        self._active[id(ticket.group)] = ticket
+            ticket.push(None, stopped=[False] * ticket.cfg.num_samples)
+        starting = [t for t in self._starting if not t.cancelled]
+        joined = self.engine.join_many([(t.prime, t.cfg) for t in starting])
+        self._starting = []
+        for ticket, group in zip(starting, joined, strict=True):
+            if isinstance(group, Exception):  # validated before submit; anything left is this request's alone
+                self._release(ticket)
+                ticket.push(None, error=group)
+            else:
+                ticket.group = group
+                self._active[id(group)] = ticket
 
     def _finish(self, group: Group) -> None:
+        assert self.engine is not None
         self.engine.leave(group)
         ticket = self._active.pop(id(group))
         self._release(ticket)

@@ -24,6 +24,8 @@ from charnn.serve.protocol import ApiError, Sampling, as_api_error, error_body
 # JSON, HTTP framing, the client's parsing) are not paid per character. The pause grows with the
 # number of samples in the batch, so the server sends about 1/PACE_PER_ROW chunks per second in all
 # (one stream: a chunk every 10 ms; 10 or more: every 100 ms), measured in benchmarks/serve_load.py.
+# The request's end cuts a pause short: its last chunk goes out at once, and its client's next request
+# joins the batch without leaving a row idle.
 PACE_PER_ROW = 0.01
 PACE_MAX = 0.1
 
@@ -123,7 +125,7 @@ class Collector:
                         yield deltas
                     if finished:
                         break
-                    await asyncio.sleep(self.pace())
+                    await ticket.pause(self.pace())
         finally:  # the client went away (the response is cancelled) or the request ended: stop generating at once
             for t in self.tickets:
                 t.cancel()
