@@ -62,11 +62,11 @@ def charnn_loop(model: CharRNN, tok: CharTokenizer, length: int, batch: int) -> 
 
 
 def engine_loop(model: CharRNN, tok: CharTokenizer, length: int, requests: int) -> None:
-    """`requests` separate groups of one sample in one engine, as the server runs them."""
+    """`requests` separate groups of one sample in one engine, as the server runs them (requests that
+    arrive together join together, `Engine.join_many`)."""
     with torch.inference_mode():
         engine = sample.Engine(model, tok)
-        for i in range(requests):
-            engine.join("A", SampleConfig(length=length, temperature=0.8, seed=i))
+        engine.join_many([("A", SampleConfig(length=length, temperature=0.8, seed=i)) for i in range(requests)])
         while engine.groups:
             engine.step()
             for group in [g for g in engine.groups if g.finished]:

@@ -109,7 +109,8 @@ async def load(port: int, clients: int, requests: int, tokens: int) -> dict:
 
 
 def engine_rate(work: Path, requests: int, tokens: int, repeats: int = 3) -> float:
-    """Aggregate chars/s of `requests` one-sample requests stepped together in one engine (median of runs)."""
+    """Aggregate chars/s of `requests` one-sample requests joined and stepped together in one engine, as the
+    server's batcher runs requests that arrive together (median of runs)."""
     import torch
 
     from charnn import api
@@ -121,8 +122,7 @@ def engine_rate(work: Path, requests: int, tokens: int, repeats: int = 3) -> flo
         start = time.perf_counter()
         with torch.inference_mode():
             engine = Engine(model.model, model.tokenizer)
-            for seed in range(requests):
-                engine.join("ROMEO:", SampleConfig(length=tokens, seed=seed + 1000 * r))
+            engine.join_many([("ROMEO:", SampleConfig(length=tokens, seed=seed + 1000 * r)) for seed in range(requests)])
             while engine.groups:
                 engine.step()
                 for group in [g for g in engine.groups if g.finished]:
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=128, help="requests under load, per round")
     parser.add_argument("--tokens", type=int, default=400)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of engine alone / server under load")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of engine alone / server under load")
     parser.add_argument("--serve-threads", type=int, default=0, help="the server's --threads (0: PyTorch's default)")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()

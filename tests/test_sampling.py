@@ -105,8 +105,10 @@ def model(words_file):
     return load_run("w", device="cpu")
 
 
-def _alone(model, prime: str, cfg: SampleConfig) -> str:
-    return model.generate(prime, length=cfg.length, seed=cfg.seed, temperature=cfg.temperature, top_k=cfg.top_k)
+def _alone(model, prime: str, cfg: SampleConfig) -> list[str]:
+    texts = model.generate(prime, length=cfg.length, seed=cfg.seed, temperature=cfg.temperature, top_k=cfg.top_k,
+                           num_samples=cfg.num_samples)
+    return [texts] if isinstance(texts, str) else texts
 
 
 @pytest.mark.parametrize("how", ["nan state", "broken bookkeeping"])
@@ -138,7 +140,7 @@ def test_a_group_killed_mid_batch_leaves_the_others_their_own_text(model, how: s
     for group, cfg in zip(groups, configs, strict=True):
         if group is not victim:
             assert group.error is None
-            assert group.texts[0] == _alone(model, "the ", cfg)
+            assert group.texts == _alone(model, "the ", cfg)
 
 
 def test_the_sample_command_takes_any_accepted_temperature(model, tmp_path) -> None:
@@ -166,7 +168,8 @@ def test_nan_logits_are_the_models_failure_not_a_draw(model) -> None:
 def test_requests_joined_together_sample_what_they_sample_alone(model) -> None:
     """`join_many` primes equal-length primes in one pass (short ones through the fused step, long ones
     through the module) and mixes lengths; each group's text is its text alone, and a bad request fails alone."""
-    requests = [("the ", SampleConfig(length=60, seed=1)), ("a", SampleConfig(length=60, seed=2, temperature=1.2)),
+    requests = [("the ", SampleConfig(length=60, seed=1, num_samples=3)),
+                ("a", SampleConfig(length=60, seed=2, temperature=1.2)), ("o", SampleConfig(length=60, seed=9, num_samples=2)),
                 ("cat ", SampleConfig(length=60, seed=3, top_k=4)), ("x€", SampleConfig(length=60, seed=4)),
                 ("the cat sat ", SampleConfig(length=60, seed=5)), ("on the mat o", SampleConfig(length=60, seed=6)),
                 ("dog", SampleConfig(length=60, seed=7, top_k=0)), ("the ", SampleConfig(length=60, temperature=0.0)),
@@ -177,8 +180,8 @@ def test_requests_joined_together_sample_what_they_sample_alone(model) -> None:
         for _ in range(7):
             engine.step()
         joined = engine.join_many([(p, SampleConfig(**vars(c))) for p, c in requests])
-        assert isinstance(joined[3], Exception) and "never saw" in str(joined[3])
-        assert isinstance(joined[6], UsageError) and "top-k" in str(joined[6])
+        assert isinstance(joined[4], Exception) and "never saw" in str(joined[4])
+        assert isinstance(joined[7], UsageError) and "top-k" in str(joined[7])
         assert sum(isinstance(g, Exception) for g in joined) == 2
         groups = [g for g in joined if not isinstance(g, Exception)]
         assert engine.groups == [early, *groups]
@@ -188,5 +191,5 @@ def test_requests_joined_together_sample_what_they_sample_alone(model) -> None:
                 engine.leave(g)
     for (prime, cfg), group in zip(requests, joined, strict=True):
         if not isinstance(group, Exception):
-            assert group.texts[0] == _alone(model, prime, cfg)
-    assert early.texts[0] == _alone(model, "ran ", SampleConfig(length=90, seed=8))
+            assert group.texts == _alone(model, prime, cfg)
+    assert early.texts == _alone(model, "ran ", SampleConfig(length=90, seed=8))
