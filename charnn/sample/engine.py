@@ -8,12 +8,12 @@ they use the fused cuDNN module. N samples run as one batch of N; requests share
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -138,7 +138,11 @@ class Races:
     def __init__(self, vocab: int, device: torch.device):
         self.vocab, self.device, self.block = vocab, device, race_block(vocab)
         self.rows = torch.empty(0, self.block, vocab, dtype=torch.float64, device=device)
-        self.phases = np.zeros(0, dtype=np.int64)  # per group: the slice of its block it takes next
+        # A group's phase (the slice of its block it takes next) is (t - start) mod K: one counter for the
+        # batch and a start per group, so a step moves every group without a Python loop over them.
+        self.t = 0  # steps the batch has taken
+        self.starts: list[int] = []  # per group: t mod K when its block was drawn
+        self._row_starts: Tensor | None = None  # per row: its group's start (B,), for the gather; None: rebuild
 
     def _block(self, group: Group) -> Tensor:
         n = group.cfg.num_samples
@@ -149,37 +153,37 @@ class Races:
 
     def add(self, groups: list[Group]) -> None:
         self.rows = torch.cat([self.rows, *(self._block(g) for g in groups)])
-        self.phases = np.concatenate([self.phases, np.zeros(len(groups), dtype=np.int64)])
+        self.starts += [self.t % self.block] * len(groups)
+        self._row_starts = None
 
     def remove(self, i: int, keep: Tensor) -> None:
         self.rows = self.rows.index_select(0, keep)
-        self.phases = np.delete(self.phases, i)
+        del self.starts[i]
+        self._row_starts = None
 
     def take(self, groups: list[Group], rows: list[int], live: list[bool]) -> Tensor:
-        """This step's noise (B, V); then every group moves on one step, drawing a new block where one ran out.
-
-        The phases move as one array (no Python loop over the groups: at 64 requests that loop cost
-        as much as a tenth of the step); only the groups whose block ran out are visited."""
-        viewed = bool((self.phases == self.phases[0]).all())
+        """This step's noise (B, V); then every group moves on one step, drawing a new block where one ran out."""
+        viewed = len(set(self.starts)) == 1
         if viewed:
-            noise = self.rows[:, int(self.phases[0])]  # (B, V), a view
+            noise = self.rows[:, (self.t - self.starts[0]) % self.block]  # (B, V), a view
         else:
-            phase = torch.from_numpy(np.repeat(self.phases, rows)).to(self.device)  # (B,)
+            if self._row_starts is None:
+                self._row_starts = torch.tensor([s for s, n in zip(self.starts, rows, strict=True) for _ in range(n)],
+                                                device=self.device)
+            phase = (self.t - self._row_starts) % self.block  # (B,)
             noise = self.rows[torch.arange(len(phase), device=self.device), phase]  # (B, V)
-        self.phases += 1
-        ran_out = np.flatnonzero(self.phases == self.block)
-        if len(ran_out):
-            self.phases[ran_out] = 0
-            starts = np.cumsum([0, *rows])
-            for i in ran_out.tolist():
-                group = groups[i]
-                if live[i] and group.cfg.temperature > 0:
+        self.t += 1
+        due = self.t % self.block  # the groups that drew at this point of the cycle have used their block
+        if self.starts.count(due):
+            first_rows = [0, *itertools.accumulate(rows)]
+            for i in [i for i, s in enumerate(self.starts) if s == due]:
+                if live[i] and groups[i].cfg.temperature > 0:
                     if viewed:  # the refill below must not change this step's noise
                         noise, viewed = noise.clone(), False
                     try:
-                        self.rows[starts[i] : starts[i + 1]] = self._block(group)
+                        self.rows[first_rows[i] : first_rows[i + 1]] = self._block(groups[i])
                     except Exception as e:  # this group's generator failed: it ends, the others go on
-                        group.fail(e)
+                        groups[i].fail(e)
         return noise
 
 
