@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=128, help="requests under load, per round")
     parser.add_argument("--tokens", type=int, default=400)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of engine alone / server under load")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds of engine alone / server under load")
     parser.add_argument("--serve-threads", type=int, default=0, help="the server's --threads (0: PyTorch's default)")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()

@@ -47,6 +47,17 @@ def test_tiny_sampling_values_answer_and_the_server_goes_on(server: Server) -> N
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
 
 
+def test_a_request_for_no_characters_ends_at_once_and_adds_none(server: Server) -> None:
+    """max_tokens 0 joins the batch and leaves it before any step: an empty choice, plain or streamed."""
+    plain = _post(server, "/v1/completions", prompt="the", max_tokens=0, n=2).json()
+    assert [c["text"] for c in plain["choices"]] == ["", ""] and plain["usage"]["completion_tokens"] == 0
+    assert {c["finish_reason"] for c in plain["choices"]} == {"length"}
+    events = _events(server, "/v1/completions", prompt="the", max_tokens=0)
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["text"] for chunk in chunks for c in chunk["choices"]) == "" and events[-1] == "[DONE]"
+    assert _post(server, "/v1/completions", prompt="the", max_tokens=5).json()["usage"]["completion_tokens"] == 5
+
+
 def test_the_canonical_streaming_loop_of_the_openai_client(server: Server) -> None:
     from openai import OpenAI
 

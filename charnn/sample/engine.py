@@ -143,6 +143,7 @@ class Races:
         self.t = 0  # steps the batch has taken
         self.starts: list[int] = []  # per group: t mod K when its block was drawn
         self._row_starts: Tensor | None = None  # per row: its group's start (B,), for the gather; None: rebuild
+        self._row_base = torch.empty(0, dtype=torch.long)  # per row: its first index in rows viewed as (B*K, V)
 
     def _block(self, group: Group) -> Tensor:
         n = group.cfg.num_samples
@@ -167,11 +168,12 @@ class Races:
         if viewed:
             noise = self.rows[:, (self.t - self.starts[0]) % self.block]  # (B, V), a view
         else:
-            if self._row_starts is None:
-                self._row_starts = torch.tensor([s for s, n in zip(self.starts, rows, strict=True) for _ in range(n)],
-                                                device=self.device)
+            if self._row_starts is None:  # per row: its group's start, and where its block begins in rows' (B*K, V) view
+                starts = [s for s, n in zip(self.starts, rows, strict=True) for _ in range(n)]
+                self._row_starts = torch.tensor(starts, device=self.device)
+                self._row_base = torch.arange(len(starts), device=self.device) * self.block
             phase = (self.t - self._row_starts) % self.block  # (B,)
-            noise = self.rows[torch.arange(len(phase), device=self.device), phase]  # (B, V)
+            noise = self.rows.view(-1, self.vocab)[self._row_base + phase]  # (B, V)
         self.t += 1
         due = self.t % self.block  # the groups that drew at this point of the cycle have used their block
         if self.starts.count(due):

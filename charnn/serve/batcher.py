@@ -206,15 +206,16 @@ class Batcher:
                 self._give_up(again)
 
     def _round(self) -> None:
-        """Admit what fits, drop what ended, and step the batch once."""
+        """Admit what fits, step the batch once, drop what ended (a request cancelled meanwhile is
+        dropped after this step: one character too many is cheaper than a second pass over the batch)."""
         if self.engine is None:
             self.engine = Engine(self.model, self.tokenizer)
         engine = self.engine
         with self._cond:
             self._starting = self._admit()
         with torch.inference_mode():
-            self._start()
-            self._drop_ended()
+            if self._starting:
+                self._start()
             if not engine.groups:
                 return
             for group, pieces in engine.step():
@@ -243,6 +244,8 @@ class Batcher:
             else:
                 ticket.group = group
                 self._active[id(group)] = ticket
+                if group.finished:  # asked for no characters
+                    self._finish(group)
 
     def _finish(self, group: Group) -> None:
         assert self.engine is not None
