@@ -13,7 +13,7 @@ returns values; `cli/` only parses options and prints.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,15 +101,16 @@ class CharModel:
             pass
         return run.texts if cfg.num_samples > 1 else run.texts[0]
 
-    def _scored(self, ids: Any, unknown: dict[str, int]) -> Score:
+    def _scored(self, ids: Any, unknown: dict[str, int], between: Callable[[], None] | None = None) -> Score:
         train_cfg = self.config["train"]
-        nats = evaluate(self.model, ids, int(train_cfg["seq_len"]), self.device)
+        nats = evaluate(self.model, ids, int(train_cfg["seq_len"]), self.device, between=between)
         return Score(nats, len(ids), unknown)
 
-    def score(self, text: str) -> Score:
-        """Loss of `text` under the model; characters it never saw are skipped and counted."""
+    def score(self, text: str, between: Callable[[], None] | None = None) -> Score:
+        """Loss of `text` under the model; characters it never saw are skipped and counted.
+        `between` is called after each window of the evaluation (`evaluation.evaluate`)."""
         ids, unknown = self.tokenizer.encode_known(text)
-        return self._scored(ids, unknown)
+        return self._scored(ids, unknown, between)
 
     def originality_index(self, paths: Paths | None = None, corpus_paths: Sequence[str] = (),
                           show_progress: bool = False) -> Index:

@@ -8,6 +8,8 @@ the best checkpoint this way, so their numbers compare.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,11 +30,13 @@ EVAL_STREAM_MIN_CHARS = 512
 
 @torch.inference_mode()
 def evaluate(model: CharRNN, ids: np.ndarray, seq_len: int, device: torch.device,
-             group: ProcessGroup | None = None, stream_count: int = EVAL_STREAMS) -> float:
+             group: ProcessGroup | None = None, stream_count: int = EVAL_STREAMS,
+             between: Callable[[], None] | None = None) -> float:
     """Mean loss in nats per character over all of `ids`, state carried window to window.
 
     Under torchrun each rank scores its block of the same stream layout and the sums are
-    added up, so every rank returns the number a single process would.
+    added up, so every rank returns the number a single process would. `between` is called
+    after each window (the server's worker steps its batches there, `Worker.share`).
     """
     if len(ids) < 2:
         raise UsageError("the evaluation text needs at least 2 characters — give more text")
@@ -50,6 +54,8 @@ def evaluate(model: CharRNN, ids: np.ndarray, seq_len: int, device: torch.device
             logits, state = model(x.to(device), state)  # (b, t, V)
             total += F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum").double()
             count += y.numel()
+            if between is not None:
+                between()
     model.train(was_training)
     summed, n = group.sum([float(total), float(count)])
     return summed / n

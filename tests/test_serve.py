@@ -286,6 +286,39 @@ def test_a_finished_stream_ends_at_once_however_long_its_pause(run_root: Path) -
         batcher.close()
 
 
+def test_a_long_score_shares_the_worker_with_the_streams(run_root: Path) -> None:
+    """The worker runs a score between rounds, and the batches step between its windows: a long text
+    never stalls generation for more than one window."""
+    from charnn.sample import SampleConfig
+    from charnn.serve.batcher import Batcher
+
+    model = api.load_run(str(run_root / "checkpoints" / "tiny"), device="cpu")
+    batcher = Batcher(model.model, model.tokenizer)
+    text = "the cat sat on the mat " * 8000  # 184,000 characters: many windows per stream
+
+    def stepped(ticket) -> int:
+        with ticket.lock:
+            return len(ticket.pieces)
+
+    alone = model.score(text)
+
+    async def during_score() -> int:
+        ticket = batcher.submit("the ", SampleConfig(length=10**7, seed=1))
+        while stepped(ticket) == 0:
+            await asyncio.sleep(0.01)
+        before = stepped(ticket)
+        shared = await asyncio.wrap_future(batcher.worker.call(lambda: model.score(text, between=batcher.worker.share)))
+        assert shared.nats == pytest.approx(alone.nats)
+        after = stepped(ticket)
+        ticket.cancel()
+        return after - before
+
+    try:
+        assert asyncio.run(during_score()) >= 20
+    finally:
+        batcher.close()
+
+
 def test_the_openai_client_completes_and_streams(server: Server) -> None:
     from openai import OpenAI
 

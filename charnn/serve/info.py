@@ -53,7 +53,8 @@ async def score(body: ScoreRequest, request: Request) -> dict[str, Any]:
     if known < 2:
         raise ApiError(400, f"text has {known} character(s) model '{target.name}' knows; scoring needs at least 2", "text")
     try:
-        result = await asyncio.wrap_future(target.batcher.worker.call(lambda: target.model.score(body.text)))
+        worker = target.batcher.worker  # a long text shares it with the batches, window by window
+        result = await asyncio.wrap_future(worker.call(lambda: target.model.score(body.text, between=worker.share)))
     except CharnnError as e:  # anything else the library refuses is still this request's fault
         raise ApiError(400, str(e), "text") from None
     return {"object": "score", "model": target.name, "characters": result.characters, "nats": result.nats,

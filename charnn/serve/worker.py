@@ -10,13 +10,16 @@ measured on a 2-core machine, a 2x512 LSTM's 32-sample step took 5 ms instead of
 (benchmarks/serve_load.py). With the work on one thread there is one team, and its steps run as
 fast as the engine does alone.
 
-Between two rounds of steps the worker runs the jobs handed to it (`call`), so a score waits at
-most one step, and a step waits for a score (scoring a long text pauses the batches meanwhile).
+Between two rounds of steps the worker runs the jobs handed to it (`call`), so a job waits at most
+one round. A long job calls `share` between its pieces (`/v1/score`: after each window of the text),
+and the batches step there for as long as the piece took: a score never stalls generation for more
+than one window, and takes about half the worker while streams run.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -41,6 +44,7 @@ class Worker:
         self._jobs: deque[tuple[Callable[[], object], Future[object]]] = deque()
         self._turns: list[Turns] = []
         self._closed = False
+        self._piece_started = 0.0  # when the running job's current piece began (`share`)
         self._thread = threading.Thread(target=self._run, name="charnn-worker", daemon=True)
         self._thread.start()
 
@@ -66,6 +70,19 @@ class Worker:
         """`call` and wait: for work before serving starts (loading the runs)."""
         return self.call(job).result()
 
+    def share(self) -> None:
+        """Called by a running job between its pieces, on the worker thread: every batch with work
+        steps (at least one round) for as long as the piece took."""
+        deadline = 2 * time.perf_counter() - self._piece_started
+        while True:
+            with self.cond:
+                turns = [t for t in self._turns if t.has_work()]
+            for t in turns:
+                t.turn()
+            if not turns or time.perf_counter() >= deadline:
+                break
+        self._piece_started = time.perf_counter()
+
     def close(self) -> None:
         with self.cond:
             self._closed = True
@@ -83,6 +100,7 @@ class Worker:
                 jobs, self._jobs = list(self._jobs), deque()
                 turns = list(self._turns)
             for job, future in jobs:
+                self._piece_started = time.perf_counter()
                 if future.set_running_or_notify_cancel():
                     try:
                         future.set_result(job())
