@@ -250,31 +250,22 @@ class Engine:
                 continue
             results.append(groups[i])
             by_length.setdefault(len(prime_ids), []).append((i, prime_ids))
-        logits: list[Tensor] = []
-        states: list[State] = []
-        spans: dict[int, tuple[int, int]] = {}  # request -> (first row, rows) in the concatenation of the buckets
+        primed: dict[int, tuple[Tensor, State]] = {}  # request -> its logits (1, V) and state (L, 1, H)
         for members in by_length.values():
             try:
-                primed = torch.tensor([ids for _, ids in members], device=self.device)  # (k, P)
-                last, state = self._prime(primed, self.model.init_state(len(members), self.device))  # (k, V)
+                ids = torch.tensor([prime_ids for _, prime_ids in members], device=self.device)  # (k, P)
+                last, state = self._prime(ids, self.model.init_state(len(members), self.device))  # (k, V)
             except Exception as e:
                 for i, _ in members:
                     results[i] = e
                 continue
-            samples = [groups[i].cfg.num_samples for i, _ in members]
-            fan = torch.repeat_interleave(torch.arange(len(members), device=self.device),
-                                          torch.tensor(samples, device=self.device))  # each member's row, n times
-            logits.append(last[fan])
-            states.append(tuple(s[:, fan] for s in state))
-            start = sum(n for _, n in spans.values())
-            for (i, _), n in zip(members, samples, strict=True):
-                spans[i] = (start, n)
-                start += n
-        if spans:
-            order = sorted(spans)
-            rows = torch.tensor([r for i in order for r in range(spans[i][0], sum(spans[i]))], device=self.device)
-            self._add([groups[i] for i in order], torch.cat(logits)[rows],
-                      tuple(torch.cat(parts, dim=1)[:, rows] for parts in zip(*states, strict=True)))
+            for j, (i, _) in enumerate(members):
+                primed[i] = last[j : j + 1], tuple(s[:, j : j + 1] for s in state)
+        if primed:  # one concatenation for all: each request's row fanned out to its n samples
+            rows = [(primed[i], groups[i].cfg.num_samples) for i in sorted(primed)]
+            self._add([groups[i] for i in sorted(primed)], torch.cat([last.expand(n, -1) for (last, _), n in rows]),
+                      tuple(torch.cat([state[p].expand(-1, n, -1) for (_, state), n in rows], dim=1)
+                            for p in range(len(rows[0][0][1]))))
         return results
 
     def _checked(self, prime: str, cfg: SampleConfig) -> list[int]:

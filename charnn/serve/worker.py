@@ -73,7 +73,8 @@ class Worker:
     def share(self) -> None:
         """Called by a running job between its pieces, on the worker thread: every batch with work
         steps (at least one round) for as long as the piece took."""
-        deadline = 2 * time.perf_counter() - self._piece_started
+        now = time.perf_counter()
+        deadline = now + (now - self._piece_started)
         while True:
             with self.cond:
                 turns = [t for t in self._turns if t.has_work()]
