@@ -1,7 +1,8 @@
 """Sampling: drawing characters and the one generation engine every caller shares.
 
-    draw.py    sample_rows / sample_next: one draw per row, per-row settings, NaN-free; the races
-    engine.py  SampleConfig, Group, Races, Engine (requests stepped as one batch), Generation, generate
+    draw.py    sample_rows / sample_next: one draw per row, per-row settings, NaN-free; race noise
+    races.py   Races: each request's noise drawn ahead from its own generator, taken a step at a time
+    engine.py  SampleConfig, Group, Engine (requests stepped as one batch), Generation, generate
 
 `charnn sample`, the REPL, the server and the Python API all generate through `Engine`, so a seed
 gives the same text whichever way it is asked for, alone or in a busy batch.
@@ -14,11 +15,11 @@ from charnn.sample.engine import (
     Engine,
     Generation,
     Group,
-    Races,
     SampleConfig,
     encode_prime,
     generate,
 )
+from charnn.sample.races import Races
 
 __all__ = ["FUSED_MAX_BATCH", "MAX_TEMPERATURE", "RACE_BLOCK", "STEPPED_PRIME_MAX", "Engine", "Generation", "Group",
            "Races", "SampleConfig", "Settings", "encode_prime", "generate", "race_block", "race_noise", "sample_next",
