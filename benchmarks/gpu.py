@@ -1,14 +1,21 @@
-"""GPU figures: training tokens/s against a bare cuDNN loop, the real AMP dtype, generation chars/s.
+"""The GPU check, in one script: the CUDA tests, then training and generation figures on the GPU.
 
     python benchmarks/gpu.py [--repeats 3] [--record]
 
-Needs a CUDA device; without one it says so and exits 0 (RESULTS.md then marks the
-GPU figures as pending). Training rates are marginal (N vs 2N steps), as in training.py.
+1. `python -m pytest -m cuda` (tests/test_cuda.py: train, resume bit-exactly, sample, serve, inspect,
+   export a CUDA-trained run and load it on the CPU, torchrun with NCCL on one GPU).
+2. Training tokens/s of charnn's step against a bare cuDNN loop of the same shape, fp32 (TF32) and bf16
+   autocast, and the dtype the recurrent kernel really ran in. Both sides run with TF32 on, set before
+   the first baseline (`device.tune_for`, as training sets it). Rates are marginal (N vs 2N steps).
+3. The engine's chars/s at 1, 64 and 256 samples.
+
+Needs a CUDA GPU: without one it says so in one line and exits 1. Sized to finish in under 8 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +31,7 @@ warnings.filterwarnings("ignore", message="TF32")
 
 from benchmarks.common import marginal_rate, median_time, report, table  # noqa: E402
 from charnn import checkpoint  # noqa: E402
-from charnn.device import amp_dtype  # noqa: E402
+from charnn.device import amp_dtype, tune_for  # noqa: E402
 from charnn.model import CharRNN, ModelConfig  # noqa: E402
 from charnn.sample import SampleConfig, generate  # noqa: E402
 from charnn.tokenizer import CharTokenizer  # noqa: E402
@@ -55,15 +62,29 @@ def ours(layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int,
     train(model, cfg, ids, ids[: batch * seq + 1], run_dir, torch.device("cuda"), show_progress=False)
 
 
+def cuda_tests() -> str:
+    """`pytest -m cuda`'s closing line, as a one-row table."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"],
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+        last = (done.stdout.strip().splitlines() or ["no output"])[-1]
+    except subprocess.TimeoutExpired:
+        last = "timed out after 300 s"
+    return table(["CUDA tests (pytest -m cuda)"], [[last]])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        print("no CUDA device: GPU figures pending (run this on a machine with a GPU)")
-        return 0
+        print("benchmarks/gpu.py needs a CUDA GPU and PyTorch sees none here — run it on a machine with one",
+              file=sys.stderr)
+        return 1
+    tune_for(torch.device("cuda"))  # TF32 for the baselines too: every ratio compares like with like
     name = torch.cuda.get_device_name()
+    tests = cuda_tests()
     work = Path(tempfile.mkdtemp(prefix="charnn-gpu-"))
     ids = np.random.default_rng(0).integers(0, VOCAB, size=20_000_000, dtype=np.uint8)
     run_dir = work / "run"
@@ -84,7 +105,7 @@ def main() -> int:
     model = CharRNN(ModelConfig(vocab_size=VOCAB, layers=2, hidden=512, embed=512)).cuda().eval()
     tok = CharTokenizer([chr(32 + i) for i in range(VOCAB)])
     gen_rows = []
-    for n in (1, 64):
+    for n in (1, 64, 256):
         length = 500
 
         def run(n=n, length=length):
@@ -94,7 +115,7 @@ def main() -> int:
         gen_rows.append([str(n), f"{n * length / median_time(run, args.repeats):,.0f}"])
     generation = table(["samples", "chars/s (2x512 LSTM, embed 512)"], gen_rows)
     stamp = f"{name}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, {time.strftime('%Y-%m-%d')}"
-    report(f"GPU (benchmarks/gpu.py) on {stamp}", [training, generation], args.record)
+    report(f"GPU (benchmarks/gpu.py) on {stamp}", [tests, training, generation], args.record)
     return 0
 
 

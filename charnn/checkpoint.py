@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import torch
 
+from charnn import base
 from charnn.errors import RunError, UsageError, WriteError
 from charnn.model import CharRNN, ModelConfig
 from charnn.runlock import LOCK
@@ -184,13 +185,19 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def resolve(spec: str | None, checkpoints_dir: Path) -> Path:
-    """A run name under `checkpoints_dir`, a path to a run directory, or (None) the newest run."""
+    """A run name under `checkpoints_dir`, a path to a run directory, `base` (the built-in model), or (None) the
+    newest run."""
     if spec is None:
         runs = find_runs(checkpoints_dir)
         if not runs:
-            raise RunError(f"no runs in '{checkpoints_dir}' — train one first: charnn train CORPUS "
-                           "(for example: charnn train shakespeare --time 5m)")
+            raise RunError(f"no runs in '{checkpoints_dir}' — use the built-in model (charnn sample base) or train "
+                           "one: charnn train CORPUS (for example: charnn train shakespeare --time 5m)")
         return max(runs, key=_modified)
+    if spec == base.NAME:
+        if not base.installed():
+            raise RunError(f"the built-in model is missing from this installation ('{base.folder()}') — "
+                           "reinstall charnn")
+        return base.folder()
     for candidate in (checkpoints_dir / spec, Path(spec).expanduser()):
         if (candidate / CONFIG).is_file():
             return candidate
@@ -235,6 +242,11 @@ def summarize(run_dir: Path) -> RunSummary:
     model_config = model_config_of(config)
     metrics = read_metrics(run_dir)
     vals = [r["val_loss"] for r in metrics if isinstance(r.get("val_loss"), (int, float))]
+    exported = config.get("exported")
+    if not metrics and isinstance(exported, dict):  # a model folder: what its export recorded
+        metrics = [{"step": exported.get("step", 0)}]
+        if isinstance(exported.get("best_val_loss"), (int, float)):
+            vals = [exported["best_val_loss"]]
     params = CharRNN(model_config).num_parameters()
     parent = config.get("parent")
     return RunSummary(run_dir.name, run_dir, model_config.cell, model_config.layers, model_config.hidden,

@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from charnn import capability
 from charnn.errors import DeviceError
 from charnn.model import CharRNN
 
@@ -30,14 +31,34 @@ def resolve_device(name: str) -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     if name.startswith("cuda"):
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise DeviceError(f"--device '{name}' is not a device name — use cuda or cuda:N (N a GPU's index)") from None
+        if device.type != "cuda":
+            raise DeviceError(f"--device '{name}' is not a device name — use cuda or cuda:N (N a GPU's index)")
         if not torch.cuda.is_available():
             raise DeviceError(f"--device {name} is not available (no CUDA GPU visible to PyTorch) — use --device cpu or auto")
-        return torch.device(name)
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"--device {name} is not available: this machine has {count} CUDA GPU"
+                              f"{'s' if count != 1 else ''} (cuda:0..cuda:{count - 1}) — use one of those, or cuda")
+        return device
     if name == "mps":
         if not has_mps:
             raise DeviceError("--device mps is not available on this machine — use --device cpu or auto")
         return torch.device("mps")
     raise DeviceError(f"--device '{name}' is unknown — use auto, cpu, cuda or mps")
+
+
+def tune_for(device: torch.device) -> None:
+    """What training sets on `device` before its first step: the CPU allocator's thresholds; on CUDA, TF32 for
+    the head's matmul and cuDNN (cuDNN RNNs allow TF32 by default). Benchmarks call it before any baseline."""
+    if device.type == "cpu":
+        tune_cpu_allocator()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def tune_cpu_allocator() -> bool:
@@ -74,14 +95,8 @@ def amp_dtype(model: CharRNN, device: torch.device) -> torch.dtype:
 
 
 def bf16_native(device: torch.device) -> bool:
-    """Whether bf16 autocast can run faster than fp32 here: a GPU, or a CPU with bf16 instructions
-    (AVX512-BF16 or AMX, as PyTorch reports them). Elsewhere PyTorch emulates bf16: on a 2-core Zen 3
-    (AVX2 only) probing it alone took ~80 s, and training in it runs at a fraction of fp32's speed."""
-    if device.type != "cpu":
-        return device.type == "cuda"
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    """Whether bf16 autocast can run faster than fp32 here (`capability.Capability.bf16_native`)."""
+    return capability.of(device).bf16_native
 
 
 def bf16_speed(hidden: int = 256, batch: int = 64, repeats: int = 3) -> float:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from charnn import capability
 from charnn.errors import UsageError
 
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
@@ -145,7 +146,8 @@ class ProcessGroup:
             return stop, elapsed
         import torch.distributed as dist
 
-        t = torch.tensor([float(stop), elapsed if self.is_writer else 0.0], dtype=torch.float64, device=self.device)
+        t = torch.tensor([float(stop), elapsed if self.is_writer else 0.0], dtype=capability.of(self.device).exact_dtype,
+                         device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t[0].item()), float(t[1].item())
 
@@ -155,7 +157,7 @@ class ProcessGroup:
             return values
         import torch.distributed as dist
 
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        t = torch.tensor(values, dtype=capability.of(self.device).exact_dtype, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 

@@ -46,16 +46,16 @@ def evaluate(model: CharRNN, ids: np.ndarray, seq_len: int, device: torch.device
     streams = Streams(ids, n_streams, seq_len, group.block(n_streams))
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
+    total, count = 0.0, 0  # added on the host in float64 (a Python float): every device has it, MPS has no float64
+
     if streams.rows:  # a rank can own no stream of a short validation split
         state = model.init_state(streams.rows, device)
         for x, y in streams.windows(partial=True):
             logits, state = model(x.to(device), state)  # (b, t, V)
-            total += F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum").double()
+            total += float(F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum"))
             count += y.numel()
             if between is not None:
                 between()
     model.train(was_training)
-    summed, n = group.sum([float(total), float(count)])
+    summed, n = group.sum([total, float(count)])
     return summed / n

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charnn import capability
 from charnn.errors import UsageError
 from charnn.model import CharRNN, Stepper, memory_part, unpack_state
 from charnn.tokenizer import CharTokenizer
@@ -143,7 +144,7 @@ def gradient_reach(model: CharRNN, windows: torch.Tensor, start: tuple[torch.Ten
     steps = length - 1
     state = model.init_state(rows, windows.device) if start is None else start
     hs = []
-    with torch.enable_grad():
+    with torch.enable_grad(), capability.of(windows.device).eval_backward():  # cuDNN: no RNN backward in eval()
         state = tuple(s.detach().requires_grad_() for s in state)
         logits = None
         for j in range(steps):
@@ -154,7 +155,7 @@ def gradient_reach(model: CharRNN, windows: torch.Tensor, start: tuple[torch.Ten
         grads = torch.autograd.grad(loss, hs[:-1])  # h_0 .. h_{K-1}: k = K .. 1
     model.train(was_training)
     norms = torch.stack([g.transpose(0, 1).reshape(rows, -1).norm(dim=1).mean() for g in grads])  # (K,), k = K..1
-    return norms.flip(0).detach().cpu().double().numpy()  # k = 1..K
+    return norms.flip(0).detach().cpu().numpy().astype(np.float64)  # k = 1..K
 
 
 def _reach_windows(ids: np.ndarray, k: int, count: int, warm: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from charnn import checkpoint
+from charnn import base, checkpoint
 from charnn.errors import RunError, UsageError
 from charnn.model import HEADED, CharRNN, ModelConfig
 from charnn.tokenizer import CharTokenizer
@@ -72,7 +72,7 @@ def load_parent(spec: str, checkpoints_dir: Path) -> Parent:
     """The run `spec` names (a run name, a run folder, with an optional ':best' or ':latest'), read-only."""
     run, which = split_spec(spec)
     folder = Path(run).expanduser()
-    if not (checkpoints_dir / run / checkpoint.CONFIG).is_file() and folder.is_dir() \
+    if run != base.NAME and not (checkpoints_dir / run / checkpoint.CONFIG).is_file() and folder.is_dir() \
             and not (folder / checkpoint.CONFIG).is_file():
         raise RunError(f"--from '{run}': that folder is not a charnn run (it has no {checkpoint.CONFIG}) — give a run "
                        "name from `charnn runs` or a run folder")
@@ -137,6 +137,7 @@ def _new_bias(model: CharRNN, old: int, train_ids: np.ndarray) -> Tensor:
         model.eval()
         with torch.no_grad():
             logits, _ = model(ids, model.init_state(1))  # (1, T, V)
-            lse = float(torch.logsumexp(logits[0, :, :old].double(), dim=-1).mean())
+            # Each position's normaliser in the model's float, their mean on the host in float64 (no float64 on MPS).
+            lse = float(torch.logsumexp(logits[0, :, :old], dim=-1).cpu().numpy().astype(np.float64).mean())
         model.train(was_training)
     return torch.tensor([math.log(f) + lse for f in freq], dtype=model.head.bias.dtype)

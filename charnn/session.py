@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,11 +22,11 @@ from typing import Any
 
 import torch
 
-from charnn import checkpoint, distributed, lineage, runlock
+from charnn import base, checkpoint, distributed, footprint, lineage, names, runlock
 from charnn.budget import Budget
-from charnn.device import AMP_DEVICES, bf16_native, bf16_speed, resolve_device, tune_cpu_allocator
+from charnn.device import AMP_DEVICES, amp_dtype, bf16_native, bf16_speed, resolve_device, tune_cpu_allocator
 from charnn.distributed import Launch, ProcessGroup
-from charnn.errors import RunError, UsageError
+from charnn.errors import DeviceError, RunError, UsageError
 from charnn.lineage import Parent
 from charnn.model import CharRNN, ModelConfig
 from charnn.probe import measure_eval_speed, measure_scale, measure_speeds, steady_speeds
@@ -44,7 +45,9 @@ from charnn.train import Fresh, FromParent, Resume, Start, TrainConfig, TrainRes
 
 
 def default_run_name(spec: str) -> str:
-    return f"{Path(spec).stem or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """The corpus's name and a timestamp, made a valid name (`names.py`): other characters become '-'."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", Path(spec).stem).lstrip(".") or "run"
+    return f"{stem[:160]}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: TrainConfig, *, name: str | None = None,
@@ -65,6 +68,8 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
     process calls this; the checks run before the process group opens.
     """
     paths = paths or Paths()
+    if name is not None:
+        names.check(name)
     options = corpus_options or CorpusOptions()
     specs = [spec] if isinstance(spec, str) else list(spec)
     launch = Launch.from_env()
@@ -75,6 +80,7 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
     _check(model_cfg.validate() + cfg.validate())
     launch.check_batch(cfg.batch_size)
     dev = _device_for(device, cfg, launch)
+    footprint.check_fits(model_cfg, cfg.batch_size, cfg.seq_len, dev)  # before the corpus work
     if cfg.amp and "amp" not in auto_fields and announce and launch.is_writer and not bf16_native(dev):
         announce(f"warning: this CPU has no bf16 instructions, so PyTorch emulates bf16: a quick measurement ran it at "
                  f"{bf16_speed():.2f}x fp32's speed — --no-amp trains faster here")
@@ -110,6 +116,9 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
             clock.mark("probe")
         if clock is not None and group.is_writer:
             clock.check(reserve=cfg.eval_pass_estimate)
+        footprint.check_fits(model_cfg, cfg.batch_size, cfg.seq_len, dev)  # with the vocabulary and the recipe's sizes
+        if cfg.amp and dev.type == "cuda":
+            _check_amp_kernel(model_cfg.cell, dev)
         torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run (the same on every rank)
         config = RunConfig(model_cfg, cfg, corpus_record(specs, prepared, options),
                            recipe=record(recipe, auto_fields) if recipe else None, distributed=_world_record(group))
@@ -141,8 +150,9 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
     launch = Launch.from_env()
     run_dir = checkpoint.resolve(run, paths.checkpoints)
     if checkpoint.is_model_folder(run_dir):
-        raise UsageError(f"'{run_dir}' is a model folder (exported weights, no training state) — it cannot be resumed; "
-                         f"fine-tune from it instead: charnn train CORPUS --from {run_dir}")
+        shown = run if run == base.NAME else run_dir
+        raise UsageError(f"'{shown}' is a model folder (exported weights, no training state) — it cannot be resumed; "
+                         f"fine-tune from it instead: charnn train CORPUS --from {shown}")
     if launch.is_writer:
         runlock.check_unlocked(run_dir)  # at once, before the corpus work
     config = RunConfig.load(run_dir)
@@ -330,6 +340,16 @@ def _device_for(name: str, cfg: TrainConfig, launch: Launch | None = None) -> to
             raise UsageError(f"this machine has {torch.cuda.device_count()} GPU(s) but torchrun started a process for "
                              f"GPU {dev.index} — give --nproc_per_node at most {torch.cuda.device_count()}")
     return dev
+
+
+def _check_amp_kernel(cell: str, dev: torch.device) -> None:
+    """Autocast asks for bf16; a cuDNN build that ran the recurrent kernel in fp16 instead would need a gradient
+    scaler, which charnn does not keep: refuse it before anything is written."""
+    tiny = CharRNN(ModelConfig(vocab_size=2, cell=cell, layers=1, hidden=8, embed=8, heads=1)).to(dev)
+    ran = amp_dtype(tiny, dev)
+    if ran == torch.float16:
+        raise DeviceError(f"--amp: this GPU's recurrent kernel runs in float16 under autocast (not bf16), which needs "
+                          f"a gradient scaler charnn does not use — train with --no-amp on {dev}")
 
 
 def _check(problems: list[str]) -> None:

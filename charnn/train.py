@@ -31,7 +31,7 @@ from tqdm import tqdm
 from charnn import board, checkpoint
 from charnn.board import Board
 from charnn.data import Streams
-from charnn.device import AMP_DEVICES, amp_dtype, tune_cpu_allocator
+from charnn.device import AMP_DEVICES, amp_dtype, tune_for
 from charnn.distributed import ProcessGroup
 from charnn.ema import WeightAverage
 from charnn.errors import TrainingError
@@ -169,11 +169,7 @@ class Trainer:
         self.show = show_progress and self.writer
         self.model, self.cfg, self.val_ids, self.run_dir, self.device = model, cfg, val_ids, run_dir, device
         self.should_stop = should_stop
-        if device.type == "cpu":
-            tune_cpu_allocator()
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # the head's matmul; cuDNN RNNs allow TF32 by default
-            torch.backends.cudnn.allow_tf32 = True
+        tune_for(device)
         assert not cfg.amp or device.type in AMP_DEVICES, "api checks --amp against the device before any write"
         self.streams = Streams(train_ids, cfg.batch_size, cfg.seq_len, self.world.block(cfg.batch_size))
         model.to(device).train()

@@ -16,7 +16,7 @@ import uvicorn
 
 from charnn import api
 from charnn.model import ModelConfig
-from charnn.serve import ServeConfig, create_app, load
+from charnn.serve import ServeConfig, Served, create_app, load
 from charnn.train import TrainConfig
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -62,10 +62,11 @@ def train_run(corpus: Path, name: str = "run", cell: str = "lstm", **overrides: 
 
 
 class Server:
-    def __init__(self, checkpoints: Path, config: ServeConfig):
+    def __init__(self, checkpoints: Path, config: ServeConfig, served: list[Served] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(load(["tiny"], checkpoints, "cpu", config), config)
+        self.served = served if served is not None else load(["tiny"], checkpoints, "cpu", config)
+        app = create_app(self.served, config)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

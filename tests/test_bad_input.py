@@ -103,7 +103,21 @@ CASES: list[tuple[str, str, Callable[[Path], None] | None, int, str]] = [
     ("unknown cell", "train {good} --cell transformer", None, 2, r"--cell 'transformer' is unknown — use one of rnn, lstm, gru"),
     ("unparsable time", "train {good} --time soon", None, 2, r"'soon' is not a duration — use e.g. 90s, 10m"),
     ("non-numeric hidden", "train {good} --hidden big", None, 2, r"Invalid value for '--hidden'.* valid integer"),
-    ("device not available", "train {good} --device cuda", None, 1, r"--device cuda is not available"),
+    # cuda:99 is missing on a CPU machine and on any GPU machine alike
+    ("device not available", "train {good} --device cuda:99", None, 1, r"--device cuda:99 is not available"),
+    ("device name malformed", "train {good} --device cuda:x", None, 1, r"--device 'cuda:x' is not a device name"),
+    # resources and names (devices issue): nothing allocated, nothing written
+    ("model too big for memory", "train {good} --hidden 100000", None, 1,
+     r"a gru 2x100000 has [\d.]+B parameters and needs at least [\d.]+ TB to train .* but this machine has "
+     r"[\d.]+ [GMT]B free — use a smaller --hidden or --layers"),
+    ("run name climbs out", "train {good} --name ../escape", None, 2,
+     r"--name '\.\./escape' is not a valid name — use letters, digits, '-', '_' and '\.', not starting with '\.'"),
+    ("run name nests", "train {good} --name a/b", None, 2, r"--name 'a/b' is not a valid name"),
+    ("run name hidden", "train {good} --name .x", None, 2, r"--name '\.x' is not a valid name"),
+    ("run name is the built-in model", "train {good} --name base", None, 2,
+     r"--name 'base' is the name of charnn's built-in model — pick another name"),
+    ("export folder name", "export r --format safetensors --out sub/b@d", None, 2,
+     r"--out's folder name 'b@d' is not a valid name"),
     ("unknown device", "sample r --device tpu", None, 1, r"--device 'tpu' is unknown"),
     # runs
     ("run that does not exist", "sample nope", None, 1, r"run 'nope' not found — give a run name under 'checkpoints' \(r\)"),
@@ -158,6 +172,20 @@ CASES: list[tuple[str, str, Callable[[Path], None] | None, int, str]] = [
     ("inspect a run without best.pt", "inspect r text", remove_run_file("best.pt"), 1, r"best.pt"),
     ("inspect --show 0", "inspect r text --show 0", None, 2, r"--show 0 must be between 1 and 20000"),
 ]
+
+
+def test_more_threads_than_cores_warns_once_and_trains(trained_template: Path, tmp_path: Path) -> None:
+    shutil.copytree(trained_template, tmp_path, dirs_exist_ok=True)
+    import torch
+
+    cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+    try:
+        result = runner.invoke(app, ["train", "good.txt", *TINY.split(), "--name", "t", "--threads", str(cores + 3)])
+    finally:
+        torch.set_num_threads(threads)  # the command ran in this process: the next tests get their threads back
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "--threads" in line]
+    assert len(warnings) == 1 and f"more than this machine's {cores} cores" in warnings[0]
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from charnn import checkpoint, corpus
+from charnn import base, checkpoint, corpus
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, app, handled
 from charnn.errors import CharnnError
 
@@ -16,9 +16,11 @@ from charnn.errors import CharnnError
 @app.command("runs")
 @handled
 def runs_cmd(checkpoints_dir: Path = CKPT_DIR) -> None:
-    """List runs: model, size, steps, best validation loss, the run each was fine-tuned from, last change."""
+    """List runs: model, size, steps, best validation loss, the run each was fine-tuned from, last change.
+    The built-in model `base` comes first."""
     rows = []
-    for run_dir in checkpoint.find_runs(checkpoints_dir):
+    folders = ([base.folder()] if base.installed() else []) + checkpoint.find_runs(checkpoints_dir)
+    for run_dir in folders:
         try:
             s = checkpoint.summarize(run_dir)
         except CharnnError as e:
@@ -26,8 +28,10 @@ def runs_cmd(checkpoints_dir: Path = CKPT_DIR) -> None:
             continue
         best = "-" if s.best_val is None else f"{s.best_val:.4f}"
         bpc = "-" if s.best_val is None else f"{s.best_val / 0.6931471805599453:.3f}"
+        built_in = run_dir == base.folder()
         rows.append((s.name, f"{s.cell} {s.layers}x{s.hidden}", f"{s.parameters:,}", str(s.steps), best, bpc,
-                     s.parent or "-", time.strftime("%Y-%m-%d %H:%M", time.localtime(s.modified))))
+                     "(built in)" if built_in else s.parent or "-",
+                     "-" if built_in else time.strftime("%Y-%m-%d %H:%M", time.localtime(s.modified))))
     if not rows:
         typer.echo(f"no runs in '{checkpoints_dir}' — train one with: charnn train CORPUS")
         return

@@ -9,6 +9,7 @@ an error (the others meet the same one), and only rank 0 prints progress.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 import time
@@ -164,4 +165,8 @@ def set_threads(threads: int) -> None:
     if threads < 0:
         raise typer.BadParameter("--threads must be 0 or more")
     if threads:
+        cores = os.cpu_count() or threads
+        if threads > cores:
+            typer.echo(f"warning: --threads {threads} is more than this machine's {cores} cores; threads beyond "
+                       "the cores only wait for each other — use --threads 0 or at most the core count", err=True)
         torch.set_num_threads(threads)

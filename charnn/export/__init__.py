@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from charnn import names
 from charnn.checkpoint import LoadedRun
 from charnn.errors import ExportError, UsageError, WriteError
 
@@ -104,6 +105,7 @@ def export(loaded: LoadedRun, fmt: str, out: Path, *, which: str = "best", overw
     greedy text when empty). Checked before any work: the format, the destination, the optional packages."""
     if fmt not in FORMATS:
         raise UsageError(f"--format '{fmt}' is unknown — use one of {', '.join(FORMATS)}")
+    names.check(out.name, "--out's folder name", reserved=False)
     check_target(out, overwrite)
     source = {"run": loaded.path.name, "path": str(loaded.path.resolve()), "checkpoint": which, "step": loaded.step}
     if fmt == "safetensors":

@@ -18,10 +18,16 @@ from charnn import checkpoint
 from charnn.checkpoint import LoadedRun
 from charnn.export import Exported
 
+CARD_FILES = ("README.md", "LICENSE")
+
 
 def exported_record(loaded: LoadedRun, which: str) -> dict[str, Any]:
+    """Where the weights came from; a model folder's own record is kept (it has no metrics to read again)."""
+    if checkpoint.is_model_folder(loaded.path) and isinstance(loaded.config.get("exported"), dict):
+        return loaded.config["exported"]
+    vals = [r["val_loss"] for r in checkpoint.read_metrics(loaded.path) if isinstance(r.get("val_loss"), (int, float))]
     return {"from": str(loaded.path.resolve()), "run": loaded.path.name, "checkpoint": which, "step": loaded.step,
-            "created": checkpoint.now_iso()}
+            "best_val_loss": min(vals) if vals else None, "created": checkpoint.now_iso()}
 
 
 def write(loaded: LoadedRun, which: str, folder: Path) -> Exported:
@@ -33,4 +39,7 @@ def write(loaded: LoadedRun, which: str, folder: Path) -> Exported:
     config = {**loaded.config, "exported": exported_record(loaded, which)}
     (folder / checkpoint.CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (folder / checkpoint.TOKENIZER).write_text(loaded.tokenizer.to_json(), encoding="utf-8")
+    for card in CARD_FILES:  # a model folder's card and licence travel with it (the base model's do)
+        if (loaded.path / card).is_file():
+            (folder / card).write_bytes((loaded.path / card).read_bytes())
     return Exported(folder, "safetensors")

@@ -8,7 +8,7 @@
 gives the same text whichever way it is asked for, alone or in a busy batch.
 """
 
-from charnn.sample.draw import MAX_TEMPERATURE, RACE_BLOCK, Settings, race_block, race_noise, sample_next, sample_rows
+from charnn.sample.draw import RACE_BLOCK, Settings, race_block, race_noise, sample_next, sample_rows
 from charnn.sample.engine import (
     FUSED_MAX_BATCH,
     STEPPED_PRIME_MAX,
@@ -21,6 +21,6 @@ from charnn.sample.engine import (
 )
 from charnn.sample.races import Races
 
-__all__ = ["FUSED_MAX_BATCH", "MAX_TEMPERATURE", "RACE_BLOCK", "STEPPED_PRIME_MAX", "Engine", "Generation", "Group",
+__all__ = ["FUSED_MAX_BATCH", "RACE_BLOCK", "STEPPED_PRIME_MAX", "Engine", "Generation", "Group",
            "Races", "SampleConfig", "Settings", "encode_prime", "generate", "race_block", "race_noise", "sample_next",
            "sample_rows"]

@@ -1,8 +1,9 @@
 """One draw per row: `sample_rows` (a batch, each row with its own settings) and `sample_next` (pure).
 
-Sampling is an exponential race in float64 on logits shifted so the largest is 0: exact for normal
-values, and no temperature, top-k or top-p a validator accepts can make NaN (see `sample_rows`).
-The races themselves are Exp(1) draws each request makes from its own generator (`race_noise`).
+Sampling is an exponential race in the device's finest float (`capability.exact_dtype`: float64, or
+float32 on Apple's MPS) on logits shifted so the largest is 0: exact for normal values, and no
+temperature, top-k or top-p a validator accepts can make NaN in either (see `sample_rows`). The races
+themselves are Exp(1) draws each request makes from its own generator (`race_noise`).
 """
 
 from __future__ import annotations
@@ -13,34 +14,36 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from charnn import capability
+
 RACE_BLOCK = 32  # steps of random draws a group makes in one call (one call per step costs ~5 µs a request)
-MAX_TEMPERATURE = 1e300  # above this every kept character is equally likely anyway; keeps -inf / T defined
-_TINY = torch.finfo(torch.float64).tiny
 
 
 @dataclass
 class Settings:
     """Per-row sampling settings of a batch, as tensors: rows of different requests side by side."""
 
-    temperature: Tensor  # (B, 1) float64, 1.0 on greedy rows (they take the argmax instead)
+    temperature: Tensor  # (B, 1) exact_dtype, 1.0 on greedy rows (they take the argmax instead)
     greedy: Tensor  # (B,) bool: temperature 0
     top_k: Tensor | None  # (B, 1) long, V where unset; None when no row filters
-    top_p: Tensor | None  # (B, 1) float64, 1.0 where unset
+    top_p: Tensor | None  # (B, 1) exact_dtype, 1.0 where unset
     any_greedy: bool = False
 
     @staticmethod
     def of(rows: Sequence[tuple[int, float, int | None, float | None]], device: torch.device | str = "cpu") -> Settings:
-        """From (rows, temperature, top_k, top_p) per group, in batch order."""
-        temps = [min(t, MAX_TEMPERATURE) if t > 0 else 1.0 for n, t, _, _ in rows for _ in range(n)]
+        """From (rows, temperature, top_k, top_p) per group, in batch order. Temperatures above the device's
+        `max_temperature` are taken as it: every kept character is equally likely there anyway."""
+        can = capability.of(device)
+        temps = [min(t, can.max_temperature) if t > 0 else 1.0 for n, t, _, _ in rows for _ in range(n)]
         greedy = [t == 0 for n, t, _, _ in rows for _ in range(n)]
         filtering = any(k is not None or (p is not None and p < 1) for _, _, k, p in rows)
         big = 2**62  # "no top-k": more than any vocabulary
         ks = [k if k is not None else big for n, _, k, _ in rows for _ in range(n)]
         ps = [p if p is not None else 1.0 for n, _, _, p in rows for _ in range(n)]
-        f64 = dict(dtype=torch.float64, device=device)
-        return Settings(torch.tensor(temps, **f64)[:, None], torch.tensor(greedy, dtype=torch.bool, device=device),  # type: ignore[arg-type]
+        exact = dict(dtype=can.exact_dtype, device=device)
+        return Settings(torch.tensor(temps, **exact)[:, None], torch.tensor(greedy, dtype=torch.bool, device=device),  # type: ignore[arg-type]
                         torch.tensor(ks, device=device)[:, None] if filtering else None,
-                        torch.tensor(ps, **f64)[:, None] if filtering else None, any(greedy))  # type: ignore[arg-type]
+                        torch.tensor(ps, **exact)[:, None] if filtering else None, any(greedy))  # type: ignore[arg-type]
 
 
 def sample_rows(logits: Tensor, settings: Settings, noise: Tensor | None, top: Tensor | None = None) -> Tensor:
@@ -48,15 +51,16 @@ def sample_rows(logits: Tensor, settings: Settings, noise: Tensor | None, top: T
 
     Sampling is an exponential race: row i takes argmax_j (x_ij - log E_ij) with E ~ Exp(1) drawn
     by the caller (`noise` = -log E, (B, V), from `race_noise`; None when every row is greedy),
-    which is an exact draw from softmax(x_i). It is done in float64 on logits shifted so the
-    largest is 0, so no temperature, top-k or top-p a validator accepts can make NaN: a tiny
+    which is an exact draw from softmax(x_i). It is done in the settings' dtype (the device's
+    `exact_dtype`) on logits shifted so the largest is 0, so no temperature, top-k or top-p a
+    validator accepts can make NaN: a tiny
     temperature turns every logit below the maximum into a huge negative number or -inf (the
     greedy limit, ties drawn evenly), +inf logits leave only themselves, a row of -inf is uniform.
     NaN logits are the model's failure, not a sampling value: callers check for them (`Engine`
     fails only the requests whose rows have them). `top`: each row's maximum (B, 1), when the caller
     has taken it and found every one finite (that check is then skipped).
     """
-    x = logits.to(torch.float64)  # (B, V)
+    x = logits.to(settings.temperature.dtype)  # (B, V)
     if top is None:
         top = x.amax(dim=-1, keepdim=True)  # (B, 1)
         if not bool(torch.isfinite(top).all()):
@@ -96,11 +100,13 @@ def _filtered(shifted: Tensor, scaled: Tensor, top_k: Tensor, top_p: Tensor) -> 
     return scaled.masked_fill(shifted < threshold, float("-inf"))
 
 
-def race_noise(rows: int, vocab: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
-    """-log E for Exp(1) draws E (rows, V) from one request's generator: its own randomness, whatever shares
-    the batch. E is kept above float64's smallest normal: a race of 0 would give -inf + inf = NaN."""
-    races = torch.empty(rows, vocab, dtype=torch.float64, device=device).exponential_(generator=generator)
-    return races.clamp_min_(_TINY).log_().neg_()
+def race_noise(rows: int, vocab: int, generator: torch.Generator | None, device: torch.device | str) -> Tensor:
+    """-log E for Exp(1) draws E (rows, V) in the device's `exact_dtype`, from one request's generator (None:
+    the device's default one): its own randomness, whatever shares the batch. E is kept above the dtype's
+    smallest normal: a race of 0 would give -inf + inf = NaN."""
+    dtype = capability.of(device).exact_dtype
+    races = torch.empty(rows, vocab, dtype=dtype, device=device).exponential_(generator=generator)
+    return races.clamp_min_(torch.finfo(dtype).tiny).log_().neg_()
 
 
 def sample_next(
@@ -111,8 +117,7 @@ def sample_next(
     settings = Settings.of([(rows, temperature, top_k, top_p)], logits.device)
     if temperature == 0:
         return sample_rows(logits, settings, None)
-    gen = generator if generator is not None else torch.default_generator
-    return sample_rows(logits, settings, race_noise(rows, logits.size(-1), gen, logits.device))
+    return sample_rows(logits, settings, race_noise(rows, logits.size(-1), generator, logits.device))
 
 
 def race_block(vocab: int) -> int:

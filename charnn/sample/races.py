@@ -13,6 +13,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from charnn import capability
 from charnn.sample.draw import race_block, race_noise
 
 
@@ -49,7 +50,8 @@ class Races:
 
     def __init__(self, vocab: int, device: torch.device):
         self.vocab, self.device, self.block = vocab, device, race_block(vocab)
-        self.rows = torch.empty(0, self.block, vocab, dtype=torch.float64, device=device)
+        self.dtype = capability.of(device).exact_dtype  # what `race_noise` draws in
+        self.rows = torch.empty(0, self.block, vocab, dtype=self.dtype, device=device)
         # A group's phase (the slice of its block it takes next) is (t - start) mod K: one counter for the
         # batch and a start per group, so a step moves every group without a Python loop over them.
         self.t = 0  # steps the batch has taken
@@ -60,7 +62,7 @@ class Races:
     def _block(self, group: Racer) -> Tensor:
         n = group.cfg.num_samples
         if group.cfg.temperature == 0:
-            return torch.zeros(n, self.block, self.vocab, dtype=torch.float64, device=self.device)
+            return torch.zeros(n, self.block, self.vocab, dtype=self.dtype, device=self.device)
         drawn = race_noise(self.block * n, self.vocab, group.generator, self.device)
         return drawn.view(self.block, n, self.vocab).transpose(0, 1)  # (n, K, V)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from charnn import api, checkpoint
+from charnn import api, checkpoint, names
 from charnn.errors import UsageError
 from charnn.serve.access import ServeConfig, Served
 from charnn.serve.app import create_app
@@ -36,9 +36,9 @@ def load(runs: Sequence[str], checkpoints_dir: Path, device: str, config: ServeC
 
     The runs are loaded on the worker that will step them: no other thread ever runs torch (`worker.py`)."""
     dirs = [checkpoint.resolve(r, checkpoints_dir) for r in runs] or [checkpoint.resolve(None, checkpoints_dir)]
-    names = [d.name for d in dirs]
-    if len(set(names)) != len(names):
-        raise UsageError(f"two runs share the name '{next(n for n in names if names.count(n) > 1)}' — "
+    served_names = [names.check(d.name, "a served run's name", reserved=False) for d in dirs]
+    if len(set(served_names)) != len(served_names):
+        raise UsageError(f"two runs share the name '{next(n for n in served_names if served_names.count(n) > 1)}' — "
                          "serve each run once (the request's model field picks a run by name)")
     def loader(run_dir: Path) -> Callable[[], api.CharModel]:
         return lambda: api.load_run(str(run_dir), "best", device, checkpoints_dir)
