@@ -35,8 +35,10 @@ from charnn.runcorpus import (
     Prepared,
     prepare_corpus,
     training_index,
+    validation_text,
 )
-from charnn.sample import SampleConfig, generate
+from charnn.sample import Items, ItemsConfig, SampleConfig, draw_items, generate
+from charnn.sample.items import check as check_items
 from charnn.session import default_run_name, resume_training, start_training
 
 __all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_CORPORA", "CharModel", "CopyRate", "CorpusOptions", "Parent", "Paths", "Prepared",
@@ -101,6 +103,34 @@ class CharModel:
             pass
         return run.texts if cfg.num_samples > 1 else run.texts[0]
 
+    def items(self, count: int = 10, separator: str = "\n", start: str = "", new: bool = False, longest: int = 200,
+              attempts: int | None = None, paths: Paths | None = None, corpus_paths: Sequence[str] = (),
+              show_progress: bool = False, **options: Any) -> Items:
+        """`count` distinct complete items of a list (`sample/items.py`); with `new`, none that is a whole item of
+        the run's corpus (`_known_items`; `originality_index`'s `paths`/`corpus_paths`).
+        `options`: temperature, top_k, top_p, seed as in `SampleConfig`."""
+        cfg = ItemsConfig(count=count, separator=separator, start=start, new=new, longest=longest, attempts=attempts)
+        sampling = SampleConfig(**options)
+        sampling.check()
+        check_items(cfg, self.tokenizer)
+        return draw_items(self.model, self.tokenizer, cfg, sampling,
+                          self._known_items(separator, paths or Paths(), corpus_paths, show_progress) if new else None)
+
+    def _known_items(self, separator: str, paths: Paths, corpus_paths: Sequence[str],
+                     show_progress: bool) -> Callable[[str], bool]:
+        """Whether an item is a whole item of the run's corpus: the training split by its originality index (one
+        binary search), the validation split by a set of its items (kept in memory: it is a tenth of the text)."""
+        index = self.originality_index(paths, corpus_paths, show_progress, "--new")
+        held_out = set(validation_text(self.run_dir, self.config, self.tokenizer, paths, corpus_paths,
+                                       "--new").split(separator))
+        separator_ids = self.tokenizer.encode_array(separator)
+
+        def known(item: str) -> bool:
+            ids, unknown = self.tokenizer.encode_known(item)
+            return not unknown and (item in held_out or index.holds_item(ids, separator_ids))
+
+        return known
+
     def _scored(self, ids: Any, unknown: dict[str, int], between: Callable[[], None] | None = None) -> Score:
         train_cfg = self.config["train"]
         nats = evaluate(self.model, ids, int(train_cfg["seq_len"]), self.device, between=between)
@@ -113,12 +143,12 @@ class CharModel:
         return self._scored(ids, unknown, between)
 
     def originality_index(self, paths: Paths | None = None, corpus_paths: Sequence[str] = (),
-                          show_progress: bool = False) -> Index:
+                          show_progress: bool = False, why: str = "originality") -> Index:
         """The index of the text this model trained on (built the first time, under a bar if `show_progress`);
         `corpus_paths`: where that text is now, if it moved (checked against the run's fingerprint)."""
         if self._index is None:
             self._index = training_index(self.run_dir, self.config, self.tokenizer, paths or Paths(), corpus_paths,
-                                         show_progress)
+                                         show_progress, why)
         return self._index
 
     def originality(self, text: str, start: int = 0, min_copy: int = MIN_COPY, **index: Any) -> Report:

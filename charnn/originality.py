@@ -168,6 +168,26 @@ class Index:
                     best, where = common, int(order[j])
         return best, where
 
+    def occurs(self, query: np.ndarray) -> bool:
+        """Whether `query` (ids, (m,)) occurs verbatim in the split: one binary search."""
+        if len(query) == 0:
+            return True
+        q = np.ascontiguousarray(query, dtype=self.ids.dtype).view(np.uint8).tobytes()
+        return self._longest(q)[0] == len(query)
+
+    def holds_item(self, item: np.ndarray, separator: np.ndarray) -> bool:
+        """Whether `item` (ids) is a whole item of the split: between two separators, or first or last with
+        the separator on its inner side."""
+        if self.occurs(np.concatenate([separator, item, separator])):
+            return True
+        n, s = len(item), len(separator)
+        if len(self.ids) == n:  # the whole split is this one item
+            return bool(np.array_equal(self.ids, item))
+        first = np.concatenate([item, separator])
+        last = np.concatenate([separator, item])
+        return (len(self.ids) >= n + s and (bool(np.array_equal(self.ids[:n + s], first))
+                                            or bool(np.array_equal(self.ids[len(self.ids) - n - s:], last))))
+
     def report(self, text: str, ids: np.ndarray, start: int, min_copy: int = MIN_COPY) -> Report:
         """The copied spans of `text` (whose ids are `ids`) after position `start`, of at least `min_copy`."""
         if min_copy < 1:

@@ -1,7 +1,7 @@
 """The corpus of a run: where runs and corpora live (`Paths`), how sources are read (`CorpusOptions`), the
 corpus encoded into the cache and split (`prepare_corpus`), its record in config.json, the corpus a run
 trained on found again and checked against its fingerprint (`corpus_of_run`), and the originality index
-that sits beside its cache (`training_index`).
+that sits beside its cache (`training_index`), and the validation split it leaves out (`validation_text`).
 
 Used by training (session.py), originality (api.py) and the CLI; it writes only the cache.
 """
@@ -118,21 +118,38 @@ def corpus_of_run(config: RunConfig, run_dir: Path, paths: Paths, moved_to: Sequ
 
 
 
-def training_index(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
-                   moved_to: Sequence[str] = (), show_progress: bool = False) -> Index:
-    """The originality index of the text a run (or a model folder) trained on: its corpus, checked against
-    the run's fingerprint (at `moved_to` if given), encoded as the run encoded it, its training split."""
+def _encoded_of_run(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
+                    moved_to: Sequence[str], why: str) -> tuple[corpus.Corpus, data.EncodedCorpus, float]:
+    """The corpus a run trained on, encoded as the run encoded it, and its validation share; `why` names the
+    feature that needs it (for the message when it cannot be read)."""
     run_config = RunConfig.from_json(config, run_dir)
     try:
         source = corpus_of_run(run_config, run_dir, paths, moved_to)
     except CorpusError as e:
-        raise CorpusError(f"originality needs the text '{run_dir.name}' was trained on ({' '.join(run_config.sources)}) "
+        raise CorpusError(f"{why} needs the text '{run_dir.name}' was trained on ({' '.join(run_config.sources)}) "
                           f"and it cannot be read here ({e}) — give it with --corpus PATH (checked against the run's "
                           "fingerprint)") from None
     encoded = data.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer if run_config.parent else None)
     if encoded.tokenizer.chars != tokenizer.chars or encoded.stem is None:
         raise RunError(f"run '{run_dir.name}' has a different vocabulary than its corpus — the run is damaged")
-    train_ids, _ = data.split(encoded.ids, run_config.train.val_frac)
+    return source, encoded, run_config.train.val_frac
+
+
+def training_index(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
+                   moved_to: Sequence[str] = (), show_progress: bool = False, why: str = "originality") -> Index:
+    """The originality index of the text a run (or a model folder) trained on: its corpus, checked against
+    the run's fingerprint (at `moved_to` if given), encoded as the run encoded it, its training split."""
+    source, encoded, val_frac = _encoded_of_run(run_dir, config, tokenizer, paths, moved_to, why)
+    train_ids, _ = data.split(encoded.ids, val_frac)
     newline = tokenizer.chars.index("\n") if "\n" in tokenizer.chars else None
+    assert encoded.stem is not None  # `_encoded_of_run` checked
     return Index.open(train_ids, encoded.stem, lambda: source.file_starts() if len(source.files) > 1 else
                       [(source.files[0].name if source.files else "", 0)], newline, show_progress)
+
+
+def validation_text(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
+                    moved_to: Sequence[str] = (), why: str = "originality") -> str:
+    """The run's validation split, decoded (the part of its corpus the originality index leaves out)."""
+    _, encoded, val_frac = _encoded_of_run(run_dir, config, tokenizer, paths, moved_to, why)
+    _, val_ids = data.split(encoded.ids, val_frac)
+    return "".join(map(tokenizer.chars.__getitem__, val_ids.tolist()))  # a lookup per id: faster than the HF decoder

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
@@ -11,21 +13,40 @@ import typer
 from charnn import api
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, handled, paths_for, set_threads
 from charnn.originality import MIN_COPY, Report
-from charnn.sample import SampleConfig, generate
+from charnn.sample import ItemsConfig, SampleConfig, generate
+
+
+def unescape(text: str) -> str:
+    """Backslash escapes typed in a shell ('\\n', '\\t') as the characters they name."""
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
 @app.command("sample")
 @handled
 def sample_cmd(
     run: str = typer.Argument(None, help="Run name or path (default: the most recently modified run)."),
-    prime: str = typer.Option("\n", "--prime", help="Text to start from (printed first)."),
-    length: int = typer.Option(500, "--length", help="Characters to generate (the prime not counted)."),
+    prime: str = typer.Option(None, "--prime", show_default=False,
+                              help="Text to start from (printed first; default a newline). With --items: how every "
+                              "item begins."),
+    length: int = typer.Option(None, "--length", show_default=False,
+                               help="Characters to generate, the prime not counted (default 500). With --items: the "
+                               "longest an item may be (default 200)."),
     temperature: float = typer.Option(0.8, "--temperature", help="Softmax temperature; 0 is greedy."),
     top_k: int = typer.Option(None, "--top-k", help="Sample only among the K most likely characters."),
     top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling: the smallest set with probability >= P."),
     seed: int = typer.Option(None, "--seed", help="Random seed: the same seed gives the same text."),
     num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, generated as one batch."),
     stop: str = typer.Option(None, "--stop", help="End a sample once it produces this string."),
+    items: int = typer.Option(None, "--items", help="Print N distinct, complete items of a list (names, titles, "
+                              "stanzas), one after another with the separator between them; the counts on stderr."),
+    separator: str = typer.Option("\n", "--separator", show_default=False,
+                                  help="With --items: what ends an item in the training text (default a newline; "
+                                  "$'\\n\\n' or '\\n\\n' for stanzas)."),
+    new: bool = typer.Option(False, "--new", help="With --items: leave out items that are whole items of the "
+                             "training text (looked up in the run's originality index; needs its corpus)."),
+    attempts: int = typer.Option(None, "--attempts", help="With --items: draws at most before giving up "
+                                 "(default 20 per item asked, at least 100)."),
+    as_json: bool = typer.Option(False, "--json", help="With --items: print one JSON object (items and counts)."),
     drop_unknown: bool = typer.Option(False, "--drop-unknown", help="Drop prime characters the model never saw."),
     checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default)."),
@@ -43,6 +64,20 @@ def sample_cmd(
 ) -> None:
     """Generate text from a trained run, streamed to stdout."""
     set_threads(threads)
+    if items is not None:
+        _refuse_with_items(num_samples=num_samples != 1, stop=stop is not None, originality=originality)
+        _print_items(api.load_run(run, checkpoint_name, device, checkpoints_dir), items,
+                     SampleConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, drop_unknown=drop_unknown),
+                     ItemsConfig(count=items, separator=unescape(separator), start=prime or "", new=new,
+                                 longest=200 if length is None else length, attempts=attempts),
+                     paths_for(checkpoints_dir, corpora_dir), corpus_paths or (), as_json)
+        return
+    for flag, given in (("--separator", separator != "\n"), ("--new", new), ("--attempts", attempts is not None),
+                        ("--json", as_json)):
+        if given:
+            raise typer.BadParameter(f"{flag} works with --items N (a list of items); add --items or drop {flag}")
+    prime = "\n" if prime is None else prime
+    length = 500 if length is None else length
     model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
     cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                        num_samples=num_samples, stop=stop, drop_unknown=drop_unknown)
@@ -79,6 +114,27 @@ def sample_cmd(
         pass
     for i, text in enumerate(stream.texts, 1):
         out.write(f"--- sample {i} ---\n{prime}{text}\n")
+
+
+def _refuse_with_items(**given: bool) -> None:
+    for name, present in given.items():
+        if present:
+            flag = "--" + name.replace("_", "-")
+            raise typer.BadParameter(f"{flag} does not combine with --items (each item is one sample that ends at the "
+                                     f"separator); drop {flag}")
+
+
+def _print_items(model: api.CharModel, count: int, sampling: SampleConfig, cfg: ItemsConfig, paths: api.Paths,
+                 corpus_paths: Sequence[str], as_json: bool) -> None:
+    """`charnn sample --items`: the items on stdout (separated as in the training text), the counts on stderr."""
+    found = model.items(count, cfg.separator, cfg.start, cfg.new, cfg.longest, cfg.attempts, paths=paths,
+                        corpus_paths=corpus_paths, show_progress=True, **vars(sampling))
+    if as_json:
+        typer.echo(json.dumps(found.to_json(), ensure_ascii=False))
+    elif found.items:
+        end = cfg.separator if cfg.separator.endswith("\n") else "\n"
+        sys.stdout.write(cfg.separator.join(found.items) + end)
+    typer.echo(found.describe(cfg.new), err=True)
 
 
 @app.command("repl")
@@ -146,7 +202,7 @@ def serve_cmd(
         raise typer.BadParameter(f"--port {port} must be between 1 and 65535")
     if max_tokens_cap < 1:
         raise typer.BadParameter(f"--max-tokens-cap {max_tokens_cap} must be at least 1")
-    template = chat_template.encode("latin-1", "backslashreplace").decode("unicode_escape")  # '\\n' typed in a shell
+    template = unescape(chat_template)
     check_template(template, "--chat-template")
     config = serve.ServeConfig(max_tokens_cap=max_tokens_cap, api_key=api_key, chat_template=template,
                                assistant_name=assistant_name, user_name=user_name, system_name=system_name)

@@ -3,6 +3,7 @@
     draw.py    sample_rows / sample_next: one draw per row, per-row settings, NaN-free; race noise
     races.py   Races: each request's noise drawn ahead from its own generator, taken a step at a time
     engine.py  SampleConfig, Group, Engine (requests stepped as one batch), Generation, generate
+    items.py   ItemsConfig, Items, draw_items: N distinct complete items of a list, new ones on request
 
 `charnn sample`, the REPL, the server and the Python API all generate through `Engine`, so a seed
 gives the same text whichever way it is asked for, alone or in a busy batch.
@@ -19,8 +20,9 @@ from charnn.sample.engine import (
     encode_prime,
     generate,
 )
+from charnn.sample.items import Items, ItemsConfig, draw_items
 from charnn.sample.races import Races
 
-__all__ = ["FUSED_MAX_BATCH", "RACE_BLOCK", "STEPPED_PRIME_MAX", "Engine", "Generation", "Group",
-           "Races", "SampleConfig", "Settings", "encode_prime", "generate", "race_block", "race_noise", "sample_next",
-           "sample_rows"]
+__all__ = ["FUSED_MAX_BATCH", "RACE_BLOCK", "STEPPED_PRIME_MAX", "Engine", "Generation", "Group", "Items", "ItemsConfig",
+           "Races", "SampleConfig", "Settings", "draw_items", "encode_prime", "generate", "race_block", "race_noise",
+           "sample_next", "sample_rows"]

@@ -1,0 +1,149 @@
+"""Items: N distinct, complete items of a list (names, titles, stanzas), each drawn from the separator.
+
+A list corpus is items between separators (a newline by default). An item is drawn as the training text
+starts one: from the separator (and an optional start the user gives), sampled until the model writes the
+separator again. Draws run in batches on the engine (`generate` with num_samples rows and the separator
+as the stop string); batch b uses seed + b, so a seed gives the same list.
+
+Each draw ends one of five ways, and the counts add up to the draws made:
+kept (new to this list), repeated (already kept), known (a whole item of the training text, with `new`),
+empty (only whitespace) and unfinished (no separator within `longest` characters).
+At most `attempts` draws (default ATTEMPTS_PER_ITEM per item asked, at least MIN_ATTEMPTS): a model that
+cannot find N items in them returns the ones it found, and `complete` says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from charnn.errors import UsageError
+from charnn.model import CharRNN
+from charnn.sample.engine import SampleConfig, generate
+from charnn.tokenizer import CharTokenizer
+
+ATTEMPTS_PER_ITEM = 20
+MIN_ATTEMPTS = 100
+BATCH = 64  # rows per batch of draws at most (the engine's fused CPU step runs up to 64)
+
+
+@dataclass
+class ItemsConfig:
+    count: int = 10  # distinct items wanted
+    separator: str = "\n"  # what ends an item in the training text
+    start: str = ""  # every item begins with this (part of the item)
+    new: bool = False  # refuse items that are whole items of the training text
+    longest: int = 200  # characters an item may run to (the start not counted) before it counts as unfinished
+    attempts: int | None = None  # draws at most; None: ATTEMPTS_PER_ITEM x count, at least MIN_ATTEMPTS
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.count < 1:
+            problems.append(f"--items {self.count} must be at least 1")
+        if self.separator == "":
+            problems.append("--separator must not be empty")
+        if self.longest < 1:
+            problems.append(f"--length {self.longest} (the longest item) must be at least 1")
+        if self.attempts is not None and self.attempts < 1:
+            problems.append(f"--attempts {self.attempts} must be at least 1")
+        if self.separator and self.separator in self.start:
+            problems.append("the prime (the start of every item) must not contain the separator")
+        return problems
+
+    @property
+    def bound(self) -> int:
+        return self.attempts if self.attempts is not None else max(MIN_ATTEMPTS, ATTEMPTS_PER_ITEM * self.count)
+
+
+@dataclass
+class Items:
+    """What `draw_items` found, and what became of every draw."""
+
+    items: list[str] = field(default_factory=list)
+    wanted: int = 0
+    attempts: int = 0  # draws made
+    repeated: int = 0
+    known: int = 0
+    empty: int = 0
+    unfinished: int = 0
+    bound: int = 0
+    seed: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return len(self.items) >= self.wanted
+
+    def describe(self, new: bool) -> str:
+        counts = f"{self.attempts} drawn: {len(self.items)} kept, {self.repeated} repeated"
+        if new:
+            counts += f", {self.known} already in the training text"
+        counts += f", {self.empty} empty, {self.unfinished} unfinished (seed {self.seed})"
+        if self.complete:
+            return f"{len(self.items)} items; {counts}"
+        return (f"found {len(self.items)} of {self.wanted} {'new ' if new else ''}items within the bound of "
+                f"{self.bound} draws; {counts} — raise the temperature, allow longer items with --length, "
+                "or ask for fewer")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"items": self.items, "wanted": self.wanted, "complete": self.complete, "attempts": self.attempts,
+                "kept": len(self.items), "repeated": self.repeated, "known": self.known, "empty": self.empty,
+                "unfinished": self.unfinished, "bound": self.bound, "seed": self.seed}
+
+
+def check(cfg: ItemsConfig, tokenizer: CharTokenizer) -> None:
+    """One line for the first problem with `cfg` for this model."""
+    if problems := cfg.validate():
+        raise UsageError(problems[0])
+    if unseen := tokenizer.unknown_chars(cfg.separator):
+        raise UsageError(f"the separator has character(s) the model never saw ({', '.join(map(repr, unseen))}), so "
+                         "it never ends an item — give the separator the training text puts between items")
+
+
+def draw_items(model: CharRNN, tokenizer: CharTokenizer, cfg: ItemsConfig, sampling: SampleConfig,
+               known: Callable[[str], bool] | None = None) -> Items:
+    """Draw until `cfg.count` distinct items are kept or `cfg.bound` draws are made.
+
+    `sampling` gives temperature, top-k, top-p and the seed (its length, samples and stop are set here);
+    `known(item)` says whether an item is a whole item of the training text (needed for `cfg.new`).
+    """
+    check(cfg, tokenizer)
+    if cfg.new and known is None:
+        raise UsageError("new items need the training text's items to compare with")
+    seed = sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(6), "little")
+    result = Items(wanted=cfg.count, bound=cfg.bound, seed=seed)
+    kept: set[str] = set()
+    batch = 0
+    while not result.complete and result.attempts < cfg.bound:
+        rows = min(BATCH, cfg.bound - result.attempts, max(8, 2 * (cfg.count - len(result.items))))
+        run_cfg = SampleConfig(length=cfg.longest + len(cfg.separator), temperature=sampling.temperature,
+                               top_k=sampling.top_k, top_p=sampling.top_p, seed=(seed + batch) % 2**63,
+                               num_samples=rows, stop=cfg.separator, drop_unknown=sampling.drop_unknown)
+        run = generate(model, tokenizer, cfg.separator + cfg.start, run_cfg)
+        for _ in run:
+            pass
+        batch += 1
+        for text in run.texts:
+            if result.complete:
+                break
+            result.attempts += 1
+            _sort(result, kept, cfg, text, known)
+    return result
+
+
+def _sort(result: Items, kept: set[str], cfg: ItemsConfig, text: str, known: Callable[[str], bool] | None) -> None:
+    """File one draw under kept, unfinished, empty, repeated or known."""
+    if not text.endswith(cfg.separator):
+        result.unfinished += 1
+        return
+    item = cfg.start + text[: len(text) - len(cfg.separator)]
+    if not item.strip():
+        result.empty += 1
+    elif item in kept:
+        result.repeated += 1
+    elif cfg.new and known is not None and known(item):
+        result.known += 1
+    else:
+        kept.add(item)
+        result.items.append(item)
