@@ -276,8 +276,8 @@ def test_a_finished_stream_ends_at_once_however_long_its_pause(run_root: Path) -
 
         tickets = submit(batcher, ["the "], Sampling(seed=1), 30, [])
         start = time.perf_counter()
-        texts, reasons = await Collector(tickets, 1, [], pace=lambda: 60.0).whole()
-        assert len(texts[0]) == 30 and reasons == ["length"]
+        whole = await Collector(tickets, 1, [], pace=lambda: 60.0).whole()
+        assert len(whole[0].text) == 30 and [d.finish_reason for d in whole] == ["length"]
         return time.perf_counter() - start
 
     try:

@@ -133,10 +133,10 @@ def _alone(run_root: Path, seed: int) -> str:
 def test_a_request_that_fails_mid_batch_fails_alone(server: Server, run_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     record = sample.Group.record
 
-    def fragile(self: sample.Group, ids: list[int]) -> list[str]:
+    def fragile(self: sample.Group, ids: list[int], scores: list | None = None) -> list[str]:
         if self.cfg.seed == 666 and self.produced == 50:
             raise RuntimeError("this request's bookkeeping broke")
-        return record(self, ids)
+        return record(self, ids, scores)
 
     monkeypatch.setattr(sample.Group, "record", fragile)
 

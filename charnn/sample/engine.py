@@ -24,6 +24,17 @@ from charnn.tokenizer import CharTokenizer
 
 FUSED_MAX_BATCH = 64  # rows up to which the CPU step runs through Stepper (RESULTS.md: as fast or faster to 64)
 STEPPED_PRIME_MAX = 8  # primes up to this long run through the Stepper on CPU (see Engine._prime)
+MAX_TOP_LOGPROBS = 20  # the most alternatives recorded per character (OpenAI's chat limit)
+
+
+@dataclass(frozen=True)
+class Logprob:
+    """One drawn character's log-probability under the model (log_softmax of its logits, before temperature
+    and filtering) and the most likely characters at that position, most likely first."""
+
+    char: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -36,6 +47,7 @@ class SampleConfig:
     num_samples: int = 1
     stop: str | Sequence[str] | None = None  # a sample ends once its text ends with (one of) these (included)
     drop_unknown: bool = False  # drop prime characters the model never saw instead of failing
+    logprobs: int | None = None  # record each drawn character's log-probability and the K most likely (0: none)
 
     def validate(self) -> list[str]:
         problems = []
@@ -51,6 +63,8 @@ class SampleConfig:
             problems.append(f"--num-samples {self.num_samples} must be at least 1")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             problems.append(f"--seed {self.seed} must be between 0 and 2^63-1")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            problems.append(f"logprobs {self.logprobs} must be between 0 and {MAX_TOP_LOGPROBS}")
         if any(s == "" for s in self.stops):
             problems.append("--stop must not be empty")
         return problems
@@ -93,6 +107,7 @@ class Group:
         self._keep = max((len(s) for s in self._stops), default=0)
         self._tails = [""] * n  # the last characters of each sample, as many as the longest stop string
         self.done = [False] * n
+        self.logprobs: list[list[Logprob]] = [[] for _ in range(n)]  # per sample, one per character (cfg.logprobs)
         self.produced = 0
         self.cancelled = False
         self.error: Exception | None = None  # what ended this group early (its rows failed); the others go on
@@ -108,8 +123,8 @@ class Group:
     def finished(self) -> bool:
         return self.cancelled or self.error is not None or self.produced >= self.cfg.length or all(self.done)
 
-    def record(self, ids: list[int]) -> list[str]:
-        """Append one sampled id per sample; a sample past its stop string gets ''."""
+    def record(self, ids: list[int], scores: list[Logprob] | None = None) -> list[str]:
+        """Append one sampled id per sample (and its `Logprob`); a sample past its stop string gets ''."""
         pieces = []
         for i, token in enumerate(ids):
             if self.done[i]:
@@ -118,6 +133,8 @@ class Group:
             piece = self.chars[token]
             pieces.append(piece)
             self._parts[i].append(piece)
+            if scores is not None:
+                self.logprobs[i].append(scores[i])
             if self._keep:
                 self._tails[i] = tail = (self._tails[i] + piece)[-self._keep :]
                 self.done[i] = any(tail.endswith(s) for s in self._stops)
@@ -277,6 +294,7 @@ class Engine:
         sampling = any(g.cfg.temperature > 0 for g in self.groups)
         noise = self._races.take(self.groups, self._rows, live)
         ids = sample_rows(self.logits, self._batch_settings(), noise if sampling else None, top if finite else None)
+        scores = self._scores(ids, live)
         if self.stepper is not None and len(ids) <= FUSED_MAX_BATCH:
             self.logits = self.stepper.step_layers(ids, self.parts)  # (B, V)
         else:
@@ -290,10 +308,41 @@ class Engine:
             if not alive or group.error is not None:
                 continue
             try:
-                pieces.append((group, group.record(drawn[start - n : start])))
+                pieces.append((group, group.record(drawn[start - n : start], scores.get(id(group)))))
             except Exception as e:  # this group's bookkeeping broke: it ends, the others go on
                 group.fail(e)
         return pieces
+
+    def _scores(self, ids: Tensor, live: list[bool]) -> dict[int, list[Logprob]]:
+        """For the groups that asked (`cfg.logprobs`): each row's drawn character's log-probability and the top
+        alternatives, from this step's logits (B, V) before they are replaced; keyed by the group's id()."""
+        asking = [(g, start, n) for g, start, n, alive in zip(self.groups, self._starts(), self._rows, live, strict=True)
+                  if alive and g.cfg.logprobs is not None]
+        if not asking:
+            return {}
+        rows = torch.cat([torch.arange(start, start + n) for _, start, n in asking]).to(self.device)
+        logp = torch.log_softmax(self.logits.index_select(0, rows).float(), dim=-1)  # (R, V)
+        chosen = logp.gather(1, ids.index_select(0, rows)[:, None])[:, 0].tolist()  # (R,)
+        k = min(max(g.cfg.logprobs or 0 for g, _, _ in asking), logp.size(1))
+        best = logp.topk(k, dim=-1) if k else None
+        values, where = (best.values.tolist(), best.indices.tolist()) if best is not None else ([], [])
+        drawn, chars = ids.index_select(0, rows).tolist(), self.tokenizer.chars
+        out, r = {}, 0
+        for group, _, n in asking:
+            keep = min(group.cfg.logprobs or 0, k)
+            out[id(group)] = [Logprob(chars[drawn[r + j]], chosen[r + j],
+                                      tuple((chars[c], v) for c, v in zip(where[r + j][:keep], values[r + j][:keep],
+                                                                           strict=True)) if keep else ())
+                              for j in range(n)]
+            r += n
+        return out
+
+    def _starts(self) -> list[int]:
+        starts, at = [], 0
+        for n in self._rows:
+            starts.append(at)
+            at += n
+        return starts
 
     def _batch_settings(self) -> Settings:
         if self._settings is None:

@@ -78,6 +78,8 @@ def names_of(body: ChatRequest, config: ServeConfig) -> dict[str, str]:
 @router.post("/v1/chat/completions", dependencies=[Depends(authorized)], responses={**STREAMED, **responses_for(*GENERATING)})
 async def chat_completions(body: ChatRequest, request: Request) -> Any:
     """The assistant's next message, `n` times; `stream` sends chat.completion.chunk events."""
+    if body.top_logprobs is not None and not body.logprobs:
+        raise ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs")
     config = config_of(request)
     target = pick(request, body.model)
     chat = transcript(body.messages, body.template or config.chat_template, names_of(body, config))
@@ -87,7 +89,8 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     check_prompt(target, chat.prompt, config, "messages", "remove them, or pick names and a template in the "
                  "model's alphabet (assistant_name, user_name, template; or the message's name)")
     stops.append(chat.stop)
-    tickets = submit(target.batcher, [chat.prompt], body, max_tokens, stops)
+    tickets = submit(target.batcher, [chat.prompt], body, max_tokens, stops,
+                     (body.top_logprobs or 0) if body.logprobs else None)
     meta = {"id": f"chatcmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": target.name}
     prompt_chars = len(chat.prompt)
     collector = Collector(tickets, body.n, stops, lambda: pace(target.batcher),
@@ -102,15 +105,27 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
                 first[d.index] = False
                 if d.text or not d.finish_reason:
                     delta["content"] = d.text
-                choices.append({"index": d.index, "delta": delta, "logprobs": None, "finish_reason": d.finish_reason})
+                choices.append({"index": d.index, "delta": delta, "logprobs": _logprobs(d), "finish_reason": d.finish_reason})
             return {**meta, "object": "chat.completion.chunk", "choices": choices}
 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(sse(collector, chunk, lambda: {**meta, "object": "chat.completion.chunk", "choices": [],
                                                                 "usage": usage(prompt_chars, collector.produced)},
                                      include_usage), media_type="text/event-stream", headers=SSE_HEADERS)
-    texts, reasons = await collector.whole()
+    whole = await collector.whole()
     return {**meta, "object": "chat.completion",
-            "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None, "finish_reason": r}
-                        for i, (t, r) in enumerate(zip(texts, reasons, strict=True))],
+            "choices": [{"index": d.index, "message": {"role": "assistant", "content": d.text}, "logprobs": _logprobs(d),
+                         "finish_reason": d.finish_reason} for d in whole],
             "usage": usage(prompt_chars, collector.produced)}
+
+
+def _logprobs(d: Delta) -> dict[str, Any] | None:
+    """OpenAI's chat `logprobs` object: one `content` entry per character, with its UTF-8 bytes."""
+    if d.logprobs is None:
+        return None
+
+    def entry(char: str, logprob: float) -> dict[str, Any]:
+        return {"token": char, "logprob": logprob, "bytes": list(char.encode("utf-8"))}
+
+    return {"content": [{**entry(s.char, s.logprob), "top_logprobs": [entry(c, v) for c, v in s.top]}
+                        for s in d.logprobs], "refusal": None}

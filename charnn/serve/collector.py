@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from charnn.sample import SampleConfig
+from charnn.sample.engine import Logprob
 from charnn.serve.batcher import Batcher, Ticket
 from charnn.serve.protocol import ApiError, Sampling, as_api_error, error_body
 
@@ -34,13 +35,16 @@ def pace(batcher: Batcher) -> float:
     return min(PACE_MAX, PACE_PER_ROW * max(1, batcher.load[0]))
 
 
-def submit(batcher: Batcher, prompts: list[str], body: Sampling, max_tokens: int, stops: list[str]) -> list[Ticket]:
-    """One ticket per prompt (n samples each; prompt k is seeded seed + k). All or none: a full queue is a 503."""
+def submit(batcher: Batcher, prompts: list[str], body: Sampling, max_tokens: int, stops: list[str],
+           logprobs: int | None = None) -> list[Ticket]:
+    """One ticket per prompt (n samples each; prompt k is seeded seed + k); `logprobs`: record each character's
+    log-probability and that many alternatives. All or none: a full queue is a 503."""
     tickets: list[Ticket] = []
     try:
         for k, prompt in enumerate(prompts):
             cfg = SampleConfig(length=max_tokens, temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
-                               seed=None if body.seed is None else body.seed + k, num_samples=body.n, stop=stops or None)
+                               seed=None if body.seed is None else body.seed + k, num_samples=body.n, stop=stops or None,
+                               logprobs=logprobs)
             tickets.append(batcher.submit(prompt or "\n", cfg))
     except Exception as e:
         for t in tickets:
@@ -91,6 +95,8 @@ class Delta:
     index: int
     text: str
     finish_reason: str | None = None  # "stop" or "length" on a choice's last delta
+    logprobs: list[Logprob] | None = None  # one per character of `text`, when the request asked for them
+    offset: int = 0  # characters of this choice sent before `text`
 
 
 class Collector:
@@ -101,6 +107,7 @@ class Collector:
                  disconnected: Callable[[], Awaitable[bool]] | None = None):
         self.tickets, self.n, self.pace, self.disconnected = tickets, n, pace, disconnected
         self.holds = [Holdback(stops) for _ in range(len(tickets) * n)]
+        self.sent = [0] * len(self.holds)  # characters of each choice sent so far
         self.produced = 0
 
     async def __aiter__(self) -> AsyncIterator[list[Delta]]:
@@ -118,9 +125,10 @@ class Collector:
                         out = hold.feed(text)
                         if finished:  # each choice's last delta carries its finish reason
                             stopped = ticket.stopped[i]
-                            deltas.append(Delta(k * self.n + i, out + hold.close(stopped), "stop" if stopped else "length"))
+                            deltas.append(self._delta(ticket, k, i, out + hold.close(stopped),
+                                                      "stop" if stopped else "length"))
                         elif out:
-                            deltas.append(Delta(k * self.n + i, out))
+                            deltas.append(self._delta(ticket, k, i, out))
                     if deltas:
                         yield deltas
                     if finished:
@@ -129,6 +137,17 @@ class Collector:
         finally:  # the client went away (the response is cancelled) or the request ended: stop generating at once
             for t in self.tickets:
                 t.cancel()
+
+    def _delta(self, ticket: Ticket, k: int, i: int, text: str, reason: str | None = None) -> Delta:
+        """Choice i of ticket k's next `text`; its characters' log-probabilities are the group's records at the
+        same positions (one per character drawn, recorded before the pieces were pushed)."""
+        index, sent = k * self.n + i, self.sent[k * self.n + i]
+        self.sent[index] += len(text)
+        group = ticket.group
+        scores = None
+        if ticket.cfg.logprobs is not None and group is not None:
+            scores = group.logprobs[i][sent:sent + len(text)]
+        return Delta(index, text, reason, scores, sent)
 
     async def _take(self, ticket: Ticket) -> tuple[list[list[str]], bool]:
         if self.disconnected is None:
@@ -140,16 +159,18 @@ class Collector:
                 if await self.disconnected():
                     raise asyncio.CancelledError from None
 
-    async def whole(self) -> tuple[list[str], list[str]]:
-        """Every choice's text and finish reason, once all are done."""
-        texts = [""] * len(self.holds)
-        reasons = ["length"] * len(self.holds)
+    async def whole(self) -> list[Delta]:
+        """Every choice whole, once all are done: its text, finish reason and log-probabilities, as one delta."""
+        whole = [Delta(i, "", "length") for i in range(len(self.holds))]
         async for deltas in self:
             for d in deltas:
-                texts[d.index] += d.text
+                w = whole[d.index]
+                w.text += d.text
+                if d.logprobs is not None:
+                    w.logprobs = (w.logprobs or []) + d.logprobs
                 if d.finish_reason:
-                    reasons[d.index] = d.finish_reason
-        return texts, reasons
+                    w.finish_reason = d.finish_reason
+        return whole
 
 
 def usage(prompt: int, produced: int) -> dict[str, int]:

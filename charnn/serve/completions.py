@@ -30,7 +30,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         check_prompt(target, prompt, config_of(request))
     if body.originality:
         await _index(target)
-    tickets = submit(target.batcher, prompts, body, body.max_tokens, stops)
+    tickets = submit(target.batcher, prompts, body, body.max_tokens, stops, body.logprobs)
     meta = {"id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion", "created": int(time.time()),
             "model": target.name}
     prompt_chars = sum(len(p) for p in prompts) * body.n
@@ -38,10 +38,11 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     if body.stream:
         collector = Collector(tickets, body.n, stops, lambda: pace(target.batcher))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(sse(collector, lambda deltas: {**meta, "choices": [_choice(d, copies) for d in deltas]},
+        return StreamingResponse(sse(collector, lambda deltas: {**meta, "choices": [_choice(d, prompts, body.n, copies)
+                                                                                    for d in deltas]},
                                      lambda: {**meta, "choices": [], "usage": usage(prompt_chars, collector.produced)},
                                      include_usage), media_type="text/event-stream", headers=SSE_HEADERS)
-    return await _whole(target, tickets, body.n, stops, request, meta, prompt_chars, copies)
+    return await _whole(target, tickets, prompts, body.n, stops, request, meta, prompt_chars, copies)
 
 
 class Copies:
@@ -69,20 +70,30 @@ async def _index(target: Served) -> None:
                        code="originality_unavailable") from None
 
 
-def _choice(d: Delta, copies: Copies | None = None) -> dict[str, Any]:
-    choice = {"text": d.text, "index": d.index, "logprobs": None, "finish_reason": d.finish_reason}
+def _choice(d: Delta, prompts: list[str], n: int, copies: Copies | None = None) -> dict[str, Any]:
+    choice = {"text": d.text, "index": d.index, "logprobs": None if d.logprobs is None else
+              _logprobs(d, len(prompts[d.index // n])), "finish_reason": d.finish_reason}
     if copies is not None and (report := copies.of(d)) is not None:
         choice["originality"] = report
     return choice
 
 
-async def _whole(target: Served, tickets: list, n: int, stops: list[str], request: Request, meta: dict[str, Any],
-                 prompt_chars: int, copies: Copies | None) -> dict[str, Any]:
+def _logprobs(d: Delta, prompt_chars: int) -> dict[str, Any]:
+    """OpenAI's completions `logprobs` object for a delta: tokens are characters; text_offset counts from the start
+    of prompt + completion, as OpenAI's does."""
+    scores = d.logprobs or []
+    return {"tokens": [s.char for s in scores], "token_logprobs": [s.logprob for s in scores],
+            "top_logprobs": [dict(s.top) for s in scores],
+            "text_offset": [prompt_chars + d.offset + j for j in range(len(scores))]}
+
+
+async def _whole(target: Served, tickets: list, prompts: list[str], n: int, stops: list[str], request: Request,
+                 meta: dict[str, Any], prompt_chars: int, copies: Copies | None) -> dict[str, Any]:
     collector = Collector(tickets, n, stops, lambda: pace(target.batcher), request.is_disconnected)
-    texts, reasons = await collector.whole()
-    choices = [_choice(Delta(i, t, r)) for i, (t, r) in enumerate(zip(texts, reasons, strict=True))]
+    whole = await collector.whole()
+    choices = [_choice(d, prompts, n) for d in whole]
     if copies is not None:
-        reports = await run_in_threadpool(lambda: [copies.of(Delta(i, t, "stop")) for i, t in enumerate(texts)])
+        reports = await run_in_threadpool(lambda: [copies.of(Delta(d.index, d.text, "stop")) for d in whole])
         for choice, report in zip(choices, reports, strict=True):
             choice["originality"] = report
     return {**meta, "choices": choices, "usage": usage(prompt_chars, collector.produced)}

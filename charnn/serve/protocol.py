@@ -126,6 +126,10 @@ class CompletionRequest(Sampling):
                               "the choice's last chunk).")
     min_copy: int = Field(20, ge=1, le=100_000, description="charnn extension: with originality, the shortest span "
                           "that counts as copied, in characters.")
+    logprobs: int | None = Field(None, ge=0, le=5, description="Give each choice a `logprobs` object: every "
+                                 "character's log-probability under the model (before temperature and filtering) and "
+                                 "that many of the most likely characters at each position (tokens are characters).")
+    echo: Literal[False] = Field(False, description="Not supported: the prompt is never echoed (true is a 400).")
 
 
 class Message(BaseModel):
@@ -151,6 +155,10 @@ class ChatRequest(Sampling):
                                  "must hold {name} and {content} (default: the server's, '{name}:\\n{content}\\n\\n').")
     assistant_name: str | None = Field(None, max_length=64, description="charnn extension: the name the model speaks as.")
     user_name: str | None = Field(None, max_length=64, description="charnn extension: the name of user messages.")
+    logprobs: bool = Field(False, description="Give each choice a `logprobs` object: every character's "
+                           "log-probability under the model (before temperature and filtering).")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="With logprobs: also that many of the most likely "
+                                     "characters at each position.")
 
 
 class ScoreRequest(BaseModel):
