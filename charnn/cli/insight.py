@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import typer
 
-from charnn import api, checkpoint, corpus
+from charnn import api, base, checkpoint, corpus
 from charnn.errors import CharnnError
 
 if TYPE_CHECKING:
@@ -109,7 +109,9 @@ def inspect_cmd(
     if problems := cfg.validate():
         raise typer.BadParameter(problems[0])
     model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
-    target = out or model.run_dir / ("inspect.json" if as_json else "inspect.html")
+    name = "inspect.json" if as_json else "inspect.html"
+    # The built-in model's folder is inside the installed package: its page goes to the current folder.
+    target = out or (Path(f"base-{name}") if model.run_dir == base.folder() else model.run_dir / name)
     checkpoint.check_writable(target)
     if file is not None:
         text = corpus.resolve(file, corpora_dir).head(limit)

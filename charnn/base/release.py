@@ -1,0 +1,183 @@
+"""Turn a trained base run into the shipped model folder, `charnn/builtin/base/`.
+
+    python -m charnn.base.release RUN_DIR CORPUS_DIR [--command "charnn train ..."]
+
+CORPUS_DIR is what `charnn.base.corpus` wrote (`sources.json`, `val-NAME.txt`). The run's best weights
+are scored on every source's held-back share in float32 and rounded to float16; the folder keeps
+float16 only if no source's loss moves by more than `HALF_TOLERANCE` nats (else float32). It writes the
+weights (safetensors), `config.json` (the run's, with an `exported` record of the per-source losses),
+`tokenizer.json`, the model card `README.md` (Hugging Face's metadata block) and `LICENSE`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from charnn import base, checkpoint
+from charnn.evaluation import evaluate
+from charnn.model import CharRNN
+from charnn.sample import SampleConfig, generate
+from charnn.tokenizer import CharTokenizer
+
+HALF_TOLERANCE = 1e-3  # nats per character: the most half precision may move any source's validation loss
+GPL = Path("/usr/share/common-licenses/GPL-3")
+SAMPLE_SEED = 1
+
+
+def score_sources(model: CharRNN, tokenizer: CharTokenizer, corpus_dir: Path, seq_len: int) -> dict[str, float]:
+    """Each source's held-back share, scored as training scored its validation split."""
+    losses = {}
+    for source in json.loads((corpus_dir / "sources.json").read_text(encoding="utf-8"))["sources"]:
+        ids, _ = tokenizer.encode_known((corpus_dir / f"val-{source['name']}.txt").read_text(encoding="utf-8"))
+        losses[source["name"]] = evaluate(model, np.asarray(ids, dtype=np.int64), seq_len, torch.device("cpu"))
+    return losses
+
+
+def halved(model: CharRNN) -> CharRNN:
+    """The same model with every weight rounded to float16 (and computed in float32, as charnn loads it)."""
+    copy = CharRNN(model.config)
+    copy.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    return copy.eval()
+
+
+def release(run_dir: Path, corpus_dir: Path, command: str, out: Path) -> dict[str, Any]:
+    loaded = checkpoint.load(run_dir, "best", "cpu")
+    seq_len = int(loaded.config["train"]["seq_len"])
+    full = score_sources(loaded.model, loaded.tokenizer, corpus_dir, seq_len)
+    half = score_sources(halved(loaded.model), loaded.tokenizer, corpus_dir, seq_len)
+    use_half = all(abs(half[k] - full[k]) <= HALF_TOLERANCE for k in full)
+    model = halved(loaded.model) if use_half else loaded.model
+    metrics = checkpoint.read_metrics(run_dir)
+    vals = [r["val_loss"] for r in metrics if isinstance(r.get("val_loss"), (int, float))]
+    record = {"run": run_dir.name, "checkpoint": "best", "step": loaded.step, "created": checkpoint.now_iso(),
+              "best_val_loss": min(vals) if vals else None, "characters_seen": _characters_seen(metrics, loaded.config),
+              "dtype": "float16" if use_half else "float32", "val_loss_by_source": half if use_half else full,
+              "val_loss_by_source_float32": full, "half_tolerance": HALF_TOLERANCE, "command": command,
+              "corpus": json.loads((corpus_dir / "sources.json").read_text(encoding="utf-8"))}
+    sample = generate(model, loaded.tokenizer, "\n", SampleConfig(length=600, temperature=0.8, seed=SAMPLE_SEED))
+    for _ in sample:
+        pass
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    _write_folder(out, model, loaded, record, use_half)
+    (out / "README.md").write_text(card(record, loaded.config, sample.texts[0]), encoding="utf-8")
+    if GPL.is_file():
+        (out / "LICENSE").write_text(GPL.read_text(encoding="utf-8"), encoding="utf-8")
+    return record
+
+
+def _characters_seen(metrics: list[dict[str, Any]], config: dict[str, Any]) -> int:
+    steps = max((r.get("step", 0) for r in metrics), default=0)
+    train = config["train"]
+    return int(steps * train["batch_size"] * train["seq_len"])
+
+
+def _write_folder(out: Path, model: CharRNN, loaded: checkpoint.LoadedRun, record: dict[str, Any], half: bool) -> None:
+    from safetensors.torch import save_file
+
+    dtype = torch.float16 if half else torch.float32
+    weights = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(out / checkpoint.MODEL), metadata={"format": "charnn",
+                                                              "format_version": str(checkpoint.FORMAT_VERSION)})
+    (out / checkpoint.MODEL).chmod(0o644)  # safetensors writes 0600: a package file is for everyone to read
+    config = {**loaded.config, "exported": record}
+    config.pop("time", None)  # this machine's timings: not the model's
+    (out / checkpoint.CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out / checkpoint.TOKENIZER).write_text(loaded.tokenizer.to_json(), encoding="utf-8")
+
+
+def card(record: dict[str, Any], config: dict[str, Any], sample: str) -> str:
+    """The model card: Hugging Face's metadata block, then what the model is, was trained on and is for."""
+    model = config["model"]
+    corpus = record["corpus"]
+    rows = "\n".join(f"| {s['name']} | `{s['package']}` {s['version']} | {s['licence']} | {s['bytes']:,} | "
+                     f"{record['val_loss_by_source'][s['name']]:.4f} | `{s['sha256'][:16]}…` |" for s in corpus["sources"])
+    fence = "```"
+    return f"""---
+license: gpl-3.0
+language:
+- en
+library_name: charnn
+pipeline_tag: text-generation
+tags:
+- character-level
+- gru
+- rnn
+---
+
+# charnn base — a character-level English model
+
+A {model['cell'].upper()} {model['layers']}x{model['hidden']} (embedding {model['embed']}, vocabulary
+{model['vocab_size']} characters) that charnn trained on {corpus['bytes'] / 1e6:.1f} MB of English text from free
+sources, to start fine-tunes from (`charnn train MY.txt --from base`) and to write with before you have trained
+anything (`charnn sample base`). Weights in {record['dtype']}
+({"half precision moved no source's loss by more than " + str(record['half_tolerance']) + " nats"
+  if record['dtype'] == 'float16' else "float32: half precision moved a source's loss too far"}).
+
+## Training data
+
+Assembled offline from Debian packages by `python -m charnn.base.corpus` (in charnn's repository), cleaned into
+plain text (dictionary markup, `[1913 Webster]` tags and verse numbers removed), paragraphs deduplicated. Left out:
+every Shakespeare quotation (the dictionary's `--Shak.` citations, fortunes naming him, any line of tiny-shakespeare),
+fortunes' `songs-poems` (held out for benchmarks), licence texts and legal boilerplate. Each source's last 10% is
+held back for validation; the loss below is on that share, in nats per character.
+
+| source | package | licence | bytes | validation loss | sha256 of the cleaned text |
+|---|---|---|---|---|---|
+{rows}
+
+Corpus sha256 `{corpus['sha256']}`; {corpus['chars']:,} characters.
+
+## Training
+
+    {record['command']}
+
+{record['characters_seen']:,} characters seen ({record['characters_seen'] / corpus['chars']:.2f} passes), step
+{record['step']}, best validation loss {record['best_val_loss']:.4f} nats per character over all sources.
+
+## Sample
+
+`charnn sample base --seed {SAMPLE_SEED} --temperature 0.8 --length 600`:
+
+{fence}text
+{sample}
+{fence}
+
+## Intended use and limits
+
+For fine-tuning on small English texts and for playing with character-level generation. It writes
+old-fashioned diction (a 1913 dictionary, the King James Bible) beside hacker slang and quotations; it has
+never seen Shakespeare. It knows no facts: its text only looks like its sources. Not for anything that needs
+the truth.
+
+## Licence
+
+The weights are derived from the GNU Collaborative International Dictionary of English (GPL-3.0-or-later)
+among public-domain and permissive sources, so they are distributed under the GPL, version 3 or later
+(`LICENSE`).
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("corpus_dir", type=Path)
+    parser.add_argument("--command", default="", help="the command that trained the run, for the card")
+    parser.add_argument("--out", type=Path, default=base.folder())
+    args = parser.parse_args(argv)
+    record = release(args.run_dir, args.corpus_dir, args.command, args.out)
+    print(json.dumps({k: record[k] for k in ("dtype", "val_loss_by_source", "val_loss_by_source_float32",
+                                             "best_val_loss", "characters_seen")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
