@@ -83,10 +83,11 @@ def _time_trials(device: torch.device, vocab: int, cell: str, trials: list[Trial
 
 
 def measure_speeds(device: torch.device, vocab: int, cell: str = "gru", batches: tuple[int, ...] = (64,),
-                   seq: int = 64, steps: int = 7, amps: tuple[bool, ...] = (False,)) -> dict[Setting, float]:
-    """Training characters per second of the probe model of `cell` at each batch size and precision (fp32,
-    or bf16 autocast where `amps` holds True), timed in turns (`_time_trials`)."""
-    trials = [(PROBE, b, amp) for b in batches for amp in amps]
+                   seq: int = 64, steps: int = 7, amps: tuple[bool, ...] = (False,),
+                   size: tuple[int, int, int] = PROBE) -> dict[Setting, float]:
+    """Training characters per second of the probe model of `cell` (or of `size`: layers, hidden, embed) at each
+    batch size and precision (fp32, or bf16 autocast where `amps` holds True), timed in turns (`_time_trials`)."""
+    trials = [(size, b, amp) for b in batches for amp in amps]
     return {(b, amp): v for (_, b, amp), v in _time_trials(device, vocab, cell, trials, seq, steps).items()}
 
 

@@ -113,6 +113,10 @@ def default_recipe() -> Recipe:
 # behind (1.839): 2e-3, the middle. Warm-up 0/20/100 and batch 32/64 within noise; the weight average
 # helps (no average: 1.781 against 1.766); dropout 0.2 does not (1.786). Passes every 100 steps without a
 # budget (a fine-tune is short); with --time the recipe spaces them as for any run.
+# From the base (GRU 3x512) on doc-debian (197 KB, not a benchmark text), 1 minute, bf16: 2e-3 1.1990, 3e-3 1.2004,
+# 1e-3 1.2365, so 2e-3 stays. What mattered was the precision: the 2x256 probe read bf16 at 1.04-1.20x and picked
+# fp32 in 4 of 6 runs (87-102 steps, 1.2246-1.2654); timing the parent itself reads 1.44-1.63x (125-140 steps,
+# 1.194-1.200). So a fine-tune's probe times its parent at fine-tuning's batch (session._plan). RECIPES.md.
 FINE_TUNE = Recipe(lr=2e-3, warmup=20, batch_size=32, ema=0.99, eval_every=100)
 
 
@@ -199,6 +203,12 @@ def announcement(recipe: Recipe, auto: frozenset[str], model_cfg: ModelConfig, c
 def _params(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> int:
     cfg = ModelConfig(vocab_size=vocab, cell=cell, layers=layers, hidden=hidden, embed=embed)
     return CharRNN(cfg).num_parameters()
+
+
+def as_probe_speed(speed: float, cell: str, size: tuple[int, int, int], vocab: int) -> float:
+    """A speed measured on a model of `size` as the probe model's would be (multiply-adds alone): what `choose`
+    scales back to that size."""
+    return speed * _cost(cell, *size, vocab) / _cost(cell, *PROBE, vocab)
 
 
 def _cost(cell: str, layers: int, hidden: int, embed: int, vocab: int, per_layer: float = 0.0) -> float:

@@ -29,8 +29,8 @@ from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import DeviceError, RunError, UsageError
 from charnn.lineage import Parent
 from charnn.model import CharRNN, ModelConfig
-from charnn.probe import measure_eval_speed, measure_scale, measure_speeds, steady_speeds
-from charnn.recipe import BATCHES, FINE_TUNE, Recipe, amp_gain, announcement, apply, pick_amp, plan, record
+from charnn.probe import PROBE, measure_eval_speed, measure_scale, measure_speeds, steady_speeds
+from charnn.recipe import BATCHES, FINE_TUNE, Recipe, amp_gain, announcement, apply, as_probe_speed, pick_amp, plan, record
 from charnn.runconfig import RunConfig
 from charnn.runcorpus import (
     CorpusOptions,
@@ -275,14 +275,20 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
     measuring what it cannot use."""
     if dev.type == "cpu":
         tune_cpu_allocator()  # as training will: the probe must see the same speed
-    batches = BATCHES if "batch_size" in auto_fields else (cfg.batch_size,)
+    # A fine-tune keeps fine-tuning's batch (RECIPES.md: 32 and 64 within noise) and times only that one.
+    batches = BATCHES if "batch_size" in auto_fields and not fine_tune else (cfg.batch_size,)
     may_amp = "amp" in auto_fields and dev.type in AMP_DEVICES and bf16_native(dev)
     amps = (False, True) if may_amp else (cfg.amp,)
     # A short budget gets a shorter probe (fewer timed steps, noisier readings): under 3 minutes every
     # second of timing is a second less of training (a full probe is ~10 s of a 60 s run on 2 cores).
     short = clock.total < 180
+    # A fine-tune's model is its parent's: time that one. Whether bf16 pays depends on the size (on 2 Zen 4 cores
+    # the 2x256 probe gained 1.04-1.20x, near AMP_MIN_GAIN, while the base's 3x512 trains ~1.35x as many steps a
+    # minute in bf16: RECIPES.md, fine-tuning from the base); its speed is then read as the probe model's.
+    size = (model_cfg.layers, model_cfg.hidden, model_cfg.embed) if fine_tune else PROBE
     measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, cfg.seq_len, amps=amps,
-                              steps=4 if short else 7)
+                              steps=(2 if fine_tune else 4) if short else 7, size=size)
+    measured = {k: as_probe_speed(v, model_cfg.cell, size, model_cfg.vocab_size) for k, v in measured.items()}
     gain = amp_gain(measured)
     amp = pick_amp(measured) if len(amps) > 1 else cfg.amp
     speeds = {b: v for (b, a), v in measured.items() if a == amp}

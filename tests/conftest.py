@@ -99,9 +99,13 @@ class FakeProbe:
         self.speed, self.bf16_gain, self.scale, self.eval_speed = speed, bf16_gain, scale, eval_speed
         self.calls: list[tuple[str, object]] = []
 
-    def speeds(self, device, vocab, cell="gru", batches=(64,), seq=64, steps=7, amps=(False,)):
+    def speeds(self, device, vocab, cell="gru", batches=(64,), seq=64, steps=7, amps=(False,), size=None):
+        """At the probe model's size `speed`; a bigger model (a fine-tune's parent) slower by its multiply-adds."""
+        from charnn.recipe import as_probe_speed
+
         self.calls.append(("speeds", tuple(amps)))
-        return {(b, a): self.speed * (0.8 if b < max(batches) else 1.0) * (self.bf16_gain if a else 1.0)
+        slower = 1.0 if size is None else as_probe_speed(1.0, cell, size, vocab)
+        return {(b, a): self.speed / slower * (0.8 if b < max(batches) else 1.0) * (self.bf16_gain if a else 1.0)
                 for b in batches for a in amps}
 
     def scale_reading(self, device, vocab, cell="gru", batch=64, amp=False, seq=64, steps=5):

@@ -207,6 +207,10 @@ def serve_cmd(
     config = serve.ServeConfig(max_tokens_cap=max_tokens_cap, api_key=api_key, chat_template=template,
                                assistant_name=assistant_name, user_name=user_name, system_name=system_name)
     served = serve.load(runs or [], checkpoints_dir, device, config)
+    for s in served:
+        if s.chat_names["assistant"] != assistant_name:
+            typer.echo(f"chat with {s.name}: the speakers are '{s.chat_names['user']}' and '{s.chat_names['assistant']}' "
+                       "(it never saw the characters of the default names)", err=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: listening on {host}: anyone who can reach this machine can use the server"
                    + ("" if api_key else " (consider --api-key)"), err=True)

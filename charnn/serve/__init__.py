@@ -25,6 +25,7 @@ from charnn.errors import UsageError
 from charnn.serve.access import ServeConfig, Served
 from charnn.serve.app import create_app
 from charnn.serve.batcher import Batcher
+from charnn.serve.chat import chat_names
 from charnn.serve.info import facts_of
 from charnn.serve.worker import Worker
 
@@ -49,7 +50,9 @@ def load(runs: Sequence[str], checkpoints_dir: Path, device: str, config: ServeC
         for run_dir in dirs:
             model = worker.run(loader(run_dir))
             batcher = Batcher(model.model, model.tokenizer, config.max_rows, config.max_waiting, worker)
-            served.append(Served(run_dir.name, model, batcher, facts_of(model)))
+            known = (lambda tokenizer: lambda text: not tokenizer.unknown_chars(text))(model.tokenizer)
+            speakers = chat_names(config, known)
+            served.append(Served(run_dir.name, model, batcher, {**facts_of(model), "chat_names": speakers}, speakers))
     except BaseException:
         worker.close()
         raise

@@ -41,6 +41,7 @@ class Served:
     model: CharModel
     batcher: Batcher
     facts: dict[str, Any] = field(default_factory=dict)
+    chat_names: dict[str, str] = field(default_factory=dict)  # role -> speaker in chat transcripts (chat.chat_names)
 
 
 def config_of(request: Request) -> ServeConfig:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +70,25 @@ def transcript(messages: list[Message], template: str, names: dict[str, str]) ->
     return Transcript(prompt + header(names["assistant"]), stop)
 
 
-def names_of(body: ChatRequest, config: ServeConfig) -> dict[str, str]:
-    system = config.system_name
-    return {"system": system, "developer": system, "user": body.user_name or config.user_name,
-            "assistant": body.assistant_name or config.assistant_name}
+def chat_names(config: ServeConfig, known: Callable[[str], bool]) -> dict[str, str]:
+    """The speakers' names for one model: the server's, unless they are charnn's defaults and the model never saw
+    their characters (a lowercase corpus has no 'U' or 'A'), when their lowercase forms are used if it knows those
+    and the template; names the user chose are kept as given (a request that needs them is then a 400)."""
+    names = {"system": config.system_name, "user": config.user_name, "assistant": config.assistant_name}
+    defaults = ServeConfig()
+    chosen = (defaults.system_name, defaults.user_name, defaults.assistant_name) != tuple(names.values())
+    if chosen or all(known(n) for n in names.values()):
+        return names
+    lower = {role: name.lower() for role, name in names.items()}
+    template_text = config.chat_template.replace("{name}", "").replace("{content}", "")
+    return lower if all(known(n) for n in lower.values()) and known(template_text) else names
+
+
+def names_of(body: ChatRequest, defaults: dict[str, str]) -> dict[str, str]:
+    """Role -> speaker for this request: its own names over the model's (`chat_names`)."""
+    system = defaults["system"]
+    return {"system": system, "developer": system, "user": body.user_name or defaults["user"],
+            "assistant": body.assistant_name or defaults["assistant"]}
 
 
 @router.post("/v1/chat/completions", dependencies=[Depends(authorized)], responses={**STREAMED, **responses_for(*GENERATING)})
@@ -82,7 +98,8 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
         raise ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs")
     config = config_of(request)
     target = pick(request, body.model)
-    chat = transcript(body.messages, body.template or config.chat_template, names_of(body, config))
+    speakers = target.chat_names or chat_names(config, lambda _: True)
+    chat = transcript(body.messages, body.template or config.chat_template, names_of(body, speakers))
     stops = stops_of(body.stop)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     check_sampling(max_tokens, 1, body.n, stops, config)
