@@ -122,3 +122,26 @@ def test_bad_logprobs_requests_are_400(server: Server, route: str, body: dict, m
     r = httpx.post(f"{server.url}/v1/{route}", json=body, timeout=30)
     assert r.status_code == 400, r.text
     assert re.search(message, r.json()["error"]["message"]), r.text
+
+
+def test_default_chat_on_a_lowercase_model_uses_names_it_can_spell(tmp_path: Path) -> None:
+    """A lowercase corpus never saw 'U' or 'A': the default speakers become 'user' and 'assistant' (the template's
+    ':' and newlines it knows); a request that names a speaker it cannot spell is still a 400."""
+    from charnn.serve import load
+    from tests.conftest import train_run
+
+    (tmp_path / "talk.txt").write_text("user:\nhello there\n\nassistant:\nhi, how are you\n\n" * 60, encoding="utf-8")
+    train_run(tmp_path / "talk.txt", name="talk", max_steps=20, eval_every=10)
+    config = ServeConfig()
+    server = Server(tmp_path / "checkpoints", config, load(["talk"], tmp_path / "checkpoints", "cpu", config))
+    try:
+        facts = httpx.get(f"{server.url}/v1/models").json()["data"][0]["charnn"]
+        # 'system' needs an 'm' the corpus lacks: that name stays (a system message would be a 400)
+        assert facts["chat_names"] == {"system": "System", "user": "user", "assistant": "assistant"}
+        body = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 10, "seed": 1}
+        r = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        r = httpx.post(f"{server.url}/v1/chat/completions", json={**body, "assistant_name": "Assistant"}, timeout=30)
+        assert r.status_code == 400 and "never saw: 'A'" in r.json()["error"]["message"]
+    finally:
+        server.stop()

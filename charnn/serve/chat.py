@@ -71,17 +71,16 @@ def transcript(messages: list[Message], template: str, names: dict[str, str]) ->
 
 
 def chat_names(config: ServeConfig, known: Callable[[str], bool]) -> dict[str, str]:
-    """The speakers' names for one model: the server's, unless they are charnn's defaults and the model never saw
-    their characters (a lowercase corpus has no 'U' or 'A'), when their lowercase forms are used if it knows those
-    and the template; names the user chose are kept as given (a request that needs them is then a 400)."""
+    """The speakers' names for one model: the server's, except that a default name the model cannot spell (a
+    lowercase corpus has no 'U' or 'A') becomes its lowercase form where the model knows that and the template.
+    Names the user chose are kept as given (a request that needs one it cannot spell is then a 400)."""
     names = {"system": config.system_name, "user": config.user_name, "assistant": config.assistant_name}
     defaults = ServeConfig()
-    chosen = (defaults.system_name, defaults.user_name, defaults.assistant_name) != tuple(names.values())
-    if chosen or all(known(n) for n in names.values()):
+    if (defaults.system_name, defaults.user_name, defaults.assistant_name) != tuple(names.values()):
         return names
-    lower = {role: name.lower() for role, name in names.items()}
-    template_text = config.chat_template.replace("{name}", "").replace("{content}", "")
-    return lower if all(known(n) for n in lower.values()) and known(template_text) else names
+    if not known(config.chat_template.replace("{name}", "").replace("{content}", "")):
+        return names
+    return {role: name if known(name) or not known(name.lower()) else name.lower() for role, name in names.items()}
 
 
 def names_of(body: ChatRequest, defaults: dict[str, str]) -> dict[str, str]:
