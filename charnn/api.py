@@ -38,6 +38,8 @@ from charnn.runcorpus import (
     validation_text,
 )
 from charnn.sample import Items, ItemsConfig, SampleConfig, draw_items, generate
+from charnn.sample.beam import BeamConfig, Beams, beam_search
+from charnn.sample.items import beam_items
 from charnn.sample.items import check as check_items
 from charnn.session import default_run_name, resume_training, start_training
 
@@ -105,16 +107,30 @@ class CharModel:
 
     def items(self, count: int = 10, separator: str = "\n", start: str = "", new: bool = False, longest: int = 200,
               attempts: int | None = None, paths: Paths | None = None, corpus_paths: Sequence[str] = (),
-              show_progress: bool = False, **options: Any) -> Items:
+              show_progress: bool = False, beam: int | None = None, **options: Any) -> Items:
         """`count` distinct complete items of a list (`sample/items.py`); with `new`, none that is a whole item of
         the run's corpus (`_known_items`; `originality_index`'s `paths`/`corpus_paths`).
-        `options`: temperature, top_k, top_p, seed as in `SampleConfig`."""
+        `options`: temperature, top_k, top_p, seed as in `SampleConfig`; with `beam` W, the most likely items a
+        beam of W finds (`sample/beam.py`; a temperature above 0 makes it the stochastic variant)."""
         cfg = ItemsConfig(count=count, separator=separator, start=start, new=new, longest=longest, attempts=attempts)
+        if beam is not None:
+            options.setdefault("temperature", 0.0)  # a plain beam unless a temperature asks for the stochastic one
         sampling = SampleConfig(**options)
         sampling.check()
         check_items(cfg, self.tokenizer)
+        if beam is not None:
+            known = self._known_items(separator, paths or Paths(), corpus_paths, show_progress) if new else None
+            return beam_items(self.model, self.tokenizer, cfg, beam, sampling.temperature, sampling.seed, known)
         return draw_items(self.model, self.tokenizer, cfg, sampling,
                           self._known_items(separator, paths or Paths(), corpus_paths, show_progress) if new else None)
+
+    def beam(self, prime: str = "\n", width: int = 4, length: int = 200, stop: str | Sequence[str] | None = None,
+             temperature: float = 0.0, seed: int | None = None, drop_unknown: bool = False) -> Beams:
+        """Beam search from `prime` (`sample/beam.py`): hypotheses best first by log-probability per character."""
+        stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        return beam_search(self.model, self.tokenizer, prime, BeamConfig(width=width, length=length, stops=stops,
+                                                                          temperature=temperature, seed=seed,
+                                                                          drop_unknown=drop_unknown))
 
     def _known_items(self, separator: str, paths: Paths, corpus_paths: Sequence[str],
                      show_progress: bool) -> Callable[[str], bool]:

@@ -31,7 +31,9 @@ def sample_cmd(
     length: int = typer.Option(None, "--length", show_default=False,
                                help="Characters to generate, the prime not counted (default 500). With --items: the "
                                "longest an item may be (default 200)."),
-    temperature: float = typer.Option(0.8, "--temperature", help="Softmax temperature; 0 is greedy."),
+    temperature: float = typer.Option(None, "--temperature", show_default=False,
+                                      help="Softmax temperature; 0 is greedy (default 0.8; with --beam 0: plain beam "
+                                      "search, above 0 its stochastic variant)."),
     top_k: int = typer.Option(None, "--top-k", help="Sample only among the K most likely characters."),
     top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling: the smallest set with probability >= P."),
     seed: int = typer.Option(None, "--seed", help="Random seed: the same seed gives the same text."),
@@ -47,6 +49,9 @@ def sample_cmd(
     attempts: int = typer.Option(None, "--attempts", help="With --items: draws at most before giving up "
                                  "(default 20 per item asked, at least 100)."),
     as_json: bool = typer.Option(False, "--json", help="With --items: print one JSON object (items and counts)."),
+    beam: int = typer.Option(None, "--beam", help="Beam search of width W (1-64): the most likely continuation of "
+                             "--length it finds, ranked by log-probability per character; with --items N, the N most "
+                             "likely items."),
     drop_unknown: bool = typer.Option(False, "--drop-unknown", help="Drop prime characters the model never saw."),
     checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default)."),
@@ -64,13 +69,17 @@ def sample_cmd(
 ) -> None:
     """Generate text from a trained run, streamed to stdout."""
     set_threads(threads)
+    if beam is not None:
+        _refuse("--beam", num_samples=num_samples != 1, top_k=top_k is not None, top_p=top_p is not None,
+                originality=originality)
+    temperature = (0.0 if beam is not None else 0.8) if temperature is None else temperature
     if items is not None:
-        _refuse_with_items(num_samples=num_samples != 1, stop=stop is not None, originality=originality)
+        _refuse("--items", num_samples=num_samples != 1, stop=stop is not None, originality=originality)
         _print_items(api.load_run(run, checkpoint_name, device, checkpoints_dir), items,
                      SampleConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, drop_unknown=drop_unknown),
                      ItemsConfig(count=items, separator=unescape(separator), start=prime or "", new=new,
                                  longest=200 if length is None else length, attempts=attempts),
-                     paths_for(checkpoints_dir, corpora_dir), corpus_paths or (), as_json)
+                     paths_for(checkpoints_dir, corpora_dir), corpus_paths or (), as_json, beam)
         return
     for flag, given in (("--separator", separator != "\n"), ("--new", new), ("--attempts", attempts is not None),
                         ("--json", as_json)):
@@ -79,6 +88,13 @@ def sample_cmd(
     prime = "\n" if prime is None else prime
     length = 500 if length is None else length
     model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
+    if beam is not None:
+        found = model.beam(prime, beam, length, stop, temperature, seed, drop_unknown)
+        best = found.hypotheses[0]
+        sys.stdout.write(prime + best.text + "\n")
+        typer.echo(f"beam {beam}: {len(best.text)} characters, {best.score:.4f} nats per character (log-probability "
+                   f"{best.logprob:.2f}; best of {len(found.hypotheses)} kept)", err=True)
+        return
     cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                        num_samples=num_samples, stop=stop, drop_unknown=drop_unknown)
     stream = generate(model.model, model.tokenizer, prime, cfg)  # validates before anything is printed
@@ -116,19 +132,20 @@ def sample_cmd(
         out.write(f"--- sample {i} ---\n{prime}{text}\n")
 
 
-def _refuse_with_items(**given: bool) -> None:
+def _refuse(mode: str, **given: bool) -> None:
     for name, present in given.items():
         if present:
             flag = "--" + name.replace("_", "-")
-            raise typer.BadParameter(f"{flag} does not combine with --items (each item is one sample that ends at the "
-                                     f"separator); drop {flag}")
+            why = ("each item is one sample that ends at the separator" if mode == "--items"
+                   else "the beam ranks continuations by likelihood, it does not filter a sample")
+            raise typer.BadParameter(f"{flag} does not combine with {mode} ({why}); drop {flag}")
 
 
 def _print_items(model: api.CharModel, count: int, sampling: SampleConfig, cfg: ItemsConfig, paths: api.Paths,
-                 corpus_paths: Sequence[str], as_json: bool) -> None:
+                 corpus_paths: Sequence[str], as_json: bool, beam: int | None) -> None:
     """`charnn sample --items`: the items on stdout (separated as in the training text), the counts on stderr."""
     found = model.items(count, cfg.separator, cfg.start, cfg.new, cfg.longest, cfg.attempts, paths=paths,
-                        corpus_paths=corpus_paths, show_progress=True, **vars(sampling))
+                        corpus_paths=corpus_paths, show_progress=True, beam=beam, **vars(sampling))
     if as_json:
         typer.echo(json.dumps(found.to_json(), ensure_ascii=False))
     elif found.items:

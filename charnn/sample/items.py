@@ -70,6 +70,7 @@ class Items:
     unfinished: int = 0
     bound: int = 0
     seed: int = 0
+    limit: str = ""  # what bounded the search, when not `bound` draws (a beam's longest item)
 
     @property
     def complete(self) -> bool:
@@ -82,9 +83,9 @@ class Items:
         counts += f", {self.empty} empty, {self.unfinished} unfinished (seed {self.seed})"
         if self.complete:
             return f"{len(self.items)} items; {counts}"
-        return (f"found {len(self.items)} of {self.wanted} {'new ' if new else ''}items within the bound of "
-                f"{self.bound} draws; {counts} — raise the temperature, allow longer items with --length, "
-                "or ask for fewer")
+        return (f"found {len(self.items)} of {self.wanted} {'new ' if new else ''}items within "
+                f"{self.limit or f'the bound of {self.bound} draws'}; {counts} — raise the temperature, allow longer "
+                "items with --length, or ask for fewer")
 
     def to_json(self) -> dict[str, Any]:
         return {"items": self.items, "wanted": self.wanted, "complete": self.complete, "attempts": self.attempts,
@@ -147,3 +148,34 @@ def _sort(result: Items, kept: set[str], cfg: ItemsConfig, text: str, known: Cal
     else:
         kept.add(item)
         result.items.append(item)
+
+
+def beam_items(model: CharRNN, tokenizer: CharTokenizer, cfg: ItemsConfig, width: int, temperature: float = 0.0,
+               seed: int | None = None, known: Callable[[str], bool] | None = None) -> Items:
+    """The `cfg.count` most likely distinct items a beam of `width` reaches (`beam.py`): finished hypotheses
+    ranked by log-probability per character; empty ones and (with `cfg.new`) known ones are turned down and
+    counted. The search stops once `count` are found or no item ends within `cfg.longest` characters."""
+    from charnn.sample.beam import BeamConfig, beam_search
+
+    check(cfg, tokenizer)
+    if cfg.new and known is None:
+        raise UsageError("new items need the training text's items to compare with")
+    counts = {"empty": 0, "known": 0}
+
+    def accept(text: str) -> bool:
+        item = cfg.start + text[: len(text) - len(cfg.separator)]
+        reason = "empty" if not item.strip() else "known" if cfg.new and known is not None and known(item) else None
+        if reason:
+            counts[reason] += 1
+        return reason is None
+
+    beams = beam_search(model, tokenizer, cfg.separator + cfg.start,
+                        BeamConfig(width=width, length=cfg.longest + len(cfg.separator), stops=(cfg.separator,),
+                                   want=cfg.count, temperature=temperature, seed=seed), accept)
+    done = [h for h in beams.hypotheses if h.finished][: cfg.count]
+    items = [cfg.start + h.text[: len(h.text) - len(cfg.separator)] for h in done]
+    # Beams never repeat an item (finished texts are kept distinct) and unfinished ones are not draws: every
+    # finished hypothesis was kept or turned down.
+    return Items(items=items, wanted=cfg.count, attempts=len(items) + beams.refused, known=counts["known"],
+                 empty=counts["empty"], bound=cfg.bound, seed=beams.seed,
+                 limit=f"items of {cfg.longest} characters at most for a beam of {width}")
