@@ -3,6 +3,7 @@ model's log-probabilities, items come out distinct and complete, the stochastic 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_the_best_kept_hypothesis_wins_and_scores_are_the_models(words: api.Char
     beams = words.beam("the ", width=6, length=40, stop="\n")
     kept = beams.hypotheses
     assert len(kept) >= 2
-    assert all(a.score >= b.score for a, b in zip(kept, kept[1:], strict=False))
+    assert all(a.score >= b.score for a, b in itertools.pairwise(kept))
     for h in kept:
         assert math.isclose(h.logprob, forward_logprob(words, "the ", h.text), abs_tol=1e-3)
         assert h.finished == h.text.endswith("\n")
