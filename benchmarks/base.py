@@ -30,11 +30,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from finetune import train  # the same whole-command run (benchmarks/ is on the path when run as a script)
 
 TEXTS = {
     "songs-poems": ("fortunes", Path("/usr/share/games/fortunes/songs-poems")),
@@ -67,15 +67,6 @@ def small_text(name: str, into: Path) -> Path:
     path = into / f"{name}.txt"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def train(args: list[str], work: Path) -> float:
-    cmd = [sys.executable, "-m", "charnn", "train", *args, "--checkpoints-dir", str(work / "checkpoints"),
-           "--corpora-dir", str(work / "corpora"), "--quiet"]
-    print("$ charnn train " + " ".join(shlex.quote(a) for a in args), flush=True)
-    started = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - started
 
 
 def best(work: Path, name: str) -> tuple[float, int]:

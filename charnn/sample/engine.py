@@ -316,6 +316,8 @@ class Engine:
     def _scores(self, ids: Tensor, live: list[bool]) -> dict[int, list[Logprob]]:
         """For the groups that asked (`cfg.logprobs`): each row's drawn character's log-probability and the top
         alternatives, from this step's logits (B, V) before they are replaced; keyed by the group's id()."""
+        if all(g.cfg.logprobs is None for g in self.groups):  # the usual case: nothing to do, per step
+            return {}
         asking = [(g, start, n) for g, start, n, alive in zip(self.groups, self._starts(), self._rows, live, strict=True)
                   if alive and g.cfg.logprobs is not None]
         if not asking:
