@@ -92,6 +92,22 @@ def test_sampling_and_the_engine_under_device_rules(words_file: Path, rules) -> 
     assert groups[1].texts[0] == alone  # a seed gives the same text alone or in a batch, on this device too
 
 
+@pytest.mark.parametrize("rules", [mps_rules, cudnn_rules], ids=["mps", "cudnn"])
+def test_beam_search_items_and_logprobs_under_device_rules(words_file: Path, rules) -> None:
+    run_dir = train_run(words_file, cell="gru", max_steps=20, eval_every=20)
+    model = api.load_run(str(run_dir), device="cpu")
+    with rules():
+        plain = model.beam("the ", width=4, length=30)
+        sampled = model.beam("the ", width=4, length=30, temperature=1.0, seed=2)
+        items = model.items(3, separator=" ", attempts=50, seed=1)
+        run = Engine(model.model, model.tokenizer)
+        group = run.join("the ", SampleConfig(length=20, seed=1, logprobs=3))
+        while not group.finished:
+            run.step()
+    assert plain.hypotheses and sampled.hypotheses and items.attempts > 0
+    assert len(group.logprobs[0]) == 20 and all(len(s.top) == 3 for s in group.logprobs[0])
+
+
 def test_the_servers_batcher_under_mps_rules(run_root: Path) -> None:
     config = ServeConfig(max_tokens_cap=500)
     with mps_rules():

@@ -3,6 +3,8 @@
     draw.py    sample_rows / sample_next: one draw per row, per-row settings, NaN-free; race noise
     races.py   Races: each request's noise drawn ahead from its own generator, taken a step at a time
     engine.py  SampleConfig, Group, Engine (requests stepped as one batch), Generation, generate
+    logprobs.py Logprob, score_rows: each drawn character's log-probability and the top alternatives
+    beam.py    BeamConfig, beam_search: the most likely continuations, length-normalised; a stochastic variant
     items.py   ItemsConfig, Items, draw_items: N distinct complete items of a list, new ones on request
 
 `charnn sample`, the REPL, the server and the Python API all generate through `Engine`, so a seed

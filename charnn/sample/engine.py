@@ -19,24 +19,12 @@ from torch import Tensor
 from charnn.errors import GenerationError, TokenizerError, UsageError
 from charnn.model import CharRNN, State, Stepper, pack_state, unpack_state
 from charnn.sample.draw import Settings, sample_rows
+from charnn.sample.logprobs import MAX_TOP_LOGPROBS, Logprob, score_rows
 from charnn.sample.races import Races
 from charnn.tokenizer import CharTokenizer
 
 FUSED_MAX_BATCH = 64  # rows up to which the CPU step runs through Stepper (RESULTS.md: as fast or faster to 64)
 STEPPED_PRIME_MAX = 8  # primes up to this long run through the Stepper on CPU (see Engine._prime)
-MAX_TOP_LOGPROBS = 20  # the most alternatives recorded per character (OpenAI's chat limit)
-
-
-@dataclass(frozen=True)
-class Logprob:
-    """One drawn character's log-probability under the model (log_softmax of its logits, before temperature
-    and filtering) and the most likely characters at that position, most likely first."""
-
-    char: str
-    logprob: float
-    top: tuple[tuple[str, float], ...] = ()
-
-
 @dataclass
 class SampleConfig:
     length: int = 500  # characters generated per sample, the prime not counted
@@ -314,30 +302,15 @@ class Engine:
         return pieces
 
     def _scores(self, ids: Tensor, live: list[bool]) -> dict[int, list[Logprob]]:
-        """For the groups that asked (`cfg.logprobs`): each row's drawn character's log-probability and the top
-        alternatives, from this step's logits (B, V) before they are replaced; keyed by the group's id()."""
+        """For the groups that asked (`cfg.logprobs`): their rows' `Logprob`s from this step's logits (B, V), before
+        they are replaced; keyed by the group's id()."""
         if all(g.cfg.logprobs is None for g in self.groups):  # the usual case: nothing to do, per step
             return {}
         asking = [(g, start, n) for g, start, n, alive in zip(self.groups, self._starts(), self._rows, live, strict=True)
                   if alive and g.cfg.logprobs is not None]
-        if not asking:
-            return {}
-        rows = torch.cat([torch.arange(start, start + n) for _, start, n in asking]).to(self.device)
-        logp = torch.log_softmax(self.logits.index_select(0, rows).float(), dim=-1)  # (R, V)
-        chosen = logp.gather(1, ids.index_select(0, rows)[:, None])[:, 0].tolist()  # (R,)
-        k = min(max(g.cfg.logprobs or 0 for g, _, _ in asking), logp.size(1))
-        best = logp.topk(k, dim=-1) if k else None
-        values, where = (best.values.tolist(), best.indices.tolist()) if best is not None else ([], [])
-        drawn, chars = ids.index_select(0, rows).tolist(), self.tokenizer.chars
-        out, r = {}, 0
-        for group, _, n in asking:
-            keep = min(group.cfg.logprobs or 0, k)
-            out[id(group)] = [Logprob(chars[drawn[r + j]], chosen[r + j],
-                                      tuple((chars[c], v) for c, v in zip(where[r + j][:keep], values[r + j][:keep],
-                                                                           strict=True)) if keep else ())
-                              for j in range(n)]
-            r += n
-        return out
+        found = score_rows(self.logits, ids, [(start, n, g.cfg.logprobs or 0) for g, start, n in asking],
+                           self.tokenizer.chars)
+        return {id(g): rows for (g, _, _), rows in zip(asking, found, strict=True)}
 
     def _starts(self) -> list[int]:
         starts, at = [], 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from charnn.sample import SampleConfig
-from charnn.sample.engine import Logprob
+from charnn.sample.logprobs import Logprob
 from charnn.serve.batcher import Batcher, Ticket
 from charnn.serve.protocol import ApiError, Sampling, as_api_error, error_body
 
