@@ -12,8 +12,10 @@ import typer
 
 from charnn import api
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, handled, paths_for, set_threads
+from charnn.errors import UsageError
 from charnn.originality import MIN_COPY, Report
 from charnn.sample import ItemsConfig, SampleConfig, generate
+from charnn.sample.choices import ChoicesConfig
 
 
 def unescape(text: str) -> str:
@@ -168,6 +170,9 @@ def repl_cmd(
                                 "training text (also :copies on)."),
     corpus_paths: list[str] = typer.Option(
         None, "--corpus", help="For --copies: the run's training text, if it is no longer where the run found it."),
+    choose: bool = typer.Option(False, "--choose", help="Write with the model: at each point pick one of the most "
+                                "likely next words or characters by number, or type text; :auto N lets it write."),
+    choices: int = typer.Option(5, "--choices", help="With --choose: words and characters offered (k of each, 1-20)."),
     device: str = DEVICE,
     checkpoints_dir: Path = CKPT_DIR,
     corpora_dir: Path = CORPORA_DIR,
@@ -175,6 +180,11 @@ def repl_cmd(
     """Interactive prompt: type text, the model continues it. :help lists commands."""
     from charnn.repl import Repl
 
+    choices_cfg = ChoicesConfig(k=choices)
+    if problems := choices_cfg.validate():
+        raise UsageError(problems[0])
+    if choose and copies:
+        raise UsageError("--copies marks a reply's copies; it does not apply to --choose — leave one of them out")
     model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
     paths = paths_for(checkpoints_dir, corpora_dir)
 
@@ -185,6 +195,11 @@ def repl_cmd(
         originality("", 0)  # the index now: a missing corpus is one line before the prompt
     cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     cfg.check()
+    if choose:
+        from charnn.chooser import Chooser
+
+        Chooser(model.model, model.tokenizer, model.run_dir, cfg, choices_cfg).loop()
+        return
     Repl(model.model, model.tokenizer, model.run_dir, cfg, originality=originality, copies=copies).loop()
 
 
