@@ -67,6 +67,17 @@ def test_the_engine_records_what_log_softmax_says(tiny: api.CharModel) -> None:
     assert plain.texts == run.texts  # asking for logprobs changes no draw
 
 
+def test_logprobs_zero_gives_each_characters_own_and_no_alternatives(server: Server, tiny: api.CharModel) -> None:
+    # Found by the strict schema fuzz: logprobs 0 was a 500 (the engine indexed an empty top-k).
+    r = httpx.post(f"{server.url}/v1/completions", json={"prompt": "the ", "max_tokens": 20, "n": 2, "seed": 1,
+                                                         "logprobs": 0}, timeout=30)
+    assert r.status_code == 200, r.text
+    for choice in r.json()["choices"]:
+        lp = choice["logprobs"]
+        assert lp["top_logprobs"] == [{}] * len(choice["text"])
+        check_entries(tiny, "the ", choice["text"], lp["tokens"], lp["token_logprobs"], lp["top_logprobs"], 0)
+
+
 def test_completions_logprobs_whole_and_streamed_through_the_openai_client(server: Server, tiny: api.CharModel) -> None:
     from openai import OpenAI
 

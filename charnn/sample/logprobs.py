@@ -29,7 +29,8 @@ def score_rows(logits: Tensor, ids: Tensor, spans: list[tuple[int, int, int]], c
     chosen = logp.gather(1, drawn[:, None])[:, 0].tolist()  # (R,)
     k = min(max(top for _, _, top in spans), logp.size(1))
     best = logp.topk(k, dim=-1) if k else None
-    values, where = (best.values.tolist(), best.indices.tolist()) if best is not None else ([], [])
+    # (R, k) each; with k 0 (logprobs 0: only the drawn characters' own), an empty row per character
+    values, where = (best.values.tolist(), best.indices.tolist()) if best is not None else ([[]] * len(chosen),) * 2
     picked, out, r = drawn.tolist(), [], 0
     for _, n, top in spans:
         keep = min(top, k)

@@ -18,6 +18,7 @@ from charnn.serve.batcher import Batcher
 from charnn.serve.protocol import MAX_N, MAX_STOPS, ApiError
 
 DEFAULT_TEMPLATE = "{name}:\n{content}\n\n"
+DEFAULT_MAX_TOKENS = 200  # characters when a request does not say (or the server's cap, if lower)
 
 
 @dataclass
@@ -78,20 +79,27 @@ def pick(request: Request, name: str | None) -> Served:
 def check_prompt(target: Served, prompt: str, config: ServeConfig, param: str = "prompt", fix: str = "remove them") -> None:
     if len(prompt) > config.max_prompt:
         raise ApiError(400, f"{param} has {len(prompt):,} characters; this server primes at most {config.max_prompt:,}",
-                       param)
+                       param, "prompt_too_long")
     if unknown := target.model.tokenizer.unknown_chars(prompt):
         shown = ", ".join(repr(c) for c in unknown[:10])
         raise ApiError(400, f"{param} has character(s) model '{target.name}' never saw: {shown} — {fix}",
                        param, "unknown_characters")
 
 
-def check_sampling(max_tokens: int, prompts: int, n: int, stops: list[str], config: ServeConfig) -> None:
-    if max_tokens > config.max_tokens_cap:
-        raise ApiError(400, f"max_tokens {max_tokens} is over this server's cap of {config.max_tokens_cap} "
-                       "— ask for fewer (start the server with --max-tokens-cap to change it)", "max_tokens")
+def max_tokens_of(config: ServeConfig, **asked: int | None) -> int:
+    """The characters a request gets: the first value it gives (each one given must be within the server's cap),
+    else DEFAULT_MAX_TOKENS or the cap if that is lower."""
+    for name, value in asked.items():
+        if value is not None and value > config.max_tokens_cap:
+            raise ApiError(400, f"{name} {value} is over this server's cap of {config.max_tokens_cap} "
+                           "— ask for fewer (start the server with --max-tokens-cap to change it)", name)
+    return next((v for v in asked.values() if v is not None), min(DEFAULT_MAX_TOKENS, config.max_tokens_cap))
+
+
+def check_sampling(prompts: int, n: int, stops: list[str]) -> None:
     if not 1 <= prompts * n <= MAX_N:
         raise ApiError(400, f"{prompts} prompt(s) x n {n} asks for {prompts * n} completions — give 1 to {MAX_N} in all",
-                       "prompt" if prompts != 1 else "n")
+                       "prompt" if prompts != 1 else "n", "too_many_completions")
     if len(stops) > MAX_STOPS or any(s == "" for s in stops):
         raise ApiError(400, f"stop takes up to {MAX_STOPS} non-empty strings", "stop")
 

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from charnn.serve import chat, completions, info
 from charnn.serve.access import ServeConfig, Served
-from charnn.serve.protocol import ApiError, as_api_error, error_body
+from charnn.serve.protocol import UNION_FIELDS, ApiError, as_api_error, error_body
 
 MAX_BODY = 1 << 20  # bytes
 
@@ -100,12 +100,15 @@ def _handle_errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0]
-        where = [str(p) for p in first.get("loc", ()) if p != "body"]
+        # A union's branches (str | list[str]) appear in the location as tags like 'constrained-str': drop them.
+        where = [str(p) for p in first.get("loc", ()) if p != "body" and (isinstance(p, int) or str(p).isidentifier())]
         if first.get("type") == "json_invalid":
             message = f"the request body is not valid JSON ({first.get('msg', '')}) — send a JSON object"
             where = []
         elif not where:
             message = f"the request body must be a JSON object ({first.get('msg', '')})"
+        elif len(where) == 1 and where[0] in UNION_FIELDS:  # which branch failed says less than what the field takes
+            message = UNION_FIELDS[where[0]]
         else:
             message = f"{'.'.join(where)}: {first.get('msg', 'invalid')}"
         return JSONResponse(error_body(400, message, where[0] if where else None), 400)
@@ -125,13 +128,27 @@ def _handle_errors(app: FastAPI) -> None:
 
 
 def _schema(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, less the 422 it documents by default (this server answers 400 instead)."""
+    """FastAPI's schema, less the 422 it documents by default (this server answers 400 instead), with the limits
+    this server's options set (`ServeConfig`: the max_tokens cap, a prompt's length)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         for path in schema.get("paths", {}).values():
             for operation in path.values():
                 operation.get("responses", {}).pop("422", None)
+        bodies = schema.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
-            schema.get("components", {}).get("schemas", {}).pop(name, None)
+            bodies.pop(name, None)
+        _state_limits(bodies, app.state.config)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _state_limits(bodies: dict[str, Any], config: ServeConfig) -> None:
+    for name, fields in (("CompletionRequest", ("max_tokens",)), ("ChatRequest", ("max_tokens", "max_completion_tokens"))):
+        for field in fields:
+            prop = bodies[name]["properties"][field]
+            for option in prop.get("anyOf", [prop]):
+                if option.get("type") == "integer":
+                    option["maximum"] = config.max_tokens_cap
+    for option in bodies["CompletionRequest"]["properties"]["prompt"]["anyOf"]:
+        (option["items"] if option["type"] == "array" else option)["maxLength"] = config.max_prompt

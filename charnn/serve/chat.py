@@ -29,10 +29,20 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from charnn.errors import UsageError
-from charnn.serve.access import ServeConfig, authorized, check_prompt, check_sampling, config_of, pick, stops_of
+from charnn.serve.access import (
+    ServeConfig,
+    authorized,
+    check_prompt,
+    check_sampling,
+    config_of,
+    max_tokens_of,
+    pick,
+    stops_of,
+)
 from charnn.serve.collector import Collector, Delta, pace, sse, submit, usage
 from charnn.serve.completions import SSE_HEADERS
-from charnn.serve.protocol import GENERATING, STREAMED, ApiError, ChatRequest, Message, responses_for
+from charnn.serve.protocol import GENERATING, ApiError, ChatRequest, Message, responses_for
+from charnn.serve.replies import ChatChunk, ChatCompletion, streamed
 
 router = APIRouter()
 
@@ -90,18 +100,19 @@ def names_of(body: ChatRequest, defaults: dict[str, str]) -> dict[str, str]:
             "assistant": body.assistant_name or defaults["assistant"]}
 
 
-@router.post("/v1/chat/completions", dependencies=[Depends(authorized)], responses={**STREAMED, **responses_for(*GENERATING)})
+@router.post("/v1/chat/completions", dependencies=[Depends(authorized)],
+             responses={**streamed(ChatChunk, ChatCompletion, "chat.completion.chunk"), **responses_for(*GENERATING)})
 async def chat_completions(body: ChatRequest, request: Request) -> Any:
     """The assistant's next message, `n` times; `stream` sends chat.completion.chunk events."""
     if body.top_logprobs is not None and not body.logprobs:
-        raise ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs")
+        raise ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs", "top_logprobs_without_logprobs")
     config = config_of(request)
     target = pick(request, body.model)
     speakers = target.chat_names or chat_names(config, lambda _: True)
     chat = transcript(body.messages, body.template or config.chat_template, names_of(body, speakers))
     stops = stops_of(body.stop)
-    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    check_sampling(max_tokens, 1, body.n, stops, config)
+    max_tokens = max_tokens_of(config, max_completion_tokens=body.max_completion_tokens, max_tokens=body.max_tokens)
+    check_sampling(1, body.n, stops)
     check_prompt(target, chat.prompt, config, "messages", "remove them, or pick names and a template in the "
                  "model's alphabet (assistant_name, user_name, template; or the message's name)")
     stops.append(chat.stop)

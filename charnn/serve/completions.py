@@ -11,26 +11,29 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from charnn.errors import CharnnError
-from charnn.serve.access import Served, authorized, check_prompt, check_sampling, config_of, pick, stops_of
+from charnn.serve.access import Served, authorized, check_prompt, check_sampling, config_of, max_tokens_of, pick, stops_of
 from charnn.serve.collector import Collector, Delta, pace, sse, submit, usage
-from charnn.serve.protocol import GENERATING, STREAMED, ApiError, CompletionRequest, responses_for
+from charnn.serve.protocol import GENERATING, ApiError, CompletionRequest, responses_for
+from charnn.serve.replies import Completion, streamed
 
 router = APIRouter()
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@router.post("/v1/completions", dependencies=[Depends(authorized)], responses={**STREAMED, **responses_for(*GENERATING)})
+@router.post("/v1/completions", dependencies=[Depends(authorized)],
+             responses={**streamed(Completion, Completion, "text_completion chunk"), **responses_for(*GENERATING)})
 async def completions(body: CompletionRequest, request: Request) -> Any:
     """Continue each prompt `n` times; `stream` sends server-sent events as the text is made."""
     target = pick(request, body.model)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     stops = stops_of(body.stop)
-    check_sampling(body.max_tokens, len(prompts), body.n, stops, config_of(request))
+    max_tokens = max_tokens_of(config_of(request), max_tokens=body.max_tokens)
+    check_sampling(len(prompts), body.n, stops)
     for prompt in prompts:
         check_prompt(target, prompt, config_of(request))
     if body.originality:
         await _index(target)
-    tickets = submit(target.batcher, prompts, body, body.max_tokens, stops, body.logprobs)
+    tickets = submit(target.batcher, prompts, body, max_tokens, stops, body.logprobs)
     meta = {"id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion", "created": int(time.time()),
             "model": target.name}
     prompt_chars = sum(len(p) for p in prompts) * body.n

@@ -16,6 +16,7 @@ from charnn.api import CharModel
 from charnn.errors import CharnnError
 from charnn.serve.access import authorized, pick, served_of
 from charnn.serve.protocol import ALWAYS, GENERATING, ApiError, ScoreRequest, responses_for
+from charnn.serve.replies import Health, ModelList, Score
 
 router = APIRouter()
 PAGE = Path(__file__).parent / "page.html"
@@ -26,7 +27,7 @@ async def index() -> HTMLResponse:
     return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
 
-@router.get("/health", responses={**responses_for(*ALWAYS), 503: {
+@router.get("/health", responses={200: {"model": Health}, **responses_for(*ALWAYS), 503: {"model": Health,
     "description": "A model's generation engine failed and could not restart: the server cannot generate."}})
 async def health(request: Request) -> Any:
     """`ok` while every model's engine runs; 503 once one has failed for good."""
@@ -37,21 +38,22 @@ async def health(request: Request) -> Any:
     return JSONResponse({"status": "unhealthy", "models": models}, 503)
 
 
-@router.get("/v1/models", dependencies=[Depends(authorized)], responses=responses_for(*ALWAYS, 401))
+@router.get("/v1/models", dependencies=[Depends(authorized)],
+            responses={200: {"model": ModelList}, **responses_for(*ALWAYS, 401)})
 async def models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": [{"id": s.name, "object": "model", "created": s.facts.get("created", 0),
                                         "owned_by": "charnn", "charnn": s.facts} for s in served_of(request)]}
 
 
-@router.post("/v1/score", dependencies=[Depends(authorized)], responses=responses_for(*GENERATING))
+@router.post("/v1/score", dependencies=[Depends(authorized)], responses={200: {"model": Score},
+                                                                        **responses_for(*GENERATING)})
 async def score(body: ScoreRequest, request: Request) -> dict[str, Any]:
     """charnn extension: how well the model predicts a text (nats and bits per character)."""
     target = pick(request, body.model)
-    if len(body.text) < 2:
-        raise ApiError(400, "text needs at least 2 characters to be scored", "text")
     known = len(target.model.tokenizer.encode_known(body.text)[0])
     if known < 2:
-        raise ApiError(400, f"text has {known} character(s) model '{target.name}' knows; scoring needs at least 2", "text")
+        raise ApiError(400, f"text has {known} character(s) model '{target.name}' knows; scoring needs at least 2", "text",
+                       "unknown_characters")
     try:
         worker = target.batcher.worker  # a long text shares it with the batches, window by window
         result = await asyncio.wrap_future(worker.call(lambda: target.model.score(body.text, between=worker.share)))

@@ -7,16 +7,17 @@ for every route (`responses_for`), so a client generated from the schema knows a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from annotated_types import Ge, Le
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from charnn.errors import CharnnError, GenerationError
 from charnn.serve.batcher import Busy, Unavailable
 
 MAX_N = 16
 MAX_STOPS = 4
-SEED_LIMIT = 2**63
+SEED_LIMIT = 2**53  # seeds below it; a JSON Schema validator compares numbers as doubles, exact up to 2**53
 
 
 class ApiError(Exception):
@@ -86,47 +87,71 @@ def responses_for(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
-STREAMED: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The completion; with `stream` true, server-sent events (`data: {chunk}` lines, then "
-                         "`data: [DONE]`).",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 ALWAYS = (400, 405, 413, 500)  # any route: bad input, wrong method, big body, an unexpected failure
 GENERATING = (*ALWAYS, 401, 404, 503)
 
 
 # ---- request bodies ------------------------------------------------------------------------------
+# Strict types: a field takes exactly what the schema says (no "5" for 5, no 0 for false), except that a
+# whole float (6.0) is an integer, as JSON Schema counts it. Limits that depend on the server's options
+# (max_tokens' cap, a prompt's length) are written into the schema by app._schema.
+
+
+def _whole(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Whole = Annotated[StrictInt, BeforeValidator(_whole)]
+# Optional integers carry their bounds inside (a Field bound on `X | None` would not reach the schema as one).
+Count = Annotated[StrictInt, Ge(0), BeforeValidator(_whole)]
+TopK = Annotated[StrictInt, Ge(1), Le(1_000_000), BeforeValidator(_whole)]
+Seed = Annotated[StrictInt, Ge(0), Le(SEED_LIMIT - 1), BeforeValidator(_whole)]
+TextTop = Annotated[StrictInt, Ge(0), Le(5), BeforeValidator(_whole)]
+ChatTop = Annotated[StrictInt, Ge(0), Le(20), BeforeValidator(_whole)]
+Number = StrictFloat
+Text = StrictStr
+Flag = StrictBool
+Stop = Annotated[Text, Field(min_length=1)]
+# What a field of several shapes takes, for the 400 when a value fits none of them.
+UNION_FIELDS = {"stop": f"stop takes up to {MAX_STOPS} non-empty strings (a string or a list)",
+                "prompt": f"prompt takes a string or a list of 1 to {MAX_N} strings"}
+# A chat template: {content} exactly once, {name} only before it, and something besides {content} to end a reply at.
+TEMPLATE_PATTERN = r"^(?!\{content\}(?![\s\S]))(?:(?!\{content\})[\s\S])*\{content\}(?:(?!\{content\}|\{name\})[\s\S])*(?![\s\S])"
 
 
 class Sampling(BaseModel):
     """Settings shared by completions and chat."""
 
-    model: str | None = Field(None, description="A run name (GET /v1/models); default: the first served run.")
-    max_tokens: int = Field(200, ge=0, description="Characters to generate per completion (capped by the server).")
-    temperature: float = Field(0.8, ge=0, le=10, description="Softmax temperature; 0 is greedy.")
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=1, le=1_000_000, description="charnn extension: sample among the K most likely.")
-    n: int = Field(1, ge=1, le=MAX_N)
-    stop: str | list[str] | None = Field(None, description=f"Up to {MAX_STOPS} strings; a completion ends before the first.")
-    seed: int | None = Field(None, ge=0, lt=SEED_LIMIT)
-    stream: bool = False
+    model: Text | None = Field(None, description="A run name (GET /v1/models); default: the first served run.")
+    max_tokens: Count | None = Field(None, description="Characters to generate per completion: at most the "
+                                     "server's cap (--max-tokens-cap); default 200, or the cap if it is lower.")
+    temperature: Number = Field(0.8, ge=0, le=10, description="Softmax temperature; 0 is greedy.")
+    top_p: Number | None = Field(None, gt=0, le=1)
+    top_k: TopK | None = Field(None, description="charnn extension: sample among the K most likely.")
+    n: Whole = Field(1, ge=1, le=MAX_N, description=f"Completions per prompt ({MAX_N} at most in all).")
+    stop: Stop | Annotated[list[Stop], Field(max_length=MAX_STOPS)] | None = Field(
+        None, description=f"Up to {MAX_STOPS} strings; a completion ends before the first.")
+    seed: Seed | None = None
+    stream: Flag = False
     stream_options: StreamOptions | None = Field(None, description="With stream: include_usage sends a last chunk "
                                                  "with usage and no choices.")
-    user: str | None = None
+    user: Text | None = None
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: Flag = False
 
 
 class CompletionRequest(Sampling):
-    prompt: str | list[str] = Field("\n", description="Text to continue; a list gives one completion each.")
-    originality: bool = Field(False, description="charnn extension: give each choice an `originality` object: the "
+    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_N)] = Field(
+        "\n", description="Text to continue; a list gives `n` completions each.")
+    originality: Flag = Field(False, description="charnn extension: give each choice an `originality` object: the "
                               "spans of its text copied verbatim from the training text, the copied fraction, the "
                               "longest copy and where it is (needs the run's corpus on the server; streamed: with "
                               "the choice's last chunk).")
-    min_copy: int = Field(20, ge=1, le=100_000, description="charnn extension: with originality, the shortest span "
+    min_copy: Whole = Field(20, ge=1, le=100_000, description="charnn extension: with originality, the shortest span "
                           "that counts as copied, in characters.")
-    logprobs: int | None = Field(None, ge=0, le=5, description="Give each choice a `logprobs` object: every "
+    logprobs: TextTop | None = Field(None, description="Give each choice a `logprobs` object: every "
                                  "character's log-probability under the model (before temperature and filtering) and "
                                  "that many of the most likely characters at each position (tokens are characters).")
     echo: Literal[False] = Field(False, description="Not supported: the prompt is never echoed (true is a 400).")
@@ -136,8 +161,8 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart] = Field(..., description="Text, or a list of text parts.")
-    name: str | None = Field(None, max_length=64, description="The speaker's name in the transcript (default: by role).")
+    content: Text | list[ContentPart] = Field(..., description="Text, or a list of text parts.")
+    name: Text | None = Field(None, max_length=64, description="The speaker's name in the transcript (default: by role).")
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -145,25 +170,28 @@ class Message(BaseModel):
 
 class ContentPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatRequest(Sampling):
+    model_config = ConfigDict(regex_engine="python-re")  # the template's pattern looks ahead
+
     messages: list[Message] = Field(..., min_length=1, description="The conversation so far.")
-    max_completion_tokens: int | None = Field(None, ge=0, description="Preferred over max_tokens when given.")
-    template: str | None = Field(None, description="charnn extension: how one message reads in the transcript; "
-                                 "must hold {name} and {content} (default: the server's, '{name}:\\n{content}\\n\\n').")
-    assistant_name: str | None = Field(None, max_length=64, description="charnn extension: the name the model speaks as.")
-    user_name: str | None = Field(None, max_length=64, description="charnn extension: the name of user messages.")
-    logprobs: bool = Field(False, description="Give each choice a `logprobs` object: every character's "
+    max_completion_tokens: Count | None = Field(None, description="Preferred over max_tokens when given.")
+    template: Text | None = Field(None, pattern=TEMPLATE_PATTERN, description="charnn extension: how one message reads "
+                                  "in the transcript: {content} once, {name} (the speaker) before it, and text to end "
+                                  "a reply at (default: the server's, '{name}:\\n{content}\\n\\n').")
+    assistant_name: Text | None = Field(None, max_length=64, description="charnn extension: the name the model speaks as.")
+    user_name: Text | None = Field(None, max_length=64, description="charnn extension: the name of user messages.")
+    logprobs: Flag = Field(False, description="Give each choice a `logprobs` object: every character's "
                            "log-probability under the model (before temperature and filtering).")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="With logprobs: also that many of the most likely "
-                                     "characters at each position.")
+    top_logprobs: ChatTop | None = Field(None, description="With logprobs (true): also that many of the most "
+                                       "likely characters at each position.")
 
 
 class ScoreRequest(BaseModel):
-    model: str | None = None
-    text: str = Field(..., description="Text to score.")
+    model: Text | None = None
+    text: Text = Field(..., min_length=2, description="Text to score (2 characters or more the model knows).")
 
 
 Sampling.model_rebuild()
