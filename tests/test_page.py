@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from charnn.serve import ServeConfig
+from charnn.serve import ServeConfig, load
 from tests.conftest import Server
 
 
@@ -65,6 +65,56 @@ def test_page_generates_streams_and_stops(browser, page_server: Server, tmp_path
     page.wait_for_function("document.getElementById('status').textContent.includes('80 characters')")
     again = output.text_content() or ""
     assert again == text[: len(again)]  # seed 3 again: the same opening as the first run
+    assert problems == [], problems
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def list_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A tiny model of a list: one name per line, few enough that it repeats itself."""
+    import random
+
+    from charnn import api
+    from tests.conftest import tiny_model, tiny_train
+
+    root = tmp_path_factory.mktemp("list")
+    rng = random.Random(1)
+    names = ["anna", "bob", "cara", "dan", "eve", "finn", "gus", "hal"]
+    (root / "names.txt").write_text("\n".join(rng.choice(names) for _ in range(4000)) + "\n", encoding="utf-8")
+    api.start_training(str(root / "names.txt"), tiny_model(), tiny_train(max_steps=80), name="names", device="cpu",
+                       paths=api.Paths(root / "checkpoints", root / "corpora"), show_progress=False)
+    config = ServeConfig()
+    s = Server(root / "checkpoints", config, load(["names"], root / "checkpoints", "cpu", config))
+    yield s
+    s.stop()
+
+
+@pytest.mark.slow
+def test_page_list_mode_gives_distinct_complete_items(browser, list_server: Server) -> None:
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(list_server.url + "/")
+    page.wait_for_function("document.getElementById('facts').textContent.includes('names')")
+    page.select_option("#mode", "list")
+    assert page.is_visible("#count") and page.is_visible("#separator") and not page.is_visible("#copies")
+    page.fill("#count", "6")
+    page.fill("#seed", "2")
+    page.fill("#temperature", "1")
+    page.click("#generate")
+    page.wait_for_function("document.getElementById('status').textContent.includes('items from')")
+    items = page.locator("#items li").all_text_contents()
+    status = page.text_content("#status") or ""
+    assert len(items) == 6 == len(set(items)), (items, status)  # six, all different
+    assert all(item and "\n" not in item for item in items)  # each one complete line, no separator inside
+    assert status.startswith("6 of 6 items from ")
+    # an impossible ask: fewer found, and said so
+    page.fill("#count", "200")
+    page.fill("#length", "3")
+    page.click("#generate")
+    page.wait_for_function("document.getElementById('status').textContent.includes('found no more')", timeout=120_000)
+    assert len(page.locator("#items li").all_text_contents()) < 200
     assert problems == [], problems
     page.close()
 
