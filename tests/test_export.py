@@ -87,12 +87,12 @@ def test_onnx_graph_takes_any_batch_and_matches_the_stepper(cell: str) -> None:
         assert all(np.allclose(g, s.numpy(), rtol=1e-5, atol=1e-5) for g, s in zip(got[1:], new, strict=True))
 
 
-def test_the_readme_onnx_program_runs_with_onnxruntime_alone(tmp_path: Path) -> None:
+def test_the_docs_onnx_program_runs_with_onnxruntime_alone(tmp_path: Path) -> None:
     corpus = tmp_path / "plays.txt"
     corpus.write_text("ROMEO: the cat sat on the mat.\nJULIET: the dog ran.\n" * 300, encoding="utf-8")
     train_run(corpus, name="bard", max_steps=20, eval_every=10)
     cli("export", "bard", "--format", "onnx", "--out", "bard-onnx")
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "export.md").read_text(encoding="utf-8")
     program = re.search(r"```python\n(import json, numpy as np, onnxruntime as ort\n.+?)```", readme, re.S).group(1)
     # No torch and no charnn in that process: importing either fails there.
     guard = "import sys\nfor name in ('torch', 'charnn'):\n    sys.modules[name] = None\n"

@@ -39,7 +39,7 @@ def export_cmd(
     if result.max_diff is not None:
         typer.echo(f"checked in onnxruntime: {result.steps_checked} steps of text, 2 streams; largest logit difference "
                    f"from PyTorch {result.max_diff:.2g}")
-    hints = {"onnx": "run it with onnxruntime alone: see README, Export",
+    hints = {"onnx": "run it with onnxruntime alone: see docs/export.md",
              "web": f"serve it: cd {result.folder} && python3 -m http.server 8000, then open http://localhost:8000/",
              "safetensors": f"use it like a run: charnn sample {result.folder}"}
     typer.echo(hints[fmt])

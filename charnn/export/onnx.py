@@ -235,7 +235,7 @@ def _slstm_layer(g: _Graph, folded: dict[str, Tensor], k: int, pre: str, old: di
 
 MODEL_FILE, DESCRIPTION = "model.onnx", "charnn-model.json"
 CHECK_STEPS = 300  # characters of real text the check steps through
-TOLERANCE = 1e-3  # largest |logit| difference accepted; measured far below (README, Export)
+TOLERANCE = 1e-3  # largest |logit| difference accepted; measured far below (docs/export.md)
 
 
 def describe(config: ModelConfig, chars: list[str], source: dict[str, Any]) -> dict[str, Any]:
