@@ -252,3 +252,19 @@ def record_error(message: str) -> None:
             json.dump(data, f)
     except OSError:
         pass  # the report just shows <N/A>; the line was printed anyway
+
+
+def restore_rng(resume: dict[str, Any], rank: int, seed: int, device: torch.device) -> None:
+    """This rank's RNG as saved; a rank the saved run did not have starts a stream of its own.
+
+    Resuming on another number of processes is therefore correct but not bit-exact: the
+    dropout masks of the re-sharded streams differ from the ones the old layout would draw.
+    """
+    rngs = resume.get("rng_ranks") or [resume["rng"]]
+    cuda_rngs = resume.get("cuda_rng_ranks") or [resume.get("cuda_rng")]
+    if rank < len(rngs):
+        torch.set_rng_state(rngs[rank])
+    else:
+        torch.manual_seed(seed + rank + 1_000_003 * int(resume["progress"]["step"]))
+    if device.type == "cuda" and rank < len(cuda_rngs) and cuda_rngs[rank] is not None:
+        torch.cuda.set_rng_state(cuda_rngs[rank], device)

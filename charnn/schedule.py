@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from charnn.train import TrainConfig
 
 
+TIME_PATIENCE = 3  # `charnn train --time`'s default --patience: validation passes without a new best
+
+
 @dataclass
 class Progress:
     """Everything besides weights and optimizer that an exact resume needs."""
@@ -28,6 +31,10 @@ class Progress:
     evals_since_best: int = 0
     skipped: int = 0  # non-finite steps skipped
     last_eval_step: int = -1
+    best_step: int = -1  # the step of the best validation loss
+    cooldown_from: int = -1  # patience ran out at this step: the rate anneals from here (-1: not yet)
+    cooldown_lr: float = 0.0  # the rate at that step
+    stopped_early: bool = False  # the run ended by patience, its model set back to the best weights
 
 
 def lr_at(cfg: TrainConfig, step: int, done: float) -> float:
@@ -35,6 +42,28 @@ def lr_at(cfg: TrainConfig, step: int, done: float) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0))))
+
+
+def learning_rate(cfg: TrainConfig, p: Progress, windows_per_epoch: int, reserve: float = 0.0) -> float:
+    """The schedule's rate now, or, once patience has run out, the cool-down's: from the rate at that step
+    linearly down to the schedule's floor (0.1 x lr) over one evaluation interval, so the run ends annealed
+    instead of cut off at a high rate."""
+    if p.cooldown_from < 0:
+        return lr_at(cfg, p.step, fraction_done(cfg, p, windows_per_epoch, reserve))
+    floor = min(0.1 * cfg.lr, p.cooldown_lr)
+    t = min(1.0, (p.step - p.cooldown_from) / max(1, cfg.eval_every))
+    return p.cooldown_lr + (floor - p.cooldown_lr) * t
+
+
+def patience_line(patience: int) -> str:
+    """The line a run with patience starts with."""
+    return (f"patience: after {patience} validation passes without a new best, the rate anneals for one more "
+            "interval, then the run stops on its best weights (--patience 0: off)")
+
+
+def patience_ran_out(cfg: TrainConfig, p: Progress) -> bool:
+    """After a validation pass: `cfg.patience` passes in a row without a new best, and no cool-down yet."""
+    return bool(cfg.patience) and p.evals_since_best >= cfg.patience and p.cooldown_from < 0
 
 
 def fraction_done(cfg: TrainConfig, p: Progress, windows_per_epoch: int, reserve: float = 0.0) -> float:
@@ -57,8 +86,8 @@ def stop_reason(cfg: TrainConfig, p: Progress, windows_per_epoch: int, reserve: 
         return "epochs"
     if cfg.time_budget is not None and p.elapsed + reserve >= cfg.time_budget:
         return "time"
-    if cfg.patience and p.evals_since_best >= cfg.patience:
-        return "patience"
+    if p.cooldown_from >= 0 and p.step - p.cooldown_from >= max(1, cfg.eval_every):
+        return "patience"  # the cool-down after patience ran out is over
     return None
 
 

@@ -206,6 +206,11 @@ def _restart(config: RunConfig, run_dir: Path, payload: dict[str, Any] | None,
     model = CharRNN(config.model)
     if payload is None:
         return model, Fresh()
+    progress = payload.get("progress", {})
+    if progress.get("stopped_early"):
+        raise RunError(f"run '{run_dir.name}' stopped early at step {progress.get('step')} (validation stopped improving "
+                       f"after step {progress.get('best_step')}) and holds its best weights — to train on, fine-tune "
+                       f"from it: charnn train CORPUS --from {run_dir.name}")
     try:
         model.load_state_dict(payload["model"])
     except (RuntimeError, TypeError):

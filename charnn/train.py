@@ -32,13 +32,21 @@ from charnn import board, checkpoint
 from charnn.board import Board
 from charnn.data import Streams
 from charnn.device import AMP_DEVICES, amp_dtype, tune_for
-from charnn.distributed import ProcessGroup
+from charnn.distributed import ProcessGroup, restore_rng
 from charnn.ema import WeightAverage
 from charnn.errors import TrainingError
 from charnn.evaluation import evaluate
 from charnn.interrupt import StopFlag, resumable
 from charnn.model import CharRNN, State, detach_state
-from charnn.schedule import Progress, final_pass_is_near, fraction_done, lr_at, stop_reason
+from charnn.schedule import (
+    Progress,
+    final_pass_is_near,
+    fraction_done,
+    learning_rate,
+    patience_line,
+    patience_ran_out,
+    stop_reason,
+)
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
 
@@ -56,7 +64,7 @@ class TrainConfig:
     time_budget: float | None = None  # seconds of training (evaluation included); the loop keeps back the final pass's
     eval_pass_estimate: float = 0.0  # seconds one validation pass is expected to take, until one is timed (recipe)
     eval_every: int = 200
-    patience: int = 0  # stop after this many evaluations without a new best (0: never)
+    patience: int = 0  # after this many evaluations without a new best, anneal for one interval, stop, keep the best (0: never)
     val_frac: float = 0.1
     seed: int = 1337
     amp: bool = False  # bf16 autocast for the training steps, on CUDA or CPU (see amp_dtype); evaluation stays fp32
@@ -212,7 +220,7 @@ class Trainer:
         self.p = Progress(**payload["progress"])
         block = self.streams.block
         self.state = tuple(s[:, block].to(self.device) for s in payload["state"])  # (L, B, H) -> this rank's (L, b, H)
-        _restore_rng(payload, self.world.rank, self.cfg.seed, self.device)
+        restore_rng(payload, self.world.rank, self.cfg.seed, self.device)
 
     # ---- the loop -------------------------------------------------------------------------------
 
@@ -235,6 +243,8 @@ class Trainer:
         stopped_by, shown_at = "interrupted", 0.0
         with flag.installed(), bar, self.board.writer if self.board is not None else nullcontext(), \
                 resumable(self.run_dir):
+            if self.cfg.patience and self.show and not isinstance(start, Resume):
+                tqdm.write(patience_line(self.cfg.patience))
             if isinstance(start, FromParent):
                 self.evaluate(f"from {start.name}: val {{val:.4f}} nats ({{bpc:.3f}} bpc) on the new text "
                               "before fine-tuning")
@@ -255,6 +265,8 @@ class Trainer:
                 stopped_by = reason
                 if self.p.last_eval_step != self.p.step:
                     self.evaluate()
+                if reason == "patience":
+                    self.end_on_best()
         checksum = self.world.weights_checksum(self.model) if self.world.active else None
         return TrainResult(self.p, self.last_val, stopped_by, self.world.world_size, self.writer, checksum, self.spent)
 
@@ -270,7 +282,7 @@ class Trainer:
             p.epoch, p.window = p.epoch + 1, 0
             self.state = self.model.init_state(self.streams.rows, device)
             self.offset = self._epoch_offset()
-        lr = lr_at(cfg, p.step, fraction_done(cfg, p, self.streams.n_windows, self.pass_s + self.save_s))
+        lr = learning_rate(cfg, p, self.streams.n_windows, self.pass_s + self.save_s)
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = lr
         x, y = self.streams.window(p.window, offset=self.offset)
@@ -335,12 +347,14 @@ class Trainer:
             "tokens_per_s": round(tps, 1),
         }
         if val < p.best_val:
-            p.best_val, p.evals_since_best = val, 0
+            p.best_val, p.evals_since_best, p.best_step = val, 0, p.step
             if best_weights is not None:
                 checkpoint.save_tensors(self.run_dir / checkpoint.BEST,
                                         {"model": best_weights, "step": p.step, "val_loss": val})
         else:
             p.evals_since_best += 1
+        if patience_ran_out(self.cfg, p):
+            p.cooldown_from, p.cooldown_lr = p.step, self.optimizer.param_groups[0]["lr"]
         if self.writer:
             checkpoint.append_metrics(self.run_dir, record)
             if self.board is not None:
@@ -355,6 +369,15 @@ class Trainer:
                        f"  {tps:,.0f} tok/s  lr {record['lr']:.2e}")
         self.loss_sum, self.loss_count = torch.zeros((), device=self.device), 0
         self.rate_mark = (time.perf_counter(), p.tokens)
+
+    def end_on_best(self) -> None:
+        """After an early stop: the model (and so `latest.pt`) set back to `best.pt`'s weights, marked, so that
+        `--resume` explains instead of continuing an optimizer that has moved on."""
+        self.world.barrier()  # the writer saved best.pt in its last pass; every rank reads it after that
+        best = checkpoint.load_tensors(self.run_dir / checkpoint.BEST)
+        self.model.load_state_dict(best["model"])
+        self.p.stopped_early = True
+        self.save()
 
     def save(self) -> None:
         """Write `latest.pt`. Collective: every rank hands over its streams' state and its RNG; rank 0 writes
@@ -388,19 +411,3 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         bar.set_postfix_str(f"step {p.step} loss {loss.item():.3f} val "
                             f"{'-' if self.last_val is None else f'{self.last_val:.3f}'} {tps:,.0f} tok/s lr {lr:.2e}")
-
-
-def _restore_rng(resume: dict[str, Any], rank: int, seed: int, device: torch.device) -> None:
-    """This rank's RNG as saved; a rank the saved run did not have starts a stream of its own.
-
-    Resuming on another number of processes is therefore correct but not bit-exact: the
-    dropout masks of the re-sharded streams differ from the ones the old layout would draw.
-    """
-    rngs = resume.get("rng_ranks") or [resume["rng"]]
-    cuda_rngs = resume.get("cuda_rng_ranks") or [resume.get("cuda_rng")]
-    if rank < len(rngs):
-        torch.set_rng_state(rngs[rank])
-    else:
-        torch.manual_seed(seed + rank + 1_000_003 * int(resume["progress"]["step"]))
-    if device.type == "cuda" and rank < len(cuda_rngs) and cuda_rngs[rank] is not None:
-        torch.cuda.set_rng_state(cuda_rngs[rank], device)

@@ -150,6 +150,14 @@ def parse_duration(text: str | None) -> float | None:
     return seconds
 
 
+def format_duration(seconds: float) -> str:
+    """Seconds as the duration options read them: '3m12s', '1h05m', '42s'."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def paths_for(checkpoints_dir: Path, corpora_dir: Path) -> api.Paths:
     return api.Paths(checkpoints_dir, corpora_dir)
 

@@ -16,6 +16,7 @@ from charnn.cli.root import (
     app,
     command_started,
     current_launch,
+    format_duration,
     handled,
     parse_duration,
     paths_for,
@@ -24,6 +25,7 @@ from charnn.cli.root import (
 from charnn.lineage import check_architecture
 from charnn.model import HEADED
 from charnn.recipe import AMP_MIN_GAIN, Request, configs, fine_tune_recipe
+from charnn.schedule import TIME_PATIENCE
 
 
 @app.command("train")
@@ -78,7 +80,9 @@ def train_cmd(
         "Default when no limit is given: 10m."),
     eval_every: int | None = typer.Option(None, "--eval-every", help="Steps between full validation passes and "
                                           "checkpoints (default: 200, or by --time: the same characters at any batch)."),
-    patience: int = typer.Option(0, "--patience", help="Stop after this many evaluations without improvement (0: never)."),
+    patience: int = typer.Option(None, "--patience", show_default=False, help="After this many validation passes "
+                                 f"in a row without a new best, anneal for one interval, stop and keep the best weights "
+                                 f"(in best.pt and latest.pt). Default: {TIME_PATIENCE} with a time budget, else 0 (never)."),
     val_frac: float = typer.Option(0.1, "--val-frac", help="Fraction at the end of the corpus used for validation."),
     seed: int = typer.Option(1337, "--seed", help="Seed for weights, dropout and everything random."),
     device: str = DEVICE,
@@ -150,7 +154,8 @@ def train_cmd(
         base = fine_tune_recipe(parent.model_config) if parent is not None else None
         model_cfg, cfg, auto = configs(request, budgeted, base, weight_decay=weight_decay, clip=clip, epochs=epochs,
                                        max_steps=max_steps, time_budget=seconds,
-                                       patience=patience, val_frac=val_frac, seed=seed,
+                                       patience=(TIME_PATIENCE if seconds else 0) if patience is None else patience,
+                                       val_frac=val_frac, seed=seed,
                                        tensorboard=tensorboard, epoch_offset=epoch_offset is not False)
         say = None if quiet else (lambda line: typer.echo(line, err=True))
         options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
@@ -170,5 +175,9 @@ def train_cmd(
         typer.echo(f"interrupted at step {p.step}; saved {run_dir}. Continue with: {again} --resume {run_dir.name}"
                    + ("" if checkpoints_dir == api.DEFAULT_CHECKPOINTS else f" --checkpoints-dir {checkpoints_dir}"),
                    err=True)
+    elif result.stopped_by == "patience":
+        typer.echo(f"stopped early at {format_duration(p.elapsed)} (step {p.step}): validation rising since step "
+                   f"{p.best_step} (best {best}); best.pt and latest.pt hold the step-{p.best_step} weights; "
+                   f"run saved in {run_dir}", err=True)
     else:
         typer.echo(f"done ({result.stopped_by}) at step {p.step}: best val {best}; run saved in {run_dir}", err=True)
