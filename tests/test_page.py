@@ -26,13 +26,19 @@ def page_server(run_root: Path) -> Iterator[Server]:
     s.stop()
 
 
-@pytest.mark.slow
-def test_page_generates_streams_and_stops(browser, page_server: Server, tmp_path: Path) -> None:
+def open_page(browser, url: str) -> tuple[object, list[str]]:
+    """The server's page in a desktop-sized tab, and the console errors and page errors it raises."""
     page = browser.new_page(viewport={"width": 1100, "height": 800})
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
-    page.goto(page_server.url + "/")
+    page.goto(url + "/")
+    return page, problems
+
+
+@pytest.mark.slow
+def test_page_generates_streams_and_stops(browser, page_server: Server, tmp_path: Path) -> None:
+    page, problems = open_page(browser, page_server.url)
     page.wait_for_function("document.getElementById('facts').textContent.includes('LSTM 2×32')")
     page.fill("#prompt", "the cat ")
     page.fill("#length", "100000")
@@ -91,11 +97,7 @@ def list_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.mark.slow
 def test_page_list_mode_gives_distinct_complete_items(browser, list_server: Server) -> None:
-    page = browser.new_page(viewport={"width": 1100, "height": 800})
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.goto(list_server.url + "/")
+    page, problems = open_page(browser, list_server.url)
     page.wait_for_function("document.getElementById('facts').textContent.includes('names')")
     page.select_option("#mode", "list")
     assert page.is_visible("#count") and page.is_visible("#separator") and not page.is_visible("#copies")
@@ -109,6 +111,8 @@ def test_page_list_mode_gives_distinct_complete_items(browser, list_server: Serv
     assert len(items) == 6 == len(set(items)), (items, status)  # six, all different
     assert all(item and "\n" not in item for item in items)  # each one complete line, no separator inside
     assert status.startswith("6 of 6 items from ")
+    if keep := os.environ.get("CHARNN_SCREENSHOT_DIR"):
+        page.screenshot(path=str(Path(keep) / "list.png"), full_page=True)
     # an impossible ask: fewer found, and said so
     page.fill("#count", "200")
     page.fill("#length", "3")
