@@ -108,6 +108,22 @@ def test_beam_search_items_and_logprobs_under_device_rules(words_file: Path, rul
     assert len(group.logprobs[0]) == 20 and all(len(s.top) == 3 for s in group.logprobs[0])
 
 
+@pytest.mark.parametrize("rules", [mps_rules, cudnn_rules], ids=["mps", "cudnn"])
+def test_choosing_the_next_word_under_device_rules(words_file: Path, rules) -> None:
+    from charnn.chooser import Draft
+    from charnn.sample.choices import ChoicesConfig
+
+    run_dir = train_run(words_file, cell="gru", max_steps=20, eval_every=20)
+    model = api.load_run(str(run_dir), device="cpu")
+    with rules():
+        draft = Draft(model.model, model.tokenizer)
+        draft.add("the ")
+        found = draft.choices(ChoicesConfig(k=3))
+        draft.add(found.words[0].text)
+        again = draft.choices(ChoicesConfig(k=3))
+    assert len(found.words) == 3 and len(found.chars) == 3 and again.chars
+
+
 def test_the_servers_batcher_under_mps_rules(run_root: Path) -> None:
     config = ServeConfig(max_tokens_cap=500)
     with mps_rules():
