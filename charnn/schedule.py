@@ -1,18 +1,36 @@
 """The schedule of a run: where it stands (`Progress`), its learning rate, and when it stops.
 
-Pure functions of the `TrainConfig` and the progress, so the loop (train.py) and the tests read
-the same rules: linear warm-up then cosine decay to 10% of the peak rate, following the fraction
-of the run that is done (steps, epochs or wall-clock budget, whichever ends first).
+Pure functions of the run's limits (`Limits`: the fields of `TrainConfig` they read) and the
+progress, so the loop (train.py) and the tests read the same rules: linear warm-up then cosine
+decay to 10% of the peak rate, following the fraction of the run that is done (steps, epochs or
+wall-clock budget, whichever ends first).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from charnn.train import TrainConfig
+
+class Limits(Protocol):
+    """What the schedule reads of a `TrainConfig` (train.py, which imports this module: named here as a
+    protocol so the imports run one way)."""
+
+    @property
+    def lr(self) -> float: ...
+    @property
+    def warmup(self) -> int: ...
+    @property
+    def eval_every(self) -> int: ...
+    @property
+    def patience(self) -> int: ...
+    @property
+    def max_steps(self) -> int | None: ...
+    @property
+    def epochs(self) -> float | None: ...
+    @property
+    def time_budget(self) -> float | None: ...
 
 
 TIME_PATIENCE = 3  # `charnn train --time`'s default --patience: validation passes without a new best
@@ -37,14 +55,14 @@ class Progress:
     stopped_early: bool = False  # the run ended by patience, its model set back to the best weights
 
 
-def lr_at(cfg: TrainConfig, step: int, done: float) -> float:
+def lr_at(cfg: Limits, step: int, done: float) -> float:
     """Warm-up over `cfg.warmup` steps, then cosine from lr to 0.1*lr as `done` goes 0 -> 1."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0))))
 
 
-def learning_rate(cfg: TrainConfig, p: Progress, windows_per_epoch: int, reserve: float = 0.0) -> float:
+def learning_rate(cfg: Limits, p: Progress, windows_per_epoch: int, reserve: float = 0.0) -> float:
     """The schedule's rate now, or, once patience has run out, the cool-down's: from the rate at that step
     linearly down to the schedule's floor (0.1 x lr) over one evaluation interval, so the run ends annealed
     instead of cut off at a high rate."""
@@ -61,12 +79,12 @@ def patience_line(patience: int) -> str:
             "interval, then the run stops on its best weights (--patience 0: off)")
 
 
-def patience_ran_out(cfg: TrainConfig, p: Progress) -> bool:
+def patience_ran_out(cfg: Limits, p: Progress) -> bool:
     """After a validation pass: `cfg.patience` passes in a row without a new best, and no cool-down yet."""
     return bool(cfg.patience) and p.evals_since_best >= cfg.patience and p.cooldown_from < 0
 
 
-def fraction_done(cfg: TrainConfig, p: Progress, windows_per_epoch: int, reserve: float = 0.0) -> float:
+def fraction_done(cfg: Limits, p: Progress, windows_per_epoch: int, reserve: float = 0.0) -> float:
     fractions = [0.0]
     if cfg.max_steps:
         fractions.append(p.step / cfg.max_steps)
@@ -77,7 +95,7 @@ def fraction_done(cfg: TrainConfig, p: Progress, windows_per_epoch: int, reserve
     return max(fractions)
 
 
-def stop_reason(cfg: TrainConfig, p: Progress, windows_per_epoch: int, reserve: float = 0.0) -> str | None:
+def stop_reason(cfg: Limits, p: Progress, windows_per_epoch: int, reserve: float = 0.0) -> str | None:
     """Why training stops now, if it does. `reserve`: seconds of the time budget kept for what follows the
     last step (the final validation pass and save), so the run as a whole ends within its budget."""
     if cfg.max_steps is not None and p.step >= cfg.max_steps:
@@ -91,7 +109,7 @@ def stop_reason(cfg: TrainConfig, p: Progress, windows_per_epoch: int, reserve: 
     return None
 
 
-def final_pass_is_near(cfg: TrainConfig, elapsed: float, pass_s: float, save_s: float = 0.0) -> bool:
+def final_pass_is_near(cfg: Limits, elapsed: float, pass_s: float, save_s: float = 0.0) -> bool:
     """Whether a scheduled validation pass would leave too little of the time budget.
 
     The final pass starts when only it and the last save fit in what is left (`stop_reason`'s reserve).

@@ -2,7 +2,9 @@
 
 - `onnx.py`: the one-character step as an ONNX graph, checked against PyTorch in onnxruntime;
 - `web.py`: a static site that generates in the browser (onnxruntime-web, vendored);
-- `safetensors.py`: a portable model folder that charnn reads wherever it reads a run.
+- `safetensors.py`: a portable model folder that charnn reads wherever it reads a run;
+- `exported.py`: what an export wrote (`Exported`), the one thing the formats share with this module,
+  so the imports run one way: this package's dispatch -> a format -> `exported`.
 
 Every export is written into a temp folder beside its destination and moved into place whole, so a
 failure (a full disk, a check that does not pass) leaves nothing half-written, and `--overwrite`
@@ -16,29 +18,14 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from charnn import names
 from charnn.checkpoint import LoadedRun
 from charnn.errors import ExportError, UsageError, WriteError
+from charnn.export.exported import Exported
 
 FORMATS = ("onnx", "web", "safetensors")
-
-
-@dataclass
-class Exported:
-    """What an export wrote, and what its check measured."""
-
-    folder: Path
-    format: str
-    files: dict[str, int] = field(default_factory=dict)  # relative path -> bytes
-    max_diff: float | None = None  # onnx, web: largest |logit| difference, onnxruntime against PyTorch
-    steps_checked: int = 0  # characters the check stepped through
-
-    @property
-    def size(self) -> int:
-        return sum(self.files.values())
 
 
 def check_target(out: Path, overwrite: bool) -> None:

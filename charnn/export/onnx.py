@@ -22,7 +22,7 @@ import numpy as np
 from torch import Tensor
 
 from charnn.errors import ExportError
-from charnn.export import Exported
+from charnn.export.exported import Exported
 from charnn.mlstm import TAPS
 from charnn.model import HEADED, STATE_PARTS, ModelConfig, fold_for_inference, state_widths
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from charnn import checkpoint
 from charnn.checkpoint import LoadedRun
-from charnn.export import Exported
+from charnn.export.exported import Exported
 
 CARD_FILES = ("README.md", "LICENSE")
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from charnn import checkpoint
-from charnn.export import Exported
 from charnn.export import onnx as onnx_export
+from charnn.export.exported import Exported
 
 ORT_VERSION = "1.30.0"
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm.gz", "LICENSE")
