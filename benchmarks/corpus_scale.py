@@ -58,7 +58,7 @@ elif task == "train":
     from charnn.model import ModelConfig
     from charnn.train import TrainConfig
     cfg = TrainConfig(batch_size=32, seq_len=64, max_steps=40, eval_every=10**9, val_frac=0.0001)
-    api.start_training(str(path), ModelConfig(vocab_size=1, hidden=128, embed=32), cfg, name=path.stem,
+    api.start_training(str(path), ModelConfig(vocab_size=1, cell="lstm", hidden=128, embed=32), cfg, name=path.stem,
                        device="cpu", paths=api.Paths(cache / "ckpt", cache), show_progress=False, overwrite=True)
     out["peak"] = rss()
 elif task == "eval":

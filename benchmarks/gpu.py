@@ -57,8 +57,8 @@ def bare(layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int,
 
 
 def ours(layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int, amp: bool, ids, run_dir) -> None:
-    model = CharRNN(ModelConfig(vocab_size=VOCAB, layers=layers, hidden=hidden, embed=embed))
-    cfg = TrainConfig(batch_size=batch, seq_len=seq, max_steps=steps, eval_every=10**9, amp=amp)
+    model = CharRNN(ModelConfig(vocab_size=VOCAB, cell="lstm", layers=layers, hidden=hidden, embed=embed, dropout=0.0))
+    cfg = TrainConfig(batch_size=batch, seq_len=seq, max_steps=steps, eval_every=10**9, amp=amp, ema=0.0)  # as the bare loop
     train(model, cfg, ids, ids[: batch * seq + 1], run_dir, torch.device("cuda"), show_progress=False)
 
 
@@ -97,12 +97,12 @@ def main() -> int:
                               torch.cuda.synchronize)
             o = marginal_rate(lambda k, s=shape, a=amp: ours(*s, k, a, ids, run_dir), steps, batch * seq, args.repeats,
                               torch.cuda.synchronize)
-            model = CharRNN(ModelConfig(vocab_size=VOCAB, layers=layers, hidden=hidden, embed=embed)).cuda()
+            model = CharRNN(ModelConfig(vocab_size=VOCAB, cell="lstm", layers=layers, hidden=hidden, embed=embed)).cuda()
             dtype = amp_dtype(model, torch.device("cuda")) if amp else torch.float32
             rows.append([label, f"{batch}x{seq}", "bf16 autocast" if amp else "fp32/TF32", str(dtype).replace("torch.", ""),
                          f"{b:,.0f}", f"{o:,.0f}", f"{o / b:.3f}x"])
     training = table(["model", "batch", "precision", "LSTM ran in", "bare cuDNN (tok/s)", "charnn (tok/s)", "ratio"], rows)
-    model = CharRNN(ModelConfig(vocab_size=VOCAB, layers=2, hidden=512, embed=512)).cuda().eval()
+    model = CharRNN(ModelConfig(vocab_size=VOCAB, cell="lstm", layers=2, hidden=512, embed=512)).cuda().eval()
     tok = CharTokenizer([chr(32 + i) for i in range(VOCAB)])
     gen_rows = []
     for n in (1, 64, 256):

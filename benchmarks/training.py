@@ -65,8 +65,8 @@ def bare_loop(cell: str, layers: int, hidden: int, embed: int, batch: int, seq: 
 def charnn_loop(cell: str, layers: int, hidden: int, embed: int, batch: int, seq: int, steps: int,
                 ids: np.ndarray, val: np.ndarray, run_dir: Path, amp: bool = False) -> None:
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=VOCAB, cell=cell, layers=layers, hidden=hidden, embed=embed))
-    cfg = TrainConfig(batch_size=batch, seq_len=seq, max_steps=steps, eval_every=10**9, amp=amp)
+    model = CharRNN(ModelConfig(vocab_size=VOCAB, cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=0.0))
+    cfg = TrainConfig(batch_size=batch, seq_len=seq, max_steps=steps, eval_every=10**9, amp=amp, ema=0.0)  # as the bare loop
     train(model, cfg, ids, val, run_dir, torch.device("cpu"), show_progress=False)
 
 

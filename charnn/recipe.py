@@ -36,7 +36,7 @@ TOKENS_PER_PARAM = 2.65
 # (layers, hidden, embed): smallest first. The big ones only win with a GPU's speed.
 CANDIDATES = [(2, 256, 64), (2, 320, 64), (2, 384, 64), (2, 512, 64), (3, 512, 128), (3, 768, 128), (3, 1024, 128)]
 GATES = {"rnn": 1, "lstm": 4, "gru": 3, "slstm": 4}
-HEADS = 4  # slstm's and mlstm's default --heads: its R is block-diagonal, so R h costs 1/HEADS of a dense one
+HEADS = ModelConfig.heads  # slstm's and mlstm's default --heads: its R is block-diagonal, so R h costs 1/HEADS of a dense one
 # Batch sizes the recipe weighs, largest first. Half the streams give twice the updates for the same
 # characters (-0.024 nats at 4m on 2 CPU cores, RECIPES.md #35, #38-40), which is worth it while the smaller batch
 # keeps enough of the speed. Fewer characters cost less than that: at 4m about 0.04 nats per e-fold (#57-59,
@@ -61,28 +61,38 @@ EVAL_SHARE = 0.15
 # time (1.25x on 2 Zen 4 cores with native bf16, #78-79; -0.006 at 4 minutes, #80-91); a CPU without bf16
 # instructions runs it slower, so the probe decides on every machine.
 AMP_MIN_GAIN = 1.15
+# A small text (issue #41): the budget passes over it many times and validation turns after a few passes,
+# the sooner the more parameters the model has per character of text. The model is capped at this many
+# parameters per training character (a 2x384 GRU, 1.4M, on 180 KB or more; 2x512, 2.5M, on 310 KB or more), and
+# where the budget means MANY_PASSES or more, validation runs about once a pass, so that patience
+# (schedule.TIME_PATIENCE passes without a new best) stops a run a few passes after its turn instead of a
+# few thousand steps after it. The measurements behind both: RECIPES.md, "Small texts".
+MAX_PARAMS_PER_CHAR = 8.0
+MANY_PASSES = 15
+MIN_EVAL_EVERY = 50  # steps: a pass of a tiny text is a few steps; a validation pass and a checkpoint cost more
 
 
 @dataclass
 class Recipe:
-    # GRU: at equal wall time on 2 CPU cores it beat every LSTM tried by 0.05 nats (RECIPES.md).
-    cell: str = "gru"
-    layers: int = 2
-    hidden: int = 384
-    embed: int = 64
-    dropout: float = 0.1
-    batch_size: int = 64
-    seq_len: int = 64  # twice the updates of 128 for the same characters: -0.045 nats at 4m
-    lr: float = 3e-3
-    warmup: int = 50
-    # Evaluate a moving average of the weights: 4m 1.4737 -> 1.4688, 10m 1.4358 -> 1.4329 (RECIPES.md #21-22).
-    ema: float = 0.995
+    """What the recipe chose for the fields of `ModelConfig` and `TrainConfig` it may choose (`CHOSEN`), and its
+    readings. Unset, each field is the configs' own default: those are the product's defaults, in one place."""
+
+    cell: str = ModelConfig.cell
+    layers: int = ModelConfig.layers
+    hidden: int = ModelConfig.hidden
+    embed: int = ModelConfig.embed
+    dropout: float = ModelConfig.dropout
+    batch_size: int = TrainConfig.batch_size
+    seq_len: int = TrainConfig.seq_len
+    lr: float = TrainConfig.lr
+    warmup: int = TrainConfig.warmup
+    ema: float = TrainConfig.ema
     # Steps between full validation passes (and checkpoints): the same characters between passes at any
     # batch, so a smaller batch does not mean more passes (at 200 steps batch 32 spent half a 4-minute
     # python-stdlib budget evaluating, RECIPES.md #54); further apart where passes would take more
     # than EVAL_SHARE of the budget.
-    eval_every: int = 200
-    amp: bool = False  # bf16 autocast for the training steps (evaluation stays fp32): where the probe finds it faster
+    eval_every: int = TrainConfig.eval_every
+    amp: bool = TrainConfig.amp  # bf16 autocast for the training steps (evaluation stays fp32): where the probe finds it faster
     probe_tokens_per_s: float | None = None  # measured speed of the reference model
     probe_eval_tokens_per_s: float | None = None  # ... and its speed scoring validation text
     probe_amp_gain: float | None = None  # bf16 autocast's speed / fp32's in the probe (None: not measured)
@@ -92,6 +102,8 @@ class Recipe:
     probe_second_reading: float | None = None
     eval_pass_s: float | None = None  # the chosen model's expected time for one validation pass
     expected_tokens: float | None = None  # characters the chosen model should see in the budget
+    expected_passes: float | None = None  # ... as passes over the training text
+    capped: bool = False  # a larger model was fast enough but has more than MAX_PARAMS_PER_CHAR for this text
 
     def describe(self) -> str:
         text = (f"{self.cell} {self.layers}x{self.hidden} (embed {self.embed}), dropout {self.dropout}, "
@@ -100,6 +112,9 @@ class Recipe:
                 + (", bf16 autocast" if self.amp else ""))
         if self.expected_tokens:
             text += f"; ~{self.expected_tokens / 1e6:.1f}M characters expected at this machine's speed"
+            if self.expected_passes:
+                text += f" ({self.expected_passes:.0f} passes over the text"
+                text += ", the model capped for its size)" if self.capped else ")"
         return text
 
 
@@ -171,10 +186,13 @@ def configs(request: Request, budgeted: bool, base: Recipe | None = None,
     return model_cfg, cfg, auto
 
 
-def apply(recipe: Recipe, auto: frozenset[str], model_cfg: ModelConfig, cfg: TrainConfig) -> None:
-    """Copy the recipe's choice into the configs, for the fields in `auto` (those the user left unset)."""
-    for name in auto:
-        setattr(model_cfg if name in MODEL_FIELDS else cfg, name, getattr(recipe, name))
+def apply(recipe: Recipe, auto: frozenset[str], model_cfg: ModelConfig,
+          cfg: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
+    """The configs with the recipe's choice for the fields in `auto` (those the user left unset), and the
+    expected time of a validation pass as the loop's estimate until one is timed."""
+    model = {name: getattr(recipe, name) for name in auto if name in MODEL_FIELDS}
+    train = {name: getattr(recipe, name) for name in auto if name not in MODEL_FIELDS}
+    return replace(model_cfg, **model), replace(cfg, **train, eval_pass_estimate=recipe.eval_pass_s or 0.0)
 
 
 def set_by_user(auto: frozenset[str]) -> list[str]:
@@ -322,12 +340,21 @@ def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: s
         pass_s = val_chars / (eval_speed * _cost(cell, *PROBE, vocab) / _cost(cell, *size, vocab)) if eval_speed else 0.0
         steps = tokens / (batch * Recipe.seq_len)
         every = spaced_evaluations(steps, batch, budget_s, pass_s)
+        per_pass = max(corpus_chars, 1) / (batch * Recipe.seq_len)
+        if steps >= MANY_PASSES * per_pass:  # about once a pass, if the share of the budget allows it
+            often = max(MIN_EVAL_EVERY, math.ceil(per_pass))
+            if often < every and steps // often * pass_s <= EVAL_SHARE * budget_s:
+                every = often
         return tokens, pass_s, every, tokens * max(0.0, 1 - steps // every * pass_s / budget_s)
 
     candidates = sizes or CANDIDATES
-    chosen = candidates[0]
+    chosen, capped = candidates[0], False
     for size in candidates:
-        if schedule(size)[3] >= TOKENS_PER_PARAM * _params(cell, *size, vocab):
+        params = _params(cell, *size, vocab)
+        if schedule(size)[3] >= TOKENS_PER_PARAM * params:
+            if sizes is None and size != candidates[0] and params > MAX_PARAMS_PER_CHAR * corpus_chars:
+                capped = True
+                break
             chosen = size
     layers, hidden, embed = chosen
     expected, pass_s, eval_every, _ = schedule(chosen)
@@ -342,4 +369,4 @@ def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: s
                   lr=3e-3 if hidden <= 512 else 2e-3, ema=ema, eval_every=eval_every, amp=amp, probe_tokens_per_s=speed,
                   probe_eval_tokens_per_s=eval_speed, probe_scale=None if scale is None else round(scale, 3),
                   eval_pass_s=round(pass_s, 2) if eval_speed else None,
-                  expected_tokens=expected)
+                  expected_tokens=expected, expected_passes=round(epochs, 1), capped=capped)

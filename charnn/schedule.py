@@ -24,7 +24,7 @@ class Limits(Protocol):
     @property
     def eval_every(self) -> int: ...
     @property
-    def patience(self) -> int: ...
+    def stops_after(self) -> int: ...
     @property
     def max_steps(self) -> int | None: ...
     @property
@@ -80,8 +80,8 @@ def patience_line(patience: int) -> str:
 
 
 def patience_ran_out(cfg: Limits, p: Progress) -> bool:
-    """After a validation pass: `cfg.patience` passes in a row without a new best, and no cool-down yet."""
-    return bool(cfg.patience) and p.evals_since_best >= cfg.patience and p.cooldown_from < 0
+    """After a validation pass: `cfg.stops_after` passes in a row without a new best, and no cool-down yet."""
+    return bool(cfg.stops_after) and p.evals_since_best >= cfg.stops_after and p.cooldown_from < 0
 
 
 def fraction_done(cfg: Limits, p: Progress, windows_per_epoch: int, reserve: float = 0.0) -> float:

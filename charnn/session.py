@@ -103,15 +103,14 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
             own = prepare_corpus(source, cfg, paths, group).encoded.tokenizer  # the corpus's own characters
             tokenizer = parent.tokenizer.grown(own.chars)
         prepared = prepare_corpus(source, cfg, paths, group, tokenizer)
-        model_cfg.vocab_size = prepared.encoded.tokenizer.vocab_size
+        model_cfg = replace(model_cfg, vocab_size=prepared.encoded.tokenizer.vocab_size)
         recipe = None
         if clock is not None:
             clock.mark("startup")
         if auto_fields and clock is not None:
             recipe = group.broadcast(_plan(prepared, model_cfg, cfg, dev, auto_fields, announce, launch, clock,
                                            fine_tune=parent is not None) if group.is_writer else None)
-            apply(recipe, auto_fields, model_cfg, cfg)
-            cfg.eval_pass_estimate = recipe.eval_pass_s or 0.0
+            model_cfg, cfg = apply(recipe, auto_fields, model_cfg, cfg)
             launch.check_batch(cfg.batch_size)
             clock.mark("probe")
         if clock is not None and group.is_writer:
@@ -156,21 +155,14 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
     if launch.is_writer:
         runlock.check_unlocked(run_dir)  # at once, before the corpus work
     config = RunConfig.load(run_dir)
-    cfg = config.train
     latest = run_dir / checkpoint.LATEST
     payload = checkpoint.load_tensors(latest) if latest.exists() else None
     done = payload.get("progress", {}) if payload else {}
-    if max_steps is not None:
-        cfg.max_steps = max_steps
-    if epochs is not None:
-        cfg.epochs = epochs
-    if more_time is not None:  # the loop sets its budget from the clock's deadline as it starts
-        cfg.time_budget = float(done.get("elapsed", 0.0)) + more_time
+    # The new limits over the run's own; the loop sets the budget from the clock's deadline as it starts.
+    changes: dict[str, Any] = {"max_steps": max_steps, "epochs": epochs, "lr": lr, "tensorboard": tensorboard,
+               "time_budget": None if more_time is None else float(done.get("elapsed", 0.0)) + more_time}
+    config.train = cfg = replace(config.train, **{k: v for k, v in changes.items() if v is not None})
     clock = Budget(more_time, started if started is not None else time.perf_counter()) if more_time else None
-    if lr is not None:
-        cfg.lr = lr
-    if tensorboard is not None:
-        cfg.tensorboard = tensorboard
     _check(cfg.validate())
     launch.check_batch(cfg.batch_size)
     dev = _device_for(device, cfg, launch)

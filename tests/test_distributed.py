@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -271,8 +272,7 @@ def test_join_frees_the_ddp_wrapper_before_the_process_can_exit(monkeypatch: pyt
     launch = distributed.Launch(world_size=1, under_torchrun=True)
 
     def train_like(group: distributed.ProcessGroup) -> weakref.ref:  # what train() does with the wrapper
-        cfg = tiny_model()
-        cfg.vocab_size = 5
+        cfg = replace(tiny_model(), vocab_size=5)
         model = CharRNN(cfg)
         net = group.wrap(model)
         net(torch.zeros(2, 4, dtype=torch.long), model.init_state(2))[0].sum().backward()

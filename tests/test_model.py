@@ -27,7 +27,8 @@ def test_fused_step_matches_the_module(cell: str, heads: int) -> None:
 def test_layer_by_layer_equals_the_fused_stack(cell: str) -> None:
     # The locked-dropout path runs the stack one layer at a time; with nothing dropped it must be the stack.
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=11, cell=cell, layers=3, hidden=16, embed=8, locked_dropout=True)).double()
+    model = CharRNN(ModelConfig(vocab_size=11, cell=cell, layers=3, hidden=16, embed=8, dropout=0.0,
+                                locked_dropout=True)).double()
     x = torch.randn(4, 9, 8, dtype=torch.float64)
     state = tuple(torch.randn(3, 4, 16, dtype=torch.float64) for _ in range(STATE_PARTS[cell]))
     out, parts = model._layer_by_layer(x, state)
@@ -91,8 +92,7 @@ def test_rnn_cell_is_elman_tanh() -> None:
     ("dropout", 1.0, r"\[0, 1\)"),
 ])
 def test_invalid_configs_are_named(field: str, value: object, message: str) -> None:
-    cfg = ModelConfig(vocab_size=5)
-    setattr(cfg, field, value)
+    cfg = ModelConfig(vocab_size=5, **{field: value})
     problems = cfg.validate()
     assert len(problems) == 1
     assert re.search(message, problems[0]) and field.replace("_", "-") in problems[0]

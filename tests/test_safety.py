@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +90,7 @@ def _setup(tmp_path: Path, text: str):
     tok = CharTokenizer(text)
     ids = tok.encode_array(text).astype(np.uint8)
     run_dir = tmp_path / "run"
-    cfg = tiny_model()
-    cfg.vocab_size = tok.vocab_size
+    cfg = replace(tiny_model(), vocab_size=tok.vocab_size)
     checkpoint.create(run_dir, {"model": vars(cfg), "train": {}}, tok, overwrite=False)
     return cfg, ids[: int(len(ids) * 0.9)], ids[int(len(ids) * 0.9) :], run_dir
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -208,8 +209,7 @@ def test_requests_the_batch_has_room_for_are_never_refused() -> None:
     from charnn.tokenizer import CharTokenizer
 
     tok = CharTokenizer("abc")
-    cfg = tiny_model()
-    cfg.vocab_size = tok.vocab_size
+    cfg = replace(tiny_model(), vocab_size=tok.vocab_size)
     batcher = Batcher(CharRNN(cfg), tok, max_rows=2, max_waiting=1)
 
     async def crowd() -> None:

@@ -5,6 +5,7 @@ import math
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,7 @@ def _weights(run_dir):
 def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str, ema: float, locked: bool) -> None:
     # dropout on, so RNG state matters; 22 windows an epoch, so two epoch resets (and offsets) are crossed
     overrides = dict(max_steps=50, eval_every=15, ema=ema, batch_size=32)
-    model = tiny_model(cell)
-    model.dropout, model.locked_dropout = 0.2, locked
+    model = replace(tiny_model(cell), dropout=0.2, locked_dropout=locked)
     api.start_training(str(words_file), model, tiny_train(**overrides), name="straight", device="cpu",
                        show_progress=False)
 
@@ -60,8 +60,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str, em
 
     api_mod.train = stop_at_23
     try:
-        model2 = tiny_model(cell)
-        model2.dropout, model2.locked_dropout = 0.2, locked
+        model2 = replace(tiny_model(cell), dropout=0.2, locked_dropout=locked)
         _, first = api.start_training(str(words_file), model2, tiny_train(**overrides), name="split", device="cpu",
                                       show_progress=False)
     finally:

@@ -23,9 +23,13 @@ from charnn.cli.root import (
     set_threads,
 )
 from charnn.lineage import check_architecture
-from charnn.model import HEADED
-from charnn.recipe import AMP_MIN_GAIN, Request, configs, fine_tune_recipe
+from charnn.model import HEADED, ModelConfig
+from charnn.recipe import AMP_MIN_GAIN, FINE_TUNE, Request, configs, fine_tune_recipe
 from charnn.schedule import TIME_PATIENCE
+from charnn.train import TrainConfig
+
+# The defaults the help states are the configs' own (model.py, train.py), and fine-tuning's are recipe.FINE_TUNE's.
+M, T = ModelConfig, TrainConfig
 
 
 @app.command("train")
@@ -40,33 +44,34 @@ def train_cmd(
         None, "--from", metavar="RUN[:latest]",
         help="Fine-tune: start a new run from RUN's model (its best weights; RUN:latest for its latest) on CORPUS. "
              "The architecture is RUN's; new characters are added to its vocabulary; RUN is never written. "
-             "Defaults change to fine-tuning's: --lr 2e-3, --warmup 20, --batch-size 32, --ema 0.99, "
-             "--eval-every 100, the parent's --dropout."),
+             f"Defaults change to fine-tuning's: --lr {FINE_TUNE.lr:g}, --warmup {FINE_TUNE.warmup}, --batch-size "
+             f"{FINE_TUNE.batch_size}, --ema {FINE_TUNE.ema:g}, --eval-every {FINE_TUNE.eval_every}, the parent's --dropout."),
     name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir (default: corpus name + timestamp)."),
     cell: str = typer.Option(
-        None, "--cell", help="Recurrent cell: rnn (Elman tanh), lstm, gru, slstm or mlstm (xLSTM's two) (default: gru)."),
+        None, "--cell", help=f"Recurrent cell: rnn (Elman tanh), lstm, gru, slstm or mlstm (xLSTM's two) (default: {M.cell})."),
     heads: int = typer.Option(None, "--heads", help="slstm and mlstm only: heads of the block-diagonal "
-                              "recurrence (slstm) or matrix memories (mlstm) (default: 4)."),
-    layers: int = typer.Option(None, "--layers", help="Stacked recurrent layers (default: 2, or by --time)."),
-    hidden: int = typer.Option(None, "--hidden", help="Hidden units per layer (default: 384, or by --time)."),
-    embed: int = typer.Option(None, "--embed", help="Character embedding size (default: 64, or by --time)."),
+                              f"recurrence (slstm) or matrix memories (mlstm) (default: {M.heads})."),
+    layers: int = typer.Option(None, "--layers", help=f"Stacked recurrent layers (default: {M.layers}, or by --time)."),
+    hidden: int = typer.Option(None, "--hidden", help=f"Hidden units per layer (default: {M.hidden}, or by --time)."),
+    embed: int = typer.Option(None, "--embed", help=f"Character embedding size (default: {M.embed}, or by --time)."),
     dropout: float = typer.Option(
-        None, "--dropout", help="Dropout between layers and before the head, in [0, 1) (default: 0.1, or by --time)."),
+        None, "--dropout", help=f"Dropout between layers and before the head, in [0, 1) (default: {M.dropout:g}, or by --time)."),
     locked_dropout: bool = typer.Option(
         None, "--locked-dropout/--step-dropout",
         help="Drop the same units of a stream for a whole window (variational dropout) instead of new ones at "
              "every character (default: --step-dropout)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Parallel streams B (TBPTT) (default: 64, or by --time)."),
+    batch_size: int = typer.Option(
+        None, "--batch-size", help=f"Parallel streams B (TBPTT) (default: {T.batch_size}, or by --time)."),
     seq_len: int = typer.Option(
-        None, "--seq-len", help="Window length T: gradients flow at most T characters back (default: 64)."),
+        None, "--seq-len", help=f"Window length T: gradients flow at most T characters back (default: {T.seq_len})."),
     lr: float = typer.Option(
-        None, "--lr", help="Peak learning rate (AdamW) (default: 3e-3, or by --time); with --resume: a new peak rate."),
-    weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
-    warmup: int = typer.Option(None, "--warmup", help="Linear warm-up steps before the cosine decay (default: 50)."),
-    clip: float = typer.Option(1.0, "--clip", help="Global gradient-norm clip."),
+        None, "--lr", help=f"Peak learning rate (AdamW) (default: {T.lr:g}, or by --time); with --resume: a new peak rate."),
+    weight_decay: float = typer.Option(T.weight_decay, "--weight-decay", help="AdamW weight decay."),
+    warmup: int = typer.Option(None, "--warmup", help=f"Linear warm-up steps before the cosine decay (default: {T.warmup})."),
+    clip: float = typer.Option(T.clip, "--clip", help="Global gradient-norm clip."),
     ema: float = typer.Option(
         None, "--ema", help="Evaluate (and keep as best) a moving average of the weights with this decay; 0: off "
-        "(default: 0.995, or by --time); it warms up as (1 + n) / (10 + n) over the first n steps."),
+        f"(default: {T.ema:g}, or by --time); it warms up as (1 + n) / (10 + n) over the first n steps."),
     epoch_offset: bool = typer.Option(
         None, "--epoch-offset/--same-windows",
         help="Start each pass after the first at another place in the text, so later epochs see other windows "
@@ -78,13 +83,14 @@ def train_cmd(
         None, "--time",
         help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it (with --resume: time to add). "
         "Default when no limit is given: 10m."),
-    eval_every: int | None = typer.Option(None, "--eval-every", help="Steps between full validation passes and "
-                                          "checkpoints (default: 200, or by --time: the same characters at any batch)."),
+    eval_every: int | None = typer.Option(
+        None, "--eval-every", help=f"Steps between full validation passes and checkpoints (default: {T.eval_every}, "
+        "or by --time: the same characters at any batch)."),
     patience: int = typer.Option(None, "--patience", show_default=False, help="After this many validation passes "
                                  f"in a row without a new best, anneal for one interval, stop and keep the best weights "
                                  f"(in best.pt and latest.pt). Default: {TIME_PATIENCE} with a time budget, else 0 (never)."),
-    val_frac: float = typer.Option(0.1, "--val-frac", help="Fraction at the end of the corpus used for validation."),
-    seed: int = typer.Option(1337, "--seed", help="Seed for weights, dropout and everything random."),
+    val_frac: float = typer.Option(T.val_frac, "--val-frac", help="Fraction at the end of the corpus used for validation."),
+    seed: int = typer.Option(T.seed, "--seed", help="Seed for weights, dropout and everything random."),
     device: str = DEVICE,
     threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default)."),
     amp: bool = typer.Option(
@@ -154,7 +160,7 @@ def train_cmd(
         base = fine_tune_recipe(parent.model_config) if parent is not None else None
         model_cfg, cfg, auto = configs(request, budgeted, base, weight_decay=weight_decay, clip=clip, epochs=epochs,
                                        max_steps=max_steps, time_budget=seconds,
-                                       patience=(TIME_PATIENCE if seconds else 0) if patience is None else patience,
+                                       patience=patience,
                                        val_frac=val_frac, seed=seed,
                                        tensorboard=tensorboard, epoch_offset=epoch_offset is not False)
         say = None if quiet else (lambda line: typer.echo(line, err=True))
