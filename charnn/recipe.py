@@ -61,13 +61,11 @@ EVAL_SHARE = 0.15
 # time (1.25x on 2 Zen 4 cores with native bf16, #78-79; -0.006 at 4 minutes, #80-91); a CPU without bf16
 # instructions runs it slower, so the probe decides on every machine.
 AMP_MIN_GAIN = 1.15
-# A small text (issue #41): the budget passes over it many times and validation turns after a few passes,
-# the sooner the more parameters the model has per character of text. The model is capped at this many
-# parameters per training character (a 2x384 GRU, 1.4M, on 180 KB or more; 2x512, 2.5M, on 310 KB or more), and
-# where the budget means MANY_PASSES or more, validation runs about once a pass, so that patience
-# (schedule.TIME_PATIENCE passes without a new best) stops a run a few passes after its turn instead of a
-# few thousand steps after it. The measurements behind both: RECIPES.md, "Small texts".
-MAX_PARAMS_PER_CHAR = 8.0
+# A small text (issue #41): where the budget means MANY_PASSES or more over the training text, validation
+# turns after 8-15 of them whatever the model (RECIPES.md, "Small texts": dropout 0.5, a smaller model, a
+# schedule planned for fewer passes all ended worse). So such a run trains on the smaller batch (twice the
+# updates per pass) and is scored about once a pass, so that patience (schedule.TIME_PATIENCE passes without
+# a new best) stops it a few passes after its turn, on its best weights, instead of thousands of steps after.
 MANY_PASSES = 15
 MIN_EVAL_EVERY = 50  # steps: a pass of a tiny text is a few steps; a validation pass and a checkpoint cost more
 
@@ -103,7 +101,6 @@ class Recipe:
     eval_pass_s: float | None = None  # the chosen model's expected time for one validation pass
     expected_tokens: float | None = None  # characters the chosen model should see in the budget
     expected_passes: float | None = None  # ... as passes over the training text
-    capped: bool = False  # a larger model was fast enough but has more than MAX_PARAMS_PER_CHAR for this text
 
     def describe(self) -> str:
         text = (f"{self.cell} {self.layers}x{self.hidden} (embed {self.embed}), dropout {self.dropout}, "
@@ -112,9 +109,8 @@ class Recipe:
                 + (", bf16 autocast" if self.amp else ""))
         if self.expected_tokens:
             text += f"; ~{self.expected_tokens / 1e6:.1f}M characters expected at this machine's speed"
-            if self.expected_passes:
-                text += f" ({self.expected_passes:.0f} passes over the text"
-                text += ", the model capped for its size)" if self.capped else ")"
+            if passes := self.expected_passes:
+                text += f" ({passes:.0f} passes over the text)" if passes >= 10 else f" ({passes:.1f} passes over the text)"
         return text
 
 
@@ -275,12 +271,12 @@ def pick_amp(speeds: dict[Setting, float]) -> bool:
     return gain is not None and gain >= AMP_MIN_GAIN
 
 
-def pick_batch(speeds: dict[int, float], steps_at_largest: float = 0.0) -> int:
+def pick_batch(speeds: dict[int, float], steps_at_largest: float = 0.0, passes: float = 0.0) -> int:
     """The batch to train with, from the probe's speed at each of `BATCHES`: the smallest that keeps
     `SMALL_BATCH_SPEED` of the largest one's speed, in a run that would make fewer than
-    `SMALL_BATCH_MAX_STEPS` steps with the largest."""
+    `SMALL_BATCH_MAX_STEPS` steps with the largest or pass over its text `MANY_PASSES` times or more."""
     largest = max(speeds)
-    if steps_at_largest >= SMALL_BATCH_MAX_STEPS:
+    if steps_at_largest >= SMALL_BATCH_MAX_STEPS and passes < MANY_PASSES:
         return largest
     return min(b for b, v in speeds.items() if v >= SMALL_BATCH_SPEED * speeds[largest])
 
@@ -293,7 +289,8 @@ def plan(budget_s: float, corpus_chars: int, vocab: int, speeds: dict[int, float
     largest = max(speeds)
     at_largest = choose(budget_s, corpus_chars, vocab, speeds[largest], cell, largest, val_chars, eval_speed, amp,
                         scale, sizes)
-    batch = pick_batch(speeds, (at_largest.expected_tokens or 0.0) / (largest * Recipe.seq_len))
+    batch = pick_batch(speeds, (at_largest.expected_tokens or 0.0) / (largest * Recipe.seq_len),
+                       at_largest.expected_passes or 0.0)
     if batch == largest:
         return at_largest
     return choose(budget_s, corpus_chars, vocab, speeds[batch], cell, batch, val_chars, eval_speed, amp, scale, sizes)
@@ -348,13 +345,9 @@ def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: s
         return tokens, pass_s, every, tokens * max(0.0, 1 - steps // every * pass_s / budget_s)
 
     candidates = sizes or CANDIDATES
-    chosen, capped = candidates[0], False
+    chosen = candidates[0]
     for size in candidates:
-        params = _params(cell, *size, vocab)
-        if schedule(size)[3] >= TOKENS_PER_PARAM * params:
-            if sizes is None and size != candidates[0] and params > MAX_PARAMS_PER_CHAR * corpus_chars:
-                capped = True
-                break
+        if schedule(size)[3] >= TOKENS_PER_PARAM * _params(cell, *size, vocab):
             chosen = size
     layers, hidden, embed = chosen
     expected, pass_s, eval_every, _ = schedule(chosen)
@@ -369,4 +362,4 @@ def choose(budget_s: float, corpus_chars: int, vocab: int, speed: float, cell: s
                   lr=3e-3 if hidden <= 512 else 2e-3, ema=ema, eval_every=eval_every, amp=amp, probe_tokens_per_s=speed,
                   probe_eval_tokens_per_s=eval_speed, probe_scale=None if scale is None else round(scale, 3),
                   eval_pass_s=round(pass_s, 2) if eval_speed else None,
-                  expected_tokens=expected, expected_passes=round(epochs, 1), capped=capped)
+                  expected_tokens=expected, expected_passes=round(epochs, 1))

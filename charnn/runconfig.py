@@ -17,8 +17,9 @@ from charnn.errors import RunError
 from charnn.model import ModelConfig
 from charnn.train import TrainConfig
 
-# Fields of TrainConfig newer than some runs, and the value those runs trained with.
-_TRAIN_BEFORE = {"epoch_offset": False}
+# Fields of TrainConfig newer than some runs, and the value those runs trained with (not today's default:
+# a run from before the weight average or patience keeps training without them).
+_TRAIN_BEFORE: dict[str, object] = {"epoch_offset": False, "ema": 0.0, "patience": 0}
 
 
 @dataclass

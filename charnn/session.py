@@ -10,7 +10,6 @@ lock (train.py). config.json is a `RunConfig` (runconfig.py); the corpus of a ru
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import time
@@ -306,8 +305,7 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
         recipe = replace(recipe, lr=FINE_TUNE.lr, warmup=FINE_TUNE.warmup, dropout=model_cfg.dropout)
     recipe.probe_amp_gain = None if gain is None else round(gain, 3)  # stored: why this run chose its precision
     recipe.probe_second_reading = None if again is None else round(again * launch.world_size)
-    chosen_model, chosen_cfg = copy.copy(model_cfg), copy.copy(cfg)
-    apply(recipe, auto_fields, chosen_model, chosen_cfg)
+    chosen_model, chosen_cfg = apply(recipe, auto_fields, model_cfg, cfg)
     _check(chosen_model.validate() + chosen_cfg.validate())
     check_fits(prepared.corpus.chars, chosen_cfg)
     if announce:

@@ -1,20 +1,25 @@
 """The budget recipe: bigger budgets buy bigger models, explicit options always win."""
 
 import json
+import math
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from charnn.cli import app
+from charnn.model import ModelConfig
 from charnn.probe import PROBE, SCALE_PROBE
 from charnn.recipe import (
     AMP_MIN_GAIN,
     CANDIDATES,
     CHOSEN,
     EVAL_SHARE,
+    MANY_PASSES,
     MAX_SCALE,
+    MIN_EVAL_EVERY,
     MODEL_FIELDS,
     TOKENS_PER_PARAM,
     Recipe,
@@ -32,13 +37,14 @@ from charnn.recipe import (
     plan,
     spaced_evaluations,
 )
+from charnn.train import TrainConfig
 from tests.conftest import FakeProbe
 
 
 def test_model_grows_with_budget_and_each_choice_is_the_largest_that_fits() -> None:
     sizes = []
     for budget in (30, 240, 600, 3600, 36000):
-        r = choose(budget, 1_000_000, 65, speed=30_000)
+        r = choose(budget, 100_000_000, 65, speed=30_000)  # a corpus large enough for every size
         sizes.append(CANDIDATES.index((r.layers, r.hidden, r.embed)))
         seen = r.expected_tokens
         assert seen >= TOKENS_PER_PARAM * _params("gru", r.layers, r.hidden, r.embed, 65) or sizes[-1] == 0
@@ -52,6 +58,22 @@ def test_model_grows_with_budget_and_each_choice_is_the_largest_that_fits() -> N
 def test_dropout_follows_passes_over_the_corpus() -> None:
     assert choose(240, 100_000_000, 65, speed=30_000).dropout == 0.0  # a fraction of one pass
     assert choose(240, 50_000, 65, speed=30_000).dropout == 0.3  # many passes over a small corpus
+
+
+def test_a_small_text_trains_on_the_smaller_batch_and_is_scored_about_once_a_pass() -> None:
+    """Issue #41: 10 minutes on 210 KB is ~40 passes and validation turns after 8-15: twice the updates per pass,
+    and a validation pass about every pass, so that patience stops the run soon after the turn."""
+    speeds = {64: 40_000.0, 32: 34_000.0}
+    large = plan(600, 10_000_000, 100, speeds, scale=0.4)
+    small = plan(600, 210_000, 100, speeds, val_chars=21_000, eval_speed=80_000, scale=0.4)
+    assert large.batch_size == 64 and large.eval_every == 200  # many steps, a fraction of a pass each: as before
+    assert small.batch_size == 32 and small.eval_every == math.ceil(210_000 / (32 * 64))
+    assert small.expected_passes is not None and small.expected_passes >= MANY_PASSES
+    assert (small.layers, small.hidden) == (large.layers, large.hidden)  # the size is the speed's, as before
+    assert "passes over the text)" in small.describe()
+    # A tiny text: a pass is a few steps, so no closer than MIN_EVAL_EVERY.
+    tiny = plan(600, 20_000, 100, speeds, val_chars=2_000, eval_speed=80_000, scale=0.4)
+    assert tiny.eval_every == MIN_EVAL_EVERY
 
 
 def test_the_smaller_batch_only_where_it_keeps_most_of_the_speed() -> None:
@@ -146,6 +168,9 @@ def test_explicit_options_override_the_recipe(words_file: Path, fake_probe: Fake
     assert config["model"]["cell"] == "gru" and config["recipe"]["hidden"] != 24  # chosen, then overridden
     assert config["recipe"]["set_by_you"] == ["batch_size", "hidden", "seq_len"]  # ... and the record says so
     assert config["recipe"]["probe_scale"] > 0  # the recipe sized the layers and embedding: it measured
+    # The announced line is what trained (the recipe's choice with the user's options over it).
+    chosen = f"dropout {config['model']['dropout']}, batch 8 x seq 16, lr {config['train']['lr']:g}"
+    assert chosen in result.output and re.search(rf"eval every {config['train']['eval_every']}\b", result.output)
 
 
 @pytest.mark.parametrize("given", [None, "--no-amp", "--amp"])
@@ -212,7 +237,7 @@ def test_an_explicit_option_wins_over_the_recipe_for_every_field(field: str) -> 
     model_cfg, cfg, auto = configs(request, budgeted=True, time_budget=600.0)
     assert field not in auto and (field == "cell" or auto == frozenset(CHOSEN) - {"cell", field})
     recipe = choose(600.0, 1_000_000, 65, speed=40_000, cell=model_cfg.cell)
-    apply(recipe, auto, model_cfg, cfg)
+    model_cfg, cfg = apply(recipe, auto, model_cfg, cfg)
     for name in CHOSEN:
         got = getattr(model_cfg if name in MODEL_FIELDS else cfg, name)
         want = EXPLICIT[name] if name == field else getattr(recipe, name)
@@ -221,6 +246,18 @@ def test_an_explicit_option_wins_over_the_recipe_for_every_field(field: str) -> 
     line = announcement(recipe, auto, model_cfg, cfg)
     assert line.startswith("recipe for 600s at 40,000 chars/s (probe)")
     assert (f"(set by you: {field})" in line) == (field != "cell")
+
+
+def test_the_library_defaults_are_what_charnn_train_trains(words_file: Path) -> None:
+    """One home for the defaults: `ModelConfig()` and `TrainConfig()` from Python are `charnn train`'s, option
+    for option (a run's config.json holds both configs as they trained)."""
+    result = CliRunner().invoke(app, ["train", str(words_file), "--name", "d", "--max-steps", "1", "--device", "cpu",
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    config = json.loads(Path("checkpoints/d/config.json").read_text())
+    assert config["train"] == asdict(TrainConfig(max_steps=1))
+    assert config["model"] == asdict(ModelConfig(vocab_size=config["model"]["vocab_size"]))
+    assert asdict(Recipe()).items() >= {k: v for k, v in config["model"].items() if k in CHOSEN}.items()
 
 
 def test_without_a_budget_the_defaults_fill_what_is_unset() -> None:

@@ -96,11 +96,13 @@ def test_runs_from_before_epoch_offsets_and_locked_dropout_load_and_resume(words
     run_dir = train_run(words_file, name="old", max_steps=10)
     config = json.loads((run_dir / "config.json").read_text())
     del config["train"]["epoch_offset"], config["model"]["locked_dropout"], config["model"]["heads"]  # an older charnn
+    del config["train"]["ema"], config["train"]["patience"]  # ... from before the weight average and patience
     (run_dir / "config.json").write_text(json.dumps(config))
     assert not checkpoint.load(run_dir, "best").model.config.locked_dropout
     api.resume_training("old", max_steps=12, device="cpu", show_progress=False)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train"]["epoch_offset"] is False  # the windows it was trained with
+    assert config["train"]["ema"] == 0.0 and config["train"]["patience"] == 0  # as it trained, not today's defaults
     assert not checkpoint.load(run_dir, "latest").model.config.locked_dropout
 
 
