@@ -159,10 +159,10 @@ def test_validation_passes_take_a_bounded_share_of_a_budget() -> None:
 
 
 def test_explicit_options_override_the_recipe(words_file: Path, fake_probe: FakeProbe) -> None:
-    result = CliRunner().invoke(app, ["train", str(words_file), "--name", "r", "--time", "2s", "--hidden", "24",
+    result = CliRunner().invoke(app, ["train", str(words_file), "--name", "r", "--time", "5s", "--hidden", "24",
                                       "--batch-size", "8", "--seq-len", "16", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "recipe for 2s" in result.output and "(set by you: batch_size, hidden, seq_len)" in result.output
+    assert "recipe for 5s" in result.output and "(set by you: batch_size, hidden, seq_len)" in result.output
     config = json.loads(Path("checkpoints/r/config.json").read_text())
     assert config["model"]["hidden"] == 24 and config["train"]["batch_size"] == 8
     assert config["model"]["cell"] == "gru" and config["recipe"]["hidden"] != 24  # chosen, then overridden
@@ -180,7 +180,7 @@ def test_the_budget_trains_in_bf16_where_the_probe_says_so_unless_the_user_chose
 
     fake_probe.bf16_gain = 1.5  # a machine where bf16 wins, whatever this one does
     monkeypatch.setattr(api_module, "bf16_native", lambda device: True)
-    result = CliRunner().invoke(app, ["train", str(words_file), "--name", "r", "--time", "2s", "--hidden", "24",
+    result = CliRunner().invoke(app, ["train", str(words_file), "--name", "r", "--time", "5s", "--hidden", "24",
                                       "--device", "cpu"] + ([given] if given else []))
     assert result.exit_code == 0, result.output
     config = json.loads(Path("checkpoints/r/config.json").read_text())
@@ -203,7 +203,7 @@ def test_bf16_is_probed_only_where_the_cpu_has_bf16_instructions(
 
     monkeypatch.setattr(api_module, "bf16_native", lambda device: native)
     fake_probe.bf16_gain = 1.5
-    result = CliRunner().invoke(app, ["train", str(words_file), "--name", "r", "--time", "2s", "--hidden", "24",
+    result = CliRunner().invoke(app, ["train", str(words_file), "--name", "r", "--time", "5s", "--hidden", "24",
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert [amps for kind, amps in fake_probe.calls if kind == "speeds"] == [(False, True) if native else (False,)]
