@@ -50,8 +50,11 @@ def tiny_model(cell: str = "lstm", hidden: int = 32) -> ModelConfig:
 
 
 def tiny_train(**overrides: object) -> TrainConfig:
-    # The weight average off (the product's default is on): a tiny run's tests read the weights it trains.
-    values: dict = dict(batch_size=8, seq_len=32, lr=1e-2, warmup=5, max_steps=60, eval_every=20, seed=7, ema=0.0)
+    # The weight average off (the product's default is on): a tiny run's tests read the weights it trains. Patience
+    # off too (a --time run's default is on): a tiny model's validation turns whenever it likes, and a test of the
+    # clock or the schedule must not end early by chance. tests/test_patience.py turns it on.
+    values: dict = dict(batch_size=8, seq_len=32, lr=1e-2, warmup=5, max_steps=60, eval_every=20, seed=7, ema=0.0,
+                        patience=0)
     values.update(overrides)
     return TrainConfig(**values)
 
