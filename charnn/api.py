@@ -13,7 +13,7 @@ returns values; `cli/` only parses options and prints.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from charnn.runcorpus import (
 )
 from charnn.sample import Items, ItemsConfig, SampleConfig, draw_items, generate
 from charnn.sample.beam import BeamConfig, Beams, beam_search
+from charnn.sample.engine import voice_of
 from charnn.sample.items import beam_items
 from charnn.sample.items import check as check_items
 from charnn.session import default_run_name, resume_training, start_training
@@ -120,17 +121,19 @@ class CharModel:
         check_items(cfg, self.tokenizer)
         if beam is not None:
             known = self._known_items(separator, paths or Paths(), corpus_paths, show_progress) if new else None
-            return beam_items(self.model, self.tokenizer, cfg, beam, sampling.temperature, sampling.seed, known)
+            return beam_items(self.model, self.tokenizer, cfg, beam, sampling.temperature, sampling.seed, known,
+                              sampling.voice)
         return draw_items(self.model, self.tokenizer, cfg, sampling,
                           self._known_items(separator, paths or Paths(), corpus_paths, show_progress) if new else None)
 
     def beam(self, prime: str = "\n", width: int = 4, length: int = 200, stop: str | Sequence[str] | None = None,
-             temperature: float = 0.0, seed: int | None = None, drop_unknown: bool = False) -> Beams:
+             temperature: float = 0.0, seed: int | None = None, drop_unknown: bool = False,
+             voice: str | Mapping[str, float] | None = None) -> Beams:
         """Beam search from `prime` (`sample/beam.py`): hypotheses best first by log-probability per character."""
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
         return beam_search(self.model, self.tokenizer, prime, BeamConfig(width=width, length=length, stops=stops,
                                                                           temperature=temperature, seed=seed,
-                                                                          drop_unknown=drop_unknown))
+                                                                          drop_unknown=drop_unknown, voice=voice))
 
     def _known_items(self, separator: str, paths: Paths, corpus_paths: Sequence[str],
                      show_progress: bool) -> Callable[[str], bool]:
@@ -147,16 +150,24 @@ class CharModel:
 
         return known
 
-    def _scored(self, ids: Any, unknown: dict[str, int], between: Callable[[], None] | None = None) -> Score:
+    @property
+    def voices(self) -> tuple[str, ...]:
+        """The voices this model writes in (`voice=` of every method; voices.py); () for a model without."""
+        return self.model.config.voices
+
+    def _scored(self, ids: Any, unknown: dict[str, int], between: Callable[[], None] | None = None,
+                voice: str | Mapping[str, float] | None = None) -> Score:
         train_cfg = self.config["train"]
-        nats = evaluate(self.model, ids, int(train_cfg["seq_len"]), self.device, between=between)
+        vector = voice_of(self.model, voice)
+        nats = evaluate(self.model, ids, int(train_cfg["seq_len"]), self.device, between=between, voice=vector)
         return Score(nats, len(ids), unknown)
 
-    def score(self, text: str, between: Callable[[], None] | None = None) -> Score:
-        """Loss of `text` under the model; characters it never saw are skipped and counted.
-        `between` is called after each window of the evaluation (`evaluation.evaluate`)."""
+    def score(self, text: str, between: Callable[[], None] | None = None,
+              voice: str | Mapping[str, float] | None = None) -> Score:
+        """Loss of `text` under the model (in `voice`, a name or a blend; default none); characters it never saw
+        are skipped and counted. `between` is called after each window of the evaluation (`evaluation.evaluate`)."""
         ids, unknown = self.tokenizer.encode_known(text)
-        return self._scored(ids, unknown, between)
+        return self._scored(ids, unknown, between, voice)
 
     def originality_index(self, paths: Paths | None = None, corpus_paths: Sequence[str] = (),
                           show_progress: bool = False, why: str = "originality") -> Index:
@@ -193,12 +204,13 @@ class CharModel:
                                  longest.where))
         return rows
 
-    def score_file(self, path: str, paths: Paths | None = None) -> Score:
+    def score_file(self, path: str, paths: Paths | None = None, voice: str | Mapping[str, float] | None = None) -> Score:
         """Like `score`, but streams the file through the memory-mapped cache (bounded memory)."""
+        voice_of(self.model, voice)  # a bad voice is refused before the file is read
         paths = paths or Paths()
         source = corpus.resolve(path, paths.corpora)
         encoded = data.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer=self.tokenizer)
-        return self._scored(encoded.ids, encoded.unknown)
+        return self._scored(encoded.ids, encoded.unknown, voice=voice)
 
 
 def load_run(run: str | None = None, checkpoint_name: str = "best", device: str = "auto",

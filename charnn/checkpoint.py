@@ -235,6 +235,7 @@ class RunSummary:
     best_val: float | None
     modified: float
     parent: str | None = None  # the run it was fine-tuned from (config.json's "parent")
+    voices: tuple[str, ...] = ()  # the voices it writes in (voices.py)
 
 
 def summarize(run_dir: Path) -> RunSummary:
@@ -252,7 +253,8 @@ def summarize(run_dir: Path) -> RunSummary:
     return RunSummary(run_dir.name, run_dir, model_config.cell, model_config.layers, model_config.hidden,
                       params, max((r.get("step", 0) for r in metrics), default=0),
                       min(vals) if vals else None, _modified(run_dir),
-                      f"{parent.get('name')}@{parent.get('step')}" if isinstance(parent, dict) else None)
+                      f"{parent.get('name')}@{parent.get('step')}" if isinstance(parent, dict) else None,
+                      model_config.voices)
 
 
 # ---- loading ------------------------------------------------------------------------------------
@@ -272,8 +274,9 @@ def load_config(run_dir: Path) -> dict[str, Any]:
 def model_config_of(config: dict[str, Any]) -> ModelConfig:
     raw = config["model"]
     types = {"vocab_size": int, "cell": str, "layers": int, "hidden": int, "embed": int, "dropout": float, "heads": int}
-    # Fields newer than some runs: before sLSTM there was no heads, before locked dropout no locked_dropout.
-    optional = {"heads": ModelConfig.heads, "locked_dropout": False}
+    # Fields newer than some runs: before sLSTM there was no heads, before locked dropout no locked_dropout, before
+    # voices no voices.
+    optional = {"heads": ModelConfig.heads, "locked_dropout": False, "voices": ()}
     try:
         values: dict[str, Any] = {f.name: raw[f.name] if f.name in raw or f.name not in optional else optional[f.name]
                                   for f in fields(ModelConfig)}
@@ -283,6 +286,9 @@ def model_config_of(config: dict[str, Any]) -> ModelConfig:
                 raise TypeError(name)
         if not isinstance(values["locked_dropout"], bool):
             raise TypeError("locked_dropout")
+        if not isinstance(values["voices"], (list, tuple)) or not all(isinstance(v, str) for v in values["voices"]):
+            raise TypeError("voices")
+        values["voices"] = tuple(values["voices"])
         model_config = ModelConfig(**values)
     except (KeyError, TypeError) as e:
         raise RunError(f"config.json has a missing or mistyped model field ({e}) — the run is damaged; retrain it") from None

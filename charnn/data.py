@@ -132,8 +132,10 @@ class Streams:
     text whatever the number of processes.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, block: slice = slice(None)):
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, block: slice = slice(None),
+                 labels: np.ndarray | None = None):
         self.ids = ids
+        self.labels = labels  # (N,) a voice label per character (voices.py), or None
         self.batch_size = batch_size  # B: streams in the whole layout
         self.seq_len = seq_len
         self.stream_len = (len(ids) - 1) // batch_size  # characters each stream predicts
@@ -167,16 +169,30 @@ class Streams:
         With an `offset` every stream starts that many characters later; the last stream wraps
         round to the start of `ids` (one target per epoch pairs the last character with the first).
         """
+        block = torch.from_numpy(np.asarray(self.ids[self._columns(k, length, offset)], dtype=np.int64))
+        return block[:, :-1], block[:, 1:]
+
+    def voices(self, k: int, length: int | None = None, offset: int = 0) -> torch.Tensor:
+        """The voice label of each input character of window k (b, length) int64: what `window` reads, labelled."""
+        assert self.labels is not None, "only a voiced corpus has labels"
+        return torch.from_numpy(np.asarray(self.labels[self._columns(k, length, offset)[:, :-1]], dtype=np.int64))
+
+    def _columns(self, k: int, length: int | None, offset: int) -> np.ndarray:
+        """Where window k's characters are in `ids`: (b, length + 1), the last column being the last target."""
         t = self.seq_len if length is None else length
         cols = self.starts[:, None] + (offset + k * self.seq_len + np.arange(t + 1))  # (B, t+1)
         if offset:
             cols %= len(self.ids)
-        block = torch.from_numpy(np.asarray(self.ids[cols], dtype=np.int64))
-        return block[:, :-1], block[:, 1:]
+        return cols
 
     def windows(self, start: int = 0, partial: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for k, length in self.spans(start, partial):
+            yield self.window(k, length)
+
+    def spans(self, start: int = 0, partial: bool = False) -> Iterator[tuple[int, int]]:
+        """(window, length) of each window from `start`; with `partial`, the shorter last one too."""
         for k in range(start, self.n_windows):
-            yield self.window(k)
+            yield k, self.seq_len
         rest = self.stream_len - self.n_windows * self.seq_len
         if partial and rest > 0:
-            yield self.window(self.n_windows, rest)
+            yield self.n_windows, rest

@@ -31,31 +31,59 @@ EVAL_STREAM_MIN_CHARS = 512
 @torch.inference_mode()
 def evaluate(model: CharRNN, ids: np.ndarray, seq_len: int, device: torch.device,
              group: ProcessGroup | None = None, stream_count: int = EVAL_STREAMS,
-             between: Callable[[], None] | None = None) -> float:
+             between: Callable[[], None] | None = None, voice: torch.Tensor | None = None) -> float:
     """Mean loss in nats per character over all of `ids`, state carried window to window.
 
     Under torchrun each rank scores its block of the same stream layout and the sums are
     added up, so every rank returns the number a single process would. `between` is called
-    after each window (the server's worker steps its batches there, `Worker.share`).
+    after each window (the server's worker steps its batches there, `Worker.share`). A voiced model
+    writes in `voice` (E,) (`CharRNN.voice_vector`; default no voice).
     """
+    total, count = _sums(model, ids, None, seq_len, device, group, stream_count, between, voice)
+    return float(total.sum() / count.sum())
+
+
+@torch.inference_mode()
+def evaluate_voices(model: CharRNN, ids: np.ndarray, labels: np.ndarray, seq_len: int, device: torch.device,
+                    group: ProcessGroup | None = None) -> tuple[float, list[float | None]]:
+    """A voiced text scored with each character's own voice (`labels` (N,), as training reads it): the mean
+    loss over all of it, and each voice's (table row 0, no voice, first; None for a voice with no text)."""
+    total, count = _sums(model, ids, labels, seq_len, device, group)
+    return float(total.sum() / count.sum()), [float(t / n) if n else None for t, n in zip(total, count, strict=True)]
+
+
+def _sums(model: CharRNN, ids: np.ndarray, labels: np.ndarray | None, seq_len: int, device: torch.device,
+          group: ProcessGroup | None = None, stream_count: int = EVAL_STREAMS,
+          between: Callable[[], None] | None = None, voice: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The summed loss and the count of scored characters per voice label ((K+1,) each; (1,) without labels),
+    added over the ranks."""
     if len(ids) < 2:
         raise UsageError("the evaluation text needs at least 2 characters — give more text")
     group = group or ProcessGroup.solo(device)
     # Fewer streams for short texts: each spans EVAL_STREAM_MIN_CHARS and at least one window.
     n_streams = max(1, min(stream_count, (len(ids) - 1) // max(seq_len, EVAL_STREAM_MIN_CHARS)))
-    streams = Streams(ids, n_streams, seq_len, group.block(n_streams))
+    streams = Streams(ids, n_streams, seq_len, group.block(n_streams), labels)
+    slots = len(model.config.voices) + 1 if labels is not None else 1
+    # Added on the host in float64: every device has it there, MPS has none.
+    total, count = np.zeros(slots), np.zeros(slots)
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0  # added on the host in float64 (a Python float): every device has it, MPS has no float64
-
     if streams.rows:  # a rank can own no stream of a short validation split
-        state = model.init_state(streams.rows, device)
-        for x, y in streams.windows(partial=True):
-            logits, state = model(x.to(device), state)  # (b, t, V)
-            total += float(F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum"))
-            count += y.numel()
+        state = model.init_state(streams.rows, device, voice)
+        for k, length in streams.spans(partial=True):
+            x, y = streams.window(k, length)
+            marks = streams.voices(k, length).to(device) if labels is not None else None
+            logits, state = model(x.to(device), state, marks)  # (b, t, V)
+            if marks is None:
+                total[0] += float(F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum"))
+                count[0] += y.numel()
+            else:
+                losses = F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="none")  # (b*t,)
+                flat = marks.flatten()
+                total += torch.bincount(flat, losses, minlength=slots).cpu().double().numpy()
+                count += torch.bincount(flat, minlength=slots).cpu().double().numpy()
             if between is not None:
                 between()
     model.train(was_training)
-    summed, n = group.sum([total, float(count)])
-    return summed / n
+    summed = group.sum([*total, *count])
+    return np.array(summed[:slots]), np.array(summed[slots:])

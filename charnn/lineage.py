@@ -16,6 +16,7 @@ the child, at step 0, is the parent on old text:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -99,11 +100,14 @@ def check_architecture(parent: Parent, given: dict[str, Any]) -> None:
                          f"({have}) — fine-tuning keeps the parent's architecture; drop the option(s)")
 
 
-def child_config(parent: Parent, vocab_size: int, dropout: float | None, locked_dropout: bool | None) -> ModelConfig:
-    """The parent's model with the grown vocabulary, and the dropout the child trains with (default: the parent's)."""
+def child_config(parent: Parent, vocab_size: int, dropout: float | None, locked_dropout: bool | None,
+                 voices: Sequence[str] = ()) -> ModelConfig:
+    """The parent's model with the grown vocabulary, the dropout the child trains with (default: the parent's), and
+    its voices followed by those of `voices` it lacks (a voice the parent had keeps its row)."""
     cfg = parent.model_config
     return replace(cfg, vocab_size=vocab_size, dropout=cfg.dropout if dropout is None else dropout,
-                   locked_dropout=cfg.locked_dropout if locked_dropout is None else locked_dropout)
+                   locked_dropout=cfg.locked_dropout if locked_dropout is None else locked_dropout,
+                   voices=cfg.voices + tuple(v for v in voices if v not in cfg.voices))
 
 
 def grow(parent: Parent, config: ModelConfig, train_ids: np.ndarray) -> CharRNN:
@@ -116,12 +120,23 @@ def grow(parent: Parent, config: ModelConfig, train_ids: np.ndarray) -> CharRNN:
     weights["embedding.weight"] = torch.cat([emb, emb.mean(0, keepdim=True).expand(added, -1)])
     weights["head.weight"] = torch.cat([head_w, head_w.new_zeros(added, head_w.shape[1])])
     weights["head.bias"] = torch.cat([head_b, head_b.new_zeros(added)])
+    if config.voices:
+        weights["voice_table.weight"] = _grown_voices(weights.get("voice_table.weight"), len(config.voices),
+                                                      config.embed)
     model = CharRNN(config)
     model.load_state_dict(weights)
     if added:
         with torch.no_grad():
             model.head.bias[old:] = _new_bias(model, old, train_ids)
     return model
+
+
+def _grown_voices(table: Tensor | None, voices: int, embed: int) -> Tensor:
+    """The child's voice table (voices + 1, E): the parent's rows (none: a parent without voices writes as a zero
+    voice does), then one for each new voice, a copy of the parent's "no voice": the child writes a new voice
+    exactly as its parent wrote with no voice given, until it learns it."""
+    table = table if table is not None else torch.zeros(1, embed)
+    return torch.cat([table, table[:1].expand(voices + 1 - len(table), -1)])
 
 
 def _new_bias(model: CharRNN, old: int, train_ids: np.ndarray) -> Tensor:

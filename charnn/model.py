@@ -9,11 +9,13 @@ single (1, 1) step, so `Stepper` runs a hand-fused step with the same weights
 State is always a tuple of (layers, B, ·) tensors, batch on axis 1: (h, c) for LSTM, (h, c, n, m) for
 sLSTM (`cells.SLSTM`), (h, C, n, m, conv) for mLSTM (`mlstm.MLSTM`: C (L, B, K·d·d), m (L, B, K), the
 convolution's last inputs (L, B, 3H)), (h,) otherwise;
-each (L, B, H) unless `state_widths` says otherwise.
+each (L, B, H) unless `state_widths` says otherwise. A voiced model's state ends with its voice (L, B, E)
+(voices.py): constant, so whatever moves or copies rows carries each row's voice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +49,7 @@ class ModelConfig:
     dropout: float = 0.1
     heads: int = 4  # sLSTM: R is block-diagonal over this many heads; mLSTM: matrix memories of H/heads each
     locked_dropout: bool = False  # dropout masks fixed for a stream over the window (cells.locked_dropout)
+    voices: tuple[str, ...] = ()  # the styles the model can write in (voices.py); () for a model without voices
 
     def validate(self) -> list[str]:
         """Problems with this config, each phrased as 'option value — fix'."""
@@ -63,6 +66,9 @@ class ModelConfig:
             near = sorted(valid, key=lambda k: (abs(k - self.heads), k))[:4]
             problems.append(f"--heads {self.heads} does not divide --hidden {self.hidden} — use one of "
                             f"{', '.join(map(str, sorted(near)))}")
+        if self.voices and self.cell == "mlstm":
+            problems.append("--voices does not work with --cell mlstm (its first step normalises the input, so a "
+                            "voice cannot be folded into it) — use gru, lstm, rnn or slstm")
         return problems
 
 
@@ -89,6 +95,11 @@ class CharRNN(nn.Module):
                                    for size in (config.embed, config.hidden)]
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
+        # Row 0 "no voice", row k voice k (voices.py), in the embedding's space. Zeros to start: a voice begins as
+        # no change at all and learns what sets its text apart (and a fine-tune's new voice starts as its parent).
+        self.voice_table = nn.Embedding(len(config.voices) + 1, config.embed) if config.voices else None
+        if self.voice_table is not None:
+            nn.init.zeros_(self.voice_table.weight)
         if config.cell == "lstm":
             self._forget_bias_one()
 
@@ -100,13 +111,34 @@ class CharRNN(nn.Module):
                 getattr(self.rnn, f"bias_ih_l{layer}")[h : 2 * h].fill_(1.0)
                 getattr(self.rnn, f"bias_hh_l{layer}")[h : 2 * h].fill_(0.0)
 
-    def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
+    def init_state(self, batch: int, device: torch.device | str | None = None, voice: Tensor | None = None) -> State:
+        """Zeros, and in a voiced model the voice: `voice` (E,) or (B, E) (`voice_vector`; default no voice)."""
         device = device or self.head.weight.device
-        return tuple(torch.zeros(self.config.layers, batch, w, device=device) for w in state_widths(self.config))
+        zeros = tuple(torch.zeros(self.config.layers, batch, w, device=device) for w in state_widths(self.config))
+        if self.voice_table is None:
+            return zeros
+        vector = self.voice_vector() if voice is None else voice
+        return (*zeros[:-1], vector.to(device).expand(self.config.layers, batch, -1).clone())
 
-    def forward(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
-        """ids (B, T) int64 -> logits (B, T, V) and the state after the last step."""
+    def voice_vector(self, weights: Sequence[float] | None = None) -> Tensor:
+        """A blend's voice (E,): the table's rows weighted by `weights` (K+1, from `voices.weights`); no voice
+        (row 0) by default. Interpolating the vectors is what blends two voices."""
+        assert self.voice_table is not None, "only a voiced model has voices (voices.weights refuses the others)"
+        table = self.voice_table.weight.detach()  # (K+1, E)
+        if weights is None:
+            return table[0].clone()
+        return torch.tensor(weights, dtype=table.dtype, device=table.device) @ table
+
+    def forward(self, ids: Tensor, state: State, voices: Tensor | None = None) -> tuple[Tensor, State]:
+        """ids (B, T) int64 -> logits (B, T, V) and the state after the last step.
+
+        A voiced model's voice is the state's last part, (L, B, E), carried unchanged (each layer holds the same
+        vector; the input reads layer 0's); training gives `voices` instead, a label per position (B, T) int64."""
         x = self.embedding(ids)  # (B, T, E)
+        voice: tuple[Tensor, ...] = ()
+        if self.voice_table is not None:
+            state, voice = state[:-1], state[-1:]
+            x = x + (self.voice_table(voices) if voices is not None else voice[0][0][:, None, :])
         locked = self.config.locked_dropout and self.training and self.config.dropout > 0
         if self.config.cell == "gru" and self.training and use_window(x):
             assert isinstance(self.rnn, nn.GRU)
@@ -119,7 +151,7 @@ class CharRNN(nn.Module):
             out, new_state = self.rnn(x, rnn_state)  # out (B, T, H)
             parts = tuple(new_state) if isinstance(new_state, tuple) else (new_state,)
         logits = self.head(locked_dropout(out, self.config.dropout) if locked else self.drop(out))  # (B, T, V)
-        return logits, parts
+        return logits, parts + voice
 
     def _layer_by_layer(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """The fused stack's computation, one layer at a time, with a locked mask between layers.
@@ -144,10 +176,11 @@ class CharRNN(nn.Module):
 
 
 def state_widths(config: ModelConfig) -> tuple[int, ...]:
-    """The last axis of each state part: (L, B, width) each."""
+    """The last axis of each state part: (L, B, width) each; a voiced model's voice (E wide) comes last."""
+    voice = (config.embed,) if config.voices else ()
     if config.cell == "mlstm":
-        return mlstm_widths(config.hidden, config.heads)
-    return (config.hidden,) * STATE_PARTS[config.cell]
+        return mlstm_widths(config.hidden, config.heads) + voice
+    return (config.hidden,) * STATE_PARTS[config.cell] + voice
 
 
 def memory_part(cell: str) -> int:
@@ -191,6 +224,7 @@ class Stepper:
         self.heads = cfg.heads
         folded = fold_for_inference(model)
         self.head_w, self.head_b = folded["head_w"], folded["head_b"]  # (H, V), (V,)
+        self.voice_w = folded.get("voice_w")  # (E, G*H) in a voiced model: a voice's layer-0 input projection
         if cfg.cell == "mlstm":
             self.folded = folded  # its own layout (mlstm.fold)
             return
@@ -216,14 +250,17 @@ class Stepper:
         """Advance the per-layer state lists (`unpack_state` form) in place by one character; return logits (B, V)."""
         if self.cell == "mlstm":
             return torch.addmm(self.head_b, mlstm_step(self.folded, ids, parts, self.heads), self.head_w)
+        first = self.table0[ids]  # (B, G*H): layer 0's input projection (and biases) of each row's character
+        if self.voice_w is not None:  # ... plus that of its voice, the state's last part ((B, E) in layer 0)
+            first = torch.addmm(first, parts[-1][0], self.voice_w)
         x = ids
         hs = parts[0]
         for k in range(self.layers):
             h = hs[k]
             if self.cell == "slstm":
-                h = self._slstm_layer(k, x, parts)
+                h = self._slstm_layer(k, first if k == 0 else x, parts)
             elif self.cell == "gru":
-                gi = self.table0[x] if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih[k])  # (B, 3H)
+                gi = first if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih[k])  # (B, 3H)
                 gh = torch.addmm(self.b_hh[k], h, self.w_hh[k])
                 ir, iz, in_ = gi.chunk(3, 1)
                 hr, hz, hn = gh.chunk(3, 1)
@@ -233,7 +270,7 @@ class Stepper:
                 h = torch.addcmul(n, z, h - n)
             else:
                 if k == 0:
-                    gates = torch.addmm(self.table0[x], h, self.w_hh[0])  # (B, G*H)
+                    gates = torch.addmm(first, h, self.w_hh[0])  # (B, G*H)
                 else:
                     gates = torch.addmm(self.b_cat[k], torch.cat([x, h], 1), self.w_cat[k])
                 if self.cell == "lstm":
@@ -250,9 +287,10 @@ class Stepper:
         return torch.addmm(self.head_b, x, self.head_w)  # (B, V)
 
     def _slstm_layer(self, k: int, x: Tensor, parts: list[list[Tensor]]) -> Tensor:
-        """Layer k of an slstm for one character: x ids (B,) at layer 0, else (B, H_in) -> h (B, H)."""
+        """Layer k of an slstm for one character: x is layer 0's input projection (B, 4H) at layer 0, else the
+        layer below's h (B, H_in) -> h (B, H)."""
         batch, heads = parts[0][k].size(0), self.heads
-        pre = self.table0[x] if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih[k])  # (B, 4H) head-major
+        pre = x if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih[k])  # (B, 4H) head-major
         pre = pre.view(batch, heads, -1).transpose(0, 1)  # (K, B, 4d)
 
         def per_head(t: Tensor) -> Tensor:  # (B, H) -> (K, B, d)
@@ -275,6 +313,8 @@ def fold_for_inference(model: CharRNN) -> dict[str, Tensor]:
       recurrent bias only adds, so it is folded in too (a GRU needs b_hn inside r * (...)).
     - per layer k: `w_ih.k` (H_in, G*H), `b_ih.k`, `w_hh.k` (H, G*H), `b_hh.k` (G*H,), transposed for x @ W.
     - `head_w` (H, V), `head_b` (V,).
+    - a voiced model: `voice_w` (E, G*H), layer 0's input weights, so a voice v (E,) adds v @ voice_w to a
+      row's table0 lookup (the voice is added to the character's embedding).
     - sLSTM: gate columns head-major (head j's i, f, z, o together: column j*4d + g*d + u holds gate g of
       unit j*d + u), `r_t.k` (K, d, 4d) the block-diagonal R per head (h (K, B, d) @ r_t gives R h: K times
       fewer FLOPs than a dense (H, 4H) matrix of zeros), and zero `w_hh.k`/`b_hh.k` (R is applied per head).
@@ -289,6 +329,8 @@ def fold_for_inference(model: CharRNN) -> dict[str, Tensor]:
         folded: dict[str, Tensor] = {}
         table = model.embedding.weight.detach() @ w["weight_ih_l0"].T + w["bias_ih_l0"]  # (V, G*H)
         folded["table0"] = (table if cfg.cell == "gru" else table + w["bias_hh_l0"]).contiguous()
+        if model.voice_table is not None:  # the voice is added to the embedding: its projection adds to table0's
+            folded["voice_w"] = w["weight_ih_l0"].T.contiguous()  # (E, G*H)
         for k in range(cfg.layers):
             folded[f"w_ih.{k}"] = w[f"weight_ih_l{k}"].T.contiguous()
             folded[f"b_ih.{k}"] = w[f"bias_ih_l{k}"].clone()

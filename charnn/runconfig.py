@@ -64,6 +64,11 @@ class RunConfig:
                                                             **self.to_json()})
 
     @property
+    def voices(self) -> list[str]:
+        """A voiced run's voice of each source, in order ([] for a run trained without voices)."""
+        return [str(v) for v in self.corpus.get("voices") or []]
+
+    @property
     def sources(self) -> list[str]:
         """The corpus sources the run trained on, in order (a built-in stays a name)."""
         return list(self.corpus.get("sources") or [self.corpus.get("source", "")])

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from charnn import corpus, data
 from charnn.distributed import ProcessGroup
 from charnn.errors import CorpusError, RunError, UsageError
@@ -43,6 +45,8 @@ class Prepared:
     encoded: data.EncodedCorpus
     train_ids: Any
     val_ids: Any
+    labels: tuple[np.ndarray, np.ndarray] | None = None  # a voiced run's: the voice of each train and val character
+    voice_chars: tuple[int, ...] = ()  # a voiced run's characters per voice, as given (before --balance)
 
 
 def check_fits(chars: int, cfg: TrainConfig) -> None:
@@ -63,14 +67,54 @@ def prepare_corpus(source: corpus.Corpus, cfg: TrainConfig, paths: Paths, group:
     others wait at a barrier, then everyone memory-maps it: never N writers on one file.
     """
     check_fits(source.chars, cfg)
+    encoded = _encoded(source, paths, group, tokenizer)
+    train_ids, val_ids = data.split(encoded.ids, cfg.val_frac)
+    return Prepared(source, encoded, train_ids, val_ids)
+
+
+def prepare_voices(sources: Sequence[corpus.Corpus], whole: corpus.Corpus, voices: Sequence[str], table: Sequence[str],
+                   cfg: TrainConfig, paths: Paths, group: ProcessGroup | None = None,
+                   tokenizer: CharTokenizer | None = None) -> Prepared:
+    """A voiced corpus: source k is the text of voice `voices[k]`, labelled with that voice's row of the model's
+    voice table (`table`, `ModelConfig.voices`: row i+1 is table[i]). The vocabulary is the whole
+    text's (`whole`: every source in order; with `tokenizer`, that one grown); each voice is split on its own,
+    so every voice keeps its last `val_frac` for validation, and the splits are laid end to end with a label
+    per character. With `cfg.balance`, each voice's training text is repeated (whole copies, then its start)
+    up to the longest's length, so each voice gets an equal share of the steps; else shares follow the text."""
+    encoded = prepare_corpus(whole, cfg, paths, group, tokenizer).encoded
+    trains, vals = [], []
+    for name, source in zip(voices, sources, strict=True):
+        if int(source.chars * cfg.val_frac) < 2:
+            raise UsageError(f"voice '{name}' has {source.chars:,} characters: too few to keep {cfg.val_frac:g} of it "
+                             "for validation — give it more text (or raise --val-frac)")
+        own = _encoded(source, paths, group, encoded.tokenizer)
+        train_ids, val_ids = data.split(own.ids, cfg.val_frac)
+        trains.append(np.asarray(train_ids))
+        vals.append(np.asarray(val_ids))
+    chars = tuple(len(t) + len(v) for t, v in zip(trains, vals, strict=True))
+    if cfg.balance:
+        longest = max(map(len, trains))
+        trains = [np.resize(t, longest) for t in trains]  # np.resize repeats the array to fill the length
+    rows = [table.index(name) + 1 for name in voices]
+    return Prepared(whole, encoded, np.concatenate(trains), np.concatenate(vals),
+                    (_labelled(trains, rows), _labelled(vals, rows)), chars)
+
+
+def _encoded(source: corpus.Corpus, paths: Paths, group: ProcessGroup | None,
+             tokenizer: CharTokenizer | None) -> data.EncodedCorpus:
+    """`source` in `tokenizer`'s ids, written to the cache by one process per machine (as `prepare_corpus`)."""
     group = group or ProcessGroup.solo()
     if group.launch.local_rank == 0:
         encoded = data.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer)
     group.barrier()
     if group.launch.local_rank != 0:
         encoded = data.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer)
-    train_ids, val_ids = data.split(encoded.ids, cfg.val_frac)
-    return Prepared(source, encoded, train_ids, val_ids)
+    return encoded
+
+
+def _labelled(parts: Sequence[np.ndarray], rows: Sequence[int]) -> np.ndarray:
+    """Label rows[k] over part k's length, end to end: (sum of lengths,) uint8 (voices.MAX_VOICES fit)."""
+    return np.concatenate([np.full(len(part), row, dtype=np.uint8) for part, row in zip(parts, rows, strict=True)])
 
 
 @dataclass
@@ -93,10 +137,13 @@ class CorpusOptions:
                    tuple(recorded.get("include") or ()), tuple(recorded.get("exclude") or ()))
 
 
-def corpus_record(specs: Sequence[str], prepared: Prepared, options: CorpusOptions) -> dict[str, Any]:
-    """config.json's "corpus": where the text came from, its fingerprint, and how it was read."""
+def corpus_record(specs: Sequence[str], prepared: Prepared, options: CorpusOptions,
+                  voices: Sequence[str] = ()) -> dict[str, Any]:
+    """config.json's "corpus": where the text came from, its fingerprint, and how it was read; a voiced run's
+    voice of each source ("voices") and their characters."""
     where = [str(Path(s).resolve()) if Path(s).exists() else s for s in specs]  # a built-in stays a name
-    return {"source": where[0], "sources": where, "fingerprint": prepared.corpus.fingerprint,
+    voiced = {"voices": list(voices), "voice_characters": list(prepared.voice_chars)} if voices else {}
+    return {**voiced, "source": where[0], "sources": where, "fingerprint": prepared.corpus.fingerprint,
             "bytes": prepared.corpus.size, "characters": len(prepared.encoded.ids), "files": len(prepared.corpus.files),
             "skipped": prepared.corpus.skipped, "replace_errors": options.replace_errors, "strict": options.strict,
             "include": list(options.include), "exclude": list(options.exclude),

@@ -39,8 +39,10 @@ from charnn.runcorpus import (
     corpus_of_run,
     corpus_record,
     prepare_corpus,
+    prepare_voices,
 )
 from charnn.train import Fresh, FromParent, Resume, Start, TrainConfig, TrainResult, train
+from charnn.voices import check_names, voices_line
 
 
 def default_run_name(spec: str) -> str:
@@ -54,7 +56,8 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
                    corpus_options: CorpusOptions | None = None, show_progress: bool = True,
                    auto_fields: frozenset[str] = frozenset(),
                    announce: Callable[[str], None] | None = None,
-                   started: float | None = None, parent: Parent | None = None) -> tuple[Path, TrainResult]:
+                   started: float | None = None, parent: Parent | None = None,
+                   voices: Sequence[str] = ()) -> tuple[Path, TrainResult]:
     """Train a new run on corpus `spec` (one or several sources); `model_cfg.vocab_size` comes from the corpus.
 
     With `parent` (`lineage.load_parent`) the run fine-tunes the parent's model: its architecture is the
@@ -65,16 +68,25 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
     `started` (a `time.perf_counter()` reading; default: now; the CLI gives the process's
     start): start-up and the probe are taken off it (`budget.py`). Under torchrun every
     process calls this; the checks run before the process group opens.
+
+    With `voices` (a name per source, voices.py) each source is one voice's text and the model learns them
+    all (`model_cfg.voices` becomes them; a fine-tune's are its parent's followed by the new ones).
     """
     paths = paths or Paths()
     if name is not None:
         names.check(name)
     options = corpus_options or CorpusOptions()
     specs = [spec] if isinstance(spec, str) else list(spec)
+    voices = list(voices)
+    if voices:
+        check_names(voices)
+        if len(voices) != len(specs):
+            raise UsageError(f"{len(voices)} voice names for {len(specs)} sources — give one name per CORPUS")
+        model_cfg = replace(model_cfg, voices=tuple(voices))
     launch = Launch.from_env()
     if parent is not None:
         model_cfg = lineage.child_config(parent, parent.model_config.vocab_size, model_cfg.dropout,
-                                         model_cfg.locked_dropout)
+                                         model_cfg.locked_dropout, voices)
         auto_fields = auto_fields - {"cell", "layers", "hidden", "embed", "dropout"}
     _check(model_cfg.validate() + cfg.validate())
     launch.check_batch(cfg.batch_size)
@@ -101,8 +113,10 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
         if parent is not None:
             own = prepare_corpus(source, cfg, paths, group).encoded.tokenizer  # the corpus's own characters
             tokenizer = parent.tokenizer.grown(own.chars)
-        prepared = prepare_corpus(source, cfg, paths, group, tokenizer)
+        prepared = _prepare(source, specs, voices, model_cfg.voices, options, cfg, paths, group, tokenizer)
         model_cfg = replace(model_cfg, vocab_size=prepared.encoded.tokenizer.vocab_size)
+        if voices and announce and launch.is_writer:
+            announce(voices_line(voices, prepared.voice_chars, cfg.balance, cfg.no_voice_share))
         recipe = None
         if clock is not None:
             clock.mark("startup")
@@ -118,7 +132,7 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
         if cfg.amp and dev.type == "cuda":
             _check_amp_kernel(model_cfg.cell, dev)
         torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run (the same on every rank)
-        config = RunConfig(model_cfg, cfg, corpus_record(specs, prepared, options),
+        config = RunConfig(model_cfg, cfg, corpus_record(specs, prepared, options, voices),
                            recipe=record(recipe, auto_fields) if recipe else None, distributed=_world_record(group))
         if parent is None:
             model, start = CharRNN(model_cfg), Fresh()
@@ -171,7 +185,9 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
     tokenizer = checkpoint.load_tokenizer(run_dir)
     with distributed.join(launch, dev) as group, _writer_lock(run_dir, group):
         # A fine-tuned run's vocabulary is its parent's grown, not its corpus's own: encode in it.
-        prepared = prepare_corpus(source, cfg, paths, group, tokenizer if config.parent else None)
+        specs = given or config.sources
+        prepared = _prepare(source, specs, config.voices, config.model.voices, CorpusOptions.of(config.corpus), cfg,
+                            paths, group, tokenizer if config.parent else None)
         if tokenizer.chars != prepared.encoded.tokenizer.chars:
             raise RunError(f"run '{run_dir.name}' has a different vocabulary than its corpus — the run is damaged")
         model, start = _restart(config, run_dir, payload, prepared)
@@ -232,9 +248,19 @@ def _train(model: CharRNN, cfg: TrainConfig, prepared: Prepared, run_dir: Path, 
            clock: Budget | None, show_progress: bool) -> TrainResult:
     """The loop, under the run's lock, and the budget's record."""
     result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, group.device, start=start,
-                   show_progress=show_progress, group=group, deadline=clock.deadline if clock else None)
+                   show_progress=show_progress, group=group, deadline=clock.deadline if clock else None,
+                   labels=prepared.labels)
     _record_time(run_dir, clock, result)
     return result
+
+
+def _prepare(source: Any, specs: Sequence[str], voices: Sequence[str], table: Sequence[str], options: CorpusOptions,
+             cfg: TrainConfig, paths: Paths, group: ProcessGroup, tokenizer: Any = None) -> Prepared:
+    """The corpus encoded and split; with `voices` (one per spec), each spec a voice's text, labelled."""
+    if not voices:
+        return prepare_corpus(source, cfg, paths, group, tokenizer)
+    return prepare_voices([options.resolve(s, paths) for s in specs], source, voices, table, cfg, paths, group,
+                          tokenizer)
 
 
 def _record_time(run_dir: Path, clock: Budget | None, result: TrainResult) -> None:

@@ -35,7 +35,7 @@ from charnn.device import AMP_DEVICES, amp_dtype, tune_for
 from charnn.distributed import ProcessGroup, restore_rng
 from charnn.ema import WeightAverage
 from charnn.errors import TrainingError
-from charnn.evaluation import evaluate
+from charnn.evaluation import evaluate, evaluate_voices
 from charnn.interrupt import StopFlag, resumable
 from charnn.model import CharRNN, State, detach_state
 from charnn.schedule import (
@@ -48,6 +48,7 @@ from charnn.schedule import (
     patience_ran_out,
     stop_reason,
 )
+from charnn.voices import NO_VOICE, NO_VOICE_SHARE, unvoiced_rows
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
 
@@ -80,6 +81,10 @@ class TrainConfig:
     # 10m 1.4358 -> 1.4329 (RECIPES.md #21-22).
     ema: float = 0.995
     epoch_offset: bool = True  # each epoch after the first shifts the stream layout (Streams.epoch_offset)
+    # A voiced run (voices.py): each voice's training text repeated to the longest's length, so the voices train
+    # in equal shares instead of in proportion to their text (`runcorpus.prepare_voices`).
+    balance: bool = False
+    no_voice_share: float = NO_VOICE_SHARE  # of the training windows, the share that learns with no voice given
 
     def validate(self) -> list[str]:
         problems = []
@@ -96,6 +101,8 @@ class TrainConfig:
             problems.append(f"--clip {self.clip} must be positive")
         if not 0.0 <= self.ema < 1.0:
             problems.append(f"--ema {self.ema} must be in [0, 1) (0: off; 0.999 averages ~1000 steps)")
+        if not 0.0 <= self.no_voice_share < 1.0:
+            problems.append(f"no_voice_share {self.no_voice_share} must be in [0, 1)")
         if not 0.0 < self.val_frac < 1.0:
             problems.append(f"--val-frac {self.val_frac} must be between 0 and 1 (exclusive)")
         for name, value in (("epochs", self.epochs), ("max_steps", self.max_steps), ("time", self.time_budget)):
@@ -162,6 +169,7 @@ def train(
     should_stop: Callable[[Progress], bool] | None = None,
     group: ProcessGroup | None = None,
     deadline: float | None = None,
+    labels: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train `model` in place, writing checkpoints and metrics into `run_dir`.
 
@@ -169,10 +177,11 @@ def train(
     step (tests use it to interrupt at an exact step). `show_progress` turns on
     the tqdm bar (on a terminal) and one line per evaluation. `group` is the
     torchrun process group (None: a single process). `deadline` (a `time.perf_counter()`
-    reading) makes `cfg.time_budget` wall clock: the loop's budget is what is left of it.
+    reading) makes `cfg.time_budget` wall clock: the loop's budget is what is left of it. A voiced model
+    trains on `labels`: the voice of every character of the training and the validation split (voices.py).
     """
     trainer = Trainer(model, cfg, train_ids, val_ids, run_dir, device, show_progress=show_progress,
-                      should_stop=should_stop, group=group)
+                      should_stop=should_stop, group=group, labels=labels)
     return trainer.run(start or Fresh(), deadline)
 
 
@@ -187,7 +196,8 @@ class Trainer:
 
     def __init__(self, model: CharRNN, cfg: TrainConfig, train_ids: np.ndarray, val_ids: np.ndarray,
                  run_dir: Path, device: torch.device, *, show_progress: bool = True,
-                 should_stop: Callable[[Progress], bool] | None = None, group: ProcessGroup | None = None):
+                 should_stop: Callable[[Progress], bool] | None = None, group: ProcessGroup | None = None,
+                 labels: tuple[np.ndarray, np.ndarray] | None = None):
         self.world = group or ProcessGroup.solo(device)
         self.writer = self.world.is_writer
         self.show = show_progress and self.writer
@@ -195,7 +205,9 @@ class Trainer:
         self.should_stop = should_stop
         tune_for(device)
         assert not cfg.amp or device.type in AMP_DEVICES, "api checks --amp against the device before any write"
-        self.streams = Streams(train_ids, cfg.batch_size, cfg.seq_len, self.world.block(cfg.batch_size))
+        self.streams = Streams(train_ids, cfg.batch_size, cfg.seq_len, self.world.block(cfg.batch_size),
+                               labels[0] if labels else None)
+        self.val_labels = labels[1] if labels else None
         model.to(device).train()
         self.net = self.world.wrap(model)  # DDP under torchrun: backward averages gradients over ranks
         if cfg.amp and self.show:
@@ -306,8 +318,9 @@ class Trainer:
             x, y = x.pin_memory(), y.pin_memory()
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
+        voices = self._voices()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-            logits, new_state = self.net(x, self.state)  # (b, T, V)
+            logits, new_state = self.net(x, self.state, voices)  # (b, T, V)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -335,6 +348,16 @@ class Trainer:
         p.tokens += cfg.batch_size * cfg.seq_len  # all ranks' streams
         return loss
 
+    def _voices(self) -> torch.Tensor | None:
+        """A voiced run's labels for this step's window (b, T) on the device: each character's voice, except in
+        the streams drawn to learn "no voice" this step (`voices.unvoiced_rows`); None without voices."""
+        if self.streams.labels is None:
+            return None
+        voices = self.streams.voices(self.p.window, offset=self.offset)
+        unvoiced = unvoiced_rows(self.cfg.seed, self.p.step, self.cfg.batch_size, self.cfg.no_voice_share)
+        voices[torch.from_numpy(unvoiced[self.streams.block])] = NO_VOICE
+        return voices.to(self.device, non_blocking=True)
+
     def evaluate(self, line: str | None = None) -> None:
         """A full validation pass: record metrics (file, TensorBoard, the printed line), keep `best`, save.
 
@@ -342,7 +365,7 @@ class Trainer:
         p, world = self.p, self.world
         started = time.perf_counter()
         with self.average.applied() if self.average is not None else nullcontext():  # best.pt gets what was evaluated
-            val = evaluate(self.model, self.val_ids, self.cfg.seq_len, self.device, world)
+            val, by_voice = self._score()
             best_weights = ({k: v.clone() for k, v in self.model.state_dict().items()}
                             if val < p.best_val and self.writer else None)
         self.last_val = val
@@ -362,6 +385,8 @@ class Trainer:
             "val_loss": val, "val_bpc": val / math.log(2), "lr": self.optimizer.param_groups[0]["lr"],
             "tokens_per_s": round(tps, 1),
         }
+        if by_voice:
+            record["val_voices"] = by_voice
         if val < p.best_val:
             p.best_val, p.evals_since_best, p.best_step = val, 0, p.step
             if best_weights is not None:
@@ -385,6 +410,15 @@ class Trainer:
                        f"  {tps:,.0f} tok/s  lr {record['lr']:.2e}")
         self.loss_sum, self.loss_count = torch.zeros((), device=self.device), 0
         self.rate_mark = (time.perf_counter(), p.tokens)
+
+    def _score(self) -> tuple[float, dict[str, float]]:
+        """The validation loss; in a voiced run, each character read in its own voice, and each voice's loss."""
+        if self.val_labels is None:
+            return evaluate(self.model, self.val_ids, self.cfg.seq_len, self.device, self.world), {}
+        val, rows = evaluate_voices(self.model, self.val_ids, self.val_labels, self.cfg.seq_len, self.device,
+                                    self.world)
+        return val, {name: loss for name, loss in zip(self.model.config.voices, rows[1:], strict=True)
+                     if loss is not None}
 
     def end_on_best(self) -> None:
         """After an early stop: the model (and so `latest.pt`) set back to `best.pt`'s weights, marked, so that

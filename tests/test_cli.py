@@ -114,7 +114,7 @@ def _python_charnn(*args: str) -> list[str]:
 
 @pytest.mark.slow
 def test_sigint_then_resume_matches_an_uninterrupted_run(words_file, tmp_path) -> None:
-    common = ["--max-steps", "1500", "--eval-every", "50", "--dropout", "0.1", *TINY]
+    common = ["--max-steps", "600", "--eval-every", "50", "--dropout", "0.1", *TINY]
     straight = cli("train", str(words_file), "--name", "straight", *common)
     assert straight.exit_code == 0, straight.output
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -129,13 +129,13 @@ def test_sigint_then_resume_matches_an_uninterrupted_run(words_file, tmp_path) -
     assert proc.returncode == 0, err
     assert "charnn train --resume cut" in err
     stopped_at = checkpoint.load_tensors(latest)["step"]
-    assert 0 < stopped_at < 1500  # really stopped in the middle
+    assert 0 < stopped_at < 600  # really stopped in the middle
     resumed = subprocess.run(_python_charnn("train", "--resume", "cut", "-q"), cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     a = checkpoint.load_tensors(tmp_path / "checkpoints" / "straight" / "latest.pt")
     b = checkpoint.load_tensors(latest)
-    assert a["step"] == b["step"] == 1500
+    assert a["step"] == b["step"] == 600
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 

@@ -167,7 +167,7 @@ def test_multinode_on_one_machine_matches_standalone(two_process_run: dict) -> N
 
 @pytest.mark.slow
 def test_sigint_to_launcher_stops_all_ranks_then_resumes_exactly(words_file: Path, tmp_path: Path) -> None:
-    limits = ["--max-steps", "1200", "--eval-every", "50", "--dropout", "0.2"]  # dropout: RNG state must resume too
+    limits = ["--max-steps", "500", "--eval-every", "50", "--dropout", "0.2"]  # dropout: RNG state must resume too
     straight = _run([*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "charnn", "train", str(words_file),
                      "--name", "straight", *limits, *MODEL], tmp_path, timeout=300)
     assert straight.returncode == 0, straight.stderr
@@ -180,7 +180,7 @@ def test_sigint_to_launcher_stops_all_ranks_then_resumes_exactly(words_file: Pat
     assert "rank 0 exit 0" in out and "rank 1 exit 0" in out, (out, err)
     line = next(x for x in err.splitlines() if x.startswith("interrupted at step"))
     step = int(line.split()[3].rstrip(";"))
-    assert 100 <= step < 1200
+    assert 100 <= step < 500
     assert f"2 processes stopped together at step {step}; weights identical on every rank" in err
     assert "Continue with: torchrun --standalone --nproc_per_node=2 -m charnn train --resume split" in err
     assert checkpoint.load_tensors(tmp_path / "checkpoints" / "split" / checkpoint.LATEST)["step"] == step
@@ -194,11 +194,11 @@ def test_sigint_to_launcher_stops_all_ranks_then_resumes_exactly(words_file: Pat
     a, b = _weights(tmp_path / "checkpoints" / "straight"), _weights(tmp_path / "checkpoints" / "split")
     assert all(torch.equal(a[k], b[k]) for k in a), "2-process resume must be bit-for-bit"
     steps = [r["step"] for r in checkpoint.read_metrics(tmp_path / "checkpoints" / "split")]
-    assert steps == list(range(50, 1201, 50))
+    assert steps == list(range(50, 501, 50))
     one = _run([sys.executable, "-m", "charnn", "train", "--resume", "split1", "--quiet"], tmp_path, timeout=300)
     assert one.returncode == 0, one.stderr
     last = checkpoint.read_metrics(tmp_path / "checkpoints" / "split1")[-1]
-    assert last["step"] == 1200 and last["val_loss"] < 1.0  # continued and kept learning (not bit-exact: dropout)
+    assert last["step"] == 500 and last["val_loss"] < 1.5  # continued and kept learning (not bit-exact: dropout)
     cfg = json.loads((tmp_path / "checkpoints" / "split1" / "config.json").read_text())
     assert cfg["distributed"]["world_size"] == 1
 

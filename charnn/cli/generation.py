@@ -55,6 +55,8 @@ def sample_cmd(
                              "--length it finds, ranked by log-probability per character; with --items N, the N most "
                              "likely items."),
     drop_unknown: bool = typer.Option(False, "--drop-unknown", help="Drop prime characters the model never saw."),
+    voice: str = typer.Option(None, "--voice", help="A voiced run (trained with --voices): write in this voice, or a "
+                              "blend of voices whose weights sum to 1 (poems=0.7,plays=0.3); default: no voice."),
     checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default)."),
     originality: bool = typer.Option(
@@ -78,7 +80,8 @@ def sample_cmd(
     if items is not None:
         _refuse("--items", num_samples=num_samples != 1, stop=stop is not None, originality=originality)
         _print_items(api.load_run(run, checkpoint_name, device, checkpoints_dir), items,
-                     SampleConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, drop_unknown=drop_unknown),
+                     SampleConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, drop_unknown=drop_unknown,
+                                  voice=voice),
                      ItemsConfig(count=items, separator=unescape(separator), start=prime or "", new=new,
                                  longest=200 if length is None else length, attempts=attempts),
                      paths_for(checkpoints_dir, corpora_dir), corpus_paths or (), as_json, beam)
@@ -91,14 +94,14 @@ def sample_cmd(
     length = 500 if length is None else length
     model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
     if beam is not None:
-        found = model.beam(prime, beam, length, stop, temperature, seed, drop_unknown)
+        found = model.beam(prime, beam, length, stop, temperature, seed, drop_unknown, voice)
         best = found.hypotheses[0]
         sys.stdout.write(prime + best.text + "\n")
         typer.echo(f"beam {beam}: {len(best.text)} characters, {best.score:.4f} nats per character (log-probability "
                    f"{best.logprob:.2f}; best of {len(found.hypotheses)} kept)", err=True)
         return
     cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                       num_samples=num_samples, stop=stop, drop_unknown=drop_unknown)
+                       num_samples=num_samples, stop=stop, drop_unknown=drop_unknown, voice=voice)
     stream = generate(model.model, model.tokenizer, prime, cfg)  # validates before anything is printed
     out = sys.stdout
     if originality:

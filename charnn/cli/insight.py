@@ -25,6 +25,8 @@ def eval_cmd(
         ..., metavar="[RUN] FILE", help="Optional run (default: the newest), then the text file to score."),
     checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line instead of text."),
+    voice: str = typer.Option(None, "--voice", help="A voiced run: score FILE as written in this voice (NAME, or a "
+                              "blend NAME=W,NAME=W summing to 1); default: no voice."),
     device: str = DEVICE,
     checkpoints_dir: Path = CKPT_DIR,
     corpora_dir: Path = CORPORA_DIR,
@@ -34,15 +36,16 @@ def eval_cmd(
         raise typer.BadParameter("give at most a RUN and a FILE")
     run, file = (None, args[0]) if len(args) == 1 else (args[0], args[1])
     model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
-    score = model.score_file(file, paths_for(checkpoints_dir, corpora_dir))
+    score = model.score_file(file, paths_for(checkpoints_dir, corpora_dir), voice)
     unknown = sum(score.unknown.values())
     if as_json:
         typer.echo(json.dumps({"run": model.run_dir.name, "checkpoint": checkpoint_name, "file": file,
                                "loss": score.nats, "bpc": score.bpc, "perplexity": score.perplexity,
                                "characters": score.characters, "unknown_characters": unknown,
-                               "unknown": score.unknown}))
+                               "unknown": score.unknown, "voice": voice}))
         return
-    typer.echo(f"{file} under {model.run_dir.name} ({checkpoint_name}, step {model.step}): "
+    voiced = f", voice {voice}" if voice else ", no voice" if model.voices else ""
+    typer.echo(f"{file} under {model.run_dir.name} ({checkpoint_name}, step {model.step}{voiced}): "
                f"loss {score.nats:.4f} nats, {score.bpc:.4f} bits/char, perplexity {score.perplexity:.3f} "
                f"over {score.characters:,} characters")
     if unknown:

@@ -16,7 +16,7 @@ from charnn.errors import CharnnError
 @app.command("runs")
 @handled
 def runs_cmd(checkpoints_dir: Path = CKPT_DIR) -> None:
-    """List runs: model, size, steps, best validation loss, the run each was fine-tuned from, last change.
+    """List runs: model, size, voices, steps, best validation loss, the run each was fine-tuned from, last change.
     The built-in model `base` comes first."""
     rows = []
     folders = ([base.folder()] if base.installed() else []) + checkpoint.find_runs(checkpoints_dir)
@@ -24,18 +24,19 @@ def runs_cmd(checkpoints_dir: Path = CKPT_DIR) -> None:
         try:
             s = checkpoint.summarize(run_dir)
         except CharnnError as e:
-            rows.append((run_dir.name, f"(unreadable: {str(e)[:50]})", "", "", "", "", "", ""))
+            rows.append((run_dir.name, f"(unreadable: {str(e)[:50]})", "", "", "", "", "", "", ""))
             continue
         best = "-" if s.best_val is None else f"{s.best_val:.4f}"
         bpc = "-" if s.best_val is None else f"{s.best_val / 0.6931471805599453:.3f}"
         built_in = run_dir == base.folder()
-        rows.append((s.name, f"{s.cell} {s.layers}x{s.hidden}", f"{s.parameters:,}", str(s.steps), best, bpc,
+        rows.append((s.name, f"{s.cell} {s.layers}x{s.hidden}", f"{s.parameters:,}", str(len(s.voices) or "-"),
+                     str(s.steps), best, bpc,
                      "(built in)" if built_in else s.parent or "-",
                      "-" if built_in else time.strftime("%Y-%m-%d %H:%M", time.localtime(s.modified))))
     if not rows:
         typer.echo(f"no runs in '{checkpoints_dir}' — train one with: charnn train CORPUS")
         return
-    _table(("run", "model", "params", "steps", "best val", "bpc", "from", "modified"), rows)
+    _table(("run", "model", "params", "voices", "steps", "best val", "bpc", "from", "modified"), rows)
 
 
 @app.command("corpora")

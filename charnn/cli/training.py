@@ -27,6 +27,7 @@ from charnn.model import HEADED, ModelConfig
 from charnn.recipe import AMP_MIN_GAIN, FINE_TUNE, Request, configs, fine_tune_recipe
 from charnn.schedule import TIME_PATIENCE
 from charnn.train import TrainConfig
+from charnn.voices import check_names, parse_spec
 
 # The defaults the help states are the configs' own (model.py, train.py), and fine-tuning's are recipe.FINE_TUNE's.
 M, T = ModelConfig, TrainConfig
@@ -47,6 +48,12 @@ def train_cmd(
              f"Defaults change to fine-tuning's: --lr {FINE_TUNE.lr:g}, --warmup {FINE_TUNE.warmup}, --batch-size "
              f"{FINE_TUNE.batch_size}, --ema {FINE_TUNE.ema:g}, --eval-every {FINE_TUNE.eval_every}, the parent's --dropout."),
     name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir (default: corpus name + timestamp)."),
+    voices: bool = typer.Option(
+        False, "--voices", help="Each CORPUS is one voice (a style), named by its file or folder stem, or NAME=PATH: "
+        "one model learns them all and writes in one (`charnn sample RUN --voice NAME`), a blend, or none."),
+    balance: bool = typer.Option(
+        False, "--balance", help="With --voices: train the voices in equal shares (each voice's training text "
+        "repeated up to the longest's length) instead of in proportion to their text."),
     cell: str = typer.Option(
         None, "--cell", help=f"Recurrent cell: rnn (Elman tanh), lstm, gru, slstm or mlstm (xLSTM's two) (default: {M.cell})."),
     heads: int = typer.Option(None, "--heads", help="slstm and mlstm only: heads of the block-diagonal "
@@ -130,6 +137,7 @@ def train_cmd(
                  "--embed": embed, "--dropout": dropout, "--batch-size": batch_size, "--seq-len": seq_len,
                  "--warmup": warmup, "--ema": ema, "--locked-dropout/--step-dropout": locked_dropout,
                  "--epoch-offset/--same-windows": epoch_offset, "--amp/--no-amp": amp}
+        fixed.update({"--voices": voices or None, "--balance": balance or None})
         if given_fixed := [option for option, value in fixed.items() if value is not None]:
             raise typer.BadParameter(f"{', '.join(given_fixed)} cannot change when resuming: the run keeps the model, "
                                      "batch, windows and precision it started with — drop them, or train a new run")
@@ -142,6 +150,13 @@ def train_cmd(
     else:
         if not corpus_spec:
             raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
+        voice_names: list[str] = []
+        if voices:
+            voice_names, corpus_spec = (list(side) for side in zip(*map(parse_spec, corpus_spec), strict=True))
+            check_names(voice_names)
+        elif balance:
+            raise typer.BadParameter("--balance applies to --voices (it shares the steps between the voices) — "
+                                     "add --voices or drop --balance")
         parent = api.load_parent(from_run, paths.checkpoints) if from_run is not None else None
         if parent is not None:
             check_architecture(parent, {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed,
@@ -162,12 +177,14 @@ def train_cmd(
                                        max_steps=max_steps, time_budget=seconds,
                                        patience=patience,
                                        val_frac=val_frac, seed=seed,
-                                       tensorboard=tensorboard, epoch_offset=epoch_offset is not False)
+                                       tensorboard=tensorboard, epoch_offset=epoch_offset is not False,
+                                       balance=balance)
         say = None if quiet else (lambda line: typer.echo(line, err=True))
         options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
         run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,
                                              overwrite=overwrite, corpus_options=options, show_progress=not quiet,
-                                             auto_fields=auto, announce=say, started=started, parent=parent)
+                                             auto_fields=auto, announce=say, started=started, parent=parent,
+                                             voices=voice_names)
     if not result.is_writer:
         return
     p = result.progress

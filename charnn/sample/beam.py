@@ -15,7 +15,7 @@ replacement, in proportion to exp(score / temperature)), instead of by score alo
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from charnn.errors import UsageError
 from charnn.model import CharRNN, Stepper, pack_state, unpack_state
-from charnn.sample.engine import FUSED_MAX_BATCH, encode_prime
+from charnn.sample.engine import FUSED_MAX_BATCH, encode_prime, voice_of
 from charnn.tokenizer import CharTokenizer
 
 MAX_WIDTH = 64
@@ -38,6 +38,7 @@ class BeamConfig:
     temperature: float = 0.0  # 0: plain beam search; > 0: stochastic (Gumbel-top-k) at this temperature
     seed: int | None = None  # for the stochastic variant
     drop_unknown: bool = False
+    voice: str | Mapping[str, float] | None = None  # a voiced model's voice or blend (SampleConfig.voice)
 
     def validate(self) -> list[str]:
         problems = []
@@ -82,6 +83,7 @@ def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: BeamC
     """
     if problems := cfg.validate():
         raise UsageError(problems[0])
+    voice = voice_of(model, cfg.voice)
     model.eval()
     device = model.head.weight.device
     seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(6), "little")
@@ -92,7 +94,7 @@ def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: BeamC
     finished: dict[str, Hypothesis] = {}
     with torch.inference_mode():
         ids = torch.tensor([encode_prime(tokenizer, prime, cfg.drop_unknown)], device=device)
-        logits, state = model(ids, model.init_state(1, device))  # (1, P, V)
+        logits, state = model(ids, model.init_state(1, device, voice))  # (1, P, V)
         logits = logits[:, -1]  # (1, V)
         parts = unpack_state(state)
         texts, scores = [""], torch.zeros(1, device=device, dtype=torch.float32)  # live: (A,)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +22,7 @@ from charnn.sample.draw import Settings, sample_rows
 from charnn.sample.logprobs import MAX_TOP_LOGPROBS, Logprob, score_rows
 from charnn.sample.races import Races
 from charnn.tokenizer import CharTokenizer
+from charnn.voices import as_blend, weights
 
 FUSED_MAX_BATCH = 64  # rows up to which the CPU step runs through Stepper (RESULTS.md: as fast or faster to 64)
 STEPPED_PRIME_MAX = 8  # primes up to this long run through the Stepper on CPU (see Engine._prime)
@@ -36,6 +37,7 @@ class SampleConfig:
     stop: str | Sequence[str] | None = None  # a sample ends once its text ends with (one of) these (included)
     drop_unknown: bool = False  # drop prime characters the model never saw instead of failing
     logprobs: int | None = None  # record each drawn character's log-probability and the K most likely (0: none)
+    voice: str | Mapping[str, float] | None = None  # a voiced model's voice: a name, "a=0.7,b=0.3" or {name: weight}
 
     def validate(self) -> list[str]:
         problems = []
@@ -64,6 +66,15 @@ class SampleConfig:
     def check(self) -> None:
         if problems := self.validate():
             raise UsageError(problems[0])
+
+
+def voice_of(model: CharRNN, voice: str | Mapping[str, float] | None) -> Tensor | None:
+    """A voice as requests give it -> its vector (E,) for `model` (`CharRNN.voice_vector`); None: no voice given.
+    A voice the model lacks, a bad blend, or a voice for a model without voices: one-line UsageError."""
+    blend = as_blend(voice)
+    if blend is None:
+        return None
+    return model.voice_vector(weights(blend, model.config.voices))
 
 
 def encode_prime(tokenizer: CharTokenizer, prime: str, drop_unknown: bool) -> list[int]:
@@ -162,7 +173,7 @@ class Engine:
     def join(self, prime: str, cfg: SampleConfig, state: State | None = None) -> Group:
         """Validate, prime and add a group; `state` continues a previous context (batch 1 or n)."""
         prime_ids = self._checked(prime, cfg)
-        state = state if state is not None else self.model.init_state(1, self.device)
+        state = state if state is not None else self.model.init_state(1, self.device, voice_of(self.model, cfg.voice))
         # Prime once (batch 1 unless a batched state is continued), then fan out to n samples.
         primed = torch.tensor([prime_ids], device=self.device).expand(state[0].size(1), -1)  # (B0, P)
         last, state = self._prime(primed, state)  # (B0, V)
@@ -195,7 +206,8 @@ class Engine:
         for members in by_length.values():
             try:
                 ids = torch.tensor([prime_ids for _, prime_ids in members], device=self.device)  # (k, P)
-                last, state = self._prime(ids, self.model.init_state(len(members), self.device))  # (k, V)
+                last, state = self._prime(ids, self.model.init_state(len(members), self.device,
+                                                                     self._voices([groups[i].cfg for i, _ in members])))
             except Exception as e:
                 for i, _ in members:
                     results[i] = e
@@ -209,9 +221,17 @@ class Engine:
                             for p in range(len(rows[0][0][1]))))
         return results
 
+    def _voices(self, cfgs: Sequence[SampleConfig]) -> Tensor | None:
+        """The voice of each request's row (k, E) in a voiced model, None in another."""
+        if self.model.voice_table is None:
+            return None
+        vectors = [voice_of(self.model, cfg.voice) for cfg in cfgs]
+        return torch.stack([self.model.voice_vector() if v is None else v for v in vectors])
+
     def _checked(self, prime: str, cfg: SampleConfig) -> list[int]:
-        """The prime's ids, once the settings are valid (a missing seed is drawn and stored back)."""
+        """The prime's ids, once the settings (the voice too) are valid (a missing seed is drawn and stored back)."""
         cfg.check()
+        voice_of(self.model, cfg.voice)
         if cfg.seed is None:
             cfg.seed = int.from_bytes(os.urandom(6), "little")
         return encode_prime(self.tokenizer, prime, cfg.drop_unknown)
@@ -347,7 +367,8 @@ class Generation:
     def __init__(self, model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: SampleConfig,
                  state: State | None = None):
         cfg.check()
-        encode_prime(tokenizer, prime, cfg.drop_unknown)  # fail here, before anything is printed
+        voice_of(model, cfg.voice)  # the voice and the prime fail here, before anything is printed
+        encode_prime(tokenizer, prime, cfg.drop_unknown)
         self.model = model
         self.tokenizer = tokenizer
         self.cfg = cfg

@@ -15,7 +15,7 @@ cannot find N items in them returns the ones it found, and `complete` says so.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,7 +151,8 @@ def _sort(result: Items, kept: set[str], cfg: ItemsConfig, text: str, known: Cal
 
 
 def beam_items(model: CharRNN, tokenizer: CharTokenizer, cfg: ItemsConfig, width: int, temperature: float = 0.0,
-               seed: int | None = None, known: Callable[[str], bool] | None = None) -> Items:
+               seed: int | None = None, known: Callable[[str], bool] | None = None,
+               voice: str | Mapping[str, float] | None = None) -> Items:
     """The `cfg.count` most likely distinct items a beam of `width` reaches (`beam.py`): finished hypotheses
     ranked by log-probability per character; empty ones and (with `cfg.new`) known ones are turned down and
     counted. The search stops once `count` are found or no item ends within `cfg.longest` characters."""
@@ -171,7 +172,7 @@ def beam_items(model: CharRNN, tokenizer: CharTokenizer, cfg: ItemsConfig, width
 
     beams = beam_search(model, tokenizer, cfg.separator + cfg.start,
                         BeamConfig(width=width, length=cfg.longest + len(cfg.separator), stops=(cfg.separator,),
-                                   want=cfg.count, temperature=temperature, seed=seed), accept)
+                                   want=cfg.count, temperature=temperature, seed=seed, voice=voice), accept)
     done = [h for h in beams.hypotheses if h.finished][: cfg.count]
     items = [cfg.start + h.text[: len(h.text) - len(cfg.separator)] for h in done]
     # Beams never repeat an item (finished texts are kept distinct) and unfinished ones are not draws: every
