@@ -22,6 +22,7 @@ from charnn.model import CharRNN, State
 from charnn.repl import Repl
 from charnn.sample import SampleConfig, encode_prime, generate
 from charnn.sample.choices import Choice, Choices, ChoicesConfig, next_choices
+from charnn.sample.engine import voice_of
 from charnn.tokenizer import CharTokenizer
 
 HELP = """\
@@ -30,6 +31,7 @@ A number picks a choice: words first, then characters. Other text is typed in (\
   :type TEXT   type TEXT exactly (digits, ':')    :text      the whole text so far
   :k N         choices of each kind (1-20)        :reset     start again from nothing
   :temp X  :topk K  :topp P  :seed S  sampling settings for :auto
+  :voice V     a voiced run's voice or blend (a=0.7,b=0.3; none): the text so far is read again in it
   :help        this text                          :quit      leave (or Ctrl-D), printing the text
 An empty line shows the choices again."""
 SHOWN_TAIL = 160  # characters of the text shown above the choices
@@ -45,8 +47,8 @@ class _Point:
 class Draft:
     """The text being written, with the model's state after each step (so :undo is exact and free)."""
 
-    def __init__(self, model: CharRNN, tokenizer: CharTokenizer):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model: CharRNN, tokenizer: CharTokenizer, voice: Tensor | None = None):
+        self.model, self.tokenizer, self.voice = model, tokenizer, voice  # a voiced model's voice (E,)
         self.points = [self._advance(None, "\n", "")]
 
     @property
@@ -74,7 +76,7 @@ class Draft:
     def _advance(self, point: _Point | None, fed: str, text: str) -> _Point:
         device = self.model.head.weight.device
         ids = torch.tensor([encode_prime(self.tokenizer, fed, drop_unknown=False)], device=device)  # (1, T)
-        state = point.state if point is not None else self.model.init_state(1, device)
+        state = point.state if point is not None else self.model.init_state(1, device, self.voice)
         self.model.eval()
         with torch.inference_mode():
             logits, state = self.model(ids, state)  # (1, T, V)
@@ -87,7 +89,7 @@ class Chooser(Repl):
     def __init__(self, model: CharRNN, tokenizer: CharTokenizer, run_dir: Path, cfg: SampleConfig,
                  choices: ChoicesConfig | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None):
         super().__init__(model, tokenizer, run_dir, cfg, stdin=stdin, stdout=stdout)
-        self.draft = Draft(model, tokenizer)
+        self.draft = Draft(model, tokenizer, voice_of(model, cfg.voice))
         self.choices_cfg = choices or ChoicesConfig()
         self.offered: list[Choice] = []
 
@@ -166,6 +168,13 @@ class Chooser(Repl):
         else:
             return super().command(line)
         return True
+
+    def change_voice(self, arg: str) -> None:
+        """`:voice`: the text so far read again in the new voice, so the choices offered next are that voice's."""
+        super().change_voice(arg)
+        text = self.draft.text
+        self.draft = Draft(self.model, self.tokenizer, voice_of(self.model, self.cfg.voice))
+        self.draft.add(text)
 
     def auto(self, arg: str) -> None:
         if not arg.isdigit() or not 1 <= int(arg) <= 100_000:

@@ -401,6 +401,14 @@ def describe_change(recorded: Sequence[Sequence[object]] | None, now: Corpus) ->
     return "; ".join(parts) if parts else "its files were reordered"
 
 
+def same_content(recorded: Sequence[Sequence[object]] | None, now: Corpus) -> bool:
+    """Whether `now` holds the recorded manifest's files, byte for byte and in order, whatever their names: the
+    same sources spelled another way (`a.txt` then `/home/me/a.txt`: a resume reads the recorded absolute paths)."""
+    if not recorded or len(recorded) != len(now.files):
+        return False
+    return all(list(r)[1:] == [f.size, f.sha256] for r, f in zip(recorded, now.files, strict=True))
+
+
 def manifest_json(c: Corpus, limit: int = 2000) -> list[list[object]] | None:
     """The manifest to store in config.json, or None when it is too long to be worth keeping there."""
     return c.manifest() if len(c.files) <= limit else None

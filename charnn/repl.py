@@ -20,7 +20,9 @@ from charnn.errors import CharnnError
 from charnn.model import CharRNN, State
 from charnn.originality import Report
 from charnn.sample import SampleConfig, generate
+from charnn.sample.engine import voice_of
 from charnn.tokenizer import CharTokenizer
+from charnn.voices import as_blend, describe
 
 HELP = """\
 Type text and press Enter: the model continues it. An empty line primes with a newline.
@@ -29,6 +31,7 @@ Type text and press Enter: the model continues it. An empty line primes with a n
   :seed S      fixed seed (none = random)      :keep on|off  continue the previous context
   :reset       forget the context              :info      run and settings
   :copies on|off  mark what a reply copies verbatim from the training text
+  :voice V     a voiced run's voice: a name, a blend a=0.7,b=0.3, or none (a held context goes on in it)
   :help        this text                       :quit      leave (or Ctrl-D)
 Ctrl-C stops a generation in progress."""
 
@@ -149,14 +152,33 @@ class Repl:
                 self.say(f"run {self.run_dir} — {m.cell} {m.layers}x{m.hidden}, {self.tokenizer.vocab_size} characters\n"
                          f"temp {c.temperature}  len {c.length}  topk {c.top_k or 'off'}  topp {c.top_p or 'off'}  "
                          f"seed {self.fixed_seed if self.fixed_seed is not None else 'random'}  "
-                         f"keep {'on' if self.keep else 'off'}  context {'held' if self.state is not None else 'empty'}")
+                         f"keep {'on' if self.keep else 'off'}  context {'held' if self.state is not None else 'empty'}"
+                         + (f"\nvoices {', '.join(m.voices)}  voice {describe(as_blend(c.voice))}" if m.voices else ""))
             elif name in ("temp", "len", "topk", "topp", "seed"):
                 self.setting(name, arg)
+            elif name == "voice":
+                self.change_voice(arg)
             else:
                 raise ValueError(f"unknown command ':{name}' — :help lists the commands")
         except ValueError as e:
             self.say(f"error: {e}")
         return True
+
+    def change_voice(self, arg: str) -> None:
+        """`:voice NAME`, a blend, or `none`: checked against the run's voices; a held context continues in it."""
+        if not arg:
+            raise ValueError(":voice needs a name, a blend (a=0.7,b=0.3) or none")
+        voice = None if arg == "none" else arg
+        try:
+            vector = voice_of(self.model, voice) if voice else None
+            if voice is None and not self.model.config.voices:
+                raise CharnnError("this model has no voices")
+        except CharnnError as e:
+            raise ValueError(str(e).replace("--voice", ":voice")) from None
+        self.cfg = replace(self.cfg, voice=voice)
+        if self.state is not None:
+            self.state = self.model.with_voice(self.state, vector)
+        self.say(f"voice = {describe(as_blend(voice))}")
 
     def setting(self, name: str, arg: str) -> None:
         if not arg:

@@ -8,8 +8,8 @@ Used by training (session.py), originality (api.py) and the CLI; it writes only 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,7 @@ def corpus_of_run(config: RunConfig, run_dir: Path, paths: Paths, moved_to: Sequ
     recorded = config.corpus
     specs = list(moved_to) or config.sources
     source = CorpusOptions.of(recorded).resolve(specs, paths)
-    if source.fingerprint != recorded.get("fingerprint"):
+    if source.fingerprint != recorded.get("fingerprint") and not corpus.same_content(recorded.get("manifest"), source):
         change = corpus.describe_change(recorded.get("manifest"), source)
         if "manifest" not in recorded and len(source.files) > 1:
             change = "an older charnn made this run and fingerprinted folders differently; its content may be the same"
@@ -163,6 +163,40 @@ def corpus_of_run(config: RunConfig, run_dir: Path, paths: Paths, moved_to: Sequ
                          "give the original files as CORPUS (e.g. after moving them), or train a new run")
     return source
 
+
+
+@dataclass
+class _Split:
+    """A run's corpus as it was split: the training and validation ids, where each part starts (a file's or a
+    voice's name and its first character in the training ids) and the cache entry an index sits beside."""
+
+    train: np.ndarray
+    val: np.ndarray
+    starts: Callable[[], list[tuple[str, int]]]
+    stem: Path
+
+
+def _split_of_run(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
+                  moved_to: Sequence[str], why: str) -> _Split:
+    """The corpus a run trained on, encoded and split as the run did (a voiced run: each voice on its own, as
+    `prepare_voices` without --balance); `why` names the feature that needs it (for the message when it cannot
+    be read)."""
+    run_config = RunConfig.from_json(config, run_dir)
+    source, encoded, val_frac = _encoded_of_run(run_dir, config, tokenizer, paths, moved_to, why)
+    assert encoded.stem is not None  # `_encoded_of_run` checked
+    if not run_config.voices:
+        train_ids, val_ids = data.split(encoded.ids, val_frac)
+        return _Split(np.asarray(train_ids), np.asarray(val_ids), lambda: source.file_starts() if len(source.files) > 1
+                      else [(source.files[0].name if source.files else "", 0)], encoded.stem)
+    options = CorpusOptions.of(run_config.corpus)
+    specs = list(moved_to) or run_config.sources
+    prepared = prepare_voices([options.resolve(s, paths) for s in specs], source, run_config.voices,
+                              run_config.model.voices, replace(run_config.train, balance=False), paths,
+                              tokenizer=tokenizer if run_config.parent else None)
+    assert prepared.labels is not None
+    lengths = [int(np.sum(prepared.labels[0] == run_config.model.voices.index(v) + 1)) for v in run_config.voices]
+    starts = [(f"voice {v}", int(sum(lengths[:k]))) for k, v in enumerate(run_config.voices)]
+    return _Split(prepared.train_ids, prepared.val_ids, lambda: starts, encoded.stem.with_name(encoded.stem.name + "-voiced"))
 
 
 def _encoded_of_run(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
@@ -186,17 +220,13 @@ def training_index(run_dir: Path, config: dict[str, Any], tokenizer: CharTokeniz
                    moved_to: Sequence[str] = (), show_progress: bool = False, why: str = "originality") -> Index:
     """The originality index of the text a run (or a model folder) trained on: its corpus, checked against
     the run's fingerprint (at `moved_to` if given), encoded as the run encoded it, its training split."""
-    source, encoded, val_frac = _encoded_of_run(run_dir, config, tokenizer, paths, moved_to, why)
-    train_ids, _ = data.split(encoded.ids, val_frac)
+    split = _split_of_run(run_dir, config, tokenizer, paths, moved_to, why)
     newline = tokenizer.chars.index("\n") if "\n" in tokenizer.chars else None
-    assert encoded.stem is not None  # `_encoded_of_run` checked
-    return Index.open(train_ids, encoded.stem, lambda: source.file_starts() if len(source.files) > 1 else
-                      [(source.files[0].name if source.files else "", 0)], newline, show_progress)
+    return Index.open(split.train, split.stem, split.starts, newline, show_progress)
 
 
 def validation_text(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
                     moved_to: Sequence[str] = (), why: str = "originality") -> str:
     """The run's validation split, decoded (the part of its corpus the originality index leaves out)."""
-    _, encoded, val_frac = _encoded_of_run(run_dir, config, tokenizer, paths, moved_to, why)
-    _, val_ids = data.split(encoded.ids, val_frac)
+    val_ids = _split_of_run(run_dir, config, tokenizer, paths, moved_to, why).val
     return "".join(map(tokenizer.chars.__getitem__, val_ids.tolist()))  # a lookup per id: faster than the HF decoder

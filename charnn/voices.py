@@ -12,15 +12,19 @@ learn "no voice" (`unvoiced_rows`). Imports nothing of the model: the model, the
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
+import json
 import math
+import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from charnn.errors import UsageError
-from charnn.names import RULE, is_valid
 
 NO_VOICE = 0  # the table row (and training label) of text written with no voice given
 MAX_VOICES = 255  # labels are stored one byte per character, 0 being no voice
@@ -28,6 +32,9 @@ NO_VOICE_SHARE = 0.1  # the share of training windows that learn without their v
 Blend = dict[str, float]  # voice name -> weight; the weights sum to 1
 _TOLERANCE = 1e-6  # how far a blend's weights may sum from 1 (decimal fractions like 0.7 + 0.2 + 0.1)
 _SUFFIXES = re.compile(r"(\.(txt|text|md|gz|bz2|xz|jsonl|csv))+$", re.IGNORECASE)
+# A voice's name: what a blend can spell (no ',' or '='), printable, no space at either end, at most 64 characters.
+_NAME = re.compile(r"[^,=\s\x00-\x1f\x7f]([^,=\x00-\x1f\x7f]{0,62}[^,=\s\x00-\x1f\x7f])?")
+NAME_RULE = "1-64 printable characters, no ',' or '=' and no space at either end"
 
 
 def parse_spec(arg: str) -> tuple[str, str]:
@@ -49,8 +56,8 @@ def check_names(voices: Sequence[str]) -> None:
         raise UsageError(f"--voices got {len(voices)} voices; at most {MAX_VOICES} fit — merge some texts")
     seen: set[str] = set()
     for name in voices:
-        if not is_valid(name):
-            raise UsageError(f"voice name {name!r} is not valid — use {RULE} (name it with NAME=PATH)")
+        if not _NAME.fullmatch(name):
+            raise UsageError(f"voice name {name!r} is not valid — use {NAME_RULE} (name it with NAME=PATH)")
         if name in seen:
             raise UsageError(f"voice {name!r} is given twice — name the texts apart with NAME=PATH")
         seen.add(name)
@@ -127,6 +134,74 @@ def voices_line(voices: Sequence[str], chars: Sequence[int], balance: bool, unvo
     how = "equal shares (--balance: each voice's text repeated up to the longest's)" if balance else \
         "in proportion to their text (--balance for equal shares)"
     return f"voices: {shares}; trained {how}; {unvoiced:.0%} of windows learn with no voice"
+
+
+def from_records(path: Path, into: Path, text_field: str = "text", voice_field: str = "voice") -> list[tuple[str, str]]:
+    """`--voices-from FILE`: a JSON-lines or CSV file of documents, each a text and its voice -> one text file per
+    voice (voices in order of first appearance, documents in file order, each ending in a newline), written under
+    `into`/voices/ keyed by what they hold; [(voice name, its text file)]. Every record is checked before
+    anything is written: a bad line is one UsageError naming the line."""
+    try:
+        raw = path.read_bytes()
+        content = raw.decode("utf-8")
+    except OSError as e:
+        raise UsageError(f"--voices-from '{path}' cannot be read ({e.strerror or e}) — give a .jsonl or .csv file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--voices-from '{path}' is not UTF-8 text — save it as UTF-8") from None
+    texts: dict[str, list[str]] = {}
+    for line, record in _records(path, content):
+        fields = []
+        for field in (text_field, voice_field):
+            value = record.get(field)
+            if not isinstance(value, str):
+                option = "--text-field" if field == text_field else "--voice-field"
+                what = "has no" if value is None else "has a non-text"
+                raise UsageError(f"--voices-from '{path}' line {line} {what} '{field}' field — give every record one "
+                                 f"(or name the field with {option})")
+            fields.append(value)
+        text, voice = fields
+        if voice not in texts and not _NAME.fullmatch(voice):
+            raise UsageError(f"--voices-from '{path}' line {line}: voice name {voice!r} is not valid — use {NAME_RULE}")
+        texts.setdefault(voice, []).append(text if text.endswith("\n") else text + "\n")
+    check_names(list(texts))
+    digest = hashlib.sha256()  # keyed by what is written: the same documents from another file reuse it
+    for voice, docs in texts.items():
+        digest.update(f"{voice}\0{len(docs)}\0".encode() + "\0".join(docs).encode())
+    folder = into / "voices" / digest.hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k, (voice, docs) in enumerate(texts.items()):
+        target = folder / f"{k:03d}.txt"
+        data = "".join(docs).encode("utf-8")
+        if not (target.exists() and target.stat().st_size == len(data) and target.read_bytes() == data):
+            part = target.with_suffix(".part")
+            part.write_bytes(data)
+            os.replace(part, target)
+        written.append((voice, str(target)))
+    return written
+
+
+def _records(path: Path, content: str) -> Iterator[tuple[int, Mapping[str, object]]]:
+    """(line number, record) of a .jsonl (one JSON object a line; blank lines skipped) or a .csv (a header row)."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(content, newline=""))
+        for row in reader:
+            yield reader.line_num, row
+        return
+    if suffix not in (".jsonl", ".ndjson", ".json"):
+        raise UsageError(f"--voices-from '{path}': give a .jsonl file (one JSON object a line) or a .csv file "
+                         "(a header row naming the fields)")
+    for number, text in enumerate(content.splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"--voices-from '{path}' line {number} is not JSON ({e.msg}) — one object a line") from None
+        if not isinstance(record, dict):
+            raise UsageError(f"--voices-from '{path}' line {number} is not a JSON object — one object a line")
+        yield number, record
 
 
 def unvoiced_rows(seed: int, step: int, batch: int, share: float) -> np.ndarray:

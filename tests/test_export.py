@@ -32,12 +32,20 @@ def cli(*args: str) -> str:
     return result.output
 
 
-def onnx_greedy(folder: Path, prime: str, length: int) -> str:
-    """Greedy text from the export with onnxruntime and numpy alone, as a program without charnn runs it."""
+def onnx_greedy(folder: Path, prime: str, length: int, voice: dict[str, float] | None = None) -> str:
+    """Greedy text from the export with onnxruntime and numpy alone, as a program without charnn runs it (a voiced
+    model in `voice`, blended from the description's table; default no voice)."""
     meta = json.loads((folder / "charnn-model.json").read_text(encoding="utf-8"))
     run = onnx_export.session(folder / meta["model"])
     index = {c: i for i, c in enumerate(meta["vocabulary"])}
     state = {i["name"]: np.zeros([1 if s == "batch" else s for s in i["shape"]], np.float32) for i in meta["inputs"][1:]}
+    if "voices" in meta:
+        table = np.array(meta["voices"]["table"], np.float32)  # (K+1, E)
+        weights = np.zeros(len(table), np.float32)
+        for name, w in (voice or {}).items():
+            weights[meta["voices"]["names"].index(name) + 1] = w
+        weights[0] = 0.0 if voice else 1.0
+        state["voice"][:] = weights @ table  # every layer and row
     for c in prime:
         logits, *out = run.run(None, {"ids": np.array([index[c]], np.int64), **state})
         state = dict(zip(state, out, strict=True))

@@ -116,6 +116,27 @@ def test_web_export_of_an_mlstm_generates_the_same_greedy_text(browser, served: 
 
 
 @pytest.mark.slow
+def test_web_export_writes_in_the_voice_and_blend_picked(browser, served: tuple[str, Path], tmp_path: Path) -> None:
+    from tests.test_voices import blend_in_page, train_voiced
+
+    train_voiced(tmp_path, "v", max_steps=60)
+    problems: list[str] = []
+    page, blocked = export_and_open(browser, served, "v", problems)
+    assert page.locator("#voices").is_visible()
+    assert page.eval_on_selector_all("#voice option", "os => os.map(o => o.textContent)") == ["(no voice)", "ab", "aa"]
+    blend_in_page(page, "1", "2", 0.25)  # the export's options are the table's rows: 1 is ab, 2 is aa
+    page.fill("#prime", "a")
+    page.fill("#temperature", "0")
+    page.fill("#length", "80")
+    page.click("#generate")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=60_000)
+    expected = runner.invoke(app, ["sample", "v", "--prime", "a", "--temperature", "0", "--length", "80",
+                                   "--voice", "ab=0.75,aa=0.25"])
+    assert page.text_content("#output") == expected.output.rstrip("\n")
+    assert problems == [] and blocked == []
+
+
+@pytest.mark.slow
 def test_web_export_opened_as_a_file_says_how_to_serve_it(browser, words_file: Path, tmp_path: Path) -> None:
     train_run(words_file, name="r", max_steps=10, eval_every=5)
     assert runner.invoke(app, ["export", "r", "--format", "web", "--out", str(tmp_path / "site")]).exit_code == 0

@@ -70,6 +70,7 @@ EXCEPTIONS = {
     "too_many_completions": "prompts x n at most 16 in all: a bound across two fields",
     "top_logprobs_without_logprobs": "top_logprobs needs logprobs true: a rule across two fields (OpenAI's too)",
     "prompt_too_long": "a chat's transcript (messages, names and template together) over the server's prompt limit",
+    "invalid_voice": "the voices are the run's, not the schema's: a name it lacks, weights that do not sum to 1",
 }
 
 

@@ -297,3 +297,18 @@ def test_ema_weights_are_what_is_evaluated_and_kept_as_best(words_file) -> None:
         for p, e in zip(model.parameters(), expected, strict=True):
             torch.testing.assert_close(p.detach(), e)
     assert all(torch.equal(p.detach(), o) for p, o in zip(model.parameters(), own, strict=True))  # restored
+
+
+def test_a_run_of_several_sources_given_as_relative_paths_resumes(words_file) -> None:
+    """The record keeps absolute paths, the fingerprint the names as given: the same files, read again by their
+    absolute paths, are the run's corpus (it used to be refused as changed)."""
+    (words_file.parent / "more.txt").write_text(words_file.read_text()[:5000])
+    api.start_training(["words.txt", "more.txt"], tiny_model(), tiny_train(max_steps=10, eval_every=5), name="two",
+                       device="cpu", show_progress=False)
+    _, result = api.resume_training("two", max_steps=15, device="cpu", show_progress=False)
+    assert result.progress.step == 15
+    (words_file.parent / "more.txt").write_text("changed " * 700)
+    from charnn.errors import UsageError
+
+    with pytest.raises(UsageError, match="is not the one run 'two' was trained on"):
+        api.resume_training("two", max_steps=20, device="cpu", show_progress=False)

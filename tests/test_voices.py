@@ -52,11 +52,11 @@ def charnn(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           cwd=cwd, timeout=300)
 
 
-def random_voiced(cell: str, seed: int = 0) -> CharRNN:
+def random_voiced(cell: str, seed: int = 0, voice_input: str = "add") -> CharRNN:
     """A voiced model with random weights and a random (non-zero) voice table."""
     torch.manual_seed(seed)
     model = CharRNN(ModelConfig(vocab_size=11, cell=cell, layers=2, hidden=24, embed=8, dropout=0.0,
-                                heads=4, voices=("x", "y", "z")))
+                                heads=4, voices=("x", "y", "z"), voice_input=voice_input))
     assert model.voice_table is not None
     with torch.no_grad():
         model.voice_table.weight.normal_()
@@ -129,9 +129,10 @@ def test_the_no_voice_rows_are_a_function_of_seed_and_step() -> None:
 # ---- the model -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn", "slstm"])
-def test_the_fused_step_reads_the_voice_from_the_state_as_the_model_does(cell: str) -> None:
-    model = random_voiced(cell)
+@pytest.mark.parametrize("cell, entry", [("gru", "add"), ("lstm", "add"), ("rnn", "add"), ("slstm", "add"),
+                                         ("gru", "concat"), ("slstm", "concat")])
+def test_the_fused_step_reads_the_voice_from_the_state_as_the_model_does(cell: str, entry: str) -> None:
+    model = random_voiced(cell, voice_input=entry)
     stepper = Stepper(model)
     ids = torch.randint(0, 11, (3, 9))
     voice = torch.stack([model.voice_vector(w) for w in ([0, 1, 0, 0], [0, 0, 0.3, 0.7], None)])  # (3, E)
@@ -336,3 +337,250 @@ def test_sampling_a_voiced_model_in_python(tmp_path: Path) -> None:
     for _ in run:
         pass
     assert len(run.texts) == 3
+
+
+# ---- exports ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["gru", "slstm"])
+def test_the_onnx_export_writes_in_a_voice_as_charnn_sample_does(tmp_path: Path, cell: str) -> None:
+    from charnn.export import onnx as onnx_export
+    from tests.test_export import onnx_greedy
+
+    run_dir = train_voiced(tmp_path, cell=cell, max_steps=60)
+    out = charnn("export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "onnx"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    meta = json.loads((tmp_path / "onnx" / "charnn-model.json").read_text())
+    assert meta["voices"]["names"] == ["ab", "aa"] and meta["state"]["names"][-1] == "voice"
+    loaded = checkpoint.load(run_dir)
+    ids = loaded.tokenizer.encode_array((tmp_path / "ab.txt").read_text()[:300])
+    assert onnx_export.largest_difference(tmp_path / "onnx" / "model.onnx", loaded.model, ids) < 1e-4
+    for voice in ({"ab": 1.0}, {"ab": 0.3, "aa": 0.7}, None):
+        text = voices.describe(voice)
+        args = ["--voice", text] if voice else []
+        greedy = charnn("sample", str(run_dir), "--prime", "a", "--temperature", "0", "--length", "60", *args,
+                        cwd=tmp_path)
+        assert greedy.stdout.rstrip("\n") == "a" + onnx_greedy(tmp_path / "onnx", "a", 60, voice), text
+
+
+def test_the_safetensors_folder_keeps_the_voices(tmp_path: Path) -> None:
+    run_dir = train_voiced(tmp_path, max_steps=30)
+    out = charnn("export", str(run_dir), "--format", "safetensors", "--out", str(tmp_path / "st"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    args = ("--prime", "a", "--temperature", "0", "--length", "40", "--voice", "aa")
+    assert charnn("sample", str(tmp_path / "st"), *args, cwd=tmp_path).stdout == \
+        charnn("sample", str(run_dir), *args, cwd=tmp_path).stdout
+
+
+# ---- the server and its page ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def voiced_server(tmp_path_factory: pytest.TempPathFactory):
+    from charnn.serve import ServeConfig
+    from tests.conftest import Server
+
+    root = tmp_path_factory.mktemp("voiced")
+    cwd = Path.cwd()
+    os.chdir(root)
+    try:
+        train_voiced(root, "v", max_steps=60)
+        api.start_training(str(root / "ab.txt"), tiny_model("gru"), tiny_train(max_steps=5), name="plain",
+                           device="cpu", show_progress=False)
+    finally:
+        os.chdir(cwd)
+    from charnn.serve import load
+
+    config = ServeConfig()
+    server = Server(root / "checkpoints", config, load(["v", "plain"], root / "checkpoints", "cpu", config))
+    yield server, root
+    server.stop()
+
+
+def test_the_server_writes_in_a_voice_or_a_blend(voiced_server) -> None:
+    import httpx
+
+    server, root = voiced_server
+    models = httpx.get(server.url + "/v1/models").json()["data"]
+    assert {m["id"]: m["charnn"]["voices"] for m in models} == {"v": ["ab", "aa"], "plain": []}
+    for voice, text in (("aa", "aa"), ({"ab": 0.25, "aa": 0.75}, "ab=0.25,aa=0.75")):
+        body = {"model": "v", "prompt": "a", "max_tokens": 50, "temperature": 0, "voice": voice}
+        got = httpx.post(server.url + "/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
+        expected = charnn("sample", "v", "--prime", "a", "--temperature", "0", "--length", "50", "--voice", text,
+                          cwd=root)
+        assert "a" + got == expected.stdout.rstrip("\n")
+    chat = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
+        "model": "v", "messages": [{"role": "user", "content": "ab ab"}], "max_tokens": 20, "voice": "ab",
+        "template": "{name} {content}. ", "assistant_name": "a", "user_name": "b"})  # in the model's alphabet
+    assert chat.status_code == 200, chat.text
+    scored = httpx.post(server.url + "/v1/score", json={"model": "v", "text": "ab ab ab", "voice": "ab"}).json()
+    assert scored["nats"] > 0
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"model": "v", "voice": "songs"}, "has no voice 'songs' — its voices are ab, aa"),
+    ({"model": "v", "voice": {"ab": 0.5, "aa": 0.6}}, "sum to 1.1, not 1"),
+    ({"model": "v", "voice": {"ab": 2}}, "voice takes a voice's name or {name: weight"),
+    ({"model": "v", "voice": ""}, "voice takes"),
+    ({"model": "plain", "voice": "ab"}, "this model has no voices"),
+])
+def test_a_bad_voice_is_a_400_in_the_documented_shape(voiced_server, body: dict, message: str) -> None:
+    import httpx
+
+    server, _ = voiced_server
+    for path, extra in (("/v1/completions", {"prompt": "a", "max_tokens": 5}),
+                        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}], "max_tokens": 5,
+                                                  "template": "{name} {content}. ", "assistant_name": "a",
+                                                  "user_name": "b"})):
+        answer = httpx.post(server.url + path, json={**body, **extra}, timeout=30)
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert message in error["message"] and error["type"] == "invalid_request_error"
+    after = httpx.post(server.url + "/v1/completions", json={"model": "v", "prompt": "a", "max_tokens": 5}, timeout=30)
+    assert after.status_code == 200  # one bad request never affects another
+
+
+def blend_in_page(page, first: str, second: str, share: float) -> None:
+    """Pick two voices on a page (the server's or the web export's) and set the blend slider to `share`."""
+    page.select_option("#voice", first)
+    page.select_option("#voice2", second)
+    page.eval_on_selector("#blend", f"e => {{ e.value = '{share}'; e.dispatchEvent(new Event('input')); }}")
+    assert page.text_content("#blendShown") == f"{round(share * 100)}%"
+
+
+@pytest.mark.slow
+def test_the_page_picks_and_blends_voices(browser, voiced_server) -> None:
+    server, root = voiced_server
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(server.url + "/")
+    page.wait_for_function("document.getElementById('voice').options.length === 3")
+    assert page.locator("#voice").is_visible()
+    blend_in_page(page, "ab", "aa", 0.75)
+    page.fill("#prompt", "a")
+    page.eval_on_selector("#temperature", "e => { e.value = '0'; e.dispatchEvent(new Event('input')); }")
+    page.fill("#length", "40")
+    page.click("#generate")
+    page.wait_for_function("document.getElementById('status').textContent.includes(' characters in ')", timeout=60_000)
+    expected = charnn("sample", "v", "--prime", "a", "--temperature", "0", "--length", "40", "--voice",
+                      "ab=0.25,aa=0.75", cwd=root)
+    assert page.text_content("#output") == expected.stdout.rstrip("\n")
+    assert problems == []
+
+
+def test_the_repl_changes_voice_and_a_held_context_goes_on_in_it(tmp_path: Path) -> None:
+    train_voiced(tmp_path, "v", max_steps=60)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = ":voice songs\n:voice ab=0.5,aa=0.6\n:voice aa\na\n:info\n:voice none\na\n"
+    out = subprocess.run([sys.executable, "-m", "charnn", "repl", "v", "--temperature", "0", "--length", "30"],
+                         input=script, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "error: :voice: this model has no voice 'songs' — its voices are ab, aa"
+    assert lines[1].startswith("error: :voice: the weights sum to 1.1") and lines[2] == "voice = aa"
+    expected = {v: charnn("sample", "v", "--prime", "a", "--temperature", "0", "--length", "30", *a, cwd=tmp_path)
+                .stdout.rstrip("\n") for v, a in (("aa", ["--voice", "aa"]), ("none", []))}
+    assert lines[3] == expected["aa"]
+    assert "voices ab, aa  voice aa" in out.stdout and "voice = no voice" in lines
+    assert lines[-1] == expected["none"]
+    refused = subprocess.run([sys.executable, "-m", "charnn", "repl", "v", "--voice", "x"], input="", env=env,
+                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert refused.returncode != 0 and "has no voice 'x'" in refused.stderr
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_train_voices_as_one_does(tmp_path: Path) -> None:
+    from tests.test_distributed import MODEL, TORCHRUN, VAL_TOL, WEIGHT_TOL, _run
+
+    ab, aa = two_styles(tmp_path)
+    args = ["train", str(ab), str(aa), "--voices", "--max-steps", "30", "--eval-every", "10", "--dropout", "0", *MODEL]
+    single = _run([sys.executable, "-m", "charnn", *args, "--name", "one"], tmp_path)
+    assert single.returncode == 0, single.stderr
+    ddp = _run([*TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "charnn", *args, "--name", "two"], tmp_path,
+               timeout=180)
+    assert ddp.returncode == 0, ddp.stderr
+    one, two = (checkpoint.load_tensors(tmp_path / "checkpoints" / n / checkpoint.LATEST)["model"] for n in ("one", "two"))
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) < WEIGHT_TOL
+    records = [checkpoint.read_metrics(tmp_path / "checkpoints" / n) for n in ("one", "two")]
+    for a, b in zip(*records, strict=True):
+        assert abs(a["val_loss"] - b["val_loss"]) < VAL_TOL
+        assert all(abs(a["val_voices"][v] - b["val_voices"][v]) < VAL_TOL for v in ("ab", "aa"))
+
+
+def test_fine_tuning_with_voices_on_the_command_line(tmp_path: Path, words_file: Path) -> None:
+    ab, aa = two_styles(tmp_path)
+    small = ("--max-steps", "10", "--eval-every", "5", "--device", "cpu", "-q")
+    parent = charnn("train", str(words_file), "--name", "p", "--hidden", "32", "--layers", "1", *small, cwd=tmp_path)
+    assert parent.returncode == 0, parent.stderr
+    child = charnn("train", str(ab), str(aa), "--voices", "--from", "p", "--name", "c", *small, cwd=tmp_path)
+    assert child.returncode == 0, child.stderr
+    config = json.loads((tmp_path / "checkpoints" / "c" / "config.json").read_text())
+    assert config["model"]["voices"] == ["ab", "aa"] and config["parent"]["name"] == "p"
+    assert set(checkpoint.read_metrics(tmp_path / "checkpoints" / "c")[-1]["val_voices"]) == {"ab", "aa"}
+
+
+def records(folder: Path) -> tuple[Path, Path]:
+    """The two styles as records: a JSON-lines file and a CSV file with other field names."""
+    ab, aa = (p.read_text() for p in two_styles(folder))
+    docs = [(v, t[i : i + 600]) for v, t in (("Ab style", ab), ("aa", aa)) for i in range(0, len(t), 600)]
+    random.Random(1).shuffle(docs)
+    jsonl = folder / "docs.jsonl"
+    jsonl.write_text("".join(json.dumps({"voice": v, "text": t, "id": i}) + "\n" for i, (v, t) in enumerate(docs)))
+    import csv
+
+    with (folder / "docs.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["body", "author"])
+        writer.writerows([(t, v) for v, t in docs])
+    return jsonl, folder / "docs.csv"
+
+
+def test_voices_from_a_record_file(tmp_path: Path) -> None:
+    jsonl, table = records(tmp_path)
+    written = voices.from_records(jsonl, tmp_path / "corpora")
+    rows = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert [name for name, _ in written] == list(dict.fromkeys(r["voice"] for r in rows))  # first appearance
+    texts = dict(written)
+    ab_docs = [r["text"] for r in rows if r["voice"] == "Ab style"]
+    assert Path(texts["Ab style"]).read_text() == "".join(d + "\n" for d in ab_docs)  # in file order, one a line
+    assert voices.from_records(table, tmp_path / "corpora", "body", "author") == written  # the same texts, reused
+    small = ("--max-steps", "10", "--eval-every", "5", "--hidden", "32", "--layers", "1", "--device", "cpu", "-q")
+    done = charnn("train", "--voices-from", str(table), "--text-field", "body", "--voice-field", "author",
+                  "--name", "r", *small, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    config = json.loads((tmp_path / "checkpoints" / "r" / "config.json").read_text())
+    assert set(config["model"]["voices"]) == {"Ab style", "aa"}
+    sampled = charnn("sample", "r", "--voice", "Ab style=0.5,aa=0.5", "--length", "10", cwd=tmp_path)
+    assert sampled.returncode == 0, sampled.stderr
+    resumed = charnn("train", "--resume", "r", "--max-steps", "15", "-q", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"text": "a", "voice": "x"}', '{"text": "b"}'], "line 2 has no 'voice' field"),
+    (['{"text": "a", "voice": "x"}', '', '{"text": 3, "voice": "y"}'], "line 3 has a non-text 'text' field"),
+    (['{"text": "a", "voice": "x"}', 'not json'], "line 2 is not JSON"),
+    (['["a", "x"]'], "line 1 is not a JSON object"),
+    (['{"text": "a", "voice": "x=y"}'], "line 1: voice name 'x=y' is not valid"),
+    (['{"text": "a", "voice": "x"}', '{"text": "b", "voice": "x"}'], "needs at least two voices"),
+])
+def test_a_bad_record_file_is_one_line_naming_the_line_and_writes_nothing(tmp_path: Path, lines: list[str],
+                                                                          message: str) -> None:
+    (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    out = charnn("train", "--voices-from", "docs.jsonl", "--max-steps", "5", cwd=tmp_path)
+    assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]
+
+
+def test_originality_of_a_voiced_run_indexes_each_voices_training_split(tmp_path: Path) -> None:
+    from charnn.runcorpus import Paths, validation_text
+
+    run_dir = train_voiced(tmp_path, max_steps=10)
+    loaded = checkpoint.load(run_dir)
+    texts = [(tmp_path / f"{v}.txt").read_text() for v in ("ab", "aa")]
+    assert validation_text(run_dir, loaded.config, loaded.tokenizer, Paths()) == \
+        "".join(t[len(t) - int(len(t) * 0.1):] for t in texts)
+    model = api.load_run(str(run_dir), device="cpu")
+    report = model.originality(texts[1][:400])  # from the second voice's training split
+    assert report.copied == report.generated and "voice aa" in report.where

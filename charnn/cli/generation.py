@@ -16,6 +16,7 @@ from charnn.errors import UsageError
 from charnn.originality import MIN_COPY, Report
 from charnn.sample import ItemsConfig, SampleConfig, generate
 from charnn.sample.choices import ChoicesConfig
+from charnn.sample.engine import voice_of
 
 
 def unescape(text: str) -> str:
@@ -168,6 +169,8 @@ def repl_cmd(
     top_k: int = typer.Option(None, "--top-k", help="Top-k filtering."),
     top_p: float = typer.Option(None, "--top-p", help="Nucleus (top-p) filtering."),
     seed: int = typer.Option(None, "--seed", help="Random seed."),
+    voice: str = typer.Option(None, "--voice", help="A voiced run: write in this voice or blend (a=0.7,b=0.3); "
+                              ":voice changes it."),
     checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
     copies: bool = typer.Option(False, "--copies", help="After each reply, mark what it copies verbatim from the "
                                 "training text (also :copies on)."),
@@ -196,8 +199,9 @@ def repl_cmd(
 
     if copies:
         originality("", 0)  # the index now: a missing corpus is one line before the prompt
-    cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, voice=voice)
     cfg.check()
+    voice_of(model.model, voice)  # a bad voice is one line before the prompt
     if choose:
         from charnn.chooser import Chooser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -27,7 +28,7 @@ from charnn.model import HEADED, ModelConfig
 from charnn.recipe import AMP_MIN_GAIN, FINE_TUNE, Request, configs, fine_tune_recipe
 from charnn.schedule import TIME_PATIENCE
 from charnn.train import TrainConfig
-from charnn.voices import check_names, parse_spec
+from charnn.voices import check_names, from_records, parse_spec
 
 # The defaults the help states are the configs' own (model.py, train.py), and fine-tuning's are recipe.FINE_TUNE's.
 M, T = ModelConfig, TrainConfig
@@ -54,6 +55,14 @@ def train_cmd(
     balance: bool = typer.Option(
         False, "--balance", help="With --voices: train the voices in equal shares (each voice's training text "
         "repeated up to the longest's length) instead of in proportion to their text."),
+    voices_from: Path = typer.Option(
+        None, "--voices-from", metavar="FILE", help="Voices from a .jsonl or .csv file of documents, each with a text "
+        "and its voice (instead of CORPUS arguments): each voice's documents become its text."),
+    text_field: str = typer.Option("text", "--text-field", help="With --voices-from: the field holding the text."),
+    voice_field: str = typer.Option("voice", "--voice-field", help="With --voices-from: the field naming the voice."),
+    voice_input: str = typer.Option(
+        M.voice_input, "--voice-input", help="With --voices: how a voice enters the model: added to every "
+        "character's embedding (add) or beside it (concat: layer 0 gets its own voice weights)."),
     cell: str = typer.Option(
         None, "--cell", help=f"Recurrent cell: rnn (Elman tanh), lstm, gru, slstm or mlstm (xLSTM's two) (default: {M.cell})."),
     heads: int = typer.Option(None, "--heads", help="slstm and mlstm only: heads of the block-diagonal "
@@ -137,7 +146,8 @@ def train_cmd(
                  "--embed": embed, "--dropout": dropout, "--batch-size": batch_size, "--seq-len": seq_len,
                  "--warmup": warmup, "--ema": ema, "--locked-dropout/--step-dropout": locked_dropout,
                  "--epoch-offset/--same-windows": epoch_offset, "--amp/--no-amp": amp}
-        fixed.update({"--voices": voices or None, "--balance": balance or None})
+        fixed.update({"--voices": voices or None, "--balance": balance or None, "--voices-from": voices_from,
+                      "--voice-input": None if voice_input == M.voice_input else voice_input})
         if given_fixed := [option for option, value in fixed.items() if value is not None]:
             raise typer.BadParameter(f"{', '.join(given_fixed)} cannot change when resuming: the run keeps the model, "
                                      "batch, windows and precision it started with — drop them, or train a new run")
@@ -148,15 +158,24 @@ def train_cmd(
                                               more_time=seconds, lr=lr, device=device, paths=paths,
                                               show_progress=not quiet, tensorboard=tensorboard, started=started)
     else:
+        voice_names: list[str] = []
+        if voices_from is not None:
+            if corpus_spec:
+                raise typer.BadParameter("--voices-from reads every voice from its file — drop the CORPUS arguments "
+                                         "(or drop --voices-from and give one CORPUS per voice with --voices)")
+            voices, pairs = True, from_records(voices_from, paths.corpora, text_field, voice_field)
+            corpus_spec = [f"{name}={path}" for name, path in pairs]
+        elif (text_field, voice_field) != ("text", "voice"):
+            raise typer.BadParameter("--text-field and --voice-field apply to --voices-from FILE — add it or drop them")
         if not corpus_spec:
             raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
-        voice_names: list[str] = []
         if voices:
             voice_names, corpus_spec = (list(side) for side in zip(*map(parse_spec, corpus_spec), strict=True))
             check_names(voice_names)
-        elif balance:
-            raise typer.BadParameter("--balance applies to --voices (it shares the steps between the voices) — "
-                                     "add --voices or drop --balance")
+        elif balance or voice_input != M.voice_input:
+            flag = "--balance" if balance else "--voice-input"
+            raise typer.BadParameter(f"{flag} applies to --voices (a model of several voices) — add --voices or "
+                                     f"drop {flag}")
         parent = api.load_parent(from_run, paths.checkpoints) if from_run is not None else None
         if parent is not None:
             check_architecture(parent, {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed,
@@ -179,6 +198,7 @@ def train_cmd(
                                        val_frac=val_frac, seed=seed,
                                        tensorboard=tensorboard, epoch_offset=epoch_offset is not False,
                                        balance=balance)
+        model_cfg = replace(model_cfg, voice_input=voice_input)
         say = None if quiet else (lambda line: typer.echo(line, err=True))
         options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
         run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,

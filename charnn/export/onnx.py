@@ -36,6 +36,11 @@ def state_names(cell: str) -> tuple[str, ...]:
     return PART_NAMES[STATE_PARTS[cell]]
 
 
+def part_names(config: ModelConfig) -> tuple[str, ...]:
+    """The graph's state inputs in order: the cell's, then a voiced model's voice (L, B, E)."""
+    return state_names(config.cell) + (("voice",) if config.voices else ())
+
+
 @dataclass
 class _Graph:
     """Nodes and initializers under construction; every helper returns the name of its output."""
@@ -79,13 +84,17 @@ def build(folded: dict[str, Tensor], config: ModelConfig) -> Any:
     g = _Graph(onnx)
     L, V = config.layers, config.vocab_size
     parts = state_names(config.cell)
-    layer = _mlstm_layer if config.cell == "mlstm" else _gated_layer
     new_parts: dict[str, list[str]] = {p: [] for p in parts}
+    voice = None  # a voiced model: its voice's layer-0 input projection, v @ voice_w (B, G*H), added to table0's
+    if config.voices:
+        v = g.op("Squeeze", g.op("Gather", "voice", g.ints("layer_0", [0]), axis=0), g.ints("axis0", [0]))  # (B, E)
+        voice = g.op("MatMul", v, g.weight("voice_w", folded["voice_w"]))
     x = "ids"
     for k in range(L):
         index = g.ints(f"layer_{k}", [k])
         old = {p: g.op("Squeeze", g.op("Gather", p, index, axis=0), g.ints("axis0", [0])) for p in parts}  # (B, ·)
-        new = layer(g, folded, k, x, old, config)
+        new = _mlstm_layer(g, folded, k, x, old, config) if config.cell == "mlstm" else \
+            _gated_layer(g, folded, k, x, old, config, voice)
         for p in parts:
             new_parts[p].append(g.op("Unsqueeze", new[p], g.ints("axis0", [0])))  # (1, B, ·)
         x = new["h"]
@@ -96,6 +105,9 @@ def build(folded: dict[str, Tensor], config: ModelConfig) -> Any:
     g.nodes[-1].output[0] = "logits"
     for p in parts:
         g.nodes.append(onnx.helper.make_node("Concat", new_parts[p], [f"{p}_out"], axis=0))
+    if config.voices:  # the voice rides along unchanged
+        g.nodes.append(onnx.helper.make_node("Identity", ["voice"], ["voice_out"]))
+    parts = part_names(config)
     f32, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
     widths = state_widths(config)
     inputs = [onnx.helper.make_tensor_value_info("ids", i64, ["batch"])] + \
@@ -111,11 +123,14 @@ def build(folded: dict[str, Tensor], config: ModelConfig) -> Any:
 
 
 def _gated_layer(g: _Graph, folded: dict[str, Tensor], k: int, x: str, old: dict[str, str],
-                 config: ModelConfig) -> dict[str, str]:
-    """Layer k of an rnn, lstm, gru or slstm: input x (ids at layer 0, else (B, H_in)) -> the new state parts."""
+                 config: ModelConfig, voice: str | None = None) -> dict[str, str]:
+    """Layer k of an rnn, lstm, gru or slstm: input x (ids at layer 0, else (B, H_in)) -> the new state parts.
+    `voice`: what a voiced model's voice adds to layer 0's input projection (B, G*H)."""
     H = config.hidden
     if k == 0:
         pre = g.op("Gather", g.weight("table0", folded["table0"]), x, axis=0)  # (B, G*H): x W + b, one lookup
+        if voice is not None:
+            pre = g.op("Add", pre, voice)
     else:
         pre = g.affine(x, g.weight(f"w_ih_{k}", folded[f"w_ih.{k}"]), g.weight(f"b_ih_{k}", folded[f"b_ih.{k}"]))
     if config.cell == "slstm":
@@ -238,10 +253,12 @@ CHECK_STEPS = 300  # characters of real text the check steps through
 TOLERANCE = 1e-3  # largest |logit| difference accepted; measured far below (docs/export.md)
 
 
-def describe(config: ModelConfig, chars: list[str], source: dict[str, Any]) -> dict[str, Any]:
-    """charnn-model.json: what a program needs to run model.onnx without charnn."""
+def describe(config: ModelConfig, chars: list[str], source: dict[str, Any],
+             voices: dict[str, Any] | None = None) -> dict[str, Any]:
+    """charnn-model.json: what a program needs to run model.onnx without charnn (and a voiced model's voices:
+    `voice_table`)."""
     L, H = config.layers, config.hidden
-    parts = state_names(config.cell)
+    parts = part_names(config)
     widths = state_widths(config)
     return {
         "format": "charnn-onnx", "format_version": 1, "model": MODEL_FILE, "opset": OPSET,
@@ -251,8 +268,10 @@ def describe(config: ModelConfig, chars: list[str], source: dict[str, Any]) -> d
         + [{"name": p, "dtype": "float32", "shape": [L, "batch", w]} for p, w in zip(parts, widths, strict=True)],
         "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", config.vocab_size]}]
         + [{"name": f"{p}_out", "dtype": "float32", "shape": [L, "batch", w]} for p, w in zip(parts, widths, strict=True)],
-        "state": {"names": list(parts), "initial": "zeros", "carry": {f"{p}_out": p for p in parts}},
+        "state": {"names": list(parts), "carry": {f"{p}_out": p for p in parts},
+                  "initial": "zeros" + ("; voice: the voice's vector in every layer (see voices)" if config.voices else "")},
         "vocabulary": chars,
+        **({"voices": voices} if voices else {}),
         "how": "Start every state tensor at zeros. Feed the prime one character id at a time (ids of shape (batch,)), "
                "passing each step's *_out back as the next step's state; the last step's logits score the first "
                "new character. With no prime, feed '\\n'. Sample an id (softmax of logits / temperature), feed it "
@@ -269,7 +288,7 @@ def write(loaded: Any, folder: Path, source: dict[str, Any], text: str) -> Expor
     model = loaded.model.to("cpu").eval()
     onnx.save(build(fold_for_inference(model), model.config), str(folder / MODEL_FILE))
     (folder / "tokenizer.json").write_text(loaded.tokenizer.to_json(), encoding="utf-8")
-    description = describe(model.config, loaded.tokenizer.chars, source)
+    description = describe(model.config, loaded.tokenizer.chars, source, voice_table(model))
     (folder / DESCRIPTION).write_text(json.dumps(description, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     ids = loaded.tokenizer.encode_array(text, drop_unknown=True)[:CHECK_STEPS]
     diff = largest_difference(folder / MODEL_FILE, model, ids)
@@ -277,6 +296,16 @@ def write(loaded: Any, folder: Path, source: dict[str, Any], text: str) -> Expor
         raise ExportError(f"the ONNX graph's logits differ from PyTorch's by {diff:.2g} (more than {TOLERANCE:g}) — "
                           "this is a bug in charnn's exporter; please report it with the run's cell and size")
     return Exported(folder, "onnx", max_diff=diff, steps_checked=len(ids))
+
+
+def voice_table(model: Any) -> dict[str, Any] | None:
+    """charnn-model.json's "voices": the names, the table a voice's vector is blended from, and how to use them."""
+    if model.voice_table is None:
+        return None
+    return {"names": list(model.config.voices), "table": model.voice_table.weight.detach().cpu().tolist(),
+            "how": "Row 0 of table is 'no voice', row k+1 names[k]. A voice (or a blend: weights summing to 1) is "
+                   "the weighted sum of rows; the state input 'voice' holds that vector for every layer and row "
+                   "(shape [layers, batch, embed]) from the first step on, and voice_out carries it unchanged."}
 
 
 def session(path: Path) -> Any:
@@ -295,11 +324,16 @@ def largest_difference(path: Path, model: Any, ids: np.ndarray) -> float:
     if len(ids) < 2:
         return 0.0
     rows = np.stack([ids, np.roll(ids, 1)]).astype(np.int64)  # (2, T)
+    # A voiced model: the first row in its first voice, the second in an equal blend of all of them.
+    voice = None
+    if model.voice_table is not None:
+        k = len(model.config.voices)
+        voice = torch.stack([model.voice_vector([0.0, 1.0] + [0.0] * (k - 1)), model.voice_vector([0.0] + [1 / k] * k)])
+    start = model.init_state(2, voice=voice)
     with torch.inference_mode():
-        expected = model(torch.from_numpy(rows), model.init_state(2))[0].numpy()  # (2, T, V)
+        expected = model(torch.from_numpy(rows), start)[0].numpy()  # (2, T, V)
     run = session(path)
-    cfg = model.config
-    state = {p: np.zeros((cfg.layers, 2, w), np.float32) for p, w in zip(state_names(cfg.cell), state_widths(cfg), strict=True)}
+    state = {p: s.numpy() for p, s in zip(part_names(model.config), start, strict=True)}
     worst = 0.0
     for t in range(rows.shape[1]):
         logits, *parts = run.run(None, {"ids": rows[:, t], **state})

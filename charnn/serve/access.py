@@ -14,6 +14,8 @@ from typing import Any
 from fastapi import Request
 
 from charnn.api import CharModel
+from charnn.errors import UsageError
+from charnn.sample.engine import voice_of
 from charnn.serve.batcher import Batcher
 from charnn.serve.protocol import MAX_N, MAX_STOPS, ApiError
 
@@ -84,6 +86,15 @@ def check_prompt(target: Served, prompt: str, config: ServeConfig, param: str = 
         shown = ", ".join(repr(c) for c in unknown[:10])
         raise ApiError(400, f"{param} has character(s) model '{target.name}' never saw: {shown} — {fix}",
                        param, "unknown_characters")
+
+
+def check_voice(target: Served, voice: str | dict[str, float] | None) -> None:
+    """A voice the run lacks, a bad blend, or a voice for a run without voices: a 400 naming the run's voices."""
+    try:
+        voice_of(target.model.model, voice)
+    except UsageError as e:
+        raise ApiError(400, str(e).removeprefix("--voice").lstrip(": ").replace("--voice", "voice"), "voice",
+                       "invalid_voice") from None
 
 
 def max_tokens_of(config: ServeConfig, **asked: int | None) -> int:

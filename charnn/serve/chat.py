@@ -34,6 +34,7 @@ from charnn.serve.access import (
     authorized,
     check_prompt,
     check_sampling,
+    check_voice,
     config_of,
     max_tokens_of,
     pick,
@@ -113,6 +114,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     stops = stops_of(body.stop)
     max_tokens = max_tokens_of(config, max_completion_tokens=body.max_completion_tokens, max_tokens=body.max_tokens)
     check_sampling(1, body.n, stops)
+    check_voice(target, body.voice)
     check_prompt(target, chat.prompt, config, "messages", "remove them, or pick names and a template in the "
                  "model's alphabet (assistant_name, user_name, template; or the message's name)")
     stops.append(chat.stop)

@@ -44,7 +44,7 @@ def submit(batcher: Batcher, prompts: list[str], body: Sampling, max_tokens: int
         for k, prompt in enumerate(prompts):
             cfg = SampleConfig(length=max_tokens, temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
                                seed=None if body.seed is None else body.seed + k, num_samples=body.n, stop=stops or None,
-                               logprobs=logprobs)
+                               logprobs=logprobs, voice=body.voice)
             tickets.append(batcher.submit(prompt or "\n", cfg))
     except Exception as e:
         for t in tickets:

@@ -11,7 +11,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from charnn.errors import CharnnError
-from charnn.serve.access import Served, authorized, check_prompt, check_sampling, config_of, max_tokens_of, pick, stops_of
+from charnn.serve.access import (
+    Served,
+    authorized,
+    check_prompt,
+    check_sampling,
+    check_voice,
+    config_of,
+    max_tokens_of,
+    pick,
+    stops_of,
+)
 from charnn.serve.collector import Collector, Delta, pace, sse, submit, usage
 from charnn.serve.protocol import GENERATING, ApiError, CompletionRequest, responses_for
 from charnn.serve.replies import Completion, streamed
@@ -29,6 +39,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     stops = stops_of(body.stop)
     max_tokens = max_tokens_of(config_of(request), max_tokens=body.max_tokens)
     check_sampling(len(prompts), body.n, stops)
+    check_voice(target, body.voice)
     for prompt in prompts:
         check_prompt(target, prompt, config_of(request))
     if body.originality:

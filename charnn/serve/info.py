@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from charnn import checkpoint
 from charnn.api import CharModel
 from charnn.errors import CharnnError
-from charnn.serve.access import authorized, pick, served_of
+from charnn.serve.access import authorized, check_voice, pick, served_of
 from charnn.serve.protocol import ALWAYS, GENERATING, ApiError, ScoreRequest, responses_for
 from charnn.serve.replies import Health, ModelList, Score
 
@@ -50,13 +50,15 @@ async def models(request: Request) -> dict[str, Any]:
 async def score(body: ScoreRequest, request: Request) -> dict[str, Any]:
     """charnn extension: how well the model predicts a text (nats and bits per character)."""
     target = pick(request, body.model)
+    check_voice(target, body.voice)
     known = len(target.model.tokenizer.encode_known(body.text)[0])
     if known < 2:
         raise ApiError(400, f"text has {known} character(s) model '{target.name}' knows; scoring needs at least 2", "text",
                        "unknown_characters")
     try:
         worker = target.batcher.worker  # a long text shares it with the batches, window by window
-        result = await asyncio.wrap_future(worker.call(lambda: target.model.score(body.text, between=worker.share)))
+        result = await asyncio.wrap_future(worker.call(lambda: target.model.score(body.text, between=worker.share,
+                                                                                      voice=body.voice)))
     except CharnnError as e:  # anything else the library refuses is still this request's fault
         raise ApiError(400, str(e), "text") from None
     return {"object": "score", "model": target.name, "characters": result.characters, "nats": result.nats,
@@ -78,4 +80,5 @@ def facts_of(model: CharModel) -> dict[str, Any]:
     return {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden, "parameters": model.model.num_parameters(),
             "vocabulary": cfg.vocab_size, "step": model.step,
             "characters_seen": max((r.get("tokens", 0) for r in metrics), default=0),
-            "best_val_loss": best, "best_val_bpc": None if best is None else best / math.log(2), "created": stamp}
+            "voices": list(cfg.voices), "best_val_loss": best,
+            "best_val_bpc": None if best is None else best / math.log(2), "created": stamp}

@@ -112,9 +112,12 @@ Number = StrictFloat
 Text = StrictStr
 Flag = StrictBool
 Stop = Annotated[Text, Field(min_length=1)]
+Weight = Annotated[StrictFloat | StrictInt, Ge(0), Le(1)]
+Voice = Annotated[Text, Field(min_length=1)] | Annotated[dict[Text, Weight], Field(min_length=1, max_length=255)]
 # What a field of several shapes takes, for the 400 when a value fits none of them.
 UNION_FIELDS = {"stop": f"stop takes up to {MAX_STOPS} non-empty strings (a string or a list)",
-                "prompt": f"prompt takes a string or a list of 1 to {MAX_N} strings"}
+                "prompt": f"prompt takes a string or a list of 1 to {MAX_N} strings",
+                "voice": "voice takes a voice's name or {name: weight, ...} with weights in [0, 1] summing to 1"}
 # A chat template: {content} exactly once, {name} only before it, and something besides {content} to end a reply at.
 TEMPLATE_PATTERN = r"^(?!\{content\}(?![\s\S]))(?:(?!\{content\})[\s\S])*\{content\}(?:(?!\{content\}|\{name\})[\s\S])*(?![\s\S])"
 
@@ -136,6 +139,8 @@ class Sampling(BaseModel):
     stream_options: StreamOptions | None = Field(None, description="With stream: include_usage sends a last chunk "
                                                  "with usage and no choices.")
     user: Text | None = None
+    voice: Voice | None = Field(None, description="charnn extension: a voiced run's voice (GET /v1/models lists "
+                                "each run's `voices`): a name, or a blend {name: weight, ...} whose weights sum to 1.")
 
 
 class StreamOptions(BaseModel):
@@ -192,6 +197,7 @@ class ChatRequest(Sampling):
 class ScoreRequest(BaseModel):
     model: Text | None = None
     text: Text = Field(..., min_length=2, description="Text to score (2 characters or more the model knows).")
+    voice: Voice | None = Field(None, description="charnn extension: score it as written in this voice (or blend).")
 
 
 Sampling.model_rebuild()
