@@ -6,9 +6,11 @@ Each text is a real one from a Debian package (installed if missing; benchmarks/
 (verse and song from `fortunes`, 234 KB) and `debian-faq` (the Debian FAQ, technical prose, 180 KB) by
 default. Whole commands, as a user runs them:
 
-- `charnn train A.txt B.txt --voices --time T` (the voice added to each character's embedding, the default),
-- the same with `--voice-input concat` (the voice beside the embedding), the other design measured,
-- `charnn train A.txt --time T/k` for each of the k texts alone: the same total time as one voiced run.
+- `charnn train A.txt B.txt --voices --time T` (the voice added to each character's embedding),
+- `charnn train A.txt --time T/k` for each of the k texts alone: the same total time as the voiced run.
+
+The other design measured, the voice concatenated beside the embedding (`--voice-input concat`, since
+removed), is this script at commit 9c5b32b (RECIPES.md: it lost on the voices' own loss).
 
 Each voice is scored on its text's last 10% (the validation split every one of these runs left out: a voiced
 run splits each voice on its own), as training scores it: with its own voice, with no voice, with each other
@@ -28,6 +30,7 @@ from pathlib import Path
 from base import small_text  # benchmarks/ is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
+DESIGNS = ("add",)  # the voice added to every character's embedding: the one charnn keeps
 sys.path.insert(0, str(ROOT))
 
 from charnn import api  # noqa: E402  (after the path: this checkout's charnn)
@@ -76,16 +79,16 @@ def main() -> int:
     assert total is not None
     share = f"{total / len(names):.0f}s"
     walls = {}
-    for design in ("add", "concat"):
-        walls[design] = train([*(str(paths[n]) for n in names), "--voices", "--voice-input", design, "--time",
-                               args.time], f"voices-{design}", args.work, args.reuse)
+    for design in DESIGNS:
+        walls[design] = train([*(str(paths[n]) for n in names), "--voices", "--time", args.time],
+                              f"voices-{design}", args.work, args.reuse)
     for n in names:
         walls[n] = train([str(paths[n]), "--time", share], f"single-{n}", args.work, args.reuse)
     print("Runs (whole commands, wall seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in walls.items()))
     others = [f"as {o}" for o in names]
     print("\n| design | voice | own voice | no voice | " + " | ".join(others) + " | alone (own model) |")
     print("|---|---|---|---|" + "---|" * len(others) + "---|")
-    for design in ("add", "concat"):
+    for design in DESIGNS:
         voiced = api.load_run(str(args.work / "checkpoints" / f"voices-{design}"), device="cpu")
         for n in names:
             text = validation_text(paths[n])

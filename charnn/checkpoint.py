@@ -276,7 +276,7 @@ def model_config_of(config: dict[str, Any]) -> ModelConfig:
     types = {"vocab_size": int, "cell": str, "layers": int, "hidden": int, "embed": int, "dropout": float, "heads": int}
     # Fields newer than some runs: before sLSTM there was no heads, before locked dropout no locked_dropout, before
     # voices no voices.
-    optional = {"heads": ModelConfig.heads, "locked_dropout": False, "voices": (), "voice_input": "add"}
+    optional = {"heads": ModelConfig.heads, "locked_dropout": False, "voices": ()}
     try:
         values: dict[str, Any] = {f.name: raw[f.name] if f.name in raw or f.name not in optional else optional[f.name]
                                   for f in fields(ModelConfig)}

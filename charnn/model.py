@@ -50,7 +50,6 @@ class ModelConfig:
     heads: int = 4  # sLSTM: R is block-diagonal over this many heads; mLSTM: matrix memories of H/heads each
     locked_dropout: bool = False  # dropout masks fixed for a stream over the window (cells.locked_dropout)
     voices: tuple[str, ...] = ()  # the styles the model can write in (voices.py); () for a model without voices
-    voice_input: str = "add"  # how a voice enters: added to each character's embedding, or "concat" beside it
 
     def validate(self) -> list[str]:
         """Problems with this config, each phrased as 'option value — fix'."""
@@ -67,8 +66,6 @@ class ModelConfig:
             near = sorted(valid, key=lambda k: (abs(k - self.heads), k))[:4]
             problems.append(f"--heads {self.heads} does not divide --hidden {self.hidden} — use one of "
                             f"{', '.join(map(str, sorted(near)))}")
-        if self.voice_input not in ("add", "concat"):
-            problems.append(f"--voice-input '{self.voice_input}' is unknown — use add or concat")
         if self.voices and self.cell == "mlstm":
             problems.append("--voices does not work with --cell mlstm (its first step normalises the input, so a "
                             "voice cannot be folded into it) — use gru, lstm, rnn or slstm")
@@ -80,23 +77,22 @@ class CharRNN(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed)
-        width = input_width(config)  # the stack's input: the embedding, and a concatenated voice
         between = config.dropout if config.layers > 1 else 0.0
         # Dropout in the stack acts between layers only; the head gets its own dropout below.
         self.rnn: nn.Module
         if config.cell == "slstm":
-            self.rnn = SLSTM(width, config.hidden, config.layers, config.heads, between, config.locked_dropout)
+            self.rnn = SLSTM(config.embed, config.hidden, config.layers, config.heads, between, config.locked_dropout)
         elif config.cell == "mlstm":
-            self.rnn = MLSTM(width, config.hidden, config.layers, config.heads, between, config.locked_dropout)
+            self.rnn = MLSTM(config.embed, config.hidden, config.layers, config.heads, between, config.locked_dropout)
         else:
             rnn_cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
-            self.rnn = rnn_cls(width, config.hidden, num_layers=config.layers, dropout=between, batch_first=True)
+            self.rnn = rnn_cls(config.embed, config.hidden, num_layers=config.layers, dropout=between, batch_first=True)
             # One-layer shapes for running the stack layer by layer with locked masks between the layers
             # (`_layer_by_layer`): on the meta device (no memory, no draw from the RNG) and in a plain
             # list, so they own no parameters of the model.
             with torch.device("meta"):
                 self._one_layer = [rnn_cls(size, config.hidden, batch_first=True)
-                                   for size in (width, config.hidden)]
+                                   for size in (config.embed, config.hidden)]
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.vocab_size)
         # Row 0 "no voice", row k voice k (voices.py), in the embedding's space. Zeros to start: a voice begins as
@@ -150,7 +146,7 @@ class CharRNN(nn.Module):
         if self.voice_table is not None:
             state, voice = state[:-1], state[-1:]
             v = self.voice_table(voices) if voices is not None else voice[0][0][:, None, :]  # (B, T or 1, E)
-            x = x + v if self.config.voice_input == "add" else torch.cat([x, v.expand_as(x)], -1)
+            x = x + v
         locked = self.config.locked_dropout and self.training and self.config.dropout > 0
         if self.config.cell == "gru" and self.training and use_window(x):
             assert isinstance(self.rnn, nn.GRU)
@@ -185,11 +181,6 @@ class CharRNN(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def input_width(config: ModelConfig) -> int:
-    """The recurrent stack's input width: the embedding's, twice that with a concatenated voice."""
-    return config.embed * (2 if config.voices and config.voice_input == "concat" else 1)
 
 
 def state_widths(config: ModelConfig) -> tuple[int, ...]:
@@ -344,13 +335,10 @@ def fold_for_inference(model: CharRNN) -> dict[str, Tensor]:
     with torch.no_grad():
         w = _slstm_folded(rnn) if isinstance(rnn, SLSTM) else {n: p.detach() for n, p in rnn.named_parameters()}
         folded: dict[str, Tensor] = {}
-        w_char, w_voice = w["weight_ih_l0"], w["weight_ih_l0"]  # (G*H, E): a voice added to the embedding
-        if cfg.voices and cfg.voice_input == "concat":  # (G*H, 2E): the embedding's columns, then the voice's
-            w_char, w_voice = w_char[:, : cfg.embed], w_voice[:, cfg.embed :]
-        table = model.embedding.weight.detach() @ w_char.T + w["bias_ih_l0"]  # (V, G*H)
+        table = model.embedding.weight.detach() @ w["weight_ih_l0"].T + w["bias_ih_l0"]  # (V, G*H)
         folded["table0"] = (table if cfg.cell == "gru" else table + w["bias_hh_l0"]).contiguous()
         if model.voice_table is not None:  # a voice's projection adds to its row's table0 lookup
-            folded["voice_w"] = w_voice.T.contiguous()  # (E, G*H)
+            folded["voice_w"] = w["weight_ih_l0"].T.contiguous()  # (E, G*H): the voice is added to the embedding
         for k in range(cfg.layers):
             folded[f"w_ih.{k}"] = w[f"weight_ih_l{k}"].T.contiguous()
             folded[f"b_ih.{k}"] = w[f"bias_ih_l{k}"].clone()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -60,9 +59,6 @@ def train_cmd(
         "and its voice (instead of CORPUS arguments): each voice's documents become its text."),
     text_field: str = typer.Option("text", "--text-field", help="With --voices-from: the field holding the text."),
     voice_field: str = typer.Option("voice", "--voice-field", help="With --voices-from: the field naming the voice."),
-    voice_input: str = typer.Option(
-        M.voice_input, "--voice-input", help="With --voices: how a voice enters the model: added to every "
-        "character's embedding (add) or beside it (concat: layer 0 gets its own voice weights)."),
     cell: str = typer.Option(
         None, "--cell", help=f"Recurrent cell: rnn (Elman tanh), lstm, gru, slstm or mlstm (xLSTM's two) (default: {M.cell})."),
     heads: int = typer.Option(None, "--heads", help="slstm and mlstm only: heads of the block-diagonal "
@@ -146,8 +142,7 @@ def train_cmd(
                  "--embed": embed, "--dropout": dropout, "--batch-size": batch_size, "--seq-len": seq_len,
                  "--warmup": warmup, "--ema": ema, "--locked-dropout/--step-dropout": locked_dropout,
                  "--epoch-offset/--same-windows": epoch_offset, "--amp/--no-amp": amp}
-        fixed.update({"--voices": voices or None, "--balance": balance or None, "--voices-from": voices_from,
-                      "--voice-input": None if voice_input == M.voice_input else voice_input})
+        fixed.update({"--voices": voices or None, "--balance": balance or None, "--voices-from": voices_from})
         if given_fixed := [option for option, value in fixed.items() if value is not None]:
             raise typer.BadParameter(f"{', '.join(given_fixed)} cannot change when resuming: the run keeps the model, "
                                      "batch, windows and precision it started with — drop them, or train a new run")
@@ -172,10 +167,9 @@ def train_cmd(
         if voices:
             voice_names, corpus_spec = (list(side) for side in zip(*map(parse_spec, corpus_spec), strict=True))
             check_names(voice_names)
-        elif balance or voice_input != M.voice_input:
-            flag = "--balance" if balance else "--voice-input"
-            raise typer.BadParameter(f"{flag} applies to --voices (a model of several voices) — add --voices or "
-                                     f"drop {flag}")
+        elif balance:
+            raise typer.BadParameter("--balance applies to --voices (a model of several voices) — add --voices or "
+                                     "drop --balance")
         parent = api.load_parent(from_run, paths.checkpoints) if from_run is not None else None
         if parent is not None:
             check_architecture(parent, {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed,
@@ -198,7 +192,6 @@ def train_cmd(
                                        val_frac=val_frac, seed=seed,
                                        tensorboard=tensorboard, epoch_offset=epoch_offset is not False,
                                        balance=balance)
-        model_cfg = replace(model_cfg, voice_input=voice_input)
         say = None if quiet else (lambda line: typer.echo(line, err=True))
         options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
         run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,
