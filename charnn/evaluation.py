@@ -73,7 +73,8 @@ def _sums(model: CharRNN, ids: np.ndarray, labels: np.ndarray | None, seq_len: i
         for k, length in streams.spans(partial=True):
             x, y = streams.window(k, length)
             marks = streams.voices(k, length).to(device) if labels is not None else None
-            logits, state = model(x.to(device), state, marks)  # (b, t, V)
+            x = x.to(device)
+            logits, state = model(x, state) if marks is None else model(x, state, marks)  # (b, t, V)
             if marks is None:
                 total[0] += float(F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum"))
                 count[0] += y.numel()

@@ -320,7 +320,8 @@ class Trainer:
         y = y.to(device, non_blocking=True)
         voices = self._voices()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-            logits, new_state = self.net(x, self.state, voices)  # (b, T, V)
+            # (b, T, V); a model without voices is called as any module of (ids, state) is
+            logits, new_state = self.net(x, self.state) if voices is None else self.net(x, self.state, voices)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

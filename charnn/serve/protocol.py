@@ -112,7 +112,7 @@ Number = StrictFloat
 Text = StrictStr
 Flag = StrictBool
 Stop = Annotated[Text, Field(min_length=1)]
-Weight = Annotated[StrictFloat | StrictInt, Ge(0), Le(1)]
+Weight = Annotated[StrictFloat, Field(ge=0, le=1)]  # strict floats take JSON integers too (0, 1)
 Voice = Annotated[Text, Field(min_length=1)] | Annotated[dict[Text, Weight], Field(min_length=1, max_length=255)]
 # What a field of several shapes takes, for the 400 when a value fits none of them.
 UNION_FIELDS = {"stop": f"stop takes up to {MAX_STOPS} non-empty strings (a string or a list)",
