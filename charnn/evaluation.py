@@ -81,8 +81,14 @@ def _sums(model: CharRNN, ids: np.ndarray, labels: np.ndarray | None, seq_len: i
             else:
                 losses = F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="none")  # (b*t,)
                 flat = marks.flatten()
-                total += torch.bincount(flat, losses, minlength=slots).cpu().double().numpy()
-                count += torch.bincount(flat, minlength=slots).cpu().double().numpy()
+                # Per label on the device with index_add (every backend has it; bincount's weights are not
+                # everywhere), then on the host in float64.
+                sums = torch.zeros(2, slots, device=losses.device, dtype=losses.dtype)
+                sums[0].index_add_(0, flat, losses)
+                sums[1].index_add_(0, flat, torch.ones_like(losses))
+                host = sums.cpu().numpy()  # float32 here; numpy adds it into the float64 totals
+                total += host[0]
+                count += host[1]
             if between is not None:
                 between()
     model.train(was_training)

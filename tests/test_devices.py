@@ -57,6 +57,20 @@ def test_training_evaluation_and_resume_under_mps_rules(words_file: Path, cell: 
     assert 0 < score.nats < 5
 
 
+@pytest.mark.parametrize("rules", [mps_rules, cudnn_rules], ids=["mps", "cudnn"])
+def test_voices_train_score_and_write_under_device_rules(tmp_path: Path, rules) -> None:
+    """A voiced run: its per-voice validation sums, a blend's vector and the engine, by each device's rules."""
+    from tests.test_voices import train_voiced
+
+    with rules():
+        run_dir = train_voiced(tmp_path, max_steps=10, eval_every=5)
+        model = api.load_run(str(run_dir), device="cpu")
+        score = model.score("ab ab aa", voice={"ab": 0.5, "aa": 0.5})
+        text = model.generate("a", length=20, seed=1, voice="aa", temperature=0)
+    assert set(api.checkpoint.read_metrics(run_dir)[-1]["val_voices"]) == {"ab", "aa"}
+    assert 0 < score.nats < 5 and len(text) == 20
+
+
 def test_fine_tuning_with_new_characters_under_mps_rules(words_file: Path, tmp_path: Path) -> None:
     parent = train_run(words_file, max_steps=10, eval_every=10)
     child_text = tmp_path / "child.txt"
