@@ -20,6 +20,12 @@ class UsageError(CharnnError):
     exit_code = 2
 
 
+def refuse(problems: list[str]) -> None:
+    """A config's `validate()` list: the first problem, as one usage line; nothing when the list is empty."""
+    if problems:
+        raise UsageError(problems[0])
+
+
 class CorpusError(CharnnError):
     """The corpus is missing, unreadable, empty, not UTF-8, or failed to download."""
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from charnn import capability
 from charnn.errors import UsageError
@@ -79,6 +80,7 @@ class Correlator:
     """Pearson correlation of every unit with every feature, accumulated batch by batch (bounded memory)."""
 
     def __init__(self, units: int, n_features: int):
+        self.units = units
         self.n = 0
         self.sa, self.saa = np.zeros(units), np.zeros(units)
         self.sf, self.sff = np.zeros(n_features), np.zeros(n_features)
@@ -177,6 +179,52 @@ def reach_of(model: CharRNN, ids: np.ndarray, cfg: InspectConfig, device: torch.
     return gradient_reach(model, torch.from_numpy(win).long().to(device), state)
 
 
+@dataclass
+class _Reading:
+    """What one pass over the segments gives the page: the shown characters' activations (show, U), the model's
+    probability of each shown character (show,) and its top-5 guesses before it (show, 5), and the summed loss."""
+
+    shown: np.ndarray
+    probs: np.ndarray
+    guesses: np.ndarray
+    guess_p: np.ndarray
+    nll: float = 0.0
+    counted: int = 0
+
+
+def _read_through(model: CharRNN, grid: Tensor, feats: np.ndarray, show: int, corr: Correlator) -> _Reading:
+    """Step the model over `grid` (S, L), all segments at once from a fresh state: every step's activations go to
+    `corr` (in blocks of about 4096 rows), the first segment's first `show` steps are kept for the page."""
+    n_seg, seg_len = grid.shape
+    read = _Reading(np.zeros((show, corr.units), dtype=np.float32), np.full(show, np.nan),
+                    np.zeros((show, 5), dtype=np.int64), np.zeros((show, 5)))
+    stepper = Stepper(model)
+    parts = unpack_state(model.init_state(n_seg, grid.device))
+    batch_acts: list[np.ndarray] = []
+    batch_feats: list[np.ndarray] = []
+    with torch.inference_mode():
+        for t in range(seg_len):
+            logits = stepper.step_layers(grid[:, t], parts)  # (S, V): predicts character t + 1
+            acts = _activations(model, parts).float().cpu().numpy()  # (S, U)
+            batch_acts.append(acts)
+            batch_feats.append(feats[:, t])
+            if len(batch_acts) * n_seg >= 4096 or t == seg_len - 1:
+                corr.add(np.concatenate(batch_acts), np.concatenate(batch_feats))
+                batch_acts, batch_feats = [], []
+            if t < show:
+                read.shown[t] = acts[0]
+            if t + 1 < seg_len:
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                read.nll -= float(logp.gather(1, grid[:, t + 1 : t + 2]).sum())
+                read.counted += n_seg
+                if t + 1 < show:
+                    read.probs[t + 1] = math.exp(float(logp[0, grid[0, t + 1]]))
+                    top_p, top_i = logp[0].exp().topk(min(5, logp.size(1)))
+                    read.guesses[t + 1, : len(top_i)] = top_i.cpu().numpy()
+                    read.guess_p[t + 1, : len(top_p)] = top_p.cpu().numpy()
+    return read
+
+
 def inspect(model: CharRNN, tokenizer: CharTokenizer, text: str, cfg: InspectConfig,
             untrained: CharRNN | None = None, baseline: str = "untrained") -> dict[str, Any]:
     """The numbers behind the page (JSON-ready); characters the model never saw are skipped and counted.
@@ -203,37 +251,9 @@ def inspect(model: CharRNN, tokenizer: CharTokenizer, text: str, cfg: InspectCon
     feats = features(kept[: n_seg * seg_len]).reshape(n_seg, seg_len, len(FEATURES))
     show = min(cfg.show, seg_len)
     corr = Correlator(layers * n_parts * hidden, len(FEATURES))
-    shown = np.zeros((show, layers * n_parts * hidden), dtype=np.float32)
-    probs = np.full(show, np.nan)
-    guesses = np.zeros((show, 5), dtype=np.int64)
-    guess_p = np.zeros((show, 5))
-    nll, counted = 0.0, 0
     was_training = model.training
     model.eval()
-    stepper = Stepper(model)
-    parts = unpack_state(model.init_state(n_seg, device))
-    batch_acts: list[np.ndarray] = []
-    batch_feats: list[np.ndarray] = []
-    with torch.inference_mode():
-        for t in range(seg_len):
-            logits = stepper.step_layers(grid[:, t], parts)  # (S, V): predicts character t + 1
-            acts = _activations(model, parts).float().cpu().numpy()  # (S, U)
-            batch_acts.append(acts)
-            batch_feats.append(feats[:, t])
-            if len(batch_acts) * n_seg >= 4096 or t == seg_len - 1:
-                corr.add(np.concatenate(batch_acts), np.concatenate(batch_feats))
-                batch_acts, batch_feats = [], []
-            if t < show:
-                shown[t] = acts[0]
-            if t + 1 < seg_len:
-                logp = torch.log_softmax(logits.float(), dim=-1)
-                nll -= float(logp.gather(1, grid[:, t + 1 : t + 2]).sum())
-                counted += n_seg
-                if t + 1 < show:
-                    probs[t + 1] = math.exp(float(logp[0, grid[0, t + 1]]))
-                    top_p, top_i = logp[0].exp().topk(min(5, logp.size(1)))
-                    guesses[t + 1, : len(top_i)] = top_i.cpu().numpy()
-                    guess_p[t + 1, : len(top_p)] = top_p.cpu().numpy()
+    read = _read_through(model, grid, feats, show, corr)
     r = corr.result()
     reach_k = max(1, min(cfg.reach, len(ids) - 2))
     reach_cfg = InspectConfig(cfg.show, reach_k, cfg.reach_windows, cfg.top)
@@ -248,7 +268,7 @@ def inspect(model: CharRNN, tokenizer: CharTokenizer, text: str, cfg: InspectCon
         part, index = divmod(rest, hidden)
         return {"layer": layer, "part": part_names[part], "unit": index}
 
-    nats = nll / max(counted, 1)
+    nats = read.nll / max(read.counted, 1)
     return {
         "cell": cell, "layers": layers, "hidden": hidden, "parts": list(part_names),
         "characters": int(n_seg * seg_len), "segments": n_seg,
@@ -258,10 +278,11 @@ def inspect(model: CharRNN, tokenizer: CharTokenizer, text: str, cfg: InspectCon
         "neurons": [{"feature": FEATURES[f], **unit(u), "r": round(v, 4)} for f, u, v in top_units(r, cfg.top)]
         if n_seg * seg_len >= MIN_RANKED else [],
         "text": kept[:show],
-        "activations": shown,  # (show, U) float32: the page quantizes it, JSON gets lists
+        "activations": read.shown,  # (show, U) float32: the page quantizes it, JSON gets lists
         "surprise": [None] + [
-            {"p": round(float(probs[t]), 5),
-             "top": [[chars[int(i)], round(float(p), 5)] for i, p in zip(guesses[t], guess_p[t], strict=True) if p > 0]}
+            {"p": round(float(read.probs[t]), 5),
+             "top": [[chars[int(i)], round(float(p), 5)] for i, p in zip(read.guesses[t], read.guess_p[t], strict=True)
+                     if p > 0]}
             for t in range(1, show)],
         "reach": {"k": list(range(1, len(reach) + 1)), "trained": [float(v) for v in reach],
                   "untrained": None if reach_init is None else [float(v) for v in reach_init], "baseline": baseline},

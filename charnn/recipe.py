@@ -127,7 +127,7 @@ def default_recipe() -> Recipe:
 # From the base (GRU 3x512) on doc-debian (197 KB, not a benchmark text), 1 minute, bf16: 2e-3 1.1990, 3e-3 1.2004,
 # 1e-3 1.2365, so 2e-3 stays. What mattered was the precision: the 2x256 probe read bf16 at 1.04-1.20x and picked
 # fp32 in 4 of 6 runs (87-102 steps, 1.2246-1.2654); timing the parent itself reads 1.44-1.63x (125-140 steps,
-# 1.194-1.200). So a fine-tune's probe times its parent at fine-tuning's batch (session._plan). RECIPES.md.
+# 1.194-1.200). So a fine-tune's probe times its parent at fine-tuning's batch (sizing._plan). RECIPES.md.
 FINE_TUNE = Recipe(lr=2e-3, warmup=20, batch_size=32, ema=0.99, eval_every=100)
 
 

@@ -23,13 +23,12 @@ import torch
 
 from charnn import base, checkpoint, distributed, footprint, lineage, names, runlock
 from charnn.budget import Budget
-from charnn.device import AMP_DEVICES, amp_dtype, bf16_native, bf16_speed, resolve_device, tune_cpu_allocator
+from charnn.device import AMP_DEVICES, bf16_native, bf16_speed, resolve_device
 from charnn.distributed import Launch, ProcessGroup
-from charnn.errors import DeviceError, RunError, UsageError
+from charnn.errors import RunError, UsageError, refuse
 from charnn.lineage import Parent
 from charnn.model import CharRNN, ModelConfig
-from charnn.probe import PROBE, measure_eval_speed, measure_scale, measure_speeds, steady_speeds
-from charnn.recipe import BATCHES, FINE_TUNE, Recipe, amp_gain, announcement, apply, as_probe_speed, pick_amp, plan, record
+from charnn.recipe import record
 from charnn.runconfig import RunConfig
 from charnn.runcorpus import (
     CorpusOptions,
@@ -41,6 +40,7 @@ from charnn.runcorpus import (
     prepare_corpus,
     prepare_voices,
 )
+from charnn.sizing import sized
 from charnn.train import Fresh, FromParent, Resume, Start, TrainConfig, TrainResult, train
 from charnn.voices import check_names, voices_line
 
@@ -73,40 +73,29 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
     all (`model_cfg.voices` becomes them; a fine-tune's are its parent's followed by the new ones).
     """
     paths = paths or Paths()
-    if name is not None:
-        names.check(name)
     options = corpus_options or CorpusOptions()
     specs = [spec] if isinstance(spec, str) else list(spec)
     voices = list(voices)
-    if voices:
-        check_names(voices)
-        if len(voices) != len(specs):
-            raise UsageError(f"{len(voices)} voice names for {len(specs)} sources — give one name per CORPUS")
-        model_cfg = replace(model_cfg, voices=tuple(voices))
+    model_cfg = _with_voices(model_cfg, len(specs), voices)
     launch = Launch.from_env()
     if parent is not None:
         model_cfg = lineage.child_config(parent, parent.model_config.vocab_size, model_cfg.dropout,
                                          model_cfg.locked_dropout, voices)
         auto_fields = auto_fields - {"cell", "layers", "hidden", "embed", "dropout"}
-    _check(model_cfg.validate() + cfg.validate())
+    refuse(model_cfg.validate() + cfg.validate())
     launch.check_batch(cfg.batch_size)
     dev = _device_for(device, cfg, launch)
     footprint.check_fits(model_cfg, cfg.batch_size, cfg.seq_len, dev)  # before the corpus work
-    if cfg.amp and "amp" not in auto_fields and announce and launch.is_writer and not bf16_native(dev):
-        announce(f"warning: this CPU has no bf16 instructions, so PyTorch emulates bf16: a quick measurement ran it at "
-                 f"{bf16_speed():.2f}x fp32's speed — --no-amp trains faster here")
+    say = announce if launch.is_writer else None
+    if cfg.amp and "amp" not in auto_fields and say and not bf16_native(dev):
+        say(f"warning: this CPU has no bf16 instructions, so PyTorch emulates bf16: a quick measurement ran it at "
+            f"{bf16_speed():.2f}x fp32's speed — --no-amp trains faster here")
     clock = Budget(cfg.time_budget, started if started is not None else time.perf_counter()) if cfg.time_budget else None
-    run_dir = paths.checkpoints / (name or _agreed_name(specs[0] if specs else "run", launch))
-    checkpoint.check_new(run_dir, overwrite)  # before the slow corpus work
-    if run_dir.is_dir():
-        runlock.check_unlocked(run_dir)
-    if parent is not None and run_dir.resolve() == parent.path.resolve():
-        raise UsageError(f"--name '{run_dir.name}' is the parent run itself — fine-tuning writes a new run; "
-                         "give another --name")
+    run_dir = _new_run_dir(paths, name, specs, launch, overwrite, parent)  # before the slow corpus work
     source = options.resolve(specs, paths)
     check_fits(source.chars, cfg)
-    if announce and launch.is_writer:
-        announce(f"corpus: {source.describe()}")
+    if say:
+        say(f"corpus: {source.describe()}")
     start: Start
     with distributed.join(launch, dev) as group:
         tokenizer = None
@@ -115,22 +104,10 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
             tokenizer = parent.tokenizer.grown(own.chars)
         prepared = _prepare(source, specs, voices, model_cfg.voices, options, cfg, paths, group, tokenizer)
         model_cfg = replace(model_cfg, vocab_size=prepared.encoded.tokenizer.vocab_size)
-        if voices and announce and launch.is_writer:
-            announce(voices_line(voices, prepared.voice_chars, cfg.balance, cfg.no_voice_share))
-        recipe = None
-        if clock is not None:
-            clock.mark("startup")
-        if auto_fields and clock is not None:
-            recipe = group.broadcast(_plan(prepared, model_cfg, cfg, dev, auto_fields, announce, launch, clock,
-                                           fine_tune=parent is not None) if group.is_writer else None)
-            model_cfg, cfg = apply(recipe, auto_fields, model_cfg, cfg)
-            launch.check_batch(cfg.batch_size)
-            clock.mark("probe")
-        if clock is not None and group.is_writer:
-            clock.check(reserve=cfg.eval_pass_estimate)
-        footprint.check_fits(model_cfg, cfg.batch_size, cfg.seq_len, dev)  # with the vocabulary and the recipe's sizes
-        if cfg.amp and dev.type == "cuda":
-            _check_amp_kernel(model_cfg.cell, dev)
+        if voices and say:
+            say(voices_line(voices, prepared.voice_chars, cfg.balance, cfg.no_voice_share))
+        model_cfg, cfg, recipe = sized(prepared, model_cfg, cfg, dev, auto_fields, announce, launch, clock, group,
+                                        fine_tune=parent is not None)
         torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run (the same on every rank)
         config = RunConfig(model_cfg, cfg, corpus_record(specs, prepared, options, voices),
                            recipe=record(recipe, auto_fields) if recipe else None, distributed=_world_record(group))
@@ -144,6 +121,34 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
                 checkpoint.create(run_dir, config.to_json(), prepared.encoded.tokenizer, overwrite)
             result = _train(model, cfg, prepared, run_dir, group, start, clock, show_progress)
     return run_dir, result
+
+
+def _with_voices(model_cfg: ModelConfig, sources: int, voices: list[str]) -> ModelConfig:
+    """The model's voice table from the names given, one per source (none: the model has no voices)."""
+    if not voices:
+        return model_cfg
+    check_names(voices)
+    if len(voices) != sources:
+        raise UsageError(f"{len(voices)} voice names for {sources} sources — give one name per CORPUS")
+    return replace(model_cfg, voices=tuple(voices))
+
+
+def _new_run_dir(paths: Paths, name: str | None, specs: list[str], launch: Launch, overwrite: bool,
+                 parent: Parent | None) -> Path:
+    """Where a new run goes, checked: a valid name, not an existing run (unless `overwrite`), not locked by a
+    training process, not the parent being fine-tuned."""
+    if name is not None:
+        names.check(name)
+    run_dir = paths.checkpoints / (name or _agreed_name(specs[0] if specs else "run", launch))
+    checkpoint.check_new(run_dir, overwrite)
+    if run_dir.is_dir():
+        runlock.check_unlocked(run_dir)
+    if parent is not None and run_dir.resolve() == parent.path.resolve():
+        raise UsageError(f"--name '{run_dir.name}' is the parent run itself — fine-tuning writes a new run; "
+                         "give another --name")
+    return run_dir
+
+
 
 
 def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None, max_steps: int | None = None,
@@ -176,7 +181,7 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
                "time_budget": None if more_time is None else float(done.get("elapsed", 0.0)) + more_time}
     config.train = cfg = replace(config.train, **{k: v for k, v in changes.items() if v is not None})
     clock = Budget(more_time, started if started is not None else time.perf_counter()) if more_time else None
-    _check(cfg.validate())
+    refuse(cfg.validate())
     launch.check_batch(cfg.batch_size)
     dev = _device_for(device, cfg, launch)
     given = [corpus_path] if isinstance(corpus_path, str) else list(corpus_path or [])
@@ -287,58 +292,6 @@ def _agreed_name(spec: str, launch: Launch) -> str:
     return default_run_name(spec)
 
 
-def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: torch.device,
-          auto_fields: frozenset[str], announce: Callable[[str], None] | None, launch: Launch, clock: Budget,
-          fine_tune: bool = False) -> Recipe:
-    """Probe this machine once (rank 0) and choose the model for what is left of the budget; announce the choice.
-    A fine-tune keeps its parent's model: the recipe picks the schedule for it at fine-tuning's rate.
-
-    bf16 is probed only where it can win (`device.bf16_native`): an emulating CPU would spend a minute
-    measuring what it cannot use."""
-    if dev.type == "cpu":
-        tune_cpu_allocator()  # as training will: the probe must see the same speed
-    # A fine-tune keeps fine-tuning's batch (RECIPES.md: 32 and 64 within noise) and times only that one.
-    batches = BATCHES if "batch_size" in auto_fields and not fine_tune else (cfg.batch_size,)
-    may_amp = "amp" in auto_fields and dev.type in AMP_DEVICES and bf16_native(dev)
-    amps = (False, True) if may_amp else (cfg.amp,)
-    # A short budget gets a shorter probe (fewer timed steps, noisier readings): under 3 minutes every
-    # second of timing is a second less of training (a full probe is ~10 s of a 60 s run on 2 cores).
-    short = clock.total < 180
-    # A fine-tune's model is its parent's: time that one. Whether bf16 pays depends on the size (on 2 Zen 4 cores
-    # the 2x256 probe gained 1.04-1.20x, near AMP_MIN_GAIN, while the base's 3x512 trains ~1.35x as many steps a
-    # minute in bf16: RECIPES.md, fine-tuning from the base); its speed is then read as the probe model's.
-    size = (model_cfg.layers, model_cfg.hidden, model_cfg.embed) if fine_tune else PROBE
-    measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, cfg.seq_len, amps=amps,
-                              steps=(2 if fine_tune else 4) if short else 7, size=size)
-    measured = {k: as_probe_speed(v, model_cfg.cell, size, model_cfg.vocab_size) for k, v in measured.items()}
-    gain = amp_gain(measured)
-    amp = pick_amp(measured) if len(amps) > 1 else cfg.amp
-    speeds = {b: v for (b, a), v in measured.items() if a == amp}
-    # Evaluation is sharded over the processes too (and always runs in fp32).
-    eval_speed = measure_eval_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.seq_len) * launch.world_size
-    # How a bigger model's speed falls off here, and the probe read again; where the user set the whole size,
-    # the recipe needs no sizing.
-    scale, again = None, None
-    if auto_fields & {"layers", "hidden", "embed"}:
-        scale, again = measure_scale(dev, model_cfg.vocab_size, model_cfg.cell, max(speeds), amp, cfg.seq_len,
-                                     steps=3 if short else 5)
-    # Every process trains its share at about the probe's speed: the job sees world_size times as much.
-    speeds = {b: v * launch.world_size for b, v in steady_speeds(speeds, again).items()}
-    sizes = [(model_cfg.layers, model_cfg.hidden, model_cfg.embed)] if fine_tune else None
-    recipe = plan(clock.left(), len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell,
-                  len(prepared.val_ids), eval_speed, amp, scale, sizes)
-    if fine_tune:
-        recipe = replace(recipe, lr=FINE_TUNE.lr, warmup=FINE_TUNE.warmup, dropout=model_cfg.dropout)
-    recipe.probe_amp_gain = None if gain is None else round(gain, 3)  # stored: why this run chose its precision
-    recipe.probe_second_reading = None if again is None else round(again * launch.world_size)
-    chosen_model, chosen_cfg = apply(recipe, auto_fields, model_cfg, cfg)
-    _check(chosen_model.validate() + chosen_cfg.validate())
-    check_fits(prepared.corpus.chars, chosen_cfg)
-    if announce:
-        announce(announcement(recipe, auto_fields, chosen_model, chosen_cfg, launch.world_size))
-    return recipe
-
-
 def _world_record(group: ProcessGroup) -> dict[str, Any]:
     return {"world_size": group.world_size, "backend": group.backend}
 
@@ -367,18 +320,3 @@ def _device_for(name: str, cfg: TrainConfig, launch: Launch | None = None) -> to
             raise UsageError(f"this machine has {torch.cuda.device_count()} GPU(s) but torchrun started a process for "
                              f"GPU {dev.index} — give --nproc_per_node at most {torch.cuda.device_count()}")
     return dev
-
-
-def _check_amp_kernel(cell: str, dev: torch.device) -> None:
-    """Autocast asks for bf16; a cuDNN build that ran the recurrent kernel in fp16 instead would need a gradient
-    scaler, which charnn does not keep: refuse it before anything is written."""
-    tiny = CharRNN(ModelConfig(vocab_size=2, cell=cell, layers=1, hidden=8, embed=8, heads=1)).to(dev)
-    ran = amp_dtype(tiny, dev)
-    if ran == torch.float16:
-        raise DeviceError(f"--amp: this GPU's recurrent kernel runs in float16 under autocast (not bf16), which needs "
-                          f"a gradient scaler charnn does not use — train with --no-amp on {dev}")
-
-
-def _check(problems: list[str]) -> None:
-    if problems:
-        raise UsageError(problems[0])

@@ -25,19 +25,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from charnn import board, checkpoint
-from charnn.board import Board
 from charnn.data import Streams
 from charnn.device import AMP_DEVICES, amp_dtype, tune_for
 from charnn.distributed import ProcessGroup, restore_rng
-from charnn.ema import WeightAverage
 from charnn.errors import TrainingError
 from charnn.evaluation import evaluate, evaluate_voices
 from charnn.interrupt import StopFlag, resumable
-from charnn.model import CharRNN, State, detach_state
+from charnn.model import CharRNN, State
+from charnn.reporter import Reporter
 from charnn.schedule import (
     TIME_PATIENCE,
     Progress,
@@ -48,6 +46,7 @@ from charnn.schedule import (
     patience_ran_out,
     stop_reason,
 )
+from charnn.update import Update
 from charnn.voices import NO_VOICE, NO_VOICE_SHARE, unvoiced_rows
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
@@ -189,9 +188,9 @@ class Trainer:
     """One session of a run: `begin` one of three ways, then `step` until a stop reason, with `evaluate`
     (which also `save`s) every `eval_every` steps and once at the end.
 
-    Holds what the steps share: the model and its DDP wrapper, the optimizer, the weight average,
-    the progress, the streams' hidden state (this rank's rows, (L, b, H) per part) and the timings
-    that keep a wall-clock budget.
+    Holds what the steps share: the model and its DDP wrapper, the `Update` (optimizer and weight average,
+    update.py), the progress, the streams' hidden state (this rank's rows, (L, b, H) per part), the timings
+    that keep a wall-clock budget, and the `Reporter` (reporter.py) that writes and prints each evaluation.
     """
 
     def __init__(self, model: CharRNN, cfg: TrainConfig, train_ids: np.ndarray, val_ids: np.ndarray,
@@ -214,16 +213,16 @@ class Trainer:
             ran = str(amp_dtype(model, device)).removeprefix("torch.")
             tqdm.write("amp: bf16 autocast; " + ("the recurrent layers multiply in bf16 and return float32" if
                                                  device.type == "cpu" else f"the recurrent kernel runs in {ran}"))
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.update = Update(model, self.net, lr=cfg.lr, weight_decay=cfg.weight_decay, clip=cfg.clip, amp=cfg.amp,
+                             ema=cfg.ema)
+        self.optimizer, self.average = self.update.optimizer, self.update.average
         self.p = Progress()
         self.state: State = model.init_state(self.streams.rows, device)
-        self.average = WeightAverage(model, cfg.ema) if cfg.ema else None
         self.offset = 0  # where the current epoch's layout starts
         self.last_val: float | None = None
         self.loss_sum, self.loss_count = torch.zeros((), device=device), 0  # training loss since the last pass
-        self.rate_mark = (0.0, 0)  # (clock, tokens) when the tokens/s measurement began
         self.bad_in_row = 0
-        self.board: Board | None = None
+        self.report = Reporter(run_dir, self.writer, self.show, None, 0)  # run() opens the session's own
         self.spent = {"evaluation": 0.0, "saving": 0.0}  # this session's seconds in validation passes and in writes
         self.pass_s = cfg.eval_pass_estimate  # how long the last validation pass took (the same on every rank)
         self.save_s = 0.0  # how long the writes after a validation pass took (best, metrics, latest), agreed by the ranks
@@ -255,24 +254,16 @@ class Trainer:
     def run(self, start: Start, deadline: float | None = None) -> TrainResult:
         self.begin(start)
         flag = StopFlag()
-        if self.writer and self.cfg.tensorboard is not None:
-            self.board = Board(board.log_dir(self.cfg.tensorboard, self.run_dir), self.p.step)
-            if self.show:
-                tqdm.write(f"tensorboard: {self.board.folder} (view with: tensorboard --logdir {self.board.folder})")
-        # The bar counts thousandths of the run, so its ETA works for step, epoch and time limits alike.
-        bar = tqdm(total=1000, disable=None if self.show else True,
-                   bar_format="{percentage:3.0f}%|{bar:20}| {elapsed}<{remaining}{postfix}", dynamic_ncols=True)
+        report = self.report = Reporter(self.run_dir, self.writer, self.show, self.cfg.tensorboard, self.p.step)
         session_start = time.perf_counter() - self.p.elapsed
         # A wall-clock budget: what is left of it now, as rank 0 reads it, is the loop's; so whatever came before
         # (the first optimizer imports torch's compiler, ~1 s) counts too, and every rank stops at the same step.
         if deadline is not None:
             self.cfg = replace(self.cfg, time_budget=self.world.broadcast(self.p.elapsed + deadline - time.perf_counter()))
-        self.rate_mark = (time.perf_counter(), self.p.tokens)
-        stopped_by, shown_at = "interrupted", 0.0
-        with flag.installed(), bar, self.board.writer if self.board is not None else nullcontext(), \
-                resumable(self.run_dir):
-            if self.cfg.stops_after and self.show and not isinstance(start, Resume):
-                tqdm.write(patience_line(self.cfg.stops_after))
+        stopped_by = "interrupted"
+        with flag.installed(), report.opened(self.p.tokens), resumable(self.run_dir):
+            if self.cfg.stops_after and not isinstance(start, Resume):
+                report.say(patience_line(self.cfg.stops_after))
             if isinstance(start, FromParent):
                 self.evaluate(f"from {start.name}: val {{val:.4f}} nats ({{bpc:.3f}} bpc) on the new text "
                               "before fine-tuning")
@@ -283,9 +274,8 @@ class Trainer:
                 if self.p.step % self.cfg.eval_every == 0 and \
                         not final_pass_is_near(self.cfg, self.p.elapsed, self.pass_s, self.save_s):
                     self.evaluate()
-                if time.perf_counter() - shown_at > 0.5 and not bar.disable:
-                    shown_at = time.perf_counter()
-                    self._show(bar, loss)
+                report.tick(fraction_done(self.cfg, self.p, self.streams.n_windows), self.p.step, loss,
+                            self.last_val, self.p.tokens, self.update.lr)
                 if stop_asked:
                     self.save()
                     break
@@ -311,32 +301,17 @@ class Trainer:
             self.state = self.model.init_state(self.streams.rows, device)
             self.offset = self._epoch_offset()
         lr = learning_rate(cfg, p, self.streams.n_windows, self.pass_s + self.save_s)
-        for param_group in self.optimizer.param_groups:
-            param_group["lr"] = lr
         x, y = self.streams.window(p.window, offset=self.offset)
         if device.type == "cuda":  # pinned pages let the copy run asynchronously
             x, y = x.pin_memory(), y.pin_memory()
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        voices = self._voices()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-            # (b, T, V); a model without voices is called as any module of (ids, state) is
-            logits, new_state = self.net(x, self.state) if voices is None else self.net(x, self.state, voices)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
-        # The norm of the all-reduced gradients is the same number on every rank, and a
-        # non-finite loss always gives non-finite gradients: every rank skips the same steps.
-        if torch.isfinite(grad_norm):
-            self.optimizer.step()
-            if self.average is not None:
-                self.average.update()
-            self.state = detach_state(new_state)
+        loss, new_state = self.update(x.to(device, non_blocking=True), y.to(device, non_blocking=True), self.state,
+                                      self._voices(), lr)
+        if new_state is not None:
+            self.state = new_state
             self.loss_sum += loss.detach()
             self.loss_count += 1
             self.bad_in_row = 0
-        else:  # skip: weights and state stay as they were
+        else:  # skipped: weights and state stay as they were
             p.skipped += 1
             self.bad_in_row += 1
             if self.bad_in_row >= MAX_BAD_STEPS:
@@ -371,7 +346,7 @@ class Trainer:
                             if val < p.best_val and self.writer else None)
         self.last_val = val
         now = time.perf_counter()
-        tps = (p.tokens - self.rate_mark[1]) / max(now - self.rate_mark[0], 1e-9)
+        tps = self.report.tokens_per_s(p.tokens)
         # The pass's duration rides along as the ranks' mean, so all of them skip the same passes.
         # The writer's time for the last pass's writes rides along too (the others add 0): every rank keeps
         # back the same time for the final pass and save, so all of them stop at the same step.
@@ -380,10 +355,10 @@ class Trainer:
         self.pass_s = summed_s / world.world_size
         self.spent["evaluation"] += self.pass_s
         writes = time.perf_counter()
-        record = {
+        record: dict[str, Any] = {
             "step": p.step, "epoch": round(p.epoch + p.window / self.streams.n_windows, 4), "tokens": p.tokens,
             "elapsed": round(p.elapsed, 3), "train_loss": summed_loss / summed_count if summed_count else None,
-            "val_loss": val, "val_bpc": val / math.log(2), "lr": self.optimizer.param_groups[0]["lr"],
+            "val_loss": val, "val_bpc": val / math.log(2), "lr": self.update.lr,
             "tokens_per_s": round(tps, 1),
         }
         if by_voice:
@@ -396,21 +371,13 @@ class Trainer:
         else:
             p.evals_since_best += 1
         if patience_ran_out(self.cfg, p):
-            p.cooldown_from, p.cooldown_lr = p.step, self.optimizer.param_groups[0]["lr"]
-        if self.writer:
-            checkpoint.append_metrics(self.run_dir, record)
-            if self.board is not None:
-                self.board.record(record)
+            p.cooldown_from, p.cooldown_lr = p.step, self.update.lr
+        self.report.evaluated(record, line)
         p.last_eval_step = p.step
         self.save()
         self.writes_s = time.perf_counter() - writes
-        if self.show:
-            train_loss = record["train_loss"] if record["train_loss"] is not None else float("nan")
-            tqdm.write(line.format(val=val, bpc=record["val_bpc"]) if line else
-                       f"step {p.step:>6}  train {train_loss:.4f}  val {val:.4f} nats ({record['val_bpc']:.3f} bpc)"
-                       f"  {tps:,.0f} tok/s  lr {record['lr']:.2e}")
         self.loss_sum, self.loss_count = torch.zeros((), device=self.device), 0
-        self.rate_mark = (time.perf_counter(), p.tokens)
+        self.report.restart_rate(p.tokens)
 
     def _score(self) -> tuple[float, dict[str, float]]:
         """The validation loss; in a voiced run, each character read in its own voice, and each voice's loss."""
@@ -454,11 +421,3 @@ class Trainer:
 
     def _epoch_offset(self) -> int:  # where the current epoch's layout starts (the same on every rank and resume)
         return self.streams.epoch_offset(self.cfg.seed, self.p.epoch) if self.cfg.epoch_offset else 0
-
-    def _show(self, bar: tqdm, loss: torch.Tensor) -> None:
-        now, p = time.perf_counter(), self.p
-        bar.n = min(1000, int(fraction_done(self.cfg, p, self.streams.n_windows) * 1000))
-        tps = (p.tokens - self.rate_mark[1]) / max(now - self.rate_mark[0], 1e-9)
-        lr = self.optimizer.param_groups[0]["lr"]
-        bar.set_postfix_str(f"step {p.step} loss {loss.item():.3f} val "
-                            f"{'-' if self.last_val is None else f'{self.last_val:.3f}'} {tps:,.0f} tok/s lr {lr:.2e}")

@@ -126,7 +126,7 @@ def fake_probe(monkeypatch: pytest.MonkeyPatch) -> FakeProbe:
     """The probe's readings made up (a machine's speed must not decide a test). A `--time` test still pays
     its start-up, so give it 5s or more: a 2s budget is refused where start-up takes 1.8 s (a slow CPU
     under load)."""
-    import charnn.session as api_module
+    import charnn.sizing as api_module
 
     probe = FakeProbe()
     monkeypatch.setattr(api_module, "measure_speeds", probe.speeds)

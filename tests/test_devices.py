@@ -222,11 +222,11 @@ def test_a_gpu_index_past_the_machines_gpus_is_one_line(a_gpu) -> None:
 
 def test_a_recurrent_kernel_in_fp16_under_autocast_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """bf16 autocast needs no gradient scaler; a build whose RNN ran in fp16 would: refused before training."""
-    from charnn import session
+    from charnn import sizing
 
-    monkeypatch.setattr(session, "amp_dtype", lambda model, dev: torch.float16)
+    monkeypatch.setattr(sizing, "amp_dtype", lambda model, dev: torch.float16)
     with pytest.raises(DeviceError, match=r"float16 under autocast .* --no-amp"):
-        session._check_amp_kernel("lstm", torch.device("cpu"))
+        sizing._check_amp_kernel("lstm", torch.device("cpu"))
 
 
 def test_the_torch_floor_has_what_the_code_calls() -> None:

@@ -177,9 +177,11 @@ def test_explicit_options_override_the_recipe(words_file: Path, fake_probe: Fake
 def test_the_budget_trains_in_bf16_where_the_probe_says_so_unless_the_user_chose(
         words_file: Path, monkeypatch: pytest.MonkeyPatch, fake_probe: FakeProbe, given: str | None) -> None:
     import charnn.session as api_module
+    import charnn.sizing as sizing
 
     fake_probe.bf16_gain = 1.5  # a machine where bf16 wins, whatever this one does
-    monkeypatch.setattr(api_module, "bf16_native", lambda device: True)
+    for module in (api_module, sizing):  # the warning and the probe both ask
+        monkeypatch.setattr(module, "bf16_native", lambda device: True)
     result = CliRunner().invoke(app, ["train", str(words_file), "--name", "r", "--time", "5s", "--hidden", "24",
                                       "--device", "cpu"] + ([given] if given else []))
     assert result.exit_code == 0, result.output
@@ -200,8 +202,10 @@ def test_bf16_is_probed_only_where_the_cpu_has_bf16_instructions(
         words_file: Path, monkeypatch: pytest.MonkeyPatch, fake_probe: FakeProbe, native: bool) -> None:
     """Issue #32: a CPU that emulates bf16 (Zen 3, AVX2 only) spent ~80 s probing it; it is never timed there."""
     import charnn.session as api_module
+    import charnn.sizing as sizing
 
-    monkeypatch.setattr(api_module, "bf16_native", lambda device: native)
+    for module in (api_module, sizing):  # the warning and the probe both ask
+        monkeypatch.setattr(module, "bf16_native", lambda device: native)
     fake_probe.bf16_gain = 1.5
     result = CliRunner().invoke(app, ["train", str(words_file), "--name", "r", "--time", "5s", "--hidden", "24",
                                       "--device", "cpu"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charnn import api, checkpoint, session
+from charnn import api, checkpoint, sizing
 from charnn.schedule import lr_at
 from charnn.train import TrainConfig
 from tests.conftest import tiny_model, tiny_train, train_run
@@ -205,7 +205,7 @@ def test_the_budget_is_the_wall_clock_of_the_whole_command(words_file, monkeypat
         time.sleep(1.0)
         return real_speeds(*args, **kwargs)
 
-    monkeypatch.setattr(session, "measure_speeds", slow_probe)
+    monkeypatch.setattr(sizing, "measure_speeds", slow_probe)
     _slow_passes(monkeypatch, 0.3)
     budget = 6.0
     model_cfg, cfg, auto = configs(Request(hidden=16, embed=8, layers=1, batch_size=8, seq_len=16, eval_every=50),
@@ -235,7 +235,7 @@ def test_a_budget_the_probe_alone_would_use_up_is_refused_in_one_line(words_file
         time.sleep(2.0)
         return real_speeds(*args, **kwargs)
 
-    monkeypatch.setattr(session, "measure_speeds", slow_probe)
+    monkeypatch.setattr(sizing, "measure_speeds", slow_probe)
     result = CliRunner().invoke(app, ["train", str(words_file), "--name", "short", "--time", "2s", "--device", "cpu"])
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and re.fullmatch(

@@ -16,7 +16,7 @@ from charnn.errors import UsageError
 from charnn.originality import MIN_COPY, Report
 from charnn.sample import ItemsConfig, SampleConfig, generate
 from charnn.sample.choices import ChoicesConfig
-from charnn.sample.engine import voice_of
+from charnn.sample.engine import Generation, voice_of
 
 
 def unescape(text: str) -> str:
@@ -95,47 +95,63 @@ def sample_cmd(
     length = 500 if length is None else length
     model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
     if beam is not None:
-        found = model.beam(prime, beam, length, stop, temperature, seed, drop_unknown, voice)
-        best = found.hypotheses[0]
-        sys.stdout.write(prime + best.text + "\n")
-        typer.echo(f"beam {beam}: {len(best.text)} characters, {best.score:.4f} nats per character (log-probability "
-                   f"{best.logprob:.2f}; best of {len(found.hypotheses)} kept)", err=True)
+        _print_beam(model, prime, beam, length, stop, temperature, seed, drop_unknown, voice)
         return
     cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                        num_samples=num_samples, stop=stop, drop_unknown=drop_unknown, voice=voice)
     stream = generate(model.model, model.tokenizer, prime, cfg)  # validates before anything is printed
-    out = sys.stdout
     if originality:
         if min_copy < 1:
             raise typer.BadParameter(f"--min-copy {min_copy} must be at least 1")
         model.originality_index(paths_for(checkpoints_dir, corpora_dir), corpus_paths or (), show_progress=True)
+        _print_marked(model, stream, prime, min_copy)
+    elif num_samples == 1:
+        _print_streamed(stream, prime)
+    else:
         for _ in stream:
             pass
-        known = set(model.tokenizer.chars)
-        shown = "".join(c for c in prime if c in known)  # the prime as fed (--drop-unknown drops the rest)
         for i, text in enumerate(stream.texts, 1):
-            report = model.originality(shown + text, len(shown), min_copy)
-            if num_samples > 1:
-                out.write(f"--- sample {i} ---\n")
-            out.write(report.marked(out.isatty()) + "\n")
+            sys.stdout.write(f"--- sample {i} ---\n{prime}{text}\n")
+
+
+def _print_beam(model: api.CharModel, prime: str, beam: int, length: int, stop: str | None, temperature: float,
+                seed: int | None, drop_unknown: bool, voice: str | None) -> None:
+    """`charnn sample --beam W`: the best continuation on stdout, its score on stderr."""
+    found = model.beam(prime, beam, length, stop, temperature, seed, drop_unknown, voice)
+    best = found.hypotheses[0]
+    sys.stdout.write(prime + best.text + "\n")
+    typer.echo(f"beam {beam}: {len(best.text)} characters, {best.score:.4f} nats per character (log-probability "
+               f"{best.logprob:.2f}; best of {len(found.hypotheses)} kept)", err=True)
+
+
+def _print_streamed(stream: Generation, prime: str) -> None:
+    """One sample, written as it is drawn."""
+    out = sys.stdout
+    out.write(prime)
+    flushed = time.perf_counter()
+    for pieces in stream:
+        out.write(pieces[0])
+        # Flushing per character costs more than the step itself; a line or 50 ms still reads as a stream.
+        if pieces[0] == "\n" or time.perf_counter() - flushed > 0.05:
             out.flush()
-            typer.echo(report.describe(), err=True)
-        return
-    if num_samples == 1:
-        out.write(prime)
-        flushed = time.perf_counter()
-        for pieces in stream:
-            out.write(pieces[0])
-            # Flushing per character costs more than the step itself; a line or 50 ms still reads as a stream.
-            if pieces[0] == "\n" or time.perf_counter() - flushed > 0.05:
-                out.flush()
-                flushed = time.perf_counter()
-        out.write("\n")
-        return
+            flushed = time.perf_counter()
+    out.write("\n")
+
+
+def _print_marked(model: api.CharModel, stream: Generation, prime: str, min_copy: int) -> None:
+    """`--originality`: each sample with its copied spans marked, and how much was copied on stderr."""
     for _ in stream:
         pass
+    known = set(model.tokenizer.chars)
+    shown = "".join(c for c in prime if c in known)  # the prime as fed (--drop-unknown drops the rest)
+    out = sys.stdout
     for i, text in enumerate(stream.texts, 1):
-        out.write(f"--- sample {i} ---\n{prime}{text}\n")
+        report = model.originality(shown + text, len(shown), min_copy)
+        if len(stream.texts) > 1:
+            out.write(f"--- sample {i} ---\n")
+        out.write(report.marked(out.isatty()) + "\n")
+        out.flush()
+        typer.echo(report.describe(), err=True)
 
 
 def _refuse(mode: str, **given: bool) -> None:

@@ -22,11 +22,11 @@ from charnn.cli.root import (
     paths_for,
     set_threads,
 )
-from charnn.lineage import check_architecture
+from charnn.lineage import Parent, check_architecture
 from charnn.model import HEADED, ModelConfig
 from charnn.recipe import AMP_MIN_GAIN, FINE_TUNE, Request, configs, fine_tune_recipe
 from charnn.schedule import TIME_PATIENCE
-from charnn.train import TrainConfig
+from charnn.train import TrainConfig, TrainResult
 from charnn.voices import check_names, from_records, parse_spec
 
 # The defaults the help states are the configs' own (model.py, train.py), and fine-tuning's are recipe.FINE_TUNE's.
@@ -138,45 +138,20 @@ def train_cmd(
         raise typer.BadParameter("--from starts a new run and --resume continues one — give one of them "
                                  "(to continue a fine-tuned run: --resume CHILD)")
     if resume is not None:
-        fixed = {"--name": name, "--cell": cell, "--heads": heads, "--layers": layers, "--hidden": hidden,
-                 "--embed": embed, "--dropout": dropout, "--batch-size": batch_size, "--seq-len": seq_len,
-                 "--warmup": warmup, "--ema": ema, "--locked-dropout/--step-dropout": locked_dropout,
-                 "--epoch-offset/--same-windows": epoch_offset, "--amp/--no-amp": amp}
-        fixed.update({"--voices": voices or None, "--balance": balance or None, "--voices-from": voices_from})
-        if given_fixed := [option for option, value in fixed.items() if value is not None]:
-            raise typer.BadParameter(f"{', '.join(given_fixed)} cannot change when resuming: the run keeps the model, "
-                                     "batch, windows and precision it started with — drop them, or train a new run")
-        if include or exclude or strict or replace_bad_bytes:
-            raise typer.BadParameter("--include, --exclude, --strict and --replace-bad-bytes are fixed when a run "
-                                     "starts — drop them with --resume (the run reads its corpus as it did then)")
+        _refuse_fixed({"--name": name, "--cell": cell, "--heads": heads, "--layers": layers, "--hidden": hidden,
+                       "--embed": embed, "--dropout": dropout, "--batch-size": batch_size, "--seq-len": seq_len,
+                       "--warmup": warmup, "--ema": ema, "--locked-dropout/--step-dropout": locked_dropout,
+                       "--epoch-offset/--same-windows": epoch_offset, "--amp/--no-amp": amp,
+                       "--voices": voices or None, "--balance": balance or None, "--voices-from": voices_from},
+                      reading=bool(include or exclude or strict or replace_bad_bytes))
         run_dir, result = api.resume_training(resume, corpus_path=corpus_spec or None, max_steps=max_steps, epochs=epochs,
                                               more_time=seconds, lr=lr, device=device, paths=paths,
                                               show_progress=not quiet, tensorboard=tensorboard, started=started)
     else:
-        voice_names: list[str] = []
-        if voices_from is not None:
-            if corpus_spec:
-                raise typer.BadParameter("--voices-from reads every voice from its file — drop the CORPUS arguments "
-                                         "(or drop --voices-from and give one CORPUS per voice with --voices)")
-            voices, pairs = True, from_records(voices_from, paths.corpora, text_field, voice_field)
-            corpus_spec = [f"{name}={path}" for name, path in pairs]
-        elif (text_field, voice_field) != ("text", "voice"):
-            raise typer.BadParameter("--text-field and --voice-field apply to --voices-from FILE — add it or drop them")
-        if not corpus_spec:
-            raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
-        if voices:
-            voice_names, corpus_spec = (list(side) for side in zip(*map(parse_spec, corpus_spec), strict=True))
-            check_names(voice_names)
-        elif balance:
-            raise typer.BadParameter("--balance applies to --voices (a model of several voices) — add --voices or "
-                                     "drop --balance")
+        corpus_spec, voice_names = _voiced_corpus(corpus_spec, voices, balance, voices_from, text_field, voice_field,
+                                                  paths.corpora)
         parent = api.load_parent(from_run, paths.checkpoints) if from_run is not None else None
-        if parent is not None:
-            check_architecture(parent, {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed,
-                                        "heads": heads})
-        elif heads is not None and (cell or "gru") not in HEADED:
-            raise typer.BadParameter(f"--heads applies to --cell slstm and mlstm only (this run's cell is "
-                                     f"{cell or 'gru'}) — drop --heads or add --cell slstm or --cell mlstm")
+        _check_shape(parent, cell, layers, hidden, embed, heads)
         budgeted = seconds is not None
         if seconds is None and max_steps is None and epochs is None:
             seconds = 600.0
@@ -187,10 +162,8 @@ def train_cmd(
                           locked_dropout=locked_dropout, amp=amp)
         base = fine_tune_recipe(parent.model_config) if parent is not None else None
         model_cfg, cfg, auto = configs(request, budgeted, base, weight_decay=weight_decay, clip=clip, epochs=epochs,
-                                       max_steps=max_steps, time_budget=seconds,
-                                       patience=patience,
-                                       val_frac=val_frac, seed=seed,
-                                       tensorboard=tensorboard, epoch_offset=epoch_offset is not False,
+                                       max_steps=max_steps, time_budget=seconds, patience=patience, val_frac=val_frac,
+                                       seed=seed, tensorboard=tensorboard, epoch_offset=epoch_offset is not False,
                                        balance=balance)
         say = None if quiet else (lambda line: typer.echo(line, err=True))
         options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
@@ -198,22 +171,70 @@ def train_cmd(
                                              overwrite=overwrite, corpus_options=options, show_progress=not quiet,
                                              auto_fields=auto, announce=say, started=started, parent=parent,
                                              voices=voice_names)
-    if not result.is_writer:
-        return
+    if result.is_writer:
+        typer.echo(_ending(run_dir, result, checkpoints_dir), err=True)
+
+
+def _refuse_fixed(fixed: dict[str, object], reading: bool) -> None:
+    """With --resume: the options a run fixes when it starts, refused if given (`fixed`: option -> value or None)."""
+    if given_fixed := [option for option, value in fixed.items() if value is not None]:
+        raise typer.BadParameter(f"{', '.join(given_fixed)} cannot change when resuming: the run keeps the model, "
+                                 "batch, windows and precision it started with — drop them, or train a new run")
+    if reading:
+        raise typer.BadParameter("--include, --exclude, --strict and --replace-bad-bytes are fixed when a run "
+                                 "starts — drop them with --resume (the run reads its corpus as it did then)")
+
+
+def _voiced_corpus(corpus_spec: list[str] | None, voices: bool, balance: bool, voices_from: Path | None,
+                   text_field: str, voice_field: str, corpora: Path) -> tuple[list[str], list[str]]:
+    """A new run's sources and its voices' names (none unless --voices or --voices-from), checked."""
+    if voices_from is not None:
+        if corpus_spec:
+            raise typer.BadParameter("--voices-from reads every voice from its file — drop the CORPUS arguments "
+                                     "(or drop --voices-from and give one CORPUS per voice with --voices)")
+        voices, pairs = True, from_records(voices_from, corpora, text_field, voice_field)
+        corpus_spec = [f"{name}={path}" for name, path in pairs]
+    elif (text_field, voice_field) != ("text", "voice"):
+        raise typer.BadParameter("--text-field and --voice-field apply to --voices-from FILE — add it or drop them")
+    if not corpus_spec:
+        raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
+    if not voices:
+        if balance:
+            raise typer.BadParameter("--balance applies to --voices (a model of several voices) — add --voices or "
+                                     "drop --balance")
+        return corpus_spec, []
+    names, sources = (list(side) for side in zip(*map(parse_spec, corpus_spec), strict=True))
+    check_names(names)
+    return sources, names
+
+
+def _check_shape(parent: Parent | None, cell: str | None, layers: int | None, hidden: int | None,
+                 embed: int | None, heads: int | None) -> None:
+    """The architecture options of a new run: a fine-tune's must be its parent's; --heads only for a headed cell."""
+    if parent is not None:
+        check_architecture(parent, {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "heads": heads})
+    elif heads is not None and (cell or M.cell) not in HEADED:
+        raise typer.BadParameter(f"--heads applies to --cell slstm and mlstm only (this run's cell is "
+                                 f"{cell or M.cell}) — drop --heads or add --cell slstm or --cell mlstm")
+
+
+def _ending(run_dir: Path, result: TrainResult, checkpoints_dir: Path) -> str:
+    """The line a training command ends with: how it stopped, the best score, and where the run is."""
     p = result.progress
     best = f"{p.best_val:.4f} nats ({p.best_val / 0.6931471805599453:.3f} bpc)"
+    lines = []
     if result.checksum is not None:
-        typer.echo(f"{result.world_size} processes stopped together at step {p.step}; weights identical on every rank "
-                   f"(checksum {result.checksum})", err=True)
+        lines.append(f"{result.world_size} processes stopped together at step {p.step}; weights identical on every "
+                     f"rank (checksum {result.checksum})")
     if result.stopped_by == "interrupted":
         again = "charnn train" if result.world_size == 1 else \
             f"torchrun --standalone --nproc_per_node={result.world_size} -m charnn train"
-        typer.echo(f"interrupted at step {p.step}; saved {run_dir}. Continue with: {again} --resume {run_dir.name}"
-                   + ("" if checkpoints_dir == api.DEFAULT_CHECKPOINTS else f" --checkpoints-dir {checkpoints_dir}"),
-                   err=True)
+        lines.append(f"interrupted at step {p.step}; saved {run_dir}. Continue with: {again} --resume {run_dir.name}"
+                     + ("" if checkpoints_dir == api.DEFAULT_CHECKPOINTS else f" --checkpoints-dir {checkpoints_dir}"))
     elif result.stopped_by == "patience":
-        typer.echo(f"stopped early at {format_duration(p.elapsed)} (step {p.step}): validation rising since step "
-                   f"{p.best_step} (best {best}); best.pt and latest.pt hold the step-{p.best_step} weights; "
-                   f"run saved in {run_dir}", err=True)
+        lines.append(f"stopped early at {format_duration(p.elapsed)} (step {p.step}): validation rising since step "
+                     f"{p.best_step} (best {best}); best.pt and latest.pt hold the step-{p.best_step} weights; "
+                     f"run saved in {run_dir}")
     else:
-        typer.echo(f"done ({result.stopped_by}) at step {p.step}: best val {best}; run saved in {run_dir}", err=True)
+        lines.append(f"done ({result.stopped_by}) at step {p.step}: best val {best}; run saved in {run_dir}")
+    return "\n".join(lines)
