@@ -1,4 +1,4 @@
-"""The GRU window (charnn/gru.py) against `nn.GRU`: one full training step on CPU, timed in turns.
+"""The GRU window (charnn/cells/gru.py) against `nn.GRU`: one full training step on CPU, timed in turns.
 
     python benchmarks/gru_window.py [--repeats 9] [--record]
 

@@ -5,6 +5,9 @@
     cuda     yes       compute capability 8+ (Ampere on)      not under cuDNN          free device memory
     mps      no        no (support varies by macOS)           yes                      recommended working set
 
+    A CPU without AVX-512 (Zen 3) also has no oneDNN LSTM kernel in bf16: asked for one under autocast,
+    oneDNN raises "could not create a primitive descriptor".
+
 The rules callers follow:
 
 - **Exact sums and draws** use `exact_dtype`: float64 where the device has it, float32 on MPS (`draw.py`
@@ -12,6 +15,8 @@ The rules callers follow:
   are added on the host in Python floats (`evaluation.py`), so they are the same on every device.
 - **Gradients through a model in `eval()`** (inspect) run inside `eval_backward()`: cuDNN refuses an
   RNN backward outside training mode, so there the native kernel takes over for that computation.
+- **A fused recurrent layer under bf16 autocast** runs inside `fused_rnn()`: where oneDNN has no bf16
+  RNN kernel it is switched off for that call and PyTorch's own kernel runs (bf16 products, float32 out).
 - **Memory**: `memory_bytes` is what a new allocation can count on (`footprint.py` asks it before a model is built).
 
 `emulating` makes every device report another device's rules (MPS's float64, cuDNN's backward): the
@@ -37,6 +42,7 @@ class Capability:
     bf16_native: bool  # bf16 autocast can run faster than fp32 here (native instructions or tensor cores)
     cudnn_rnn: bool  # its RNN kernels refuse a backward pass unless the forward ran in training mode
     index: int | None = None  # which GPU of its kind
+    onednn_bf16_rnn: bool = False  # a CPU whose oneDNN builds an LSTM kernel in bf16 (measured: `_onednn_bf16_rnn`)
 
     def memory_bytes(self) -> int | None:
         """What a new allocation can count on now (read each time: it changes); None: unknown."""
@@ -62,6 +68,13 @@ class Capability:
         (PyTorch's own CUDA kernel takes over for that computation)."""
         return torch.backends.cudnn.flags(enabled=False) if self.cudnn_rnn else nullcontext()
 
+    def fused_rnn(self) -> AbstractContextManager[object]:
+        """Where a fused nn.RNN/LSTM/GRU runs: under CPU bf16 autocast without oneDNN's bf16 RNN kernel,
+        oneDNN is off for the call (`torch.backends.mkldnn.flags` would also set TF32 and warn about Intel GPUs)."""
+        if self.kind == "cpu" and not self.onednn_bf16_rnn and torch.is_autocast_enabled("cpu"):
+            return _onednn_off()
+        return nullcontext()
+
 
 _EMULATED: list[dict[str, object]] = []  # rule overrides in force (`emulating`), innermost last
 
@@ -83,7 +96,29 @@ def _measured(kind: str, index: int | None) -> Capability:
         return Capability("cuda", True, bf16, bool(torch.backends.cudnn.is_available()), index)
     if kind == "mps":
         return Capability("mps", False, False, False, index)
-    return Capability(kind, True, _cpu_bf16(), False, index)
+    return Capability(kind, True, _cpu_bf16(), False, index, onednn_bf16_rnn=_onednn_bf16_rnn())
+
+
+def _onednn_bf16_rnn() -> bool:
+    """Whether oneDNN builds an LSTM kernel in bf16 here: tried once on a (1, 1, 1) input (about a millisecond).
+    Only the LSTM asks oneDNN for a bf16 kernel under autocast; without AVX-512 it has none and raises."""
+    lstm = torch.nn.LSTM(1, 1)
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(1, 1, 1))
+    except RuntimeError:
+        return False
+    return True
+
+
+@contextmanager
+def _onednn_off() -> Iterator[None]:
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a ContextProp: assigning sets the flag
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = was  # type: ignore[assignment]
 
 
 def _cpu_bf16() -> bool:
@@ -112,6 +147,7 @@ def host_memory() -> int | None:
 EMULATIONS: dict[str, dict[str, object]] = {
     "mps": {"float64": False},  # Apple's Metal has no float64
     "cudnn": {"cudnn_rnn": True},  # cuDNN: an RNN backward needs the forward in training mode
+    "avx2": {"onednn_bf16_rnn": False},  # a CPU without AVX-512: no oneDNN LSTM kernel in bf16
 }
 
 

@@ -89,7 +89,7 @@ def amp_dtype(model: CharRNN, device: torch.device) -> torch.dtype:
     (the 1.25x of RECIPES.md #79) and it returns float32.
     """
     ids = torch.zeros(1, 2, dtype=torch.long, device=device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16), capability.of(device).fused_rnn():
         out, _ = model.rnn(model.embedding(ids), None)
     return out.dtype
 

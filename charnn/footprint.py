@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 
 from charnn import capability
+from charnn.cells import CELLS
 from charnn.errors import DeviceError
 from charnn.model import CharRNN, ModelConfig
 
-GATES = {"rnn": 1, "gru": 3, "lstm": 4, "slstm": 4, "mlstm": 8}  # hidden-sized pre-activations per layer and step
 COPIES = 6  # float32 copies of the parameters that training holds
 
 
@@ -27,7 +27,7 @@ def parameters(model: ModelConfig) -> int:
 def training_bytes(model: ModelConfig, batch_size: int, seq_len: int) -> int:
     """The floor of what training `model` at `batch_size` x `seq_len` needs, in bytes."""
     chars = batch_size * seq_len
-    activations = 4 * chars * (model.layers * model.hidden * (GATES[model.cell] + 4) + 3 * model.vocab_size)
+    activations = 4 * chars * (model.layers * model.hidden * (CELLS[model.cell].gates + 4) + 3 * model.vocab_size)
     return 4 * COPIES * parameters(model) + activations
 
 

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from charnn import capability
+from charnn.cells import CELLS
 from charnn.errors import UsageError
-from charnn.model import CharRNN, Stepper, memory_part, unpack_state
+from charnn.model import CharRNN, Stepper, unpack_state
 from charnn.tokenizer import CharTokenizer
 
 FEATURES = ("inside quotes", "bracket depth", "position in line", "word start", "uppercase", "after newline")
@@ -51,11 +52,8 @@ class InspectConfig:
 
 
 def parts_of(cell: str) -> tuple[str, ...]:
-    """The per-unit quantities shown: h for every cell, and the cell state where there is one.
-
-    An sLSTM's c is stored scaled by exp(-m) (the stabiliser), so its meaningful cell value is c / n.
-    """
-    return {"lstm": ("h", "c"), "slstm": ("h", "c/n")}.get(cell, ("h",))
+    """The per-unit quantities shown: h for every cell, and the cell state where there is one (the cell's `shown`)."""
+    return CELLS[cell].shown
 
 
 def features(text: str) -> np.ndarray:
@@ -131,7 +129,7 @@ def _activations(model: CharRNN, parts: list[list[torch.Tensor]]) -> torch.Tenso
 def gradient_reach(model: CharRNN, windows: torch.Tensor, start: tuple[torch.Tensor, ...] | None = None) -> np.ndarray:
     """Mean over rows of ||∂loss_t / ∂h_{t-k}|| for k = 1..K, where windows (R, K + 2) are read from `start`.
 
-    h is the state part that carries the past (`model.memory_part`): the hidden output, or an mLSTM's matrix
+    h is the state part that carries the past (the cell's `memory`): the hidden output, or an mLSTM's matrix
     memory C (its h reaches the next step only through C).
 
     The model reads characters 0..K of each window one step at a time (dropout off) and the loss
@@ -141,7 +139,7 @@ def gradient_reach(model: CharRNN, windows: torch.Tensor, start: tuple[torch.Ten
     """
     was_training = model.training
     model.eval()
-    memory = memory_part(model.config.cell)
+    memory = CELLS[model.config.cell].memory
     rows, length = windows.shape
     steps = length - 1
     state = model.init_state(rows, windows.device) if start is None else start

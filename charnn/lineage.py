@@ -26,8 +26,9 @@ import torch
 from torch import Tensor
 
 from charnn import base, checkpoint
+from charnn.cells import HEADED
 from charnn.errors import RunError, UsageError
-from charnn.model import HEADED, CharRNN, ModelConfig
+from charnn.model import CharRNN, ModelConfig
 from charnn.tokenizer import CharTokenizer
 
 WHICH = ("best", "latest")

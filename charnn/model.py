@@ -1,13 +1,13 @@
 """The network: embedding -> stacked RNN/LSTM/GRU/sLSTM/mLSTM -> dropout -> linear head.
 
 Training and priming run PyTorch's fused `nn.RNN/nn.LSTM/nn.GRU` (cuDNN on GPU); a GRU training
-on CPU in fp32 runs the same weights through `gru.run_stack`, whose backward is written out.
+on CPU in fp32 runs the same weights through `cells.gru.run_stack`, whose backward is written out.
 Generation steps one character at a time; on CPU oneDNN's kernel is slow for a
 single (1, 1) step, so `Stepper` runs a hand-fused step with the same weights
 (first-layer input projection folded into a per-character table).
 
 State is always a tuple of (layers, B, ·) tensors, batch on axis 1: (h, c) for LSTM, (h, c, n, m) for
-sLSTM (`cells.SLSTM`), (h, C, n, m, conv) for mLSTM (`mlstm.MLSTM`: C (L, B, K·d·d), m (L, B, K), the
+sLSTM (`cells.slstm.SLSTM`), (h, C, n, m, conv) for mLSTM (`cells.mlstm.MLSTM`: C (L, B, K·d·d), m (L, B, K), the
 convolution's last inputs (L, B, 3H)), (h,) otherwise;
 each (L, B, H) unless `state_widths` says otherwise. A voiced model's state ends with its voice (L, B, E)
 (voices.py): constant, so whatever moves or copies rows carries each row's voice.
@@ -22,17 +22,16 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from charnn.cells import SLSTM, locked_dropout, slstm_pointwise
-from charnn.gru import run_stack, use_window
-from charnn.mlstm import MLSTM
-from charnn.mlstm import fold as mlstm_fold
-from charnn.mlstm import state_widths as mlstm_widths
-from charnn.mlstm import step as mlstm_step
+from charnn import capability
+from charnn.cells import CELLS, HEADED, NAMES
+from charnn.cells.dropout import locked_dropout
+from charnn.cells.gru import run_stack, use_window
+from charnn.cells.mlstm import MLSTM
+from charnn.cells.mlstm import fold as mlstm_fold
+from charnn.cells.mlstm import step as mlstm_step
+from charnn.cells.slstm import SLSTM, slstm_pointwise
 
 State = tuple[Tensor, ...]
-CELLS = ("rnn", "lstm", "gru", "slstm", "mlstm")
-STATE_PARTS = {"rnn": 1, "gru": 1, "lstm": 2, "slstm": 4, "mlstm": 5}
-HEADED = ("slstm", "mlstm")  # the cells that take --heads
 
 
 @dataclass(frozen=True)
@@ -48,14 +47,14 @@ class ModelConfig:
     embed: int = 64
     dropout: float = 0.1
     heads: int = 4  # sLSTM: R is block-diagonal over this many heads; mLSTM: matrix memories of H/heads each
-    locked_dropout: bool = False  # dropout masks fixed for a stream over the window (cells.locked_dropout)
+    locked_dropout: bool = False  # dropout masks fixed for a stream over the window (cells.dropout.locked_dropout)
     voices: tuple[str, ...] = ()  # the styles the model can write in (voices.py); () for a model without voices
 
     def validate(self) -> list[str]:
         """Problems with this config, each phrased as 'option value — fix'."""
         problems = []
         if self.cell not in CELLS:
-            problems.append(f"--cell '{self.cell}' is unknown — use one of {', '.join(CELLS)}")
+            problems.append(f"--cell '{self.cell}' is unknown — use one of {', '.join(NAMES)}")
         for name in ("layers", "hidden", "embed", "vocab_size"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name} {getattr(self, name)} must be at least 1")
@@ -66,9 +65,9 @@ class ModelConfig:
             near = sorted(valid, key=lambda k: (abs(k - self.heads), k))[:4]
             problems.append(f"--heads {self.heads} does not divide --hidden {self.hidden} — use one of "
                             f"{', '.join(map(str, sorted(near)))}")
-        if self.voices and self.cell == "mlstm":
-            problems.append("--voices does not work with --cell mlstm (its first step normalises the input, so a "
-                            "voice cannot be folded into it) — use gru, lstm, rnn or slstm")
+        if self.voices and self.cell in CELLS and (why := CELLS[self.cell].unvoiced):
+            able = ", ".join(name for name, c in CELLS.items() if c.unvoiced is None)
+            problems.append(f"--voices does not work with --cell {self.cell} ({why}) — use one of {able}")
         return problems
 
 
@@ -79,14 +78,10 @@ class CharRNN(nn.Module):
         self.embedding = nn.Embedding(config.vocab_size, config.embed)
         between = config.dropout if config.layers > 1 else 0.0
         # Dropout in the stack acts between layers only; the head gets its own dropout below.
-        self.rnn: nn.Module
-        if config.cell == "slstm":
-            self.rnn = SLSTM(config.embed, config.hidden, config.layers, config.heads, between, config.locked_dropout)
-        elif config.cell == "mlstm":
-            self.rnn = MLSTM(config.embed, config.hidden, config.layers, config.heads, between, config.locked_dropout)
-        else:
-            rnn_cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
-            self.rnn = rnn_cls(config.embed, config.hidden, num_layers=config.layers, dropout=between, batch_first=True)
+        cell = CELLS[config.cell]
+        self.rnn: nn.Module = cell.build(config.embed, config.hidden, config.layers, config.heads, between,
+                                         config.locked_dropout)
+        if (rnn_cls := cell.fused) is not None:
             # One-layer shapes for running the stack layer by layer with locked masks between the layers
             # (`_layer_by_layer`): on the meta device (no memory, no draw from the RNG) and in a plain
             # list, so they own no parameters of the model.
@@ -100,16 +95,6 @@ class CharRNN(nn.Module):
         self.voice_table = nn.Embedding(len(config.voices) + 1, config.embed) if config.voices else None
         if self.voice_table is not None:
             nn.init.zeros_(self.voice_table.weight)
-        if config.cell == "lstm":
-            self._forget_bias_one()
-
-    def _forget_bias_one(self) -> None:
-        # Gates are ordered (i, f, g, o); b_ih + b_hh is the effective bias, so put the 1 in one of them.
-        h = self.config.hidden
-        with torch.no_grad():
-            for layer in range(self.config.layers):
-                getattr(self.rnn, f"bias_ih_l{layer}")[h : 2 * h].fill_(1.0)
-                getattr(self.rnn, f"bias_hh_l{layer}")[h : 2 * h].fill_(0.0)
 
     def init_state(self, batch: int, device: torch.device | str | None = None, voice: Tensor | None = None) -> State:
         """Zeros, and in a voiced model the voice: `voice` (E,) or (B, E) (`voice_vector`; default no voice)."""
@@ -152,11 +137,13 @@ class CharRNN(nn.Module):
             assert isinstance(self.rnn, nn.GRU)
             out, last = run_stack(self.rnn, x, state[0], self.rnn.dropout, locked)
             parts: State = (last,)
-        elif locked and self.config.layers > 1 and self.config.cell not in HEADED:
-            out, parts = self._layer_by_layer(x, state)
+        elif locked and self.config.layers > 1 and CELLS[self.config.cell].fused is not None:
+            with capability.of(x.device).fused_rnn():
+                out, parts = self._layer_by_layer(x, state)
         else:
             rnn_state = state if len(state) > 1 else state[0]
-            out, new_state = self.rnn(x, rnn_state)  # out (B, T, H)
+            with capability.of(x.device).fused_rnn():
+                out, new_state = self.rnn(x, rnn_state)  # out (B, T, H)
             parts = tuple(new_state) if isinstance(new_state, tuple) else (new_state,)
         logits = self.head(locked_dropout(out, self.config.dropout) if locked else self.drop(out))  # (B, T, V)
         return logits, parts + voice
@@ -186,16 +173,7 @@ class CharRNN(nn.Module):
 def state_widths(config: ModelConfig) -> tuple[int, ...]:
     """The last axis of each state part: (L, B, width) each; a voiced model's voice (E wide) comes last."""
     voice = (config.embed,) if config.voices else ()
-    if config.cell == "mlstm":
-        return mlstm_widths(config.hidden, config.heads) + voice
-    return (config.hidden,) * STATE_PARTS[config.cell] + voice
-
-
-def memory_part(cell: str) -> int:
-    """The state part that carries the past from one step to the next: h, except in an mLSTM (its matrix memory
-    C: its h is only each block's output, and its convolution reaches back 3 steps alone). `inspect` measures
-    how far gradients reach back through it."""
-    return 1 if cell == "mlstm" else 0
+    return CELLS[config.cell].state_widths(config.hidden, config.heads) + voice
 
 
 def unpack_state(state: State) -> list[list[Tensor]]:

@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from charnn.mlstm import TAPS
+from charnn.cells import CELLS
 from charnn.model import CharRNN, ModelConfig
 from charnn.probe import PROBE, SCALE_PROBE, Setting
 from charnn.train import TrainConfig
@@ -35,7 +35,6 @@ from charnn.train import TrainConfig
 TOKENS_PER_PARAM = 2.65
 # (layers, hidden, embed): smallest first. The big ones only win with a GPU's speed.
 CANDIDATES = [(2, 256, 64), (2, 320, 64), (2, 384, 64), (2, 512, 64), (3, 512, 128), (3, 768, 128), (3, 1024, 128)]
-GATES = {"rnn": 1, "lstm": 4, "gru": 3, "slstm": 4}
 HEADS = ModelConfig.heads  # slstm's and mlstm's default --heads: its R is block-diagonal, so R h costs 1/HEADS of a dense one
 # Batch sizes the recipe weighs, largest first. Half the streams give twice the updates for the same
 # characters (-0.024 nats at 4m on 2 CPU cores, RECIPES.md #35, #38-40), which is worth it while the smaller batch
@@ -228,15 +227,7 @@ def as_probe_speed(speed: float, cell: str, size: tuple[int, int, int], vocab: i
 def _cost(cell: str, layers: int, hidden: int, embed: int, vocab: int, per_layer: float = 0.0) -> float:
     """Work per character, in multiply-adds: input and recurrent gate matmuls plus the head, and `per_layer`
     (this machine's, from `per_layer_cost`) for each layer."""
-    if cell == "mlstm":
-        # Per block: up-projection 2·H·in; q, k, v and gates (3H + 2K)·H; down H²; the window's attention 2·T·H;
-        # the carried memory read (C q, nᵀq) and written (Σ v kᵀ, Σ k): 2·H·d + H, spread over the window; the
-        # convolution's TAPS per unit.
-        block = (4 * hidden + 2 * HEADS + 2 * Recipe.seq_len + 2 * hidden // HEADS + 1 + TAPS) * hidden
-        return 2 * hidden * embed + (layers - 1) * 2 * hidden * hidden + layers * block + hidden * vocab + per_layer * layers
-    g = GATES[cell]
-    recurrent = g * hidden * hidden // (HEADS if cell == "slstm" else 1)
-    return g * hidden * embed + (layers - 1) * g * hidden * hidden + layers * recurrent + hidden * vocab + per_layer * layers
+    return CELLS[cell].cost(layers, hidden, embed, vocab, HEADS, Recipe.seq_len) + per_layer * layers
 
 
 # The most of SCALE_PROBE's speed relative to PROBE's that `per_layer_cost` takes at face value: at 1.0 the

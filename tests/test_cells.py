@@ -1,4 +1,5 @@
-"""The sLSTM layer: against the equations (float64), gradcheck, the xlstm package, stability."""
+"""The cells: the registry's records against the models built from them; the sLSTM layer against the equations
+(float64), gradcheck, the xlstm package, stability."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import math
 import pytest
 import torch
 
-from charnn.cells import SLSTM, dense_recurrent, slstm_pointwise, slstm_scan
+from charnn.cells import CELLS, HEADED, NAMES
+from charnn.cells.slstm import SLSTM, dense_recurrent, slstm_pointwise, slstm_scan
+from charnn.model import CharRNN, ModelConfig
 
 
 def reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, r: torch.Tensor,
@@ -191,3 +194,17 @@ def test_training_path_stays_finite_with_large_pre_activations() -> None:
     outs.sum().backward()
     assert wx.grad is not None and r.grad is not None
     assert torch.isfinite(wx.grad).all() and torch.isfinite(r.grad).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_registered_cell_is_what_its_record_says(name: str) -> None:
+    """The registry's record of a cell (cells/spec.py) against the model built from it: the state's parts and
+    widths after a forward pass, the part inspect reads, and a cost that grows with the model."""
+    cell = CELLS[name]
+    model = CharRNN(ModelConfig(vocab_size=5, cell=name, layers=2, hidden=8, embed=4, heads=2))
+    _, state = model(torch.zeros(3, 6, dtype=torch.long), model.init_state(3))
+    assert [tuple(s.shape) for s in state] == [(2, 3, w) for w in cell.state_widths(8, 2)]
+    assert len(cell.parts) == len(state) and 0 <= cell.memory < len(state)
+    assert cell.cost(3, 8, 4, 5, 2, 64) > cell.cost(2, 8, 4, 5, 2, 64) > cell.cost(2, 4, 4, 5, 2, 64) > 0
+    assert cell.gates >= 1 and cell.headed == (name in HEADED) and cell.shown[0] == "h"
+    assert (cell.fused is not None) == isinstance(model.rnn, torch.nn.RNNBase)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from charnn import gru
+from charnn.cells import gru
 from charnn.model import CharRNN, ModelConfig
 
 

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from charnn import inspector
+from charnn.cells import CELLS
 from charnn.cli import app
 from charnn.inspector import FEATURES, Correlator, InspectConfig, features, gradient_reach, top_units
-from charnn.model import CharRNN, ModelConfig, memory_part
+from charnn.model import CharRNN, ModelConfig
 from charnn.tokenizer import CharTokenizer
 
 runner = CliRunner()
@@ -66,7 +67,7 @@ def _direct_reach(model: CharRNN, window: torch.Tensor, start: tuple[torch.Tenso
         state = start
         if steps - k > 0:
             _, state = model(window[:, : steps - k], state)  # h_{t-k}: after reading character t - k
-    part = memory_part(model.config.cell)  # h, or an mLSTM's matrix memory C
+    part = CELLS[model.config.cell].memory  # h, or an mLSTM's matrix memory C
     leaf = state[part].clone().requires_grad_()
     logits, _ = model(window[:, steps - k : steps], (*state[:part], leaf, *state[part + 1 :]))
     loss = F.cross_entropy(logits[:, -1], window[:, -1], reduction="sum")

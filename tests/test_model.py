@@ -3,7 +3,8 @@ import re
 import pytest
 import torch
 
-from charnn.model import CELLS, STATE_PARTS, CharRNN, ModelConfig, Stepper
+from charnn.cells import CELLS, NAMES
+from charnn.model import CharRNN, ModelConfig, Stepper
 
 
 @pytest.mark.parametrize("cell, heads", [("rnn", 4), ("lstm", 4), ("gru", 4), ("slstm", 4), ("slstm", 1), ("slstm", 3),
@@ -30,7 +31,7 @@ def test_layer_by_layer_equals_the_fused_stack(cell: str) -> None:
     model = CharRNN(ModelConfig(vocab_size=11, cell=cell, layers=3, hidden=16, embed=8, dropout=0.0,
                                 locked_dropout=True)).double()
     x = torch.randn(4, 9, 8, dtype=torch.float64)
-    state = tuple(torch.randn(3, 4, 16, dtype=torch.float64) for _ in range(STATE_PARTS[cell]))
+    state = tuple(torch.randn(3, 4, 16, dtype=torch.float64) for _ in range(len(CELLS[cell].parts)))
     out, parts = model._layer_by_layer(x, state)
     grads = torch.autograd.grad(out.square().sum() + sum(p.square().sum() for p in parts), list(model.rnn.parameters()))
     fused_out, fused_state = model.rnn(x, state if len(state) > 1 else state[0])
@@ -98,7 +99,7 @@ def test_invalid_configs_are_named(field: str, value: object, message: str) -> N
     assert re.search(message, problems[0]) and field.replace("_", "-") in problems[0]
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", NAMES)
 def test_every_cell_trains_under_bf16_autocast(cell: str) -> None:
     # `--time` trains in bf16 autocast where the probe finds it faster: every cell's forward and backward,
     # the hand-written ones (slstm's scan, the GRU window) included, must run and stay finite there.

@@ -116,7 +116,7 @@ def test_a_slow_first_reading_is_raised_to_the_second_and_the_batch_ratios_kept(
 
 
 def test_the_recipe_trains_at_the_faster_of_the_probe_readings(words_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import charnn.session as api_module
+    import charnn.sizing as sizing
 
     def slow(*args: object, **kwargs: object) -> dict[tuple[int, bool], float]:
         return {(64, False): 10_000.0, (32, False): 8_000.0}
@@ -124,8 +124,8 @@ def test_the_recipe_trains_at_the_faster_of_the_probe_readings(words_file: Path,
     def again(*args: object, **kwargs: object) -> tuple[float, float]:
         return 0.42, 20_000.0
 
-    monkeypatch.setattr(api_module, "measure_speeds", slow)
-    monkeypatch.setattr(api_module, "measure_scale", again)
+    monkeypatch.setattr(sizing, "measure_speeds", slow)
+    monkeypatch.setattr(sizing, "measure_scale", again)
     # --max-steps 1 ends the run; the budget only has to be long enough for a slow, loaded machine's start-up.
     result = CliRunner().invoke(app, ["train", str(words_file), "--name", "r", "--time", "30s", "--no-amp",
                                       "--max-steps", "1", "--device", "cpu"])

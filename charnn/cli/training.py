@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from charnn import api
+from charnn.cells import CELLS, HEADED
 from charnn.cli.root import (
     CKPT_DIR,
     CORPORA_DIR,
@@ -23,7 +24,7 @@ from charnn.cli.root import (
     set_threads,
 )
 from charnn.lineage import Parent, check_architecture
-from charnn.model import HEADED, ModelConfig
+from charnn.model import ModelConfig
 from charnn.recipe import AMP_MIN_GAIN, FINE_TUNE, Request, configs, fine_tune_recipe
 from charnn.schedule import TIME_PATIENCE
 from charnn.train import TrainConfig, TrainResult
@@ -60,7 +61,8 @@ def train_cmd(
     text_field: str = typer.Option("text", "--text-field", help="With --voices-from: the field holding the text."),
     voice_field: str = typer.Option("voice", "--voice-field", help="With --voices-from: the field naming the voice."),
     cell: str = typer.Option(
-        None, "--cell", help=f"Recurrent cell: rnn (Elman tanh), lstm, gru, slstm or mlstm (xLSTM's two) (default: {M.cell})."),
+        None, "--cell", help=f"Recurrent cell: {', '.join(f'{c.name} ({c.about})' for c in CELLS.values())} "
+        f"(default: {M.cell})."),
     heads: int = typer.Option(None, "--heads", help="slstm and mlstm only: heads of the block-diagonal "
                               f"recurrence (slstm) or matrix memories (mlstm) (default: {M.heads})."),
     layers: int = typer.Option(None, "--layers", help=f"Stacked recurrent layers (default: {M.layers}, or by --time)."),

@@ -21,19 +21,18 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from charnn.cells import CELLS, HEADED
+from charnn.cells.mlstm import TAPS
 from charnn.errors import ExportError
 from charnn.export.exported import Exported
-from charnn.mlstm import TAPS
-from charnn.model import HEADED, STATE_PARTS, ModelConfig, fold_for_inference, state_widths
+from charnn.model import ModelConfig, fold_for_inference, state_widths
 
 OPSET = 17
 LN_EPS = 1e-5  # torch.nn.LayerNorm's and F.layer_norm's default
-# An mLSTM's c is its matrix memory C, and conv its convolution's last inputs.
-PART_NAMES = {1: ("h",), 2: ("h", "c"), 4: ("h", "c", "n", "m"), 5: ("h", "c", "n", "m", "conv")}
 
 
 def state_names(cell: str) -> tuple[str, ...]:
-    return PART_NAMES[STATE_PARTS[cell]]
+    return CELLS[cell].parts  # an mLSTM's c is its matrix memory C, and conv its convolution's last inputs
 
 
 def part_names(config: ModelConfig) -> tuple[str, ...]:

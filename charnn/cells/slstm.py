@@ -1,4 +1,4 @@
-"""Recurrent layers written here rather than taken from `torch.nn`: the sLSTM of xLSTM.
+"""The sLSTM cell of xLSTM, written here (its scan has a written-out backward).
 
 The exponential-gating LSTM with a normaliser state (Beck et al., 2024, "xLSTM: Extended Long
 Short-Term Memory"), per layer and step, from input x_t and the previous output h_{t-1}:
@@ -23,6 +23,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from charnn.cells.dropout import locked_dropout
+from charnn.cells.spec import Cell, gated_cost
 
 SState = tuple[Tensor, Tensor, Tensor, Tensor]  # h, c, n, m: each (layers, B, H)
 
@@ -232,11 +235,10 @@ class SLSTM(nn.Module):
         return inp, (torch.stack(hs), torch.stack(cs), torch.stack(ns), torch.stack(ms))
 
 
-def locked_dropout(x: Tensor, p: float) -> Tensor:
-    """Dropout with one mask per stream, shared by every step of the window: x (B, T, F).
+def build(embed: int, hidden: int, layers: int, heads: int, dropout: float, locked: bool) -> nn.Module:
+    return SLSTM(embed, hidden, layers, heads, dropout, locked)
 
-    Variational ("locked") dropout: a unit dropped for a stream stays dropped for the whole
-    window, instead of a fresh mask at every character.
-    """
-    keep = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1.0 - p) / (1.0 - p)  # (B, 1, F)
-    return x * keep
+
+# An sLSTM's c is stored scaled by exp(-m) (the stabiliser), so the cell value `inspect` shows is c / n.
+CELL = Cell("slstm", "xLSTM's sLSTM", parts=("h", "c", "n", "m"), gates=4, build=build,
+            cost=gated_cost(4, heads_divide=True), headed=True, shown=("h", "c/n"))

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from charnn.cells import locked_dropout
+from charnn.cells.dropout import locked_dropout
+from charnn.cells.spec import Cell, gated_cost
 
 
 def _autocast_on(device_type: str) -> bool:
@@ -113,3 +114,10 @@ def run_stack(rnn: nn.GRU, x: Tensor, h0: Tensor, dropout: float, locked: bool) 
         out, last = GRUWindow.apply(gi, h0[k], getattr(rnn, f"weight_hh_l{k}"), getattr(rnn, f"bias_hh_l{k}"))
         finals.append(last)
     return out.transpose(0, 1), torch.stack(finals)
+
+
+def build(embed: int, hidden: int, layers: int, heads: int, dropout: float, locked: bool) -> nn.Module:
+    return nn.GRU(embed, hidden, num_layers=layers, dropout=dropout, batch_first=True)
+
+
+CELL = Cell("gru", "gated recurrent unit", parts=("h",), gates=3, build=build, cost=gated_cost(3), fused=nn.GRU)

@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from charnn.cells import locked_dropout
+from charnn.cells.dropout import locked_dropout
+from charnn.cells.spec import Cell
 
 MState = tuple[Tensor, Tensor, Tensor]  # C (B, K, d, d), n (B, K, d), m (B, K): one layer's memory
 CHUNK = 256  # the longest window `parallel` runs at once: its T×T weights per head bound the memory
@@ -122,7 +123,7 @@ class MLSTM(nn.Module):
     def __init__(self, input_size: int, hidden: int, num_layers: int, heads: int, dropout: float = 0.0,
                  locked: bool = False):
         super().__init__()
-        self.locked = locked  # one dropout mask per stream for the whole window (cells.locked_dropout)
+        self.locked = locked  # one dropout mask per stream for the whole window (dropout.locked_dropout)
         assert hidden % heads == 0, "ModelConfig.validate checks --heads before a model is built"
         self.hidden, self.num_layers, self.heads, self.dropout = hidden, num_layers, heads, dropout
         self.d = hidden // heads
@@ -261,3 +262,21 @@ def step(folded: dict[str, Tensor], ids: Tensor, parts: list[list[Tensor]], head
         parts[0][k], parts[1][k], parts[2][k], parts[3][k] = x, mem.flatten(1), n.flatten(1), m
         parts[4][k] = past[:, 1:].flatten(1)
     return F.layer_norm(x, x.shape[-1:], folded["final_w"], folded["final_b"])
+
+
+def build(embed: int, hidden: int, layers: int, heads: int, dropout: float, locked: bool) -> nn.Module:
+    return MLSTM(embed, hidden, layers, heads, dropout, locked)
+
+
+def cost(layers: int, hidden: int, embed: int, vocab: int, heads: int, seq_len: int) -> float:
+    """Per block: up-projection 2·H·in; q, k, v and gates (3H + 2K)·H; down H²; the window's attention 2·T·H;
+    the carried memory read (C q, nᵀq) and written (Σ v kᵀ, Σ k): 2·H·d + H, spread over the window; the
+    convolution's TAPS per unit."""
+    block = (4 * hidden + 2 * heads + 2 * seq_len + 2 * hidden // heads + 1 + TAPS) * hidden
+    return 2 * hidden * embed + (layers - 1) * 2 * hidden * hidden + layers * block + hidden * vocab
+
+
+# Its h is only each block's output (and its convolution reaches back 3 steps alone): the past rides in C.
+CELL = Cell("mlstm", "xLSTM's mLSTM", parts=("h", "c", "n", "m", "conv"), gates=8, build=build, cost=cost,
+            widths=state_widths, headed=True, memory=1,
+            unvoiced="its first step normalises the input, so a voice cannot be folded into it")
