@@ -42,7 +42,9 @@ class Capability:
     bf16_native: bool  # bf16 autocast can run faster than fp32 here (native instructions or tensor cores)
     cudnn_rnn: bool  # its RNN kernels refuse a backward pass unless the forward ran in training mode
     index: int | None = None  # which GPU of its kind
-    onednn_bf16_rnn: bool = False  # a CPU whose oneDNN builds an LSTM kernel in bf16 (measured: `_onednn_bf16_rnn`)
+    # A CPU whose oneDNN builds an LSTM kernel in bf16; None: tried the first time bf16 autocast needs to know
+    # (`_onednn_bf16_rnn`), so no other command pays for the try.
+    onednn_bf16_rnn: bool | None = None
 
     def memory_bytes(self) -> int | None:
         """What a new allocation can count on now (read each time: it changes); None: unknown."""
@@ -71,9 +73,10 @@ class Capability:
     def fused_rnn(self) -> AbstractContextManager[object]:
         """Where a fused nn.RNN/LSTM/GRU runs: under CPU bf16 autocast without oneDNN's bf16 RNN kernel,
         oneDNN is off for the call (`torch.backends.mkldnn.flags` would also set TF32 and warn about Intel GPUs)."""
-        if self.kind == "cpu" and not self.onednn_bf16_rnn and torch.is_autocast_enabled("cpu"):
-            return _onednn_off()
-        return nullcontext()
+        if self.kind != "cpu" or not torch.is_autocast_enabled("cpu"):
+            return nullcontext()
+        able = _onednn_bf16_rnn() if self.onednn_bf16_rnn is None else self.onednn_bf16_rnn
+        return nullcontext() if able else _onednn_off()
 
 
 _EMULATED: list[dict[str, object]] = []  # rule overrides in force (`emulating`), innermost last
@@ -96,13 +99,16 @@ def _measured(kind: str, index: int | None) -> Capability:
         return Capability("cuda", True, bf16, bool(torch.backends.cudnn.is_available()), index)
     if kind == "mps":
         return Capability("mps", False, False, False, index)
-    return Capability(kind, True, _cpu_bf16(), False, index, onednn_bf16_rnn=_onednn_bf16_rnn())
+    return Capability(kind, True, _cpu_bf16(), False, index)
 
 
+@functools.cache
 def _onednn_bf16_rnn() -> bool:
     """Whether oneDNN builds an LSTM kernel in bf16 here: tried once on a (1, 1, 1) input (about a millisecond).
-    Only the LSTM asks oneDNN for a bf16 kernel under autocast; without AVX-512 it has none and raises."""
-    lstm = torch.nn.LSTM(1, 1)
+    Only the LSTM asks oneDNN for a bf16 kernel under autocast; without AVX-512 it has none and raises. The
+    try's weights come from a forked random stream: asking must not move the run's own (resume is bit-exact)."""
+    with torch.random.fork_rng(devices=[]):
+        lstm = torch.nn.LSTM(1, 1)
     try:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             lstm(torch.zeros(1, 1, 1))

@@ -267,3 +267,28 @@ def test_the_cudnn_mode_intercepts_the_fused_kernels() -> None:
         torch.nn.LSTM(3, 3).eval()(torch.zeros(2, 1, 3))
         torch.nn.GRU(3, 3).train()(torch.zeros(2, 1, 3))
     assert seen == [("lstm", False), ("gru", True)]
+
+
+def test_asking_what_a_cpu_can_do_leaves_the_random_stream_alone() -> None:
+    # The oneDNN bf16 try builds a small LSTM: from the run's own random stream, it would move every dropout mask
+    # after it, and a resumed run (whose process asks at another moment) would no longer match an uninterrupted one.
+    capability._measured.cache_clear()
+    capability._onednn_bf16_rnn.cache_clear()
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16), capability.of("cpu").fused_rnn():
+        pass
+    assert torch.equal(torch.rand(4), expected)
+
+
+def test_bf16_training_where_onednn_has_no_bf16_lstm_kernel(words_file: Path) -> None:
+    # A CPU without AVX-512 (Zen 3): oneDNN raises for an LSTM under bf16 autocast, so charnn runs PyTorch's own
+    # kernel there. Emulated on any CPU: inside `fused_rnn` oneDNN is off, and an LSTM trains and resumes in bf16.
+    with capability.emulating("avx2"):
+        with torch.autocast("cpu", dtype=torch.bfloat16), capability.of("cpu").fused_rnn():
+            assert not torch.backends.mkldnn.enabled
+        assert torch.backends.mkldnn.enabled
+        run_dir = train_run(words_file, cell="lstm", max_steps=20, eval_every=10, amp=True)
+        api.resume_training(str(run_dir), max_steps=30, device="cpu", show_progress=False)
+    assert [r["step"] for r in api.checkpoint.read_metrics(run_dir) if "val_loss" in r][-1] == 30
