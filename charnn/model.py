@@ -26,10 +26,7 @@ from charnn import capability
 from charnn.cells import CELLS, HEADED, NAMES
 from charnn.cells.dropout import locked_dropout
 from charnn.cells.gru import run_stack, use_window
-from charnn.cells.mlstm import MLSTM
-from charnn.cells.mlstm import fold as mlstm_fold
-from charnn.cells.mlstm import step as mlstm_step
-from charnn.cells.slstm import SLSTM, slstm_pointwise
+from charnn.cells.spec import StepWeights
 
 State = tuple[Tensor, ...]
 
@@ -197,35 +194,17 @@ class Stepper:
     holding one); call it under `torch.inference_mode()`.
     `step(ids (B,), state) -> (logits (B, V), state)`.
 
-    Per step and layer this is one matmul (two for GRU) and a handful of
-    pointwise ops: layer 0's input projection and both biases are a table
-    lookup, and layers above multiply [x, h] by stacked weights in one go.
+    Per step and layer this is one matmul (two for GRU) and a handful of pointwise ops: layer 0's input
+    projection and biases are a table lookup, and layers above multiply [x, h] by stacked weights in one go
+    where the cell allows. The layers are the cell's own (`Cell.step`, charnn/cells/); the head is here.
     """
 
     def __init__(self, model: CharRNN):
         cfg = model.config
-        self.cell = cfg.cell
-        self.layers = cfg.layers
-        self.hidden = cfg.hidden
-        self.heads = cfg.heads
+        self.cell = CELLS[cfg.cell]
         folded = fold_for_inference(model)
         self.head_w, self.head_b = folded["head_w"], folded["head_b"]  # (H, V), (V,)
-        self.voice_w = folded.get("voice_w")  # (E, G*H) in a voiced model: a voice's layer-0 input projection
-        if cfg.cell == "mlstm":
-            self.folded = folded  # its own layout (mlstm.fold)
-            return
-        self.table0 = folded["table0"]
-        self.w_hh = [folded[f"w_hh.{k}"] for k in range(cfg.layers)]  # (H, G*H)
-        self.b_hh = [folded[f"b_hh.{k}"] for k in range(cfg.layers)]
-        self.w_ih = [folded[f"w_ih.{k}"] for k in range(cfg.layers)]  # (H_in, G*H)
-        self.b_ih = [folded[f"b_ih.{k}"] for k in range(cfg.layers)]
-        # x and h projections share a sum (not in a GRU): one matmul over [x, h] with stacked weights.
-        fused = cfg.cell in ("rnn", "lstm")
-        self.w_cat = [torch.cat([self.w_ih[k], self.w_hh[k]]).contiguous() if fused else self.w_ih[k]
-                      for k in range(cfg.layers)]
-        self.b_cat = [self.b_ih[k] + self.b_hh[k] for k in range(cfg.layers)]
-        if cfg.cell == "slstm":
-            self.r_t = [folded[f"r_t.{k}"] for k in range(cfg.layers)]  # (K, d, 4d)
+        self.weights = StepWeights(folded, cfg.layers, cfg.hidden, cfg.heads, self.cell.joint)
 
     def step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         parts = unpack_state(state)
@@ -234,87 +213,30 @@ class Stepper:
 
     def step_layers(self, ids: Tensor, parts: list[list[Tensor]]) -> Tensor:
         """Advance the per-layer state lists (`unpack_state` form) in place by one character; return logits (B, V)."""
-        if self.cell == "mlstm":
-            return torch.addmm(self.head_b, mlstm_step(self.folded, ids, parts, self.heads), self.head_w)
-        first = self.table0[ids]  # (B, G*H): layer 0's input projection (and biases) of each row's character
-        if self.voice_w is not None:  # ... plus that of its voice, the state's last part ((B, E) in layer 0)
-            first = torch.addmm(first, parts[-1][0], self.voice_w)
-        x = ids
-        hs = parts[0]
-        for k in range(self.layers):
-            h = hs[k]
-            if self.cell == "slstm":
-                h = self._slstm_layer(k, first if k == 0 else x, parts)
-            elif self.cell == "gru":
-                gi = first if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih[k])  # (B, 3H)
-                gh = torch.addmm(self.b_hh[k], h, self.w_hh[k])
-                ir, iz, in_ = gi.chunk(3, 1)
-                hr, hz, hn = gh.chunk(3, 1)
-                rz = torch.sigmoid(torch.cat([ir + hr, iz + hz], 1))
-                r, z = rz.chunk(2, 1)
-                n = torch.tanh(torch.addcmul(in_, r, hn))
-                h = torch.addcmul(n, z, h - n)
-            else:
-                if k == 0:
-                    gates = torch.addmm(first, h, self.w_hh[0])  # (B, G*H)
-                else:
-                    gates = torch.addmm(self.b_cat[k], torch.cat([x, h], 1), self.w_cat[k])
-                if self.cell == "lstm":
-                    H = self.hidden
-                    cs = parts[1]
-                    sig = torch.sigmoid(gates)  # i, f, o used from here; g's slice is ignored
-                    c = torch.addcmul(sig[:, H : 2 * H] * cs[k], sig[:, :H], torch.tanh(gates[:, 2 * H : 3 * H]))
-                    h = sig[:, 3 * H :] * torch.tanh(c)
-                    cs[k] = c
-                else:
-                    h = torch.tanh(gates)
-            hs[k] = h
-            x = h
-        return torch.addmm(self.head_b, x, self.head_w)  # (B, V)
-
-    def _slstm_layer(self, k: int, x: Tensor, parts: list[list[Tensor]]) -> Tensor:
-        """Layer k of an slstm for one character: x is layer 0's input projection (B, 4H) at layer 0, else the
-        layer below's h (B, H_in) -> h (B, H)."""
-        batch, heads = parts[0][k].size(0), self.heads
-        pre = x if k == 0 else torch.addmm(self.b_ih[k], x, self.w_ih[k])  # (B, 4H) head-major
-        pre = pre.view(batch, heads, -1).transpose(0, 1)  # (K, B, 4d)
-
-        def per_head(t: Tensor) -> Tensor:  # (B, H) -> (K, B, d)
-            return t.view(batch, heads, -1).transpose(0, 1)
-
-        gates = torch.baddbmm(pre, per_head(parts[0][k]), self.r_t[k])  # W x + b + R h, (K, B, 4d)
-        h, c, n, m = slstm_pointwise(gates, per_head(parts[1][k]), per_head(parts[2][k]), per_head(parts[3][k]))
-
-        def back(t: Tensor) -> Tensor:  # (K, B, d) -> (B, H)
-            return t.transpose(0, 1).reshape(batch, -1)
-
-        parts[1][k], parts[2][k], parts[3][k] = back(c), back(n), back(m)
-        return back(h)
+        return torch.addmm(self.head_b, self.cell.step(self.weights, ids, parts), self.head_w)  # (B, V)
 
 
 def fold_for_inference(model: CharRNN) -> dict[str, Tensor]:
     """The weights of a one-character step, folded for it: what `Stepper` runs and every exporter writes.
 
-    - `table0` (V, G*H): layer 0's input projection of every character plus its bias; outside a GRU the
-      recurrent bias only adds, so it is folded in too (a GRU needs b_hn inside r * (...)).
-    - per layer k: `w_ih.k` (H_in, G*H), `b_ih.k`, `w_hh.k` (H, G*H), `b_hh.k` (G*H,), transposed for x @ W.
+    - `table0` (V, G*H): layer 0's input projection of every character plus its bias; where the recurrent bias
+      only adds, it is folded in too (not a GRU's: its b_hn sits inside r * (...)).
+    - per layer k: `w_ih.k` (H_in, G*H), `b_ih.k`, `w_hh.k` (H, G*H), `b_hh.k` (G*H,), transposed for x @ W,
+      and whatever else the cell's `gate_weights` gives (an sLSTM's `r_t.k`, its R per head).
     - `head_w` (H, V), `head_b` (V,).
     - a voiced model: `voice_w` (E, G*H), layer 0's input weights, so a voice v (E,) adds v @ voice_w to a
       row's table0 lookup (the voice is added to the character's embedding).
-    - sLSTM: gate columns head-major (head j's i, f, z, o together: column j*4d + g*d + u holds gate g of
-      unit j*d + u), `r_t.k` (K, d, 4d) the block-diagonal R per head (h (K, B, d) @ r_t gives R h: K times
-      fewer FLOPs than a dense (H, 4H) matrix of zeros), and zero `w_hh.k`/`b_hh.k` (R is applied per head).
-    - mLSTM: `mlstm.fold`'s layout (no w_ih/w_hh: its step is a block, not a gated matmul) and the head.
+    - a cell of its own layout (mLSTM): its `fold` (no w_ih/w_hh: its step is a block, not a gated matmul).
     """
-    cfg, rnn = model.config, model.rnn
+    cfg, rnn, cell = model.config, model.rnn, CELLS[model.config.cell]
     head = {"head_w": model.head.weight.detach().T.contiguous(), "head_b": model.head.bias.detach().clone()}
-    if isinstance(rnn, MLSTM):
-        return {**mlstm_fold(rnn, model.embedding.weight), **head}
+    if cell.fold is not None:
+        return {**cell.fold(rnn, model.embedding.weight), **head}
     with torch.no_grad():
-        w = _slstm_folded(rnn) if isinstance(rnn, SLSTM) else {n: p.detach() for n, p in rnn.named_parameters()}
+        w = cell.gate_weights(rnn) if cell.gate_weights else {n: p.detach() for n, p in rnn.named_parameters()}
         folded: dict[str, Tensor] = {}
         table = model.embedding.weight.detach() @ w["weight_ih_l0"].T + w["bias_ih_l0"]  # (V, G*H)
-        folded["table0"] = (table if cfg.cell == "gru" else table + w["bias_hh_l0"]).contiguous()
+        folded["table0"] = (table + w["bias_hh_l0"] if cell.table_has_b_hh else table).contiguous()
         if model.voice_table is not None:  # a voice's projection adds to its row's table0 lookup
             folded["voice_w"] = w["weight_ih_l0"].T.contiguous()  # (E, G*H): the voice is added to the embedding
         for k in range(cfg.layers):
@@ -322,20 +244,5 @@ def fold_for_inference(model: CharRNN) -> dict[str, Tensor]:
             folded[f"b_ih.{k}"] = w[f"bias_ih_l{k}"].clone()
             folded[f"w_hh.{k}"] = w[f"weight_hh_l{k}"].T.contiguous()
             folded[f"b_hh.{k}"] = w[f"bias_hh_l{k}"].clone()
-            if f"r_t.{k}" in w:
-                folded[f"r_t.{k}"] = w[f"r_t.{k}"]
+        folded.update({n: t for n, t in w.items() if not n.startswith(("weight_", "bias_"))})  # a cell's own (r_t.k)
     return {**folded, **head}
-
-
-def _slstm_folded(rnn: SLSTM) -> dict[str, Tensor]:
-    """sLSTM's W and b under LSTM-style names with gate columns reordered head-major, and R per head."""
-    heads, d = rnn.heads, rnn.hidden // rnn.heads
-    order = torch.arange(4 * rnn.hidden).view(4, heads, d).transpose(0, 1).reshape(-1)  # head-major <- gate-major
-    w: dict[str, Tensor] = {}
-    for k in range(rnn.num_layers):
-        wk, bk, rk = (t.detach() for t in rnn.weights(k))
-        w[f"weight_ih_l{k}"], w[f"bias_ih_l{k}"] = wk[order], bk[order]
-        w[f"weight_hh_l{k}"] = torch.zeros_like(wk[:, : rnn.hidden])  # unused: R is applied per head
-        w[f"bias_hh_l{k}"] = torch.zeros_like(bk)
-        w[f"r_t.{k}"] = rk.transpose(1, 2).contiguous()  # (K, d, 4d)
-    return w

@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from charnn import api, checkpoint
+from charnn.cells import NAMES
 from charnn.cli import app
 from charnn.export import onnx as onnx_export
 from charnn.model import CharRNN, ModelConfig, Stepper, fold_for_inference, state_widths
@@ -58,7 +59,7 @@ def onnx_greedy(folder: Path, prime: str, length: int, voice: dict[str, float] |
     return text
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "slstm", "mlstm"])
+@pytest.mark.parametrize("cell", NAMES)  # every registered cell
 def test_onnx_export_is_the_model_for_every_cell(words_file: Path, tmp_path: Path, cell: str) -> None:
     train_run(words_file, name="r", cell=cell, max_steps=40, eval_every=20)
     out = cli("export", "r", "--format", "onnx", "--out", str(tmp_path / "r-onnx"))

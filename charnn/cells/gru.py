@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from charnn.cells.dropout import locked_dropout
-from charnn.cells.spec import Cell, gated_cost
+from charnn.cells.graph import Graph, gated_input
+from charnn.cells.spec import Cell, Parts, StepWeights, gated_cost, stacked
 
 
 def _autocast_on(device_type: str) -> bool:
@@ -120,4 +121,29 @@ def build(embed: int, hidden: int, layers: int, heads: int, dropout: float, lock
     return nn.GRU(embed, hidden, num_layers=layers, dropout=dropout, batch_first=True)
 
 
-CELL = Cell("gru", "gated recurrent unit", parts=("h",), gates=3, build=build, cost=gated_cost(3), fused=nn.GRU)
+def layer(w: StepWeights, k: int, x: Tensor, parts: Parts) -> Tensor:
+    h = parts[0][k]
+    gi = x if k == 0 else torch.addmm(w.b_ih[k], x, w.w_ih[k])  # (B, 3H)
+    gh = torch.addmm(w.b_hh[k], h, w.w_hh[k])
+    ir, iz, in_ = gi.chunk(3, 1)
+    hr, hz, hn = gh.chunk(3, 1)
+    r, z = torch.sigmoid(torch.cat([ir + hr, iz + hz], 1)).chunk(2, 1)
+    n = torch.tanh(torch.addcmul(in_, r, hn))
+    return torch.addcmul(n, z, h - n)  # n + z (h - n) = (1 - z) n + z h
+
+
+def onnx_layer(g: Graph, folded: dict[str, Tensor], k: int, x: str, old: dict[str, str], hidden: int, heads: int,
+               voice: str | None) -> dict[str, str]:
+    gi, h = gated_input(g, folded, k, x, voice), old["h"]
+    gh = g.affine(h, g.weight(f"w_hh_{k}", folded[f"w_hh.{k}"]), g.weight(f"b_hh_{k}", folded[f"b_hh.{k}"]))
+    ir, iz, in_ = g.split(gi, 3, hidden, axis=1)
+    hr, hz, hn = g.split(gh, 3, hidden, axis=1)
+    r = g.op("Sigmoid", g.op("Add", ir, hr))
+    z = g.op("Sigmoid", g.op("Add", iz, hz))
+    n = g.op("Tanh", g.op("Add", in_, g.op("Mul", r, hn)))
+    return {"h": g.op("Add", n, g.op("Mul", z, g.op("Sub", h, n)))}
+
+
+# A GRU's layer 0 table cannot hold b_hh: its b_hn is multiplied by r inside the candidate.
+CELL = Cell("gru", "gated recurrent unit", parts=("h",), gates=3, build=build, cost=gated_cost(3), step=stacked(layer),
+            onnx_layer=onnx_layer, fused=nn.GRU, table_has_b_hh=False)

@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from charnn.cells.dropout import locked_dropout
-from charnn.cells.spec import Cell
+from charnn.cells.graph import LN_EPS, Graph, log_sigmoid, silu
+from charnn.cells.spec import Cell, Parts, StepWeights
 
 MState = tuple[Tensor, Tensor, Tensor]  # C (B, K, d, d), n (B, K, d), m (B, K): one layer's memory
 CHUNK = 256  # the longest window `parallel` runs at once: its T×T weights per head bound the memory
@@ -193,7 +195,7 @@ class MLSTM(nn.Module):
         return F.layer_norm(h, (self.d,)).flatten(-2).to(self.skip[k].dtype) * self.head_norm[k]
 
 
-def fold(stack: MLSTM, embedding: Tensor) -> dict[str, Tensor]:
+def fold(stack: nn.Module, embedding: Tensor) -> dict[str, Tensor]:
     """The weights of the one-character step (`step`), folded for it; `model.fold_for_inference` adds the head.
 
     - `table0` (V, 2H): layer 0's W_up LayerNorm(embedding) for every character: its first two ops as one lookup.
@@ -203,6 +205,7 @@ def fold(stack: MLSTM, embedding: Tensor) -> dict[str, Tensor]:
     - `final_w`, `final_b` (H,): the LayerNorm after the last block.
     All transposed for x @ W.
     """
+    assert isinstance(stack, MLSTM)
     H, K, d = stack.hidden, stack.heads, stack.d
     scale = torch.ones(2 * H + 2 * K)
     scale[H : 2 * H] = 1 / math.sqrt(d)
@@ -233,10 +236,10 @@ def fold(stack: MLSTM, embedding: Tensor) -> dict[str, Tensor]:
     return out
 
 
-def step(folded: dict[str, Tensor], ids: Tensor, parts: list[list[Tensor]], heads: int) -> Tensor:
+def step(w: StepWeights, ids: Tensor, parts: Parts) -> Tensor:
     """Advance the stepping-form state (h, C, n, m, the convolution's inputs; per layer (B, ·)) in place by the
     characters `ids` (B,); return the last block's output after the final LayerNorm (B, H): what the head reads."""
-    layers = len(parts[0])
+    folded, layers, heads = w.folded, w.layers, w.heads
     x: Tensor = ids
     for k in range(layers):
         batch = parts[0][k].size(0)
@@ -264,6 +267,60 @@ def step(folded: dict[str, Tensor], ids: Tensor, parts: list[list[Tensor]], head
     return F.layer_norm(x, x.shape[-1:], folded["final_w"], folded["final_b"])
 
 
+def onnx_layer(g: Graph, folded: dict[str, Tensor], k: int, x: str, old: dict[str, str], H: int, K: int,
+               voice: str | None) -> dict[str, str]:
+    """Block k (`step`): x ids at layer 0, else (B, H); state h (B, H), c (B, K·d·d), n (B, H), m (B, K),
+    conv (B, 3H) -> the new state parts."""
+    d = H // K
+    if k == 0:
+        ag = g.op("Gather", g.weight("table0", folded["table0"]), x, axis=0)  # (B, 2H): W_up LayerNorm(embedding)
+    else:
+        z = g.op("LayerNormalization", x, g.weight(f"norm_w_{k}", folded[f"norm_w.{k}"]),
+                 g.weight(f"norm_b_{k}", folded[f"norm_b.{k}"]), axis=-1, epsilon=LN_EPS)
+        ag = g.op("MatMul", z, g.weight(f"up_{k}", folded[f"up.{k}"]))
+    a, gate = g.split(ag, 2, H, axis=1)
+    past = g.op("Concat", g.op("Reshape", old["conv"], g.ints(f"mlstm_taps_{H}", [0, TAPS - 1, H])),
+                g.op("Unsqueeze", a, g.ints("axis1", [1])), axis=1)  # (B, TAPS, H), oldest first
+    conv = g.op("ReduceSum", g.op("Mul", past, g.weight(f"conv_w_{k}", folded[f"conv_w.{k}"])), g.ints("axis1", [1]),
+                keepdims=0)
+    c_act = silu(g, g.op("Add", conv, g.weight(f"conv_b_{k}", folded[f"conv_b.{k}"])))
+    qkg = g.affine(c_act, g.weight(f"qkg_w_{k}", folded[f"qkg_w.{k}"]), g.weight(f"qkg_b_{k}", folded[f"qkg_b.{k}"]))
+    q, key, i_raw, f_raw = g.op("Split", qkg, g.ints(f"qkg_split_{H}_{K}", [H, H, K, K]), outputs=4, axis=1)
+    v = g.op("MatMul", a, g.weight(f"v_{k}", folded[f"v.{k}"]))
+    tail = g.op("Slice", past, g.ints("one_start", [1]), g.ints("taps_end", [TAPS]), g.ints("axis1", [1]))
+    heads = g.ints(f"mlstm_heads_{d}", [0, K, d])  # (B, H) -> (B, K, d)
+    q, key, v, n = (g.op("Reshape", t, heads) for t in (q, key, v, old["n"]))
+    c = g.op("Reshape", old["c"], g.ints(f"mlstm_memory_{d}", [0, K, d, d]))  # (B, K, d, d)
+    last = g.ints("axis_last", [-1])
+    log_f_m = g.op("Add", log_sigmoid(g, f_raw), old["m"])  # (B, K)
+    m_new = g.op("Max", log_f_m, i_raw)
+    i = g.op("Unsqueeze", g.op("Exp", g.op("Sub", i_raw, m_new)), last)  # (B, K, 1)
+    f = g.op("Unsqueeze", g.op("Exp", g.op("Sub", log_f_m, m_new)), last)
+    outer = g.op("Mul", g.op("Unsqueeze", v, last), g.op("Unsqueeze", key, g.ints("axis_minus2", [-2])))  # v kᵀ
+    c_new = g.op("Add", g.op("Mul", g.op("Unsqueeze", f, last), c), g.op("Mul", g.op("Unsqueeze", i, last), outer))
+    n_new = g.op("Add", g.op("Mul", f, n), g.op("Mul", i, key))  # (B, K, d)
+    den = g.op("Abs", g.op("ReduceSum", g.op("Mul", n_new, q), last, keepdims=1))  # |nᵀq|: (B, K, 1)
+    floor = g.op("Unsqueeze", g.op("Exp", g.op("Neg", m_new)), last)
+    read = g.op("Squeeze", g.op("MatMul", c_new, g.op("Unsqueeze", q, last)), last)  # C q: (B, K, d)
+    h = g.op("Div", read, g.op("Max", den, floor))
+    ones, zeros = g.const(f"ones_{d}", np.ones(d, np.float32)), g.const(f"zeros_{d}", np.zeros(d, np.float32))
+    flat = g.ints("flat", [0, -1])
+    normed = g.op("Reshape", g.op("LayerNormalization", h, ones, zeros, axis=-1, epsilon=LN_EPS), flat)  # (B, H)
+    normed = g.op("Mul", normed, g.weight(f"head_norm_{k}", folded[f"head_norm.{k}"]))
+    skip = g.op("Mul", c_act, g.weight(f"skip_{k}", folded[f"skip.{k}"]))
+    y = g.op("Mul", g.op("Add", normed, skip), silu(g, gate))
+    out = g.op("MatMul", y, g.weight(f"down_{k}", folded[f"down.{k}"]))
+    stream = out if k == 0 else g.op("Add", x, out)
+    return {"h": stream, "c": g.op("Reshape", c_new, flat), "n": g.op("Reshape", n_new, flat), "m": m_new,
+            "conv": g.op("Reshape", tail, flat)}
+
+
+def onnx_out(g: Graph, folded: dict[str, Tensor], x: str) -> str:
+    """The LayerNorm after the last block."""
+    return g.op("LayerNormalization", x, g.weight("final_w", folded["final_w"]), g.weight("final_b", folded["final_b"]),
+                axis=-1, epsilon=LN_EPS)
+
+
 def build(embed: int, hidden: int, layers: int, heads: int, dropout: float, locked: bool) -> nn.Module:
     return MLSTM(embed, hidden, layers, heads, dropout, locked)
 
@@ -278,5 +335,5 @@ def cost(layers: int, hidden: int, embed: int, vocab: int, heads: int, seq_len: 
 
 # Its h is only each block's output (and its convolution reaches back 3 steps alone): the past rides in C.
 CELL = Cell("mlstm", "xLSTM's mLSTM", parts=("h", "c", "n", "m", "conv"), gates=8, build=build, cost=cost,
-            widths=state_widths, headed=True, memory=1,
+            step=step, onnx_layer=onnx_layer, widths=state_widths, headed=True, memory=1, fold=fold, onnx_out=onnx_out,
             unvoiced="its first step normalises the input, so a voice cannot be folded into it")

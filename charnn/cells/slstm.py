@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from charnn.cells.dropout import locked_dropout
-from charnn.cells.spec import Cell, gated_cost
+from charnn.cells.graph import Graph, gated_input, log_sigmoid
+from charnn.cells.spec import Cell, Parts, StepWeights, gated_cost, stacked
 
 SState = tuple[Tensor, Tensor, Tensor, Tensor]  # h, c, n, m: each (layers, B, H)
 
@@ -239,6 +241,69 @@ def build(embed: int, hidden: int, layers: int, heads: int, dropout: float, lock
     return SLSTM(embed, hidden, layers, heads, dropout, locked)
 
 
+def gate_weights(stack: nn.Module) -> dict[str, Tensor]:
+    """W and b under nn.LSTM's names with gate columns reordered head-major (head j's i, f, z, o together:
+    column j*4d + g*d + u holds gate g of unit j*d + u), zero W_hh and b_hh (R is applied per head), and
+    `r_t.k` (K, d, 4d), R per head transposed: h (K, B, d) @ r_t is R h at 1/K of a dense (H, 4H) product."""
+    assert isinstance(stack, SLSTM)
+    heads, d = stack.heads, stack.hidden // stack.heads
+    order = torch.arange(4 * stack.hidden).view(4, heads, d).transpose(0, 1).reshape(-1)  # head-major <- gate-major
+    w: dict[str, Tensor] = {}
+    for k in range(stack.num_layers):
+        wk, bk, rk = (t.detach() for t in stack.weights(k))
+        w[f"weight_ih_l{k}"], w[f"bias_ih_l{k}"] = wk[order], bk[order]
+        w[f"weight_hh_l{k}"] = torch.zeros_like(wk[:, : stack.hidden])
+        w[f"bias_hh_l{k}"] = torch.zeros_like(bk)
+        w[f"r_t.{k}"] = rk.transpose(1, 2).contiguous()  # (K, d, 4d)
+    return w
+
+
+def layer(w: StepWeights, k: int, x: Tensor, parts: Parts) -> Tensor:
+    """Layer k for one character: x is layer 0's input projection (B, 4H) at layer 0, else the layer below's
+    h (B, H_in) -> h (B, H)."""
+    batch, heads = parts[0][k].size(0), w.heads
+    pre = x if k == 0 else torch.addmm(w.b_ih[k], x, w.w_ih[k])  # (B, 4H) head-major
+
+    def per_head(t: Tensor) -> Tensor:  # (B, ·) -> (K, B, ·/K)
+        return t.view(batch, heads, -1).transpose(0, 1)
+
+    def back(t: Tensor) -> Tensor:  # (K, B, d) -> (B, H)
+        return t.transpose(0, 1).reshape(batch, -1)
+
+    gates = torch.baddbmm(per_head(pre), per_head(parts[0][k]), w.folded[f"r_t.{k}"])  # W x + b + R h, (K, B, 4d)
+    h, c, n, m = slstm_pointwise(gates, per_head(parts[1][k]), per_head(parts[2][k]), per_head(parts[3][k]))
+    parts[1][k], parts[2][k], parts[3][k] = back(c), back(n), back(m)
+    return back(h)
+
+
+def onnx_layer(g: Graph, folded: dict[str, Tensor], k: int, x: str, old: dict[str, str], hidden: int, heads: int,
+               voice: str | None) -> dict[str, str]:
+    """`slstm_pointwise` per head: the input projection (B, 4H) head-major, R per head (K, d, 4d)."""
+    d = hidden // heads
+    one, zero = g.const("one", np.array(1.0, np.float32)), g.const("zero", np.array(0.0, np.float32))
+
+    def to_heads(t: str, width: int) -> str:  # (B, K*width) -> (K, B, width)
+        return g.op("Transpose", g.op("Reshape", t, g.ints(f"heads_{width}", [0, heads, width])), perm=[1, 0, 2])
+
+    def back(t: str) -> str:  # (K, B, d) -> (B, H)
+        return g.op("Reshape", g.op("Transpose", t, perm=[1, 0, 2]), g.ints("flat", [0, -1]))
+
+    pre = gated_input(g, folded, k, x, voice)
+    r_t = g.weight(f"r_t_{k}", folded[f"r_t.{k}"])
+    gates = g.op("Add", to_heads(pre, 4 * d), g.op("MatMul", to_heads(old["h"], d), r_t))  # (K, B, 4d)
+    i_raw, f_raw, z_raw, o_raw = g.split(gates, 4, d, axis=2)
+    c, n, m = (to_heads(old[p], d) for p in ("c", "n", "m"))
+    log_f_m = g.op("Add", m, log_sigmoid(g, f_raw))
+    m_new = g.op("Where", g.op("Equal", n, zero), i_raw, g.op("Max", i_raw, log_f_m))
+    i = g.op("Min", g.op("Exp", g.op("Sub", i_raw, m_new)), one)
+    f = g.op("Min", g.op("Exp", g.op("Sub", log_f_m, m_new)), one)
+    c_new = g.op("Add", g.op("Mul", f, c), g.op("Mul", i, g.op("Tanh", z_raw)))
+    n_new = g.op("Add", g.op("Mul", f, n), i)
+    h = g.op("Div", g.op("Mul", g.op("Sigmoid", o_raw), c_new), n_new)
+    return {"h": back(h), "c": back(c_new), "n": back(n_new), "m": back(m_new)}
+
+
 # An sLSTM's c is stored scaled by exp(-m) (the stabiliser), so the cell value `inspect` shows is c / n.
 CELL = Cell("slstm", "xLSTM's sLSTM", parts=("h", "c", "n", "m"), gates=4, build=build,
-            cost=gated_cost(4, heads_divide=True), headed=True, shown=("h", "c/n"))
+            cost=gated_cost(4, heads_divide=True), step=stacked(layer), onnx_layer=onnx_layer, headed=True,
+            shown=("h", "c/n"), gate_weights=gate_weights)

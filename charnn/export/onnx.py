@@ -6,9 +6,10 @@ The graph computes exactly `model.Stepper.step` from the same folded weights (`f
                                                           mlstm: h, c (L, B, K·d·d), n, m (L, B, K), conv (L, B, 3H)
     outputs  logits (B, V) float32, and the new state: h_out [, c_out, ...]     same shapes as the inputs
 
-B is a dynamic axis. Built with `onnx.helper` rather than traced, so every cell (sLSTM's stabilised
-exponential gates included) is written out once, in plain ONNX operators (opset 17), and any runtime
-that reads ONNX runs it: onnxruntime, onnxruntime-web (the `web` export), others.
+B is a dynamic axis. Built with `onnx.helper` rather than traced: each cell writes its layer in plain ONNX
+operators (opset 17) beside its own step (`Cell.onnx_layer`, charnn/cells/; sLSTM's stabilised exponential
+gates included), this module the graph around them, and any runtime that reads ONNX runs it: onnxruntime,
+onnxruntime-web (the `web` export), others.
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ import numpy as np
 from torch import Tensor
 
 from charnn.cells import CELLS, HEADED
-from charnn.cells.mlstm import TAPS
 from charnn.errors import ExportError
 from charnn.export.exported import Exported
 from charnn.model import ModelConfig, fold_for_inference, state_widths
 
 OPSET = 17
-LN_EPS = 1e-5  # torch.nn.LayerNorm's and F.layer_norm's default
 
 
 def state_names(cell: str) -> tuple[str, ...]:
@@ -42,7 +41,8 @@ def part_names(config: ModelConfig) -> tuple[str, ...]:
 
 @dataclass
 class _Graph:
-    """Nodes and initializers under construction; every helper returns the name of its output."""
+    """Nodes and initializers under construction (cells/graph.py's `Graph`); every helper returns the name of its
+    output."""
 
     onnx: Any  # the `onnx` module (imported lazily: an optional dependency)
     nodes: list[Any] = field(default_factory=list)
@@ -81,7 +81,7 @@ def build(folded: dict[str, Tensor], config: ModelConfig) -> Any:
     import onnx
 
     g = _Graph(onnx)
-    L, V = config.layers, config.vocab_size
+    cell, L, V = CELLS[config.cell], config.layers, config.vocab_size
     parts = state_names(config.cell)
     new_parts: dict[str, list[str]] = {p: [] for p in parts}
     voice = None  # a voiced model: its voice's layer-0 input projection, v @ voice_w (B, G*H), added to table0's
@@ -92,14 +92,12 @@ def build(folded: dict[str, Tensor], config: ModelConfig) -> Any:
     for k in range(L):
         index = g.ints(f"layer_{k}", [k])
         old = {p: g.op("Squeeze", g.op("Gather", p, index, axis=0), g.ints("axis0", [0])) for p in parts}  # (B, ·)
-        new = _mlstm_layer(g, folded, k, x, old, config) if config.cell == "mlstm" else \
-            _gated_layer(g, folded, k, x, old, config, voice)
+        new = cell.onnx_layer(g, folded, k, x, old, config.hidden, config.heads, voice)  # the cell's (charnn/cells/)
         for p in parts:
             new_parts[p].append(g.op("Unsqueeze", new[p], g.ints("axis0", [0])))  # (1, B, ·)
         x = new["h"]
-    if config.cell == "mlstm":  # the LayerNorm after the last block
-        x = g.op("LayerNormalization", x, g.weight("final_w", folded["final_w"]), g.weight("final_b", folded["final_b"]),
-                 axis=-1, epsilon=LN_EPS)
+    if cell.onnx_out is not None:  # what follows the last layer (an mLSTM's LayerNorm)
+        x = cell.onnx_out(g, folded, x)
     g.op("Add", g.op("MatMul", x, g.weight("head_w", folded["head_w"])), g.weight("head_b", folded["head_b"]))
     g.nodes[-1].output[0] = "logits"
     for p in parts:
@@ -119,130 +117,6 @@ def build(folded: dict[str, Tensor], config: ModelConfig) -> Any:
     model.ir_version = 8  # readable by onnxruntime >= 1.14 and onnxruntime-web
     onnx.checker.check_model(model)
     return model
-
-
-def _gated_layer(g: _Graph, folded: dict[str, Tensor], k: int, x: str, old: dict[str, str],
-                 config: ModelConfig, voice: str | None = None) -> dict[str, str]:
-    """Layer k of an rnn, lstm, gru or slstm: input x (ids at layer 0, else (B, H_in)) -> the new state parts.
-    `voice`: what a voiced model's voice adds to layer 0's input projection (B, G*H)."""
-    H = config.hidden
-    if k == 0:
-        pre = g.op("Gather", g.weight("table0", folded["table0"]), x, axis=0)  # (B, G*H): x W + b, one lookup
-        if voice is not None:
-            pre = g.op("Add", pre, voice)
-    else:
-        pre = g.affine(x, g.weight(f"w_ih_{k}", folded[f"w_ih.{k}"]), g.weight(f"b_ih_{k}", folded[f"b_ih.{k}"]))
-    if config.cell == "slstm":
-        return _slstm_layer(g, folded, k, pre, old, config)
-    if config.cell == "gru":
-        return _gru_layer(g, folded, k, pre, old["h"], H)
-    rec = g.op("MatMul", old["h"], g.weight(f"w_hh_{k}", folded[f"w_hh.{k}"]))
-    if k:  # layer 0's table already holds both biases
-        rec = g.op("Add", rec, g.weight(f"b_hh_{k}", folded[f"b_hh.{k}"]))
-    gates = g.op("Add", pre, rec)  # (B, G*H)
-    return _lstm_layer(g, gates, old["c"], H) if config.cell == "lstm" else {"h": g.op("Tanh", gates)}
-
-
-def _log_sigmoid(g: _Graph, t: str) -> str:
-    """log σ(t) = min(t, 0) - log(1 + exp(-|t|)): exact and overflow-free for any t."""
-    one, zero = g.const("one", np.array(1.0, np.float32)), g.const("zero", np.array(0.0, np.float32))
-    softplus_neg_abs = g.op("Log", g.op("Add", one, g.op("Exp", g.op("Neg", g.op("Abs", t)))))
-    return g.op("Sub", g.op("Min", t, zero), softplus_neg_abs)
-
-
-def _silu(g: _Graph, t: str) -> str:
-    return g.op("Mul", t, g.op("Sigmoid", t))
-
-
-def _mlstm_layer(g: _Graph, folded: dict[str, Tensor], k: int, x: str, old: dict[str, str],
-                 config: ModelConfig) -> dict[str, str]:
-    """Block k of an mLSTM (mlstm.step): x ids at layer 0, else (B, H); state h (B, H), c (B, K·d·d), n (B, H),
-    m (B, K), conv (B, 3H) -> the new state parts."""
-    H, K = config.hidden, config.heads
-    d = H // K
-    if k == 0:
-        ag = g.op("Gather", g.weight("table0", folded["table0"]), x, axis=0)  # (B, 2H): W_up LayerNorm(embedding)
-    else:
-        z = g.op("LayerNormalization", x, g.weight(f"norm_w_{k}", folded[f"norm_w.{k}"]),
-                 g.weight(f"norm_b_{k}", folded[f"norm_b.{k}"]), axis=-1, epsilon=LN_EPS)
-        ag = g.op("MatMul", z, g.weight(f"up_{k}", folded[f"up.{k}"]))
-    a, gate = g.split(ag, 2, H, axis=1)
-    past = g.op("Concat", g.op("Reshape", old["conv"], g.ints(f"mlstm_taps_{H}", [0, TAPS - 1, H])),
-                g.op("Unsqueeze", a, g.ints("axis1", [1])), axis=1)  # (B, TAPS, H), oldest first
-    conv = g.op("ReduceSum", g.op("Mul", past, g.weight(f"conv_w_{k}", folded[f"conv_w.{k}"])), g.ints("axis1", [1]),
-                keepdims=0)
-    c_act = _silu(g, g.op("Add", conv, g.weight(f"conv_b_{k}", folded[f"conv_b.{k}"])))
-    qkg = g.affine(c_act, g.weight(f"qkg_w_{k}", folded[f"qkg_w.{k}"]), g.weight(f"qkg_b_{k}", folded[f"qkg_b.{k}"]))
-    q, key, i_raw, f_raw = g.op("Split", qkg, g.ints(f"qkg_split_{H}_{K}", [H, H, K, K]), outputs=4, axis=1)
-    v = g.op("MatMul", a, g.weight(f"v_{k}", folded[f"v.{k}"]))
-    tail = g.op("Slice", past, g.ints("one_start", [1]), g.ints("taps_end", [TAPS]), g.ints("axis1", [1]))
-    heads = g.ints(f"mlstm_heads_{d}", [0, K, d])  # (B, H) -> (B, K, d)
-    q, key, v, n = (g.op("Reshape", t, heads) for t in (q, key, v, old["n"]))
-    c = g.op("Reshape", old["c"], g.ints(f"mlstm_memory_{d}", [0, K, d, d]))  # (B, K, d, d)
-    last = g.ints("axis_last", [-1])
-    log_f_m = g.op("Add", _log_sigmoid(g, f_raw), old["m"])  # (B, K)
-    m_new = g.op("Max", log_f_m, i_raw)
-    i = g.op("Unsqueeze", g.op("Exp", g.op("Sub", i_raw, m_new)), last)  # (B, K, 1)
-    f = g.op("Unsqueeze", g.op("Exp", g.op("Sub", log_f_m, m_new)), last)
-    outer = g.op("Mul", g.op("Unsqueeze", v, last), g.op("Unsqueeze", key, g.ints("axis_minus2", [-2])))  # v kᵀ
-    c_new = g.op("Add", g.op("Mul", g.op("Unsqueeze", f, last), c), g.op("Mul", g.op("Unsqueeze", i, last), outer))
-    n_new = g.op("Add", g.op("Mul", f, n), g.op("Mul", i, key))  # (B, K, d)
-    den = g.op("Abs", g.op("ReduceSum", g.op("Mul", n_new, q), last, keepdims=1))  # |nᵀq|: (B, K, 1)
-    floor = g.op("Unsqueeze", g.op("Exp", g.op("Neg", m_new)), last)
-    read = g.op("Squeeze", g.op("MatMul", c_new, g.op("Unsqueeze", q, last)), last)  # C q: (B, K, d)
-    h = g.op("Div", read, g.op("Max", den, floor))
-    ones, zeros = g.const(f"ones_{d}", np.ones(d, np.float32)), g.const(f"zeros_{d}", np.zeros(d, np.float32))
-    flat = g.ints("flat", [0, -1])
-    normed = g.op("Reshape", g.op("LayerNormalization", h, ones, zeros, axis=-1, epsilon=LN_EPS), flat)  # (B, H)
-    normed = g.op("Mul", normed, g.weight(f"head_norm_{k}", folded[f"head_norm.{k}"]))
-    skip = g.op("Mul", c_act, g.weight(f"skip_{k}", folded[f"skip.{k}"]))
-    y = g.op("Mul", g.op("Add", normed, skip), _silu(g, gate))
-    out = g.op("MatMul", y, g.weight(f"down_{k}", folded[f"down.{k}"]))
-    stream = out if k == 0 else g.op("Add", x, out)
-    return {"h": stream, "c": g.op("Reshape", c_new, flat), "n": g.op("Reshape", n_new, flat), "m": m_new,
-            "conv": g.op("Reshape", tail, flat)}
-
-
-def _lstm_layer(g: _Graph, gates: str, c: str, H: int) -> dict[str, str]:
-    i, f, cand, o = g.split(gates, 4, H, axis=1)  # PyTorch's gate order
-    c_new = g.op("Add", g.op("Mul", g.op("Sigmoid", f), c), g.op("Mul", g.op("Sigmoid", i), g.op("Tanh", cand)))
-    return {"h": g.op("Mul", g.op("Sigmoid", o), g.op("Tanh", c_new)), "c": c_new}
-
-
-def _gru_layer(g: _Graph, folded: dict[str, Tensor], k: int, gi: str, h: str, H: int) -> dict[str, str]:
-    gh = g.affine(h, g.weight(f"w_hh_{k}", folded[f"w_hh.{k}"]), g.weight(f"b_hh_{k}", folded[f"b_hh.{k}"]))
-    ir, iz, in_ = g.split(gi, 3, H, axis=1)
-    hr, hz, hn = g.split(gh, 3, H, axis=1)
-    r = g.op("Sigmoid", g.op("Add", ir, hr))
-    z = g.op("Sigmoid", g.op("Add", iz, hz))
-    n = g.op("Tanh", g.op("Add", in_, g.op("Mul", r, hn)))
-    return {"h": g.op("Add", n, g.op("Mul", z, g.op("Sub", h, n)))}  # n + z (h - n) = (1 - z) n + z h
-
-
-def _slstm_layer(g: _Graph, folded: dict[str, Tensor], k: int, pre: str, old: dict[str, str],
-                 config: ModelConfig) -> dict[str, str]:
-    """sLSTM (cells.slstm_pointwise) per head: pre (B, 4H) head-major, R per head (K, d, 4d)."""
-    heads, d = config.heads, config.hidden // config.heads
-    one, zero = g.const("one", np.array(1.0, np.float32)), g.const("zero", np.array(0.0, np.float32))
-
-    def to_heads(t: str, width: int) -> str:  # (B, K*width) -> (K, B, width)
-        return g.op("Transpose", g.op("Reshape", t, g.ints(f"heads_{width}", [0, heads, width])), perm=[1, 0, 2])
-
-    def back(t: str) -> str:  # (K, B, d) -> (B, H)
-        return g.op("Reshape", g.op("Transpose", t, perm=[1, 0, 2]), g.ints("flat", [0, -1]))
-
-    r_t = g.weight(f"r_t_{k}", folded[f"r_t.{k}"])
-    gates = g.op("Add", to_heads(pre, 4 * d), g.op("MatMul", to_heads(old["h"], d), r_t))  # (K, B, 4d)
-    i_raw, f_raw, z_raw, o_raw = g.split(gates, 4, d, axis=2)
-    c, n, m = (to_heads(old[p], d) for p in ("c", "n", "m"))
-    log_f_m = g.op("Add", m, _log_sigmoid(g, f_raw))
-    m_new = g.op("Where", g.op("Equal", n, zero), i_raw, g.op("Max", i_raw, log_f_m))
-    i = g.op("Min", g.op("Exp", g.op("Sub", i_raw, m_new)), one)
-    f = g.op("Min", g.op("Exp", g.op("Sub", log_f_m, m_new)), one)
-    c_new = g.op("Add", g.op("Mul", f, c), g.op("Mul", i, g.op("Tanh", z_raw)))
-    n_new = g.op("Add", g.op("Mul", f, n), i)
-    h = g.op("Div", g.op("Mul", g.op("Sigmoid", o_raw), c_new), n_new)
-    return {"h": back(h), "c": back(c_new), "n": back(n_new), "m": back(m_new)}
 
 
 # ---- writing and checking an export ---------------------------------------------------------------
