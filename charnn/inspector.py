@@ -6,7 +6,7 @@ segments for long texts so memory stays bounded: per-unit statistics stream thro
 top guesses (for the page). `gradient_reach` measures, by autograd, how much the loss at one
 step depends on the hidden state k steps earlier, for the trained weights and for the same
 run's untrained initialisation. `page` turns the numbers into one self-contained HTML file
-(inspector.html: no CDN, opens offline).
+(page/inspector.html: no CDN, opens offline).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import base64
 import json
 import math
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from charnn import capability
+from charnn import page as pages
 from charnn.cells import CELLS
 from charnn.errors import UsageError
 from charnn.model import CharRNN, Stepper, unpack_state
@@ -302,7 +302,7 @@ def page(numbers: dict[str, Any], title: str) -> str:
             "acts": {"b64": base64.b64encode(q.tobytes()).decode("ascii"), "scale": [float(s) for s in scale],
                      "units": int(acts.shape[1])}}
     blob = json.dumps(data).replace("</", "<\\/")  # nothing in the data can close the script element
-    template = resources.files("charnn").joinpath("inspector.html").read_text(encoding="utf-8")
+    template = pages.template("inspector")
     return template.replace("/*DATA*/null", blob).replace("{{title}}", _escape(title))
 
 

@@ -55,6 +55,11 @@ def open_page(browser, url: str, problems: list[str]):
     return page, blocked
 
 
+def set_range(page, selector: str, value: float) -> None:
+    """Move a slider as a person would: its value set, then its input event (Playwright cannot fill a range)."""
+    page.eval_on_selector(selector, f"e => {{ e.value = '{value}'; e.dispatchEvent(new Event('input')); }}")
+
+
 def export_and_open(browser, served: tuple[str, Path], run: str, problems: list[str]):
     """`charnn export RUN --format web` into the served folder, then the page opened on it."""
     url, folder = served
@@ -65,8 +70,8 @@ def export_and_open(browser, served: tuple[str, Path], run: str, problems: list[
 
 def greedy_in_page(page, run: str, prime: str, length: int) -> tuple[str, str]:
     """The page's text at temperature 0, and `charnn sample --temperature 0`'s for the same prime and length."""
-    page.fill("#prime", prime)
-    page.fill("#temperature", "0")
+    page.fill("#prompt", prime)
+    set_range(page, "#temperature", 0)
     page.fill("#length", str(length))
     page.click("#generate")
     page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=60_000)
@@ -83,7 +88,7 @@ def test_web_export_generates_in_the_browser(browser, served: tuple[str, Path], 
     shown, expected = greedy_in_page(page, "r", "the cat", 200)  # exactly `charnn sample --temperature 0`
     assert shown == expected
     # Sampled: streams (the text grows while Generate is disabled), and Stop ends it.
-    page.fill("#temperature", "0.9")
+    set_range(page, "#temperature", 0.9)
     page.fill("#length", "1000000")
     page.fill("#seed", "3")
     page.click("#generate")
@@ -99,6 +104,31 @@ def test_web_export_generates_in_the_browser(browser, served: tuple[str, Path], 
     assert shot.stat().st_size > 10_000
     if keep := os.environ.get("CHARNN_SCREENSHOT_DIR"):
         shutil.copy(shot, Path(keep) / "web-export.png")
+    assert problems == [] and blocked == []
+
+
+@pytest.mark.slow
+def test_web_export_lists_distinct_items_in_the_browser(browser, served: tuple[str, Path], words_file: Path) -> None:
+    # The List mode of the one generator page, on its browser backend: items end at the separator (a space
+    # here: the words file is one line of words), each kept once, and the same seed gives the same list.
+    train_run(words_file, name="r", max_steps=60, eval_every=20)
+    problems: list[str] = []
+    page, blocked = export_and_open(browser, served, "r", problems)
+    assert page.locator("#copies").is_hidden()  # copies are marked by the server only
+
+    def listed() -> tuple[list[str], str]:
+        page.click("#generate")
+        page.wait_for_function("document.getElementById('status').textContent.includes('items from')", timeout=60_000)
+        return page.locator("#items li").all_text_contents(), page.text_content("#status") or ""
+
+    page.select_option("#mode", "list")
+    page.fill("#separator", " ")
+    page.fill("#count", "4")
+    page.fill("#seed", "5")
+    items, status = listed()
+    assert len(items) == 4 == len(set(items)) and status.startswith("4 of 4 items from "), (items, status)
+    assert all(item and " " not in item and "\n" not in item for item in items), items
+    assert listed()[0] == items  # seeded: the same list again
     assert problems == [] and blocked == []
 
 
@@ -124,9 +154,9 @@ def test_web_export_writes_in_the_voice_and_blend_picked(browser, served: tuple[
     page, blocked = export_and_open(browser, served, "v", problems)
     assert page.locator("#voices").is_visible()
     assert page.eval_on_selector_all("#voice option", "os => os.map(o => o.textContent)") == ["(no voice)", "ab", "aa"]
-    blend_in_page(page, "1", "2", 0.25)  # the export's options are the table's rows: 1 is ab, 2 is aa
-    page.fill("#prime", "a")
-    page.fill("#temperature", "0")
+    blend_in_page(page, "ab", "aa", 0.25)
+    page.fill("#prompt", "a")
+    set_range(page, "#temperature", 0)
     page.fill("#length", "80")
     page.click("#generate")
     page.wait_for_function("document.getElementById('status').textContent.startsWith('done')", timeout=60_000)

@@ -1,6 +1,6 @@
 """`charnn export --format web`: a static site that generates text in the browser.
 
-    index.html          the page: prime, temperature, top-k, top-p, length, seed, Generate/Stop, streaming text
+    index.html          the generator page (charnn/page/) with its browser backend: the server's page, run here
     model.onnx          the step (onnx.py), charnn-model.json and tokenizer.json beside it
     ort/                onnxruntime-web, vendored (vendor/onnxruntime-web: its version, licence, hashes)
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from charnn import checkpoint
+from charnn import page as pages
 from charnn.export import onnx as onnx_export
 from charnn.export.exported import Exported
 
@@ -33,7 +34,7 @@ def write(loaded: Any, folder: Path, source: dict[str, Any], text: str) -> Expor
     description["facts"] = facts(loaded)
     description_path.write_text(json.dumps(description, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     package = resources.files("charnn.export")
-    (folder / "index.html").write_bytes(package.joinpath("web.html").read_bytes())
+    (folder / "index.html").write_text(pages.generator("browser"), encoding="utf-8")
     ort = folder / "ort"
     ort.mkdir()
     vendor = package.joinpath("vendor", "onnxruntime-web")

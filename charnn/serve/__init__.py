@@ -9,7 +9,7 @@
     collector.py   submitting tickets, collecting deltas, stop strings, server-sent events
     batcher.py     one run's supervised batch: concurrent requests stepped as one
     worker.py      the one thread that does all the server's torch work: loading, stepping, scoring
-    page.html      the self-contained page served at /
+    (the page at / is charnn/page/'s generator with the server backend)
 
 `load` reads the runs named at start (nothing a request names is ever read from disk);
 `run` serves them with uvicorn until Ctrl-C.

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from charnn import checkpoint
+from charnn import page as pages
 from charnn.api import CharModel
 from charnn.errors import CharnnError
 from charnn.serve.access import authorized, check_voice, pick, served_of
@@ -19,12 +19,11 @@ from charnn.serve.protocol import ALWAYS, GENERATING, ApiError, ScoreRequest, re
 from charnn.serve.replies import Health, ModelList, Score
 
 router = APIRouter()
-PAGE = Path(__file__).parent / "page.html"
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def index() -> HTMLResponse:
-    return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+    return HTMLResponse(pages.generator("server"))
 
 
 @router.get("/health", responses={200: {"model": Health}, **responses_for(*ALWAYS), 503: {"model": Health,
