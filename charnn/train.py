@@ -28,13 +28,13 @@ import torch
 from tqdm import tqdm
 
 from charnn import board, checkpoint
-from charnn.data import Streams
+from charnn.cursor import Cursor
 from charnn.device import AMP_DEVICES, amp_dtype, tune_for
 from charnn.distributed import ProcessGroup, restore_rng
 from charnn.errors import TrainingError
 from charnn.evaluation import evaluate, evaluate_voices
 from charnn.interrupt import StopFlag, resumable
-from charnn.model import CharRNN, State
+from charnn.model import CharRNN
 from charnn.reporter import Reporter
 from charnn.schedule import (
     TIME_PATIENCE,
@@ -47,7 +47,7 @@ from charnn.schedule import (
     stop_reason,
 )
 from charnn.update import Update
-from charnn.voices import NO_VOICE, NO_VOICE_SHARE, unvoiced_rows
+from charnn.voices import NO_VOICE_SHARE
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
 
@@ -189,8 +189,9 @@ class Trainer:
     (which also `save`s) every `eval_every` steps and once at the end.
 
     Holds what the steps share: the model and its DDP wrapper, the `Update` (optimizer and weight average,
-    update.py), the progress, the streams' hidden state (this rank's rows, (L, b, H) per part), the timings
-    that keep a wall-clock budget, and the `Reporter` (reporter.py) that writes and prints each evaluation.
+    update.py), the progress, the `Cursor` (cursor.py: the window each step reads and the streams' hidden
+    state), the timings that keep a wall-clock budget, and the `Reporter` (reporter.py) that writes and prints
+    each evaluation.
     """
 
     def __init__(self, model: CharRNN, cfg: TrainConfig, train_ids: np.ndarray, val_ids: np.ndarray,
@@ -204,8 +205,9 @@ class Trainer:
         self.should_stop = should_stop
         tune_for(device)
         assert not cfg.amp or device.type in AMP_DEVICES, "api checks --amp against the device before any write"
-        self.streams = Streams(train_ids, cfg.batch_size, cfg.seq_len, self.world.block(cfg.batch_size),
-                               labels[0] if labels else None)
+        self.cursor = Cursor(model, train_ids, labels[0] if labels else None, batch_size=cfg.batch_size,
+                             seq_len=cfg.seq_len, block=self.world.block(cfg.batch_size), seed=cfg.seed,
+                             epoch_offset=cfg.epoch_offset, no_voice_share=cfg.no_voice_share, device=device)
         self.val_labels = labels[1] if labels else None
         model.to(device).train()
         self.net = self.world.wrap(model)  # DDP under torchrun: backward averages gradients over ranks
@@ -217,8 +219,6 @@ class Trainer:
                              ema=cfg.ema)
         self.optimizer, self.average = self.update.optimizer, self.update.average
         self.p = Progress()
-        self.state: State = model.init_state(self.streams.rows, device)
-        self.offset = 0  # where the current epoch's layout starts
         self.last_val: float | None = None
         self.loss_sum, self.loss_count = torch.zeros((), device=device), 0  # training loss since the last pass
         self.bad_in_row = 0
@@ -235,7 +235,7 @@ class Trainer:
             self.restore(start.payload)
         else:
             torch.manual_seed(self.cfg.seed + self.world.rank)  # rank 0 = the single-process stream
-        self.offset = self._epoch_offset()
+        self.cursor.start(self.p)
         if self.writer:
             checkpoint.truncate_metrics(self.run_dir, self.p.step)  # records a killed process wrote after its last save
 
@@ -245,8 +245,7 @@ class Trainer:
         if self.average is not None:
             self.average.load(payload.get("ema"))
         self.p = Progress(**payload["progress"])
-        block = self.streams.block
-        self.state = tuple(s[:, block].to(self.device) for s in payload["state"])  # (L, B, H) -> this rank's (L, b, H)
+        self.cursor.restore(payload["state"])
         restore_rng(payload, self.world.rank, self.cfg.seed, self.device)
 
     # ---- the loop -------------------------------------------------------------------------------
@@ -274,7 +273,7 @@ class Trainer:
                 if self.p.step % self.cfg.eval_every == 0 and \
                         not final_pass_is_near(self.cfg, self.p.elapsed, self.pass_s, self.save_s):
                     self.evaluate()
-                report.tick(fraction_done(self.cfg, self.p, self.streams.n_windows), self.p.step, loss,
+                report.tick(fraction_done(self.cfg, self.p, self.cursor.n_windows), self.p.step, loss,
                             self.last_val, self.p.tokens, self.update.lr)
                 if stop_asked:
                     self.save()
@@ -291,23 +290,16 @@ class Trainer:
     def stop_reason(self) -> str | None:
         """Why the run stops before the next step, keeping back the final pass and save of a time budget."""
         reserve = (self.pass_s if self.p.last_eval_step != self.p.step else 0.0) + self.save_s
-        return stop_reason(self.cfg, self.p, self.streams.n_windows, reserve)
+        return stop_reason(self.cfg, self.p, self.cursor.n_windows, reserve)
 
     def step(self) -> torch.Tensor:
         """One optimizer step on the next window of every stream; returns its loss (a 0-d tensor)."""
-        cfg, p, device = self.cfg, self.p, self.device
-        if p.window >= self.streams.n_windows:  # new epoch: streams restart, state resets
-            p.epoch, p.window = p.epoch + 1, 0
-            self.state = self.model.init_state(self.streams.rows, device)
-            self.offset = self._epoch_offset()
-        lr = learning_rate(cfg, p, self.streams.n_windows, self.pass_s + self.save_s)
-        x, y = self.streams.window(p.window, offset=self.offset)
-        if device.type == "cuda":  # pinned pages let the copy run asynchronously
-            x, y = x.pin_memory(), y.pin_memory()
-        loss, new_state = self.update(x.to(device, non_blocking=True), y.to(device, non_blocking=True), self.state,
-                                      self._voices(), lr)
+        cfg, p = self.cfg, self.p
+        x, y, voices = self.cursor.next(p)  # turns the epoch first where a pass ended
+        lr = learning_rate(cfg, p, self.cursor.n_windows, self.pass_s + self.save_s)
+        loss, new_state = self.update(x, y, self.cursor.state, voices, lr)
         if new_state is not None:
-            self.state = new_state
+            self.cursor.state = new_state
             self.loss_sum += loss.detach()
             self.loss_count += 1
             self.bad_in_row = 0
@@ -323,16 +315,6 @@ class Trainer:
         p.window += 1
         p.tokens += cfg.batch_size * cfg.seq_len  # all ranks' streams
         return loss
-
-    def _voices(self) -> torch.Tensor | None:
-        """A voiced run's labels for this step's window (b, T) on the device: each character's voice, except in
-        the streams drawn to learn "no voice" this step (`voices.unvoiced_rows`); None without voices."""
-        if self.streams.labels is None:
-            return None
-        voices = self.streams.voices(self.p.window, offset=self.offset)
-        unvoiced = unvoiced_rows(self.cfg.seed, self.p.step, self.cfg.batch_size, self.cfg.no_voice_share)
-        voices[torch.from_numpy(unvoiced[self.streams.block])] = NO_VOICE
-        return voices.to(self.device, non_blocking=True)
 
     def evaluate(self, line: str | None = None) -> None:
         """A full validation pass: record metrics (file, TensorBoard, the printed line), keep `best`, save.
@@ -356,7 +338,7 @@ class Trainer:
         self.spent["evaluation"] += self.pass_s
         writes = time.perf_counter()
         record: dict[str, Any] = {
-            "step": p.step, "epoch": round(p.epoch + p.window / self.streams.n_windows, 4), "tokens": p.tokens,
+            "step": p.step, "epoch": round(p.epoch + p.window / self.cursor.n_windows, 4), "tokens": p.tokens,
             "elapsed": round(p.elapsed, 3), "train_loss": summed_loss / summed_count if summed_count else None,
             "val_loss": val, "val_bpc": val / math.log(2), "lr": self.update.lr,
             "tokens_per_s": round(tps, 1),
@@ -409,7 +391,7 @@ class Trainer:
     def payload(self) -> dict[str, Any]:
         """`latest.pt`'s content (complete on the writer; collective under torchrun)."""
         world, device = self.world, self.device
-        full_state = tuple(world.gather_rows(s) for s in self.state)
+        full_state = tuple(world.gather_rows(s) for s in self.cursor.state)
         rngs = world.gather_objects(torch.get_rng_state())
         cuda_rngs = world.gather_objects(torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
         return {
@@ -418,6 +400,3 @@ class Trainer:
             "world_size": world.world_size, "rng_ranks": rngs, "cuda_rng_ranks": cuda_rngs,
             "ema": self.average.state() if self.average is not None else None,
         }
-
-    def _epoch_offset(self) -> int:  # where the current epoch's layout starts (the same on every rank and resume)
-        return self.streams.epoch_offset(self.cfg.seed, self.p.epoch) if self.cfg.epoch_offset else 0

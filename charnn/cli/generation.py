@@ -24,50 +24,75 @@ def unescape(text: str) -> str:
     return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
+# `charnn sample`'s arguments and options, each declared once here so the command's signature reads as a list.
+_RUN = typer.Argument(None, help="Run name or path (default: the most recently modified run).")
+_PRIME = typer.Option(None, "--prime", show_default=False,
+                          help="Text to start from (printed first; default a newline). With --items: how every "
+                          "item begins.")
+_LENGTH = typer.Option(None, "--length", show_default=False,
+                           help="Characters to generate, the prime not counted (default 500). With --items: the "
+                           "longest an item may be (default 200).")
+_TEMPERATURE = typer.Option(None, "--temperature", show_default=False,
+                                  help="Softmax temperature; 0 is greedy (default 0.8; with --beam 0: plain beam "
+                                  "search, above 0 its stochastic variant).")
+_TOP_K = typer.Option(None, "--top-k", help="Sample only among the K most likely characters.")
+_TOP_P = typer.Option(None, "--top-p", help="Nucleus sampling: the smallest set with probability >= P.")
+_SEED = typer.Option(None, "--seed", help="Random seed: the same seed gives the same text.")
+_NUM_SAMPLES = typer.Option(1, "--num-samples", help="Independent samples, generated as one batch.")
+_STOP = typer.Option(None, "--stop", help="End a sample once it produces this string.")
+_ITEMS = typer.Option(None, "--items", help="Print N distinct, complete items of a list (names, titles, "
+                          "stanzas), one after another with the separator between them; the counts on stderr.")
+_SEPARATOR = typer.Option("\n", "--separator", show_default=False,
+                              help="With --items: what ends an item in the training text (default a newline; "
+                              "$'\\n\\n' or '\\n\\n' for stanzas).")
+_NEW = typer.Option(False, "--new", help="With --items: leave out items that are whole items of the "
+                         "training text (looked up in the run's originality index; needs its corpus).")
+_ATTEMPTS = typer.Option(None, "--attempts", help="With --items: draws at most before giving up "
+                             "(default 20 per item asked, at least 100).")
+_AS_JSON = typer.Option(False, "--json", help="With --items: print one JSON object (items and counts).")
+_BEAM = typer.Option(None, "--beam", help="Beam search of width W (1-64): the most likely continuation of "
+                         "--length it finds, ranked by log-probability per character; with --items N, the N most "
+                         "likely items.")
+_DROP_UNKNOWN = typer.Option(False, "--drop-unknown", help="Drop prime characters the model never saw.")
+_VOICE = typer.Option(None, "--voice", help="A voiced run (trained with --voices): write in this voice, or a "
+                          "blend of voices whose weights sum to 1 (poems=0.7,plays=0.3); default: no voice.")
+_CHECKPOINT_NAME = typer.Option("best", "--checkpoint", help="best or latest.")
+_THREADS = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default).")
+_ORIGINALITY = typer.Option(
+    False, "--originality", help="Mark the spans copied verbatim from the training text (underlined in a "
+    "terminal, between ⟦ ⟧ otherwise) and report how much of each sample they are, and the longest.")
+_MIN_COPY = typer.Option(MIN_COPY, "--min-copy", help="With --originality: the shortest span that counts "
+                             "as copied, in characters.")
+_CORPUS_PATHS = typer.Option(
+    None, "--corpus", help="With --originality: the run's training text, if it is no longer where the run "
+    "found it (checked against the run's fingerprint; repeatable for several sources).")
+
+
 @app.command("sample")
 @handled
 def sample_cmd(
-    run: str = typer.Argument(None, help="Run name or path (default: the most recently modified run)."),
-    prime: str = typer.Option(None, "--prime", show_default=False,
-                              help="Text to start from (printed first; default a newline). With --items: how every "
-                              "item begins."),
-    length: int = typer.Option(None, "--length", show_default=False,
-                               help="Characters to generate, the prime not counted (default 500). With --items: the "
-                               "longest an item may be (default 200)."),
-    temperature: float = typer.Option(None, "--temperature", show_default=False,
-                                      help="Softmax temperature; 0 is greedy (default 0.8; with --beam 0: plain beam "
-                                      "search, above 0 its stochastic variant)."),
-    top_k: int = typer.Option(None, "--top-k", help="Sample only among the K most likely characters."),
-    top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling: the smallest set with probability >= P."),
-    seed: int = typer.Option(None, "--seed", help="Random seed: the same seed gives the same text."),
-    num_samples: int = typer.Option(1, "--num-samples", help="Independent samples, generated as one batch."),
-    stop: str = typer.Option(None, "--stop", help="End a sample once it produces this string."),
-    items: int = typer.Option(None, "--items", help="Print N distinct, complete items of a list (names, titles, "
-                              "stanzas), one after another with the separator between them; the counts on stderr."),
-    separator: str = typer.Option("\n", "--separator", show_default=False,
-                                  help="With --items: what ends an item in the training text (default a newline; "
-                                  "$'\\n\\n' or '\\n\\n' for stanzas)."),
-    new: bool = typer.Option(False, "--new", help="With --items: leave out items that are whole items of the "
-                             "training text (looked up in the run's originality index; needs its corpus)."),
-    attempts: int = typer.Option(None, "--attempts", help="With --items: draws at most before giving up "
-                                 "(default 20 per item asked, at least 100)."),
-    as_json: bool = typer.Option(False, "--json", help="With --items: print one JSON object (items and counts)."),
-    beam: int = typer.Option(None, "--beam", help="Beam search of width W (1-64): the most likely continuation of "
-                             "--length it finds, ranked by log-probability per character; with --items N, the N most "
-                             "likely items."),
-    drop_unknown: bool = typer.Option(False, "--drop-unknown", help="Drop prime characters the model never saw."),
-    voice: str = typer.Option(None, "--voice", help="A voiced run (trained with --voices): write in this voice, or a "
-                              "blend of voices whose weights sum to 1 (poems=0.7,plays=0.3); default: no voice."),
-    checkpoint_name: str = typer.Option("best", "--checkpoint", help="best or latest."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default)."),
-    originality: bool = typer.Option(
-        False, "--originality", help="Mark the spans copied verbatim from the training text (underlined in a "
-        "terminal, between ⟦ ⟧ otherwise) and report how much of each sample they are, and the longest."),
-    min_copy: int = typer.Option(MIN_COPY, "--min-copy", help="With --originality: the shortest span that counts "
-                                 "as copied, in characters."),
-    corpus_paths: list[str] = typer.Option(
-        None, "--corpus", help="With --originality: the run's training text, if it is no longer where the run "
-        "found it (checked against the run's fingerprint; repeatable for several sources)."),
+    run: str = _RUN,
+    prime: str = _PRIME,
+    length: int = _LENGTH,
+    temperature: float = _TEMPERATURE,
+    top_k: int = _TOP_K,
+    top_p: float = _TOP_P,
+    seed: int = _SEED,
+    num_samples: int = _NUM_SAMPLES,
+    stop: str = _STOP,
+    items: int = _ITEMS,
+    separator: str = _SEPARATOR,
+    new: bool = _NEW,
+    attempts: int = _ATTEMPTS,
+    as_json: bool = _AS_JSON,
+    beam: int = _BEAM,
+    drop_unknown: bool = _DROP_UNKNOWN,
+    voice: str = _VOICE,
+    checkpoint_name: str = _CHECKPOINT_NAME,
+    threads: int = _THREADS,
+    originality: bool = _ORIGINALITY,
+    min_copy: int = _MIN_COPY,
+    corpus_paths: list[str] = _CORPUS_PATHS,
     device: str = DEVICE,
     checkpoints_dir: Path = CKPT_DIR,
     corpora_dir: Path = CORPORA_DIR,

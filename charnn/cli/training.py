@@ -34,96 +34,139 @@ from charnn.voices import check_names, from_records, parse_spec
 M, T = ModelConfig, TrainConfig
 
 
+# `charnn train`'s arguments and options, each declared once here so the command's signature reads as a list.
+_CORPUS_SPEC = typer.Argument(
+    None, metavar="CORPUS...",
+    help="Text files (also .gz/.bz2/.xz), folders (read recursively) or a built-in name (see `charnn corpora`), "
+    "in order. With --resume: the corpus's new location, if it moved.")
+_RESUME = typer.Option(None, "--resume", help="Continue run RUN (name or path) from its latest state.")
+_FROM_RUN = typer.Option(
+    None, "--from", metavar="RUN[:latest]",
+    help="Fine-tune: start a new run from RUN's model (its best weights; RUN:latest for its latest) on CORPUS. "
+         "The architecture is RUN's; new characters are added to its vocabulary; RUN is never written. "
+         f"Defaults change to fine-tuning's: --lr {FINE_TUNE.lr:g}, --warmup {FINE_TUNE.warmup}, --batch-size "
+         f"{FINE_TUNE.batch_size}, --ema {FINE_TUNE.ema:g}, --eval-every {FINE_TUNE.eval_every}, the parent's --dropout.")
+_NAME = typer.Option(None, "--name", help="Run name under --checkpoints-dir (default: corpus name + timestamp).")
+_VOICES = typer.Option(
+    False, "--voices", help="Each CORPUS is one voice (a style), named by its file or folder stem, or NAME=PATH: "
+    "one model learns them all and writes in one (`charnn sample RUN --voice NAME`), a blend, or none.")
+_BALANCE = typer.Option(
+    False, "--balance", help="With --voices: train the voices in equal shares (each voice's training text "
+    "repeated up to the longest's length) instead of in proportion to their text.")
+_VOICES_FROM = typer.Option(
+    None, "--voices-from", metavar="FILE", help="Voices from a .jsonl or .csv file of documents, each with a text "
+    "and its voice (instead of CORPUS arguments): each voice's documents become its text.")
+_TEXT_FIELD = typer.Option("text", "--text-field", help="With --voices-from: the field holding the text.")
+_VOICE_FIELD = typer.Option("voice", "--voice-field", help="With --voices-from: the field naming the voice.")
+_CELL = typer.Option(
+    None, "--cell", help=f"Recurrent cell: {', '.join(f'{c.name} ({c.about})' for c in CELLS.values())} "
+    f"(default: {M.cell}).")
+_HEADS = typer.Option(None, "--heads", help="slstm and mlstm only: heads of the block-diagonal "
+                          f"recurrence (slstm) or matrix memories (mlstm) (default: {M.heads}).")
+_LAYERS = typer.Option(None, "--layers", help=f"Stacked recurrent layers (default: {M.layers}, or by --time).")
+_HIDDEN = typer.Option(None, "--hidden", help=f"Hidden units per layer (default: {M.hidden}, or by --time).")
+_EMBED = typer.Option(None, "--embed", help=f"Character embedding size (default: {M.embed}, or by --time).")
+_DROPOUT = typer.Option(
+    None, "--dropout", help=f"Dropout between layers and before the head, in [0, 1) (default: {M.dropout:g}, or by --time).")
+_LOCKED_DROPOUT = typer.Option(
+    None, "--locked-dropout/--step-dropout",
+    help="Drop the same units of a stream for a whole window (variational dropout) instead of new ones at "
+         "every character (default: --step-dropout).")
+_BATCH_SIZE = typer.Option(
+    None, "--batch-size", help=f"Parallel streams B (TBPTT) (default: {T.batch_size}, or by --time).")
+_SEQ_LEN = typer.Option(
+    None, "--seq-len", help=f"Window length T: gradients flow at most T characters back (default: {T.seq_len}).")
+_LR = typer.Option(
+    None, "--lr", help=f"Peak learning rate (AdamW) (default: {T.lr:g}, or by --time); with --resume: a new peak rate.")
+_WEIGHT_DECAY = typer.Option(T.weight_decay, "--weight-decay", help="AdamW weight decay.")
+_WARMUP = typer.Option(None, "--warmup", help=f"Linear warm-up steps before the cosine decay (default: {T.warmup}).")
+_CLIP = typer.Option(T.clip, "--clip", help="Global gradient-norm clip.")
+_EMA = typer.Option(
+    None, "--ema", help="Evaluate (and keep as best) a moving average of the weights with this decay; 0: off "
+    f"(default: {T.ema:g}, or by --time); it warms up as (1 + n) / (10 + n) over the first n steps.")
+_EPOCH_OFFSET = typer.Option(
+    None, "--epoch-offset/--same-windows",
+    help="Start each pass after the first at another place in the text, so later epochs see other windows "
+         "(default: --epoch-offset); --same-windows repeats the first pass's cut.")
+_EPOCHS = typer.Option(None, "--epochs", help="Stop after this many passes over the training split.")
+_MAX_STEPS = typer.Option(
+    None, "--max-steps", help="Stop after this many optimizer steps (with --resume: the new total).")
+_TIME_BUDGET = typer.Option(
+    None, "--time",
+    help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it (with --resume: time to add). "
+    "Default when no limit is given: 10m.")
+_EVAL_EVERY = typer.Option(
+    None, "--eval-every", help=f"Steps between full validation passes and checkpoints (default: {T.eval_every}, "
+    "or by --time: the same characters at any batch).")
+_PATIENCE = typer.Option(None, "--patience", show_default=False, help="After this many validation passes "
+                             f"in a row without a new best, anneal for one interval, stop and keep the best weights "
+                             f"(in best.pt and latest.pt). Default: {TIME_PATIENCE} with a time budget, else 0 (never).")
+_VAL_FRAC = typer.Option(T.val_frac, "--val-frac", help="Fraction at the end of the corpus used for validation.")
+_SEED = typer.Option(T.seed, "--seed", help="Seed for weights, dropout and everything random.")
+_THREADS = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default).")
+_AMP = typer.Option(
+    None, "--amp/--no-amp", help="Train in bf16 autocast, on CUDA or CPU; evaluation stays fp32 (default: off, or "
+    f"by --time: on where this machine's probe runs it {AMP_MIN_GAIN:g}x as fast).")
+_OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing run of the same name.")
+_REPLACE_BAD_BYTES = typer.Option(
+    False, "--replace-bad-bytes", help="Replace invalid UTF-8 bytes with U+FFFD instead of failing.")
+_INCLUDE = typer.Option(
+    None, "--include", help="In folders, take only files whose relative path matches this glob (repeatable: "
+    "--include '*.c' --include '*.h'; * also matches /).")
+_EXCLUDE = typer.Option(None, "--exclude", help="In folders, leave out files matching this glob (repeatable).")
+_STRICT = typer.Option(
+    False, "--strict", help="Fail on a binary or non-UTF-8 file in a folder instead of skipping it.")
+_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or per-evaluation lines.")
+_TENSORBOARD = typer.Option(
+    None, "--tensorboard", metavar="[DIR]",
+    help="Also write TensorBoard scalars: into RUN/tensorboard, or DIR/RUN-NAME when DIR is given (put the "
+         "option after CORPUS). Kept on --resume. Needs: pip install 'charnn[tensorboard]'.")
+
+
 @app.command("train")
 @handled
 def train_cmd(
-    corpus_spec: list[str] = typer.Argument(
-        None, metavar="CORPUS...",
-        help="Text files (also .gz/.bz2/.xz), folders (read recursively) or a built-in name (see `charnn corpora`), "
-        "in order. With --resume: the corpus's new location, if it moved."),
-    resume: str = typer.Option(None, "--resume", help="Continue run RUN (name or path) from its latest state."),
-    from_run: str = typer.Option(
-        None, "--from", metavar="RUN[:latest]",
-        help="Fine-tune: start a new run from RUN's model (its best weights; RUN:latest for its latest) on CORPUS. "
-             "The architecture is RUN's; new characters are added to its vocabulary; RUN is never written. "
-             f"Defaults change to fine-tuning's: --lr {FINE_TUNE.lr:g}, --warmup {FINE_TUNE.warmup}, --batch-size "
-             f"{FINE_TUNE.batch_size}, --ema {FINE_TUNE.ema:g}, --eval-every {FINE_TUNE.eval_every}, the parent's --dropout."),
-    name: str = typer.Option(None, "--name", help="Run name under --checkpoints-dir (default: corpus name + timestamp)."),
-    voices: bool = typer.Option(
-        False, "--voices", help="Each CORPUS is one voice (a style), named by its file or folder stem, or NAME=PATH: "
-        "one model learns them all and writes in one (`charnn sample RUN --voice NAME`), a blend, or none."),
-    balance: bool = typer.Option(
-        False, "--balance", help="With --voices: train the voices in equal shares (each voice's training text "
-        "repeated up to the longest's length) instead of in proportion to their text."),
-    voices_from: Path = typer.Option(
-        None, "--voices-from", metavar="FILE", help="Voices from a .jsonl or .csv file of documents, each with a text "
-        "and its voice (instead of CORPUS arguments): each voice's documents become its text."),
-    text_field: str = typer.Option("text", "--text-field", help="With --voices-from: the field holding the text."),
-    voice_field: str = typer.Option("voice", "--voice-field", help="With --voices-from: the field naming the voice."),
-    cell: str = typer.Option(
-        None, "--cell", help=f"Recurrent cell: {', '.join(f'{c.name} ({c.about})' for c in CELLS.values())} "
-        f"(default: {M.cell})."),
-    heads: int = typer.Option(None, "--heads", help="slstm and mlstm only: heads of the block-diagonal "
-                              f"recurrence (slstm) or matrix memories (mlstm) (default: {M.heads})."),
-    layers: int = typer.Option(None, "--layers", help=f"Stacked recurrent layers (default: {M.layers}, or by --time)."),
-    hidden: int = typer.Option(None, "--hidden", help=f"Hidden units per layer (default: {M.hidden}, or by --time)."),
-    embed: int = typer.Option(None, "--embed", help=f"Character embedding size (default: {M.embed}, or by --time)."),
-    dropout: float = typer.Option(
-        None, "--dropout", help=f"Dropout between layers and before the head, in [0, 1) (default: {M.dropout:g}, or by --time)."),
-    locked_dropout: bool = typer.Option(
-        None, "--locked-dropout/--step-dropout",
-        help="Drop the same units of a stream for a whole window (variational dropout) instead of new ones at "
-             "every character (default: --step-dropout)."),
-    batch_size: int = typer.Option(
-        None, "--batch-size", help=f"Parallel streams B (TBPTT) (default: {T.batch_size}, or by --time)."),
-    seq_len: int = typer.Option(
-        None, "--seq-len", help=f"Window length T: gradients flow at most T characters back (default: {T.seq_len})."),
-    lr: float = typer.Option(
-        None, "--lr", help=f"Peak learning rate (AdamW) (default: {T.lr:g}, or by --time); with --resume: a new peak rate."),
-    weight_decay: float = typer.Option(T.weight_decay, "--weight-decay", help="AdamW weight decay."),
-    warmup: int = typer.Option(None, "--warmup", help=f"Linear warm-up steps before the cosine decay (default: {T.warmup})."),
-    clip: float = typer.Option(T.clip, "--clip", help="Global gradient-norm clip."),
-    ema: float = typer.Option(
-        None, "--ema", help="Evaluate (and keep as best) a moving average of the weights with this decay; 0: off "
-        f"(default: {T.ema:g}, or by --time); it warms up as (1 + n) / (10 + n) over the first n steps."),
-    epoch_offset: bool = typer.Option(
-        None, "--epoch-offset/--same-windows",
-        help="Start each pass after the first at another place in the text, so later epochs see other windows "
-             "(default: --epoch-offset); --same-windows repeats the first pass's cut."),
-    epochs: float = typer.Option(None, "--epochs", help="Stop after this many passes over the training split."),
-    max_steps: int = typer.Option(
-        None, "--max-steps", help="Stop after this many optimizer steps (with --resume: the new total)."),
-    time_budget: str = typer.Option(
-        None, "--time",
-        help="Wall-clock budget, e.g. 90s, 10m, 1h30m; the LR schedule follows it (with --resume: time to add). "
-        "Default when no limit is given: 10m."),
-    eval_every: int | None = typer.Option(
-        None, "--eval-every", help=f"Steps between full validation passes and checkpoints (default: {T.eval_every}, "
-        "or by --time: the same characters at any batch)."),
-    patience: int = typer.Option(None, "--patience", show_default=False, help="After this many validation passes "
-                                 f"in a row without a new best, anneal for one interval, stop and keep the best weights "
-                                 f"(in best.pt and latest.pt). Default: {TIME_PATIENCE} with a time budget, else 0 (never)."),
-    val_frac: float = typer.Option(T.val_frac, "--val-frac", help="Fraction at the end of the corpus used for validation."),
-    seed: int = typer.Option(T.seed, "--seed", help="Seed for weights, dropout and everything random."),
+    corpus_spec: list[str] = _CORPUS_SPEC,
+    resume: str = _RESUME,
+    from_run: str = _FROM_RUN,
+    name: str = _NAME,
+    voices: bool = _VOICES,
+    balance: bool = _BALANCE,
+    voices_from: Path = _VOICES_FROM,
+    text_field: str = _TEXT_FIELD,
+    voice_field: str = _VOICE_FIELD,
+    cell: str = _CELL,
+    heads: int = _HEADS,
+    layers: int = _LAYERS,
+    hidden: int = _HIDDEN,
+    embed: int = _EMBED,
+    dropout: float = _DROPOUT,
+    locked_dropout: bool = _LOCKED_DROPOUT,
+    batch_size: int = _BATCH_SIZE,
+    seq_len: int = _SEQ_LEN,
+    lr: float = _LR,
+    weight_decay: float = _WEIGHT_DECAY,
+    warmup: int = _WARMUP,
+    clip: float = _CLIP,
+    ema: float = _EMA,
+    epoch_offset: bool = _EPOCH_OFFSET,
+    epochs: float = _EPOCHS,
+    max_steps: int = _MAX_STEPS,
+    time_budget: str = _TIME_BUDGET,
+    eval_every: int | None = _EVAL_EVERY,
+    patience: int = _PATIENCE,
+    val_frac: float = _VAL_FRAC,
+    seed: int = _SEED,
     device: str = DEVICE,
-    threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: PyTorch's default)."),
-    amp: bool = typer.Option(
-        None, "--amp/--no-amp", help="Train in bf16 autocast, on CUDA or CPU; evaluation stays fp32 (default: off, or "
-        f"by --time: on where this machine's probe runs it {AMP_MIN_GAIN:g}x as fast)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run of the same name."),
-    replace_bad_bytes: bool = typer.Option(
-        False, "--replace-bad-bytes", help="Replace invalid UTF-8 bytes with U+FFFD instead of failing."),
-    include: list[str] = typer.Option(
-        None, "--include", help="In folders, take only files whose relative path matches this glob (repeatable: "
-        "--include '*.c' --include '*.h'; * also matches /)."),
-    exclude: list[str] = typer.Option(None, "--exclude", help="In folders, leave out files matching this glob (repeatable)."),
-    strict: bool = typer.Option(
-        False, "--strict", help="Fail on a binary or non-UTF-8 file in a folder instead of skipping it."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-evaluation lines."),
-    tensorboard: str = typer.Option(
-        None, "--tensorboard", metavar="[DIR]",
-        help="Also write TensorBoard scalars: into RUN/tensorboard, or DIR/RUN-NAME when DIR is given (put the "
-             "option after CORPUS). Kept on --resume. Needs: pip install 'charnn[tensorboard]'."),
+    threads: int = _THREADS,
+    amp: bool = _AMP,
+    overwrite: bool = _OVERWRITE,
+    replace_bad_bytes: bool = _REPLACE_BAD_BYTES,
+    include: list[str] = _INCLUDE,
+    exclude: list[str] = _EXCLUDE,
+    strict: bool = _STRICT,
+    quiet: bool = _QUIET,
+    tensorboard: str = _TENSORBOARD,
     checkpoints_dir: Path = CKPT_DIR,
     corpora_dir: Path = CORPORA_DIR,
 ) -> None:
@@ -134,51 +177,59 @@ def train_cmd(
     set_threads(threads)
     seconds = parse_duration(time_budget)
     paths = paths_for(checkpoints_dir, corpora_dir)
-    if tensorboard:  # a folder: fixed now, so a later resume from elsewhere writes to the same place
-        tensorboard = str(Path(tensorboard).expanduser().resolve())
+    # A TensorBoard folder is fixed now, so a later resume from elsewhere writes to the same place.
+    tensorboard = str(Path(tensorboard).expanduser().resolve()) if tensorboard else None
+    request = Request(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch_size,
+                      seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, eval_every=eval_every, heads=heads,
+                      locked_dropout=locked_dropout, amp=amp)
+    reading = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
     if resume is not None and from_run is not None:
         raise typer.BadParameter("--from starts a new run and --resume continues one — give one of them "
                                  "(to continue a fine-tuned run: --resume CHILD)")
     if resume is not None:
-        _refuse_fixed({"--name": name, "--cell": cell, "--heads": heads, "--layers": layers, "--hidden": hidden,
-                       "--embed": embed, "--dropout": dropout, "--batch-size": batch_size, "--seq-len": seq_len,
-                       "--warmup": warmup, "--ema": ema, "--locked-dropout/--step-dropout": locked_dropout,
-                       "--epoch-offset/--same-windows": epoch_offset, "--amp/--no-amp": amp,
-                       "--voices": voices or None, "--balance": balance or None, "--voices-from": voices_from},
-                      reading=bool(include or exclude or strict or replace_bad_bytes))
+        _refuse_fixed(request, {"--name": name, "--epoch-offset/--same-windows": epoch_offset, "--voices": voices or None,
+                                "--balance": balance or None, "--voices-from": voices_from},
+                      reading=reading != api.CorpusOptions())
         run_dir, result = api.resume_training(resume, corpus_path=corpus_spec or None, max_steps=max_steps, epochs=epochs,
                                               more_time=seconds, lr=lr, device=device, paths=paths,
                                               show_progress=not quiet, tensorboard=tensorboard, started=started)
     else:
-        corpus_spec, voice_names = _voiced_corpus(corpus_spec, voices, balance, voices_from, text_field, voice_field,
-                                                  paths.corpora)
+        sources, voice_names = _voiced_corpus(corpus_spec, voices, balance, voices_from, text_field, voice_field,
+                                              paths.corpora)
         parent = api.load_parent(from_run, paths.checkpoints) if from_run is not None else None
-        _check_shape(parent, cell, layers, hidden, embed, heads)
-        budgeted = seconds is not None
-        if seconds is None and max_steps is None and epochs is None:
-            seconds = 600.0
-            if current_launch().is_writer:
-                typer.echo("no --time, --max-steps or --epochs given: training for 10m", err=True)
-        request = Request(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch_size,
-                          seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, eval_every=eval_every, heads=heads,
-                          locked_dropout=locked_dropout, amp=amp)
+        _check_shape(parent, request)
         base = fine_tune_recipe(parent.model_config) if parent is not None else None
-        model_cfg, cfg, auto = configs(request, budgeted, base, weight_decay=weight_decay, clip=clip, epochs=epochs,
-                                       max_steps=max_steps, time_budget=seconds, patience=patience, val_frac=val_frac,
-                                       seed=seed, tensorboard=tensorboard, epoch_offset=epoch_offset is not False,
-                                       balance=balance)
-        say = None if quiet else (lambda line: typer.echo(line, err=True))
-        options = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
-        run_dir, result = api.start_training(corpus_spec, model_cfg, cfg, name=name, device=device, paths=paths,
-                                             overwrite=overwrite, corpus_options=options, show_progress=not quiet,
-                                             auto_fields=auto, announce=say, started=started, parent=parent,
-                                             voices=voice_names)
+        model_cfg, cfg, auto = configs(request, seconds is not None, base, weight_decay=weight_decay, clip=clip,
+                                       epochs=epochs, max_steps=max_steps, time_budget=_budget(seconds, max_steps, epochs),
+                                       patience=patience, val_frac=val_frac, seed=seed, tensorboard=tensorboard,
+                                       epoch_offset=epoch_offset is not False, balance=balance)
+        run_dir, result = api.start_training(sources, model_cfg, cfg, name=name, device=device, paths=paths,
+                                             overwrite=overwrite, corpus_options=reading, show_progress=not quiet,
+                                             auto_fields=auto, started=started, parent=parent, voices=voice_names,
+                                             announce=None if quiet else (lambda line: typer.echo(line, err=True)))
     if result.is_writer:
         typer.echo(_ending(run_dir, result, checkpoints_dir), err=True)
 
 
-def _refuse_fixed(fixed: dict[str, object], reading: bool) -> None:
-    """With --resume: the options a run fixes when it starts, refused if given (`fixed`: option -> value or None)."""
+def _budget(seconds: float | None, max_steps: int | None, epochs: float | None) -> float | None:
+    """A new run's time budget: --time's, or 10 minutes when nothing else would end it (and it says so)."""
+    if seconds is None and max_steps is None and epochs is None:
+        if current_launch().is_writer:
+            typer.echo("no --time, --max-steps or --epochs given: training for 10m", err=True)
+        return 600.0
+    return seconds
+
+
+# The model and training choices a run fixes when it starts: the --resume refusal names them.
+FIXED = {"--cell": "cell", "--heads": "heads", "--layers": "layers", "--hidden": "hidden", "--embed": "embed",
+         "--dropout": "dropout", "--batch-size": "batch_size", "--seq-len": "seq_len", "--warmup": "warmup", "--ema": "ema",
+         "--locked-dropout/--step-dropout": "locked_dropout", "--amp/--no-amp": "amp"}
+
+
+def _refuse_fixed(request: Request, others: dict[str, object], reading: bool) -> None:
+    """With --resume: the options a run fixes when it starts, refused if given (the request's `FIXED` fields and
+    `others`: option -> value or None)."""
+    fixed = {option: getattr(request, field) for option, field in FIXED.items()} | others
     if given_fixed := [option for option, value in fixed.items() if value is not None]:
         raise typer.BadParameter(f"{', '.join(given_fixed)} cannot change when resuming: the run keeps the model, "
                                  "batch, windows and precision it started with — drop them, or train a new run")
@@ -210,10 +261,11 @@ def _voiced_corpus(corpus_spec: list[str] | None, voices: bool, balance: bool, v
     return sources, names
 
 
-def _check_shape(parent: Parent | None, cell: str | None, layers: int | None, hidden: int | None,
-                 embed: int | None, heads: int | None) -> None:
+def _check_shape(parent: Parent | None, request: Request) -> None:
     """The architecture options of a new run: a fine-tune's must be its parent's; --heads only for a headed cell."""
+    cell, heads = request.cell, request.heads
     if parent is not None:
+        layers, hidden, embed = request.layers, request.hidden, request.embed
         check_architecture(parent, {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "heads": heads})
     elif heads is not None and (cell or M.cell) not in HEADED:
         raise typer.BadParameter(f"--heads applies to --cell slstm and mlstm only (this run's cell is "
