@@ -11,7 +11,7 @@ whole. Sources are taken in the order given, files joined with a newline:
   Hidden entries (`.git`, `.venv`, `.env`) and links back into the walk are
   skipped; binary files (a NUL byte) and files that are not UTF-8 are skipped and
   counted, or refused with `strict`;
-- a built-in name (`charnn corpora`): `shakespeare` ships inside the package
+- a built-in name (`charnn corpora`, corpora.py): `shakespeare` ships inside the package
   (gzipped, sha256-verified when read); `python-stdlib` is built offline from
   this interpreter's standard library.
 """
@@ -25,23 +25,15 @@ import gzip
 import hashlib
 import lzma
 import os
-import sysconfig
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import IO
 
+from charnn import corpora
 from charnn.errors import CorpusError
 
-SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-SHAKESPEARE_BYTES = 1_115_394
-BUILTINS: dict[str, str] = {
-    "shakespeare": "tiny-shakespeare, 1.1 MB of plays (ships with charnn, works offline)",
-    "python-stdlib": "this Python's standard-library source, built offline",
-}
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _BLOCK = 1 << 22  # 4 MiB: large enough for throughput, small enough for flat memory
 
@@ -179,11 +171,11 @@ def resolve(specs: str | Sequence[str], corpora_dir: Path, *, replace_errors: bo
             if not path.is_file():
                 raise CorpusError(f"corpus '{spec}' is not a regular file — give a text file or a folder")
             files.append(_checked(path, spec, replace_errors, strict=True))
-        elif spec in BUILTINS:
+        elif spec in corpora.BUILTINS:
             files.append(_builtin(spec, corpora_dir, replace_errors))
         else:
             raise CorpusError(f"corpus '{spec}' not found — give a text file, a folder, or a built-in name "
-                              f"({', '.join(BUILTINS)})")
+                              f"({', '.join(corpora.BUILTINS)})")
     size = sum(f.size for f in files)
     chars = _count_chars(files)
     if chars < 2:
@@ -323,64 +315,10 @@ def _nothing_readable(spec: str, skipped: Counter[str], include: Sequence[str], 
 
 
 def _builtin(name: str, corpora_dir: Path, replace_errors: bool) -> SourceFile:
-    if name == "shakespeare":
-        f = _checked(shakespeare_path(), name, replace_errors, strict=True)
-        if f.sha256 != SHAKESPEARE_SHA256:
-            raise CorpusError(f"the built-in tiny-shakespeare is damaged (sha256 {f.sha256[:16]}…) — reinstall charnn")
-        return f
-    return _checked(build_python_stdlib(corpora_dir), name, replace_errors, strict=True)
-
-
-def shakespeare_path() -> Path:
-    """The gzipped tiny-shakespeare inside the package (public domain; the char-rnn benchmark text)."""
-    return Path(str(resources.files("charnn") / "builtin" / "tinyshakespeare.txt.gz"))
-
-
-def build_python_stdlib(corpora_dir: Path) -> Path:
-    """Write this interpreter's standard-library .py files (tests excluded) into one corpus file."""
-    target = corpora_dir / "python-stdlib.txt"
-    if target.exists():
-        return target
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"}
-    parts: list[str] = []
-    for path in sorted(stdlib.rglob("*.py")):
-        rel = path.relative_to(stdlib)
-        if skip.intersection(rel.parts):
-            continue
-        try:
-            parts.append(f"# file: {rel.as_posix()}\n{path.read_text(encoding='utf-8')}\n")
-        except (UnicodeDecodeError, OSError):
-            continue  # a few files are not UTF-8 or not readable; the corpus is fine without them
-    if not parts:
-        raise CorpusError(f"no standard-library sources found under '{stdlib}' — give a corpus file instead")
-    _ensure_dir(corpora_dir)
-    fd, tmp = tempfile.mkstemp(dir=corpora_dir, prefix=".python-stdlib.", suffix=".part")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write("".join(parts))
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, target)
-    return target
-
-
-def _ensure_dir(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CorpusError(f"cannot create corpora folder '{folder}' ({e.strerror}) — pass a writable --corpora-dir") from None
-    if not os.access(folder, os.W_OK):
-        raise CorpusError(f"corpora folder '{folder}' is not writable — pass a writable --corpora-dir")
-
-
-def builtin_status(corpora_dir: Path) -> list[tuple[str, str, str]]:
-    """(name, description, local state) for each built-in corpus."""
-    stdlib = corpora_dir / "python-stdlib.txt"
-    return [
-        ("shakespeare", BUILTINS["shakespeare"], f"built in ({SHAKESPEARE_BYTES:,} bytes)"),
-        ("python-stdlib", BUILTINS["python-stdlib"],
-         f"ready ({stdlib.stat().st_size:,} bytes)" if stdlib.exists() else "built on first use"),
-    ]
+    f = _checked(corpora.path(name, corpora_dir), name, replace_errors, strict=True)
+    if name == "shakespeare" and f.sha256 != corpora.SHAKESPEARE_SHA256:
+        raise CorpusError(f"the built-in tiny-shakespeare is damaged (sha256 {f.sha256[:16]}…) — reinstall charnn")
+    return f
 
 
 # ---- what changed -------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from charnn import corpus
+from charnn import corpora, corpus
 from charnn.errors import CorpusError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -182,7 +182,7 @@ def test_shakespeare_ships_inside_the_package_and_needs_no_network(tmp_path: Pat
     monkeypatch.setattr(socket, "socket", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     c = corpus.resolve("shakespeare", tmp_path / "corpora")
-    assert c.fingerprint == corpus.SHAKESPEARE_SHA256 and c.size == corpus.SHAKESPEARE_BYTES
+    assert c.fingerprint == corpora.SHAKESPEARE_SHA256 and c.size == corpora.SHAKESPEARE_BYTES
     assert c.read_text().startswith("First Citizen:")
     assert not (tmp_path / "corpora").exists()  # nothing downloaded or unpacked
     if SHARED.exists():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from charnn import base, checkpoint, corpus
+from charnn import base, checkpoint, corpora
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, app, handled
 from charnn.errors import CharnnError
 
@@ -43,7 +43,7 @@ def runs_cmd(checkpoints_dir: Path = CKPT_DIR) -> None:
 @handled
 def corpora_cmd(corpora_dir: Path = CORPORA_DIR) -> None:
     """List the built-in corpora and whether they are on disk."""
-    _table(("name", "about", "state"), corpus.builtin_status(corpora_dir))
+    _table(("name", "about", "state"), corpora.builtin_status(corpora_dir))
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -178,7 +178,7 @@ def train_cmd(
     seconds = parse_duration(time_budget)
     paths = paths_for(checkpoints_dir, corpora_dir)
     # A TensorBoard folder is fixed now, so a later resume from elsewhere writes to the same place.
-    tensorboard = str(Path(tensorboard).expanduser().resolve()) if tensorboard else None
+    board = str(Path(tensorboard).expanduser().resolve()) if tensorboard else None
     request = Request(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch_size,
                       seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, eval_every=eval_every, heads=heads,
                       locked_dropout=locked_dropout, amp=amp)
@@ -192,7 +192,7 @@ def train_cmd(
                       reading=reading != api.CorpusOptions())
         run_dir, result = api.resume_training(resume, corpus_path=corpus_spec or None, max_steps=max_steps, epochs=epochs,
                                               more_time=seconds, lr=lr, device=device, paths=paths,
-                                              show_progress=not quiet, tensorboard=tensorboard, started=started)
+                                              show_progress=not quiet, tensorboard=board, started=started)
     else:
         sources, voice_names = _voiced_corpus(corpus_spec, voices, balance, voices_from, text_field, voice_field,
                                               paths.corpora)
@@ -201,7 +201,7 @@ def train_cmd(
         base = fine_tune_recipe(parent.model_config) if parent is not None else None
         model_cfg, cfg, auto = configs(request, seconds is not None, base, weight_decay=weight_decay, clip=clip,
                                        epochs=epochs, max_steps=max_steps, time_budget=_budget(seconds, max_steps, epochs),
-                                       patience=patience, val_frac=val_frac, seed=seed, tensorboard=tensorboard,
+                                       patience=patience, val_frac=val_frac, seed=seed, tensorboard=board,
                                        epoch_offset=epoch_offset is not False, balance=balance)
         run_dir, result = api.start_training(sources, model_cfg, cfg, name=name, device=device, paths=paths,
                                              overwrite=overwrite, corpus_options=reading, show_progress=not quiet,
