@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from charnn import checkpoint, corpus, data
+from charnn import corpus, data, runs
 from charnn.device import resolve_device
 from charnn.errors import UsageError
 from charnn.evaluation import evaluate
@@ -84,7 +84,7 @@ class CopyRate:
 class CharModel:
     """A trained run, ready to generate and score text."""
 
-    def __init__(self, loaded: checkpoint.LoadedRun, device: torch.device):
+    def __init__(self, loaded: runs.LoadedRun, device: torch.device):
         self.run_dir = loaded.path
         self.config = loaded.config
         self.model = loaded.model
@@ -157,9 +157,8 @@ class CharModel:
 
     def _scored(self, ids: Any, unknown: dict[str, int], between: Callable[[], None] | None = None,
                 voice: str | Mapping[str, float] | None = None) -> Score:
-        train_cfg = self.config["train"]
         vector = voice_of(self.model, voice)
-        nats = evaluate(self.model, ids, int(train_cfg["seq_len"]), self.device, between=between, voice=vector)
+        nats = evaluate(self.model, ids, self.config.train.seq_len, self.device, between=between, voice=vector)
         return Score(nats, len(ids), unknown)
 
     def score(self, text: str, between: Callable[[], None] | None = None,
@@ -217,5 +216,5 @@ def load_run(run: str | None = None, checkpoint_name: str = "best", device: str 
              checkpoints_dir: str | Path = DEFAULT_CHECKPOINTS) -> CharModel:
     """Load a run by name, path, or (None) the most recently modified run."""
     dev = resolve_device(device)
-    run_dir = checkpoint.resolve(run, Path(checkpoints_dir))
-    return CharModel(checkpoint.load(run_dir, checkpoint_name, dev), dev)
+    run_dir = runs.resolve(run, Path(checkpoints_dir))
+    return CharModel(runs.load(run_dir, checkpoint_name, dev), dev)

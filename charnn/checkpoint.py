@@ -11,6 +11,9 @@
 A model folder (`charnn export --format safetensors`) is read wherever a run is: config.json,
 tokenizer.json and model.safetensors, no training state.
 
+This module owns the files; what config.json says is runconfig.py's (`RunConfig`, its only reader and
+writer), and finding, listing and loading runs is runs.py's.
+
 Every write is atomic (temp file in the same folder, fsync, `os.replace`), so a
 crash at any moment leaves the previous version of each file intact. Loading
 never executes code: tensors go through `torch.load(weights_only=True)`, the
@@ -26,15 +29,12 @@ import pickle
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-from charnn import base
 from charnn.errors import RunError, UsageError, WriteError
-from charnn.model import CharRNN, ModelConfig
 from charnn.runlock import LOCK
 from charnn.tokenizer import CharTokenizer
 
@@ -154,6 +154,13 @@ def create(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, over
     write_json(run_dir / CONFIG, {"format_version": FORMAT_VERSION, **config})  # last: marks a complete start
 
 
+def make_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create run folder '{run_dir}' ({e.strerror}) — pass a writable --checkpoints-dir") from None
+
+
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     """Append one line; the file is rewritten atomically so a crash never leaves half a line."""
     lines = [json.dumps(r) for r in read_metrics(run_dir)] + [json.dumps(record)]
@@ -181,120 +188,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-# ---- finding runs -------------------------------------------------------------------------------
-
-
-def resolve(spec: str | None, checkpoints_dir: Path) -> Path:
-    """A run name under `checkpoints_dir`, a path to a run directory, `base` (the built-in model), or (None) the
-    newest run."""
-    if spec is None:
-        runs = find_runs(checkpoints_dir)
-        if not runs:
-            raise RunError(f"no runs in '{checkpoints_dir}' — use the built-in model (charnn sample base) or train "
-                           "one: charnn train CORPUS (for example: charnn train shakespeare --time 5m)")
-        return max(runs, key=_modified)
-    if spec == base.NAME:
-        if not base.installed():
-            raise RunError(f"the built-in model is missing from this installation ('{base.folder()}') — "
-                           "reinstall charnn")
-        return base.folder()
-    for candidate in (checkpoints_dir / spec, Path(spec).expanduser()):
-        if (candidate / CONFIG).is_file():
-            return candidate
-    names = ", ".join(sorted(r.name for r in find_runs(checkpoints_dir))[:8]) or "none yet"
-    raise RunError(f"run '{spec}' not found — give a run name under '{checkpoints_dir}' ({names}) "
-                   "or the path of a run directory; `charnn runs` lists them")
-
-
-def make_dir(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunError(f"cannot create run folder '{run_dir}' ({e.strerror}) — pass a writable --checkpoints-dir") from None
-
-
-def find_runs(checkpoints_dir: Path) -> list[Path]:
-    if not checkpoints_dir.is_dir():
-        return []
-    return sorted(p for p in checkpoints_dir.iterdir() if (p / CONFIG).is_file())
-
-
-def _modified(run_dir: Path) -> float:
-    return max((p.stat().st_mtime for p in run_dir.iterdir() if p.is_file()), default=0.0)
-
-
-@dataclass
-class RunSummary:
-    name: str
-    path: Path
-    cell: str
-    layers: int
-    hidden: int
-    parameters: int
-    steps: int
-    best_val: float | None
-    modified: float
-    parent: str | None = None  # the run it was fine-tuned from (config.json's "parent")
-    voices: tuple[str, ...] = ()  # the voices it writes in (voices.py)
-
-
-def summarize(run_dir: Path) -> RunSummary:
-    config = load_config(run_dir)
-    model_config = model_config_of(config)
-    metrics = read_metrics(run_dir)
-    vals = [r["val_loss"] for r in metrics if isinstance(r.get("val_loss"), (int, float))]
-    exported = config.get("exported")
-    if not metrics and isinstance(exported, dict):  # a model folder: what its export recorded
-        metrics = [{"step": exported.get("step", 0)}]
-        if isinstance(exported.get("best_val_loss"), (int, float)):
-            vals = [exported["best_val_loss"]]
-    params = CharRNN(model_config).num_parameters()
-    parent = config.get("parent")
-    return RunSummary(run_dir.name, run_dir, model_config.cell, model_config.layers, model_config.hidden,
-                      params, max((r.get("step", 0) for r in metrics), default=0),
-                      min(vals) if vals else None, _modified(run_dir),
-                      f"{parent.get('name')}@{parent.get('step')}" if isinstance(parent, dict) else None,
-                      model_config.voices)
-
-
-# ---- loading ------------------------------------------------------------------------------------
-
-
-def load_config(run_dir: Path) -> dict[str, Any]:
-    data = _read_json(run_dir / CONFIG)
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise RunError(f"run '{run_dir}' has format version {version!r}, this charnn reads version "
-                       f"{FORMAT_VERSION} — use the charnn version that wrote it, or retrain")
-    if not isinstance(data.get("model"), dict) or not isinstance(data.get("train"), dict):
-        raise RunError(f"'{run_dir / CONFIG}' lacks its model or train section — the run is damaged; retrain it")
-    return data
-
-
-def model_config_of(config: dict[str, Any]) -> ModelConfig:
-    raw = config["model"]
-    types = {"vocab_size": int, "cell": str, "layers": int, "hidden": int, "embed": int, "dropout": float, "heads": int}
-    # Fields newer than some runs: before sLSTM there was no heads, before locked dropout no locked_dropout, before
-    # voices no voices.
-    optional = {"heads": ModelConfig.heads, "locked_dropout": False, "voices": ()}
-    try:
-        values: dict[str, Any] = {f.name: raw[f.name] if f.name in raw or f.name not in optional else optional[f.name]
-                                  for f in fields(ModelConfig)}
-        for name, kind in types.items():
-            ok = isinstance(values[name], (int, float) if kind is float else kind) and not isinstance(values[name], bool)
-            if not ok:
-                raise TypeError(name)
-        if not isinstance(values["locked_dropout"], bool):
-            raise TypeError("locked_dropout")
-        if not isinstance(values["voices"], (list, tuple)) or not all(isinstance(v, str) for v in values["voices"]):
-            raise TypeError("voices")
-        values["voices"] = tuple(values["voices"])
-        model_config = ModelConfig(**values)
-    except (KeyError, TypeError) as e:
-        raise RunError(f"config.json has a missing or mistyped model field ({e}) — the run is damaged; retrain it") from None
-    if problems := model_config.validate():
-        raise RunError(f"config.json holds an invalid model ({problems[0]}) — the run is damaged; retrain it")
-    return model_config
+# ---- reading ------------------------------------------------------------------------------------
 
 
 def load_tokenizer(run_dir: Path) -> CharTokenizer:
@@ -348,45 +242,7 @@ def load_safetensors(path: Path, device: torch.device | str = "cpu") -> dict[str
         raise RunError(f"'{path}' is truncated or corrupt ({first}) — export the model folder again") from None
 
 
-@dataclass
-class LoadedRun:
-    path: Path
-    config: dict[str, Any]
-    model: CharRNN
-    tokenizer: CharTokenizer
-    step: int
-
-
-def load(run_dir: Path, which: str = "best", device: torch.device | str = "cpu") -> LoadedRun:
-    """Load a run's model and vocabulary for sampling or evaluation (weights on `device`)."""
-    if which not in ("best", "latest"):
-        raise RunError(f"--checkpoint '{which}' is unknown — use best or latest")
-    config = load_config(run_dir)
-    model_config = model_config_of(config)
-    tokenizer = load_tokenizer(run_dir)
-    if tokenizer.vocab_size != model_config.vocab_size:
-        raise RunError(f"tokenizer.json has {tokenizer.vocab_size} characters but config.json says "
-                       f"{model_config.vocab_size} — the run is damaged; retrain it")
-    if is_model_folder(run_dir):
-        if which != "best":
-            raise RunError(f"'{run_dir}' is a model folder: it holds one set of weights, no latest — drop "
-                           "--checkpoint latest (or ':latest')")
-        exported = config.get("exported")
-        step = exported.get("step", 0) if isinstance(exported, dict) else 0
-        payload: dict[str, Any] = {"model": load_safetensors(run_dir / MODEL, device), "step": step}
-    else:
-        payload = load_tensors(run_dir / (BEST if which == "best" else LATEST), device)
-    model = CharRNN(model_config).to(device)
-    try:
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0][:160]
-        raise RunError(f"the weights in '{run_dir}' do not fit its config ({first}) — the run is damaged; retrain it") from None
-    model.eval()
-    return LoadedRun(run_dir, config, model, tokenizer, int(payload.get("step", 0)))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from charnn import base, checkpoint
+from charnn import base, checkpoint, runs
 from charnn.cells import HEADED
 from charnn.errors import RunError, UsageError
 from charnn.model import CharRNN, ModelConfig
+from charnn.runconfig import RunConfig
 from charnn.tokenizer import CharTokenizer
 
 WHICH = ("best", "latest")
@@ -43,7 +44,7 @@ class Parent:
     name: str
     path: Path
     which: str  # "best" or "latest"
-    config: dict[str, Any]
+    config: RunConfig
     model_config: ModelConfig
     tokenizer: CharTokenizer
     weights: dict[str, Tensor]
@@ -58,7 +59,7 @@ class Parent:
         """config.json's "parent": where the child came from, and what growing its vocabulary added."""
         added = tokenizer.chars[self.tokenizer.vocab_size:]
         return {"name": self.name, "path": str(self.path.resolve()), "checkpoint": self.which, "step": self.step,
-                "best_val_loss": self.val_loss, "fingerprint": self.config.get("corpus", {}).get("fingerprint"),
+                "best_val_loss": self.val_loss, "fingerprint": self.config.corpus.get("fingerprint"),
                 "vocab_size": self.tokenizer.vocab_size, "characters_added": len(added), "added": "".join(added)}
 
 
@@ -79,10 +80,10 @@ def load_parent(spec: str, checkpoints_dir: Path) -> Parent:
         raise RunError(f"--from '{run}': that folder is not a charnn run (it has no {checkpoint.CONFIG}) — give a run "
                        "name from `charnn runs` or a run folder")
     try:
-        run_dir = checkpoint.resolve(run, checkpoints_dir)
+        run_dir = runs.resolve(run, checkpoints_dir)
     except RunError as e:
         raise RunError(f"--from: {e}") from None
-    loaded = checkpoint.load(run_dir, which, "cpu")  # any parent loads on the CPU, whatever trained it
+    loaded = runs.load(run_dir, which, "cpu")  # any parent loads on the CPU, whatever trained it
     if loaded.model.config.vocab_size != loaded.tokenizer.vocab_size:  # pragma: no cover - load checks it
         raise RunError(f"run '{run_dir}' is damaged")
     weights = {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}

@@ -176,13 +176,12 @@ class _Split:
     stem: Path
 
 
-def _split_of_run(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
+def _split_of_run(run_dir: Path, run_config: RunConfig, tokenizer: CharTokenizer, paths: Paths,
                   moved_to: Sequence[str], why: str) -> _Split:
     """The corpus a run trained on, encoded and split as the run did (a voiced run: each voice on its own, as
     `prepare_voices` without --balance); `why` names the feature that needs it (for the message when it cannot
     be read)."""
-    run_config = RunConfig.from_json(config, run_dir)
-    source, encoded, val_frac = _encoded_of_run(run_dir, config, tokenizer, paths, moved_to, why)
+    source, encoded, val_frac = _encoded_of_run(run_dir, run_config, tokenizer, paths, moved_to, why)
     assert encoded.stem is not None  # `_encoded_of_run` checked
     if not run_config.voices:
         train_ids, val_ids = data.split(encoded.ids, val_frac)
@@ -199,11 +198,10 @@ def _split_of_run(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenize
     return _Split(prepared.train_ids, prepared.val_ids, lambda: starts, encoded.stem.with_name(encoded.stem.name + "-voiced"))
 
 
-def _encoded_of_run(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
+def _encoded_of_run(run_dir: Path, run_config: RunConfig, tokenizer: CharTokenizer, paths: Paths,
                     moved_to: Sequence[str], why: str) -> tuple[corpus.Corpus, data.EncodedCorpus, float]:
     """The corpus a run trained on, encoded as the run encoded it, and its validation share; `why` names the
     feature that needs it (for the message when it cannot be read)."""
-    run_config = RunConfig.from_json(config, run_dir)
     try:
         source = corpus_of_run(run_config, run_dir, paths, moved_to)
     except CorpusError as e:
@@ -216,7 +214,7 @@ def _encoded_of_run(run_dir: Path, config: dict[str, Any], tokenizer: CharTokeni
     return source, encoded, run_config.train.val_frac
 
 
-def training_index(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
+def training_index(run_dir: Path, config: RunConfig, tokenizer: CharTokenizer, paths: Paths,
                    moved_to: Sequence[str] = (), show_progress: bool = False, why: str = "originality") -> Index:
     """The originality index of the text a run (or a model folder) trained on: its corpus, checked against
     the run's fingerprint (at `moved_to` if given), encoded as the run encoded it, its training split."""
@@ -225,7 +223,7 @@ def training_index(run_dir: Path, config: dict[str, Any], tokenizer: CharTokeniz
     return Index.open(split.train, split.stem, split.starts, newline, show_progress)
 
 
-def validation_text(run_dir: Path, config: dict[str, Any], tokenizer: CharTokenizer, paths: Paths,
+def validation_text(run_dir: Path, config: RunConfig, tokenizer: CharTokenizer, paths: Paths,
                     moved_to: Sequence[str] = (), why: str = "originality") -> str:
     """The run's validation split, decoded (the part of its corpus the originality index leaves out)."""
     val_ids = _split_of_run(run_dir, config, tokenizer, paths, moved_to, why).val

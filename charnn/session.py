@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from charnn import base, checkpoint, distributed, footprint, lineage, names, runlock
+from charnn import base, checkpoint, distributed, footprint, lineage, names, runlock, runs
 from charnn.budget import Budget
 from charnn.device import AMP_DEVICES, bf16_native, bf16_speed, resolve_device
 from charnn.distributed import Launch, ProcessGroup
@@ -165,7 +165,7 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
     """
     paths = paths or Paths()
     launch = Launch.from_env()
-    run_dir = checkpoint.resolve(run, paths.checkpoints)
+    run_dir = runs.resolve(run, paths.checkpoints)
     if checkpoint.is_model_folder(run_dir):
         shown = run if run == base.NAME else run_dir
         raise UsageError(f"'{shown}' is a model folder (exported weights, no training state) — it cannot be resumed; "

@@ -14,9 +14,10 @@ import pytest
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from charnn import api, base, checkpoint
+from charnn import api, base
 from charnn.base.release import HALF_TOLERANCE
 from charnn.cli import app
+from charnn.runconfig import RunConfig
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,9 +64,10 @@ def test_fine_tuning_from_base(tmp_path: Path) -> None:
     (tmp_path / "small.txt").write_text(TEXT * 20 + "Zebras ¤\n", encoding="utf-8")
     _ok(["train", "small.txt", "--from", "base", "--name", "child", "--max-steps", "3", "--batch-size", "4",
          "--seq-len", "16", "--eval-every", "3", "--device", "cpu", "-q"])
-    config = checkpoint.load_config(tmp_path / "checkpoints" / "child")
+    config = RunConfig.load(tmp_path / "checkpoints" / "child")
     parent = json.loads((base.folder() / "config.json").read_text())
-    assert config["parent"]["name"] == "base" and config["model"]["hidden"] == parent["model"]["hidden"]
+    assert config.parent is not None and config.parent["name"] == "base"
+    assert config.model.hidden == parent["model"]["hidden"]
     assert "¤" in api.load_run("child", device="cpu").tokenizer.chars  # the vocabulary grew
     assert base.installed()  # the parent is read, never written
 

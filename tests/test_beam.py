@@ -89,7 +89,7 @@ def test_the_stochastic_variant_is_seeded_and_varies(words: api.CharModel) -> No
 
 
 def test_new_items_by_beam_are_not_training_lines(words: api.CharModel) -> None:
-    lines = set(Path(words.config["corpus"]["sources"][0]).read_text().splitlines())
+    lines = set(Path(words.config.sources[0]).read_text().splitlines())
     found = words.items(4, beam=8, new=True, attempts=None)
     assert not set(found.items) & lines
     assert len(found.items) + found.known + found.empty == found.attempts

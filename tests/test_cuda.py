@@ -15,8 +15,9 @@ import httpx
 import pytest
 import torch
 
-from charnn import api, checkpoint, inspector
+from charnn import api, checkpoint, inspector, runs
 from charnn.export import export
+from charnn.runconfig import RunConfig
 from charnn.serve import ServeConfig, load
 from tests.conftest import Server, tiny_model, tiny_train
 
@@ -75,7 +76,7 @@ def test_inspect_on_cuda_through_cudnn(words_file: Path) -> None:
 @pytest.mark.parametrize("fmt", ["safetensors", "onnx"])
 def test_export_a_cuda_trained_run_and_read_it_on_the_cpu(words_file: Path, tmp_path: Path, fmt: str) -> None:
     run_dir = _train(words_file, "r", "gru", max_steps=10, eval_every=10)
-    result = export(checkpoint.load(run_dir, "best", "cpu"), fmt, tmp_path / "out")
+    result = export(runs.load(run_dir, "best", "cpu"), fmt, tmp_path / "out")
     assert result.files
     if fmt == "safetensors":
         greedy = api.load_run(str(tmp_path / "out"), device="cpu").generate("the ", length=30, temperature=0)
@@ -88,5 +89,5 @@ def test_torchrun_with_nccl_on_one_gpu(words_file: Path) -> None:
             "--hidden", "32", "--embed", "16", "--batch-size", "8", "--seq-len", "32", "--quiet"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
-    config = checkpoint.load_config(Path("checkpoints") / "ddp")
-    assert config["distributed"]["backend"] == "nccl"
+    config = RunConfig.load(Path("checkpoints") / "ddp")
+    assert config.distributed is not None and config.distributed["backend"] == "nccl"

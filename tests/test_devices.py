@@ -176,7 +176,7 @@ def test_inspect_under_device_rules(words_file: Path, rules, cell: str) -> None:
 @pytest.mark.parametrize("fmt", ["safetensors", "onnx"])
 def test_export_under_mps_rules(words_file: Path, tmp_path: Path, fmt: str) -> None:
     run_dir = train_run(words_file, cell="gru", max_steps=10, eval_every=10)
-    loaded = api.checkpoint.load(run_dir, "best", "cpu")
+    loaded = api.runs.load(run_dir, "best", "cpu")
     with mps_rules():
         result = export(loaded, fmt, tmp_path / f"out-{fmt}", text="the cat sat on the mat " * 20)
     assert result.files

@@ -15,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charnn import api, checkpoint
+from charnn import api, runs
 from charnn.cells import NAMES
 from charnn.cli import app
 from charnn.export import onnx as onnx_export
@@ -65,7 +65,7 @@ def test_onnx_export_is_the_model_for_every_cell(words_file: Path, tmp_path: Pat
     out = cli("export", "r", "--format", "onnx", "--out", str(tmp_path / "r-onnx"))
     shown = float(re.search(r"largest logit difference from PyTorch (\S+)", out).group(1))
     assert shown < 1e-4
-    loaded = checkpoint.load(Path("checkpoints/r"), "best", "cpu")
+    loaded = runs.load(Path("checkpoints/r"), "best", "cpu")
     ids = loaded.tokenizer.encode_array(words_file.read_text(encoding="utf-8")[:300])
     assert onnx_export.largest_difference(tmp_path / "r-onnx" / "model.onnx", loaded.model, ids) < 1e-4  # 300 steps
     greedy = cli("sample", "r", "--prime", PRIME, "--temperature", "0", "--length", "300", "--seed", "1")

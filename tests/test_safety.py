@@ -18,7 +18,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charnn import checkpoint
+from charnn import checkpoint, runs
 from charnn.cli import app
 from charnn.errors import RunError, TrainingError
 from charnn.model import CharRNN
@@ -66,7 +66,7 @@ def test_tokenizer_that_does_not_match_the_weights_is_refused(words_file) -> Non
     run_dir = train_run(words_file, name="r", max_steps=10, eval_every=5)
     (run_dir / "tokenizer.json").write_text(CharTokenizer("abc").to_json(), encoding="utf-8")
     with pytest.raises(RunError, match=r"tokenizer\.json has 3 characters but config\.json says"):
-        checkpoint.load(run_dir)
+        runs.load(run_dir)
 
 
 def _poisoned(model: CharRNN, bad_calls: set[int]) -> CharRNN:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charnn import api, checkpoint, sizing
+from charnn import api, checkpoint, runs, sizing
 from charnn.schedule import lr_at
 from charnn.train import TrainConfig
 from tests.conftest import tiny_model, tiny_train, train_run
@@ -24,8 +24,8 @@ def test_learns_a_pattern_and_reloads_identically(pattern_file, cell: str) -> No
     assert metrics[-1]["val_loss"] < 0.05, metrics[-1]  # near zero: the pattern is deterministic
     assert {"step", "epoch", "tokens", "elapsed", "train_loss", "val_loss", "val_bpc", "lr", "tokens_per_s"} <= set(
         metrics[-1])
-    run = checkpoint.load(run_dir, "latest")
-    again = checkpoint.load(run_dir, "latest")
+    run = runs.load(run_dir, "latest")
+    again = runs.load(run_dir, "latest")
     ids = torch.tensor([run.tokenizer.encode("0123456789abc")])
     with torch.no_grad():
         a, _ = run.model(ids, run.model.init_state(1))
@@ -98,12 +98,12 @@ def test_runs_from_before_epoch_offsets_and_locked_dropout_load_and_resume(words
     del config["train"]["epoch_offset"], config["model"]["locked_dropout"], config["model"]["heads"]  # an older charnn
     del config["train"]["ema"], config["train"]["patience"]  # ... from before the weight average and patience
     (run_dir / "config.json").write_text(json.dumps(config))
-    assert not checkpoint.load(run_dir, "best").model.config.locked_dropout
+    assert not runs.load(run_dir, "best").model.config.locked_dropout
     api.resume_training("old", max_steps=12, device="cpu", show_progress=False)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train"]["epoch_offset"] is False  # the windows it was trained with
     assert config["train"]["ema"] == 0.0 and config["train"]["patience"] == 0  # as it trained, not today's defaults
-    assert not checkpoint.load(run_dir, "latest").model.config.locked_dropout
+    assert not runs.load(run_dir, "latest").model.config.locked_dropout
 
 
 def test_same_seed_same_weights(words_file) -> None:
@@ -258,7 +258,7 @@ def test_validation_is_measured_the_same_whatever_the_batch(tmp_path) -> None:
                       encoding="utf-8")
     run_dir = train_run(corpus, name="b4", max_steps=6, eval_every=6, batch_size=4)
     stored = checkpoint.read_metrics(run_dir)[-1]["val_loss"]
-    loaded = checkpoint.load(run_dir, "latest")
+    loaded = runs.load(run_dir, "latest")
     prepared = api.prepare_corpus(api.CorpusOptions().resolve([str(corpus)], api.Paths()), tiny_train(),
                                   api.Paths())
     assert len(prepared.val_ids) >= EVAL_STREAMS * EVAL_STREAM_MIN_CHARS
@@ -275,7 +275,7 @@ def test_ema_weights_are_what_is_evaluated_and_kept_as_best(words_file) -> None:
     best = checkpoint.load_tensors(run_dir / checkpoint.BEST)
     latest = checkpoint.load_tensors(run_dir / checkpoint.LATEST)
     assert not all(torch.equal(best["model"][k], latest["model"][k]) for k in best["model"])  # the average
-    loaded = checkpoint.load(run_dir, "best")
+    loaded = runs.load(run_dir, "best")
     prepared = api.prepare_corpus(api.CorpusOptions().resolve([str(words_file)], api.Paths()), tiny_train(),
                                   api.Paths())
     val = evaluate(loaded.model, prepared.val_ids, 32, torch.device("cpu"))

@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charnn import api, checkpoint, lineage, voices
+from charnn import api, checkpoint, lineage, runs, voices
 from charnn.errors import UsageError
 from charnn.model import CharRNN, ModelConfig, Stepper
 from charnn.sample import SampleConfig, generate
@@ -179,7 +179,7 @@ def test_mlstm_with_voices_is_refused() -> None:
 
 def test_the_right_voice_lowers_the_loss(tmp_path: Path) -> None:
     run_dir = train_voiced(tmp_path, max_steps=250)
-    loaded = checkpoint.load(run_dir)
+    loaded = runs.load(run_dir)
     model = loaded.model.eval()
     table = model.config.voices
     record = checkpoint.read_metrics(run_dir)[-1]
@@ -308,8 +308,8 @@ def test_voices_on_the_command_line(tmp_path: Path) -> None:
     assert "voices: first (" in done.stderr and "equal shares" in done.stderr
     config = json.loads((tmp_path / "checkpoints" / "v" / "config.json").read_text())
     assert config["model"]["voices"] == ["first", "aa"] and config["corpus"]["voices"] == ["first", "aa"]
-    runs = charnn("runs", cwd=tmp_path)
-    assert "voices" in runs.stdout.splitlines()[0] and " 2 " in runs.stdout.splitlines()[-1]
+    listed = charnn("runs", cwd=tmp_path)
+    assert "voices" in listed.stdout.splitlines()[0] and " 2 " in listed.stdout.splitlines()[-1]
     scored = charnn("eval", "v", str(aa), "--voice", "aa", "--json", cwd=tmp_path)
     assert scored.returncode == 0 and json.loads(scored.stdout)["voice"] == "aa"
     sampled = charnn("sample", "v", "--voice", "first=0.5,aa=0.5", "--length", "20", "--seed", "1", cwd=tmp_path)
@@ -364,7 +364,7 @@ def test_the_onnx_export_writes_in_a_voice_as_charnn_sample_does(tmp_path: Path,
     assert out.returncode == 0, out.stderr
     meta = json.loads((tmp_path / "onnx" / "charnn-model.json").read_text())
     assert meta["voices"]["names"] == ["ab", "aa"] and meta["state"]["names"][-1] == "voice"
-    loaded = checkpoint.load(run_dir)
+    loaded = runs.load(run_dir)
     ids = loaded.tokenizer.encode_array((tmp_path / "ab.txt").read_text()[:300])
     assert onnx_export.largest_difference(tmp_path / "onnx" / "model.onnx", loaded.model, ids) < 1e-4
     for voice in ({"ab": 1.0}, {"ab": 0.3, "aa": 0.7}, None):
@@ -589,7 +589,7 @@ def test_originality_of_a_voiced_run_indexes_each_voices_training_split(tmp_path
     from charnn.runcorpus import Paths, validation_text
 
     run_dir = train_voiced(tmp_path, max_steps=10)
-    loaded = checkpoint.load(run_dir)
+    loaded = runs.load(run_dir)
     texts = [(tmp_path / f"{v}.txt").read_text() for v in ("ab", "aa")]
     assert validation_text(run_dir, loaded.config, loaded.tokenizer, Paths()) == \
         "".join(t[len(t) - int(len(t) * 0.1):] for t in texts)

@@ -2,7 +2,7 @@
 `release.py` turns the run into the shipped folder), inside the package as a model folder
 (`charnn/builtin/base/`: half-precision safetensors, config, vocabulary and its model card).
 
-`base` names it wherever a run is read (`checkpoint.resolve`): `charnn sample base`, `--from base`, ...
+`base` names it wherever a run is read (`runs.resolve`): `charnn sample base`, `--from base`, ...
 No run may take the name (`names.RESERVED`).
 """
 

@@ -14,15 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from charnn import base, checkpoint
+from charnn import base, checkpoint, runs
 from charnn.evaluation import evaluate
 from charnn.model import CharRNN
+from charnn.runconfig import RunConfig
 from charnn.sample import SampleConfig, generate
 from charnn.tokenizer import CharTokenizer
 
@@ -48,8 +50,8 @@ def halved(model: CharRNN) -> CharRNN:
 
 
 def release(run_dir: Path, corpus_dir: Path, command: str, out: Path) -> dict[str, Any]:
-    loaded = checkpoint.load(run_dir, "best", "cpu")
-    seq_len = int(loaded.config["train"]["seq_len"])
+    loaded = runs.load(run_dir, "best", "cpu")
+    seq_len = loaded.config.train.seq_len
     full = score_sources(loaded.model, loaded.tokenizer, corpus_dir, seq_len)
     half = score_sources(halved(loaded.model), loaded.tokenizer, corpus_dir, seq_len)
     use_half = all(abs(half[k] - full[k]) <= HALF_TOLERANCE for k in full)
@@ -74,13 +76,12 @@ def release(run_dir: Path, corpus_dir: Path, command: str, out: Path) -> dict[st
     return record
 
 
-def _characters_seen(metrics: list[dict[str, Any]], config: dict[str, Any]) -> int:
+def _characters_seen(metrics: list[dict[str, Any]], config: RunConfig) -> int:
     steps = max((r.get("step", 0) for r in metrics), default=0)
-    train = config["train"]
-    return int(steps * train["batch_size"] * train["seq_len"])
+    return int(steps * config.train.batch_size * config.train.seq_len)
 
 
-def _write_folder(out: Path, model: CharRNN, loaded: checkpoint.LoadedRun, record: dict[str, Any], half: bool) -> None:
+def _write_folder(out: Path, model: CharRNN, loaded: runs.LoadedRun, record: dict[str, Any], half: bool) -> None:
     from safetensors.torch import save_file
 
     dtype = torch.float16 if half else torch.float32
@@ -88,15 +89,13 @@ def _write_folder(out: Path, model: CharRNN, loaded: checkpoint.LoadedRun, recor
     save_file(weights, str(out / checkpoint.MODEL), metadata={"format": "charnn",
                                                               "format_version": str(checkpoint.FORMAT_VERSION)})
     (out / checkpoint.MODEL).chmod(0o644)  # safetensors writes 0600: a package file is for everyone to read
-    config = {**loaded.config, "exported": record}
-    config.pop("time", None)  # this machine's timings: not the model's
-    (out / checkpoint.CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    replace(loaded.config, exported=record, time=[]).save(out)  # without this machine's timings: not the model's
     (out / checkpoint.TOKENIZER).write_text(loaded.tokenizer.to_json(), encoding="utf-8")
 
 
-def card(record: dict[str, Any], config: dict[str, Any], sample: str) -> str:
+def card(record: dict[str, Any], config: RunConfig, sample: str) -> str:
     """The model card: Hugging Face's metadata block, then what the model is, was trained on and is for."""
-    model = config["model"]
+    model = asdict(config.model)
     corpus = record["corpus"]
     rows = "\n".join(f"| {s['name']} | `{s['package']}` {s['version']} | {s['licence']} | {s['bytes']:,} | "
                      f"{record['val_loss_by_source'][s['name']]:.4f} | `{s['sha256'][:16]}…` |" for s in corpus["sources"])

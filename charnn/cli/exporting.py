@@ -6,10 +6,11 @@ from pathlib import Path
 
 import typer
 
-from charnn import checkpoint, corpus
+from charnn import corpus, runs
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, app, handled
 from charnn.errors import CharnnError, UsageError
 from charnn.export import FORMATS, export
+from charnn.runconfig import RunConfig
 
 CHECK_CHARS = 2000  # characters of the run's corpus read for the ONNX check (it steps through the first 300)
 
@@ -30,9 +31,9 @@ def export_cmd(
     """Export a run's model to take it anywhere: ONNX, a browser page with no server, a model folder."""
     if fmt not in FORMATS:
         raise UsageError(f"--format '{fmt}' is unknown — use one of {', '.join(FORMATS)}")
-    run_dir = checkpoint.resolve(run, checkpoints_dir)
+    run_dir = runs.resolve(run, checkpoints_dir)
     target = out if out is not None else Path(f"{run_dir.name}-{fmt}")
-    loaded = checkpoint.load(run_dir, checkpoint_name, "cpu")
+    loaded = runs.load(run_dir, checkpoint_name, "cpu")
     result = export(loaded, fmt, target, which=checkpoint_name, overwrite=overwrite,
                     text=_corpus_text(loaded.config, corpora_dir))
     typer.echo(f"wrote {result.folder}/ ({len(result.files)} files, {result.size / 1e6:.1f} MB)")
@@ -45,11 +46,10 @@ def export_cmd(
     typer.echo(hints[fmt])
 
 
-def _corpus_text(config: dict[str, object], corpora_dir: Path) -> str:
+def _corpus_text(config: RunConfig, corpora_dir: Path) -> str:
     """The head of the run's corpus, for the ONNX check; empty when it is no longer where it was."""
-    recorded = config.get("corpus")
-    sources = recorded.get("sources") if isinstance(recorded, dict) else None
-    if not sources:
+    sources = config.sources
+    if not any(sources):
         return ""
     try:
         return corpus.resolve(list(sources), corpora_dir).head(CHECK_CHARS)

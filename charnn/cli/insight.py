@@ -11,6 +11,7 @@ import typer
 
 from charnn import api, base, checkpoint, corpus
 from charnn.errors import CharnnError
+from charnn.runs import resolve
 
 if TYPE_CHECKING:
     from charnn.model import CharRNN
@@ -66,8 +67,7 @@ def plot_cmd(
     """Train and validation loss curves of one or more runs (a run still training works too)."""
     from charnn import plot
 
-    run_dirs = [checkpoint.resolve(r, checkpoints_dir) for r in runs] if runs else [
-        checkpoint.resolve(None, checkpoints_dir)]
+    run_dirs = [resolve(r, checkpoints_dir) for r in runs] if runs else [resolve(None, checkpoints_dir)]
     if out is not None and not terminal:
         plot.check_out(out)
     curves = [plot.curve(r, x) for r in run_dirs]
@@ -142,8 +142,8 @@ def _starting_weights(model: api.CharModel) -> tuple[CharRNN | None, str]:
     from charnn import lineage
     from charnn.model import CharRNN
 
-    record = model.config.get("parent")
-    if isinstance(record, dict):
+    record = model.config.parent
+    if record is not None:
         try:
             parent = lineage.load_parent(f"{record.get('path')}:{record.get('checkpoint', 'best')}", Path("."))
         except CharnnError:
@@ -151,7 +151,7 @@ def _starting_weights(model: api.CharModel) -> tuple[CharRNN | None, str]:
             return None, "parent"
         # The new characters' head bias does not enter the gradient reach: no training text is needed to place it.
         return lineage.grow(parent, model.model.config, np.zeros(0, dtype=np.int64)), f"parent ({parent.name})"
-    torch.manual_seed(int(model.config["train"].get("seed", 1337)))  # the run's own initial weights
+    torch.manual_seed(model.config.train.seed)  # the run's own initial weights
     return CharRNN(model.model.config), "untrained"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from charnn import base, checkpoint, corpora
+from charnn import base, corpora, runs
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, app, handled
 from charnn.errors import CharnnError
 
@@ -19,10 +19,10 @@ def runs_cmd(checkpoints_dir: Path = CKPT_DIR) -> None:
     """List runs: model, size, voices, steps, best validation loss, the run each was fine-tuned from, last change.
     The built-in model `base` comes first."""
     rows = []
-    folders = ([base.folder()] if base.installed() else []) + checkpoint.find_runs(checkpoints_dir)
+    folders = ([base.folder()] if base.installed() else []) + runs.find_runs(checkpoints_dir)
     for run_dir in folders:
         try:
-            s = checkpoint.summarize(run_dir)
+            s = runs.summarize(run_dir)
         except CharnnError as e:
             rows.append((run_dir.name, f"(unreadable: {str(e)[:50]})", "", "", "", "", "", "", ""))
             continue

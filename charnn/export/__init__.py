@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from charnn import names
-from charnn.checkpoint import LoadedRun
 from charnn.errors import ExportError, UsageError, WriteError
 from charnn.export.exported import Exported
+from charnn.runs import LoadedRun
 
 FORMATS = ("onnx", "web", "safetensors")
 
@@ -86,7 +86,7 @@ def write_with(out: Path, overwrite: bool, fmt: str, write: Callable[[Path], Exp
 
 def export(loaded: LoadedRun, fmt: str, out: Path, *, which: str = "best", overwrite: bool = False,
            text: str = "") -> Exported:
-    """Export `loaded` (a run or model folder, `checkpoint.load`) as `fmt` into the folder `out`.
+    """Export `loaded` (a run or model folder, `runs.load`) as `fmt` into the folder `out`.
 
     `text` is what the ONNX check steps through (a few hundred characters of real text; the model's own
     greedy text when empty). Checked before any work: the format, the destination, the optional packages."""

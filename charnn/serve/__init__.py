@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from charnn import api, checkpoint, names
+from charnn import api, names
 from charnn.errors import UsageError
+from charnn.runs import resolve
 from charnn.serve.access import ServeConfig, Served
 from charnn.serve.app import create_app
 from charnn.serve.batcher import Batcher
@@ -36,7 +37,7 @@ def load(runs: Sequence[str], checkpoints_dir: Path, device: str, config: ServeC
     """The runs to serve (default: the newest), each with its batcher; names must be unique.
 
     The runs are loaded on the worker that will step them: no other thread ever runs torch (`worker.py`)."""
-    dirs = [checkpoint.resolve(r, checkpoints_dir) for r in runs] or [checkpoint.resolve(None, checkpoints_dir)]
+    dirs = [resolve(r, checkpoints_dir) for r in runs] or [resolve(None, checkpoints_dir)]
     served_names = [names.check(d.name, "a served run's name", reserved=False) for d in dirs]
     if len(set(served_names)) != len(served_names):
         raise UsageError(f"two runs share the name '{next(n for n in served_names if served_names.count(n) > 1)}' — "

@@ -71,7 +71,7 @@ def facts_of(model: CharModel) -> dict[str, Any]:
     metrics = checkpoint.read_metrics(model.run_dir)
     vals = [r["val_loss"] for r in metrics if isinstance(r.get("val_loss"), (int, float))]
     best = min(vals) if vals else None
-    created = model.config.get("created", "")
+    created = model.config.created
     try:
         stamp = int(time.mktime(time.strptime(created, "%Y-%m-%dT%H:%M:%S")))
     except (TypeError, ValueError):
