@@ -178,7 +178,7 @@ def train_cmd(
     seconds = parse_duration(time_budget)
     paths = paths_for(checkpoints_dir, corpora_dir)
     # A TensorBoard folder is fixed now, so a later resume from elsewhere writes to the same place.
-    board = str(Path(tensorboard).expanduser().resolve()) if tensorboard else None
+    board = str(Path(tensorboard).expanduser().resolve()) if tensorboard else tensorboard  # "": RUN/tensorboard
     request = Request(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch_size,
                       seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, eval_every=eval_every, heads=heads,
                       locked_dropout=locked_dropout, amp=amp)
