@@ -19,7 +19,7 @@ import httpx
 import pytest
 import torch
 
-from charnn import api, capability, inspector
+from charnn import api, capability, checkpoint, inspector, runs
 from charnn.device import resolve_device
 from charnn.errors import DeviceError
 from charnn.export import export
@@ -52,7 +52,7 @@ def test_training_evaluation_and_resume_under_mps_rules(words_file: Path, cell: 
         run_dir = train_run(words_file, cell=cell, max_steps=20, eval_every=10)
         api.resume_training(str(run_dir), max_steps=30, device="cpu", show_progress=False)
         score = api.load_run(str(run_dir), device="cpu").score("the cat sat on the mat")
-    records = api.checkpoint.read_metrics(run_dir)
+    records = checkpoint.read_metrics(run_dir)
     assert [r["step"] for r in records if "val_loss" in r][-1] == 30
     assert 0 < score.nats < 5
 
@@ -67,7 +67,7 @@ def test_voices_train_score_and_write_under_device_rules(tmp_path: Path, rules) 
         model = api.load_run(str(run_dir), device="cpu")
         score = model.score("ab ab aa", voice={"ab": 0.5, "aa": 0.5})
         text = model.generate("a", length=20, seed=1, voice="aa", temperature=0)
-    assert set(api.checkpoint.read_metrics(run_dir)[-1]["val_voices"]) == {"ab", "aa"}
+    assert set(checkpoint.read_metrics(run_dir)[-1]["val_voices"]) == {"ab", "aa"}
     assert 0 < score.nats < 5 and len(text) == 20
 
 
@@ -176,7 +176,7 @@ def test_inspect_under_device_rules(words_file: Path, rules, cell: str) -> None:
 @pytest.mark.parametrize("fmt", ["safetensors", "onnx"])
 def test_export_under_mps_rules(words_file: Path, tmp_path: Path, fmt: str) -> None:
     run_dir = train_run(words_file, cell="gru", max_steps=10, eval_every=10)
-    loaded = api.runs.load(run_dir, "best", "cpu")
+    loaded = runs.load(run_dir, "best", "cpu")
     with mps_rules():
         result = export(loaded, fmt, tmp_path / f"out-{fmt}", text="the cat sat on the mat " * 20)
     assert result.files
@@ -291,4 +291,4 @@ def test_bf16_training_where_onednn_has_no_bf16_lstm_kernel(words_file: Path) ->
         assert torch.backends.mkldnn.enabled
         run_dir = train_run(words_file, cell="lstm", max_steps=20, eval_every=10, amp=True)
         api.resume_training(str(run_dir), max_steps=30, device="cpu", show_progress=False)
-    assert [r["step"] for r in api.checkpoint.read_metrics(run_dir) if "val_loss" in r][-1] == 30
+    assert [r["step"] for r in checkpoint.read_metrics(run_dir) if "val_loss" in r][-1] == 30
