@@ -112,7 +112,9 @@ def make_run(model: CharRNN, tok: CharTokenizer, root: Path) -> Path:
     from charnn import checkpoint
 
     run_dir = root / "checkpoints" / "gen"
-    checkpoint.create(run_dir, {"model": asdict(model.config), "train": {"batch_size": 8, "seq_len": 32}}, tok, False)
+    config = {"model": asdict(model.config), "train": {"batch_size": 8, "seq_len": 32},
+              "corpus": {"sources": ["random weights"]}}  # every run's config.json has one (RunConfig checks)
+    checkpoint.create(run_dir, config, tok, False)
     checkpoint.save_tensors(run_dir / checkpoint.BEST, {"model": model.state_dict(), "step": 0})
     return run_dir
 

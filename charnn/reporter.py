@@ -10,7 +10,7 @@ tokens/s measurement. The loop (train.py) only makes records; it never writes or
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,14 @@ class Reporter:
         self.bar: tqdm | None = None
         self.shown_at = 0.0
         self.rate_mark = (time.perf_counter(), 0)  # (clock, tokens) when the tokens/s measurement began
+        # Each takes a record and the line that replaces the usual printed one (None: the usual).
+        self.observers: list[Callable[[dict[str, Any], str | None], None]] = []
+        if writer:
+            self.observers.append(lambda record, _: checkpoint.append_metrics(run_dir, record))
+        if (tensorboard_writer := self.board) is not None:
+            self.observers.append(lambda record, _: tensorboard_writer.record(record))
+        if show:
+            self.observers.append(lambda record, line: tqdm.write(printed(record, line)))
 
     @contextmanager
     def opened(self, tokens: int) -> Iterator[Reporter]:
@@ -69,14 +77,17 @@ class Reporter:
                                  f"tok/s lr {lr:.2e}")
 
     def evaluated(self, record: dict[str, Any], line: str | None = None) -> None:
-        """A validation pass's record, to the metrics file and TensorBoard (rank 0) and the printed line (`line`,
-        formatted with the pass's `val` and `bpc`, replaces the usual one)."""
-        if self.writer:
-            checkpoint.append_metrics(self.run_dir, record)
-            if self.board is not None:
-                self.board.record(record)
-        val, bpc = record["val_loss"], record["val_bpc"]
-        train = record["train_loss"] if record["train_loss"] is not None else float("nan")
-        self.say(line.format(val=val, bpc=bpc) if line else
-                 f"step {record['step']:>6}  train {train:.4f}  val {val:.4f} nats ({bpc:.3f} bpc)"
-                 f"  {record['tokens_per_s']:,.0f} tok/s  lr {record['lr']:.2e}")
+        """A validation pass's record, to every observer: the metrics file and TensorBoard (rank 0) and the printed
+        line (`line`, formatted with the pass's `val` and `bpc`, replaces the usual one)."""
+        for observe in self.observers:
+            observe(record, line)
+
+
+def printed(record: dict[str, Any], line: str | None = None) -> str:
+    """The line a validation pass prints: `line` formatted with its `val` and `bpc`, or the usual one."""
+    val, bpc = record["val_loss"], record["val_bpc"]
+    if line:
+        return line.format(val=val, bpc=bpc)
+    train = record["train_loss"] if record["train_loss"] is not None else float("nan")
+    return (f"step {record['step']:>6}  train {train:.4f}  val {val:.4f} nats ({bpc:.3f} bpc)"
+            f"  {record['tokens_per_s']:,.0f} tok/s  lr {record['lr']:.2e}")

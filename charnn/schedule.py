@@ -9,7 +9,7 @@ wall-clock budget, whichever ends first).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -117,3 +117,52 @@ def final_pass_is_near(cfg: Limits, elapsed: float, pass_s: float, save_s: float
     the final pass scores (RECIPES.md #72): skip it and train instead.
     """
     return cfg.time_budget is not None and cfg.time_budget - elapsed < 2 * pass_s + save_s
+
+
+def scored(cfg: Limits, p: Progress, val: float, lr: float) -> bool:
+    """A validation pass scored `val` at rate `lr`: keep the best, count the passes since it, and start the
+    cool-down where patience ran out. Whether `val` is a new best."""
+    best = val < p.best_val
+    if best:
+        p.best_val, p.evals_since_best, p.best_step = val, 0, p.step
+    else:
+        p.evals_since_best += 1
+    if patience_ran_out(cfg, p):
+        p.cooldown_from, p.cooldown_lr = p.step, lr
+    p.last_eval_step = p.step
+    return best
+
+
+@dataclass
+class Keeper:
+    """The time budget's keeper for one session: how long a validation pass and the writes after it take, so
+    the loop keeps back the final pass and save, skips a pass that would crowd them, and anneals to the time
+    that is really left. Without a time budget it only counts (`spent`)."""
+
+    pass_s: float = 0.0  # the last validation pass (the ranks' mean), or the recipe's estimate until one is timed
+    save_s: float = 0.0  # the writes after the last pass (best, metrics, latest), as rank 0 timed them
+    writes_s: float = 0.0  # the same, as this process timed them (agreed into save_s at the next pass)
+    spent: dict[str, float] = field(default_factory=lambda: {"evaluation": 0.0, "saving": 0.0})
+
+    def reserve(self, p: Progress) -> float:
+        """Seconds kept back from the budget for what follows the last step: the final pass (unless this
+        step was just scored) and the last save."""
+        return (self.pass_s if p.last_eval_step != p.step else 0.0) + self.save_s
+
+    def stop_reason(self, cfg: Limits, p: Progress, windows_per_epoch: int) -> str | None:
+        return stop_reason(cfg, p, windows_per_epoch, self.reserve(p))
+
+    def learning_rate(self, cfg: Limits, p: Progress, windows_per_epoch: int) -> float:
+        return learning_rate(cfg, p, windows_per_epoch, self.pass_s + self.save_s)
+
+    def evaluates(self, cfg: Limits, p: Progress) -> bool:
+        """Whether this step is a scheduled validation pass that the budget leaves room for."""
+        return p.step % cfg.eval_every == 0 and not final_pass_is_near(cfg, p.elapsed, self.pass_s, self.save_s)
+
+    def timed_pass(self, pass_s: float, save_s: float) -> None:
+        """The pass just made took `pass_s` (the ranks' mean); the writes after the one before took `save_s`."""
+        self.pass_s, self.save_s = pass_s, save_s
+        self.spent["evaluation"] += pass_s
+
+    def saved(self, seconds: float) -> None:
+        self.spent["saving"] += seconds

@@ -30,22 +30,13 @@ from tqdm import tqdm
 from charnn import board, checkpoint
 from charnn.cursor import Cursor
 from charnn.device import AMP_DEVICES, amp_dtype, tune_for
-from charnn.distributed import ProcessGroup, restore_rng
+from charnn.distributed import ProcessGroup
 from charnn.errors import TrainingError
 from charnn.evaluation import evaluate, evaluate_voices
 from charnn.interrupt import StopFlag, resumable
 from charnn.model import CharRNN
 from charnn.reporter import Reporter
-from charnn.schedule import (
-    TIME_PATIENCE,
-    Progress,
-    final_pass_is_near,
-    fraction_done,
-    learning_rate,
-    patience_line,
-    patience_ran_out,
-    stop_reason,
-)
+from charnn.schedule import TIME_PATIENCE, Keeper, Progress, fraction_done, patience_line, scored
 from charnn.update import Update
 from charnn.voices import NO_VOICE_SHARE
 
@@ -185,13 +176,13 @@ def train(
 
 
 class Trainer:
-    """One session of a run: `begin` one of three ways, then `step` until a stop reason, with `evaluate`
-    (which also `save`s) every `eval_every` steps and once at the end.
+    """One session of a run, as the algorithm: `begin` one of three ways, then `step` until a stop reason, with
+    `evaluate` (which also `save`s) every `eval_every` steps and once at the end.
 
-    Holds what the steps share: the model and its DDP wrapper, the `Update` (optimizer and weight average,
-    update.py), the progress, the `Cursor` (cursor.py: the window each step reads and the streams' hidden
-    state), the timings that keep a wall-clock budget, and the `Reporter` (reporter.py) that writes and prints
-    each evaluation.
+    Its parts: the `Cursor` (cursor.py: the window each step reads, the streams' hidden state), the `Update`
+    (update.py: one step's arithmetic, the optimizer and the weight average, the training-loss tally), the
+    `Keeper` (schedule.py: the time budget's reserve, rate and skipped passes), the `Reporter` (reporter.py: the
+    observers of each evaluation record) and `checkpoint.snapshot`/`restore` (latest.pt's training state).
     """
 
     def __init__(self, model: CharRNN, cfg: TrainConfig, train_ids: np.ndarray, val_ids: np.ndarray,
@@ -217,38 +208,21 @@ class Trainer:
                                                  device.type == "cpu" else f"the recurrent kernel runs in {ran}"))
         self.update = Update(model, self.net, lr=cfg.lr, weight_decay=cfg.weight_decay, clip=cfg.clip, amp=cfg.amp,
                              ema=cfg.ema)
-        self.optimizer, self.average = self.update.optimizer, self.update.average
         self.p = Progress()
         self.last_val: float | None = None
-        self.loss_sum, self.loss_count = torch.zeros((), device=device), 0  # training loss since the last pass
-        self.bad_in_row = 0
+        self.keeper = Keeper(pass_s=cfg.eval_pass_estimate)
         self.report = Reporter(run_dir, self.writer, self.show, None, 0)  # run() opens the session's own
-        self.spent = {"evaluation": 0.0, "saving": 0.0}  # this session's seconds in validation passes and in writes
-        self.pass_s = cfg.eval_pass_estimate  # how long the last validation pass took (the same on every rank)
-        self.save_s = 0.0  # how long the writes after a validation pass took (best, metrics, latest), agreed by the ranks
-        self.writes_s = 0.0  # the same, as this process measured it after the last pass
-
-    # ---- the three ways in ----------------------------------------------------------------------
 
     def begin(self, start: Start) -> None:
         if isinstance(start, Resume):
-            self.restore(start.payload)
+            self.p, state = checkpoint.restore(start.payload, self.update.optimizer, self.update.average, self.world,
+                                               self.cfg.seed, self.device)
+            self.cursor.restore(state)
         else:
             torch.manual_seed(self.cfg.seed + self.world.rank)  # rank 0 = the single-process stream
         self.cursor.start(self.p)
         if self.writer:
             checkpoint.truncate_metrics(self.run_dir, self.p.step)  # records a killed process wrote after its last save
-
-    def restore(self, payload: dict[str, Any]) -> None:
-        """The state `payload` saved: optimizer, average, progress, this rank's hidden state, RNG."""
-        self.optimizer.load_state_dict(payload["optimizer"])
-        if self.average is not None:
-            self.average.load(payload.get("ema"))
-        self.p = Progress(**payload["progress"])
-        self.cursor.restore(payload["state"])
-        restore_rng(payload, self.world.rank, self.cfg.seed, self.device)
-
-    # ---- the loop -------------------------------------------------------------------------------
 
     def run(self, start: Start, deadline: float | None = None) -> TrainResult:
         self.begin(start)
@@ -259,116 +233,98 @@ class Trainer:
         # (the first optimizer imports torch's compiler, ~1 s) counts too, and every rank stops at the same step.
         if deadline is not None:
             self.cfg = replace(self.cfg, time_budget=self.world.broadcast(self.p.elapsed + deadline - time.perf_counter()))
+        cfg, p, keeper, windows = self.cfg, self.p, self.keeper, self.cursor.n_windows
         stopped_by = "interrupted"
-        with flag.installed(), report.opened(self.p.tokens), resumable(self.run_dir):
-            if self.cfg.stops_after and not isinstance(start, Resume):
-                report.say(patience_line(self.cfg.stops_after))
+        with flag.installed(), report.opened(p.tokens), resumable(self.run_dir):
+            if cfg.stops_after and not isinstance(start, Resume):
+                report.say(patience_line(cfg.stops_after))
             if isinstance(start, FromParent):
                 self.evaluate(f"from {start.name}: val {{val:.4f}} nats ({{bpc:.3f}} bpc) on the new text "
                               "before fine-tuning")
-            while (reason := self.stop_reason()) is None:
+            while (reason := keeper.stop_reason(cfg, p, windows)) is None:
                 loss = self.step()
-                stop_asked = flag.raised or (self.should_stop is not None and self.should_stop(self.p))
-                stop_asked, self.p.elapsed = self.world.agree(stop_asked, time.perf_counter() - session_start)
-                if self.p.step % self.cfg.eval_every == 0 and \
-                        not final_pass_is_near(self.cfg, self.p.elapsed, self.pass_s, self.save_s):
+                stop_asked = flag.raised or (self.should_stop is not None and self.should_stop(p))
+                stop_asked, p.elapsed = self.world.agree(stop_asked, time.perf_counter() - session_start)
+                if keeper.evaluates(cfg, p):
                     self.evaluate()
-                report.tick(fraction_done(self.cfg, self.p, self.cursor.n_windows), self.p.step, loss,
-                            self.last_val, self.p.tokens, self.update.lr)
+                report.tick(fraction_done(cfg, p, windows), p.step, loss, self.last_val, p.tokens, self.update.lr)
                 if stop_asked:
                     self.save()
                     break
             else:
                 stopped_by = reason
-                if self.p.last_eval_step != self.p.step:
+                if p.last_eval_step != p.step:
                     self.evaluate()
                 if reason == "patience":
                     self.end_on_best()
         checksum = self.world.weights_checksum(self.model) if self.world.active else None
-        return TrainResult(self.p, self.last_val, stopped_by, self.world.world_size, self.writer, checksum, self.spent)
-
-    def stop_reason(self) -> str | None:
-        """Why the run stops before the next step, keeping back the final pass and save of a time budget."""
-        reserve = (self.pass_s if self.p.last_eval_step != self.p.step else 0.0) + self.save_s
-        return stop_reason(self.cfg, self.p, self.cursor.n_windows, reserve)
+        return TrainResult(p, self.last_val, stopped_by, self.world.world_size, self.writer, checksum, keeper.spent)
 
     def step(self) -> torch.Tensor:
         """One optimizer step on the next window of every stream; returns its loss (a 0-d tensor)."""
         cfg, p = self.cfg, self.p
         x, y, voices = self.cursor.next(p)  # turns the epoch first where a pass ended
-        lr = learning_rate(cfg, p, self.cursor.n_windows, self.pass_s + self.save_s)
+        lr = self.keeper.learning_rate(cfg, p, self.cursor.n_windows)
         loss, new_state = self.update(x, y, self.cursor.state, voices, lr)
         if new_state is not None:
             self.cursor.state = new_state
-            self.loss_sum += loss.detach()
-            self.loss_count += 1
-            self.bad_in_row = 0
         else:  # skipped: weights and state stay as they were
             p.skipped += 1
-            self.bad_in_row += 1
-            if self.bad_in_row >= MAX_BAD_STEPS:
+            if self.update.bad_in_row >= MAX_BAD_STEPS:
                 self.save()
                 raise TrainingError(
-                    f"the loss diverged ({self.bad_in_row} non-finite steps in a row at step {p.step}) — lower --lr "
-                    f"(now {cfg.lr:g}) or --clip and resume; best/latest hold the last finite weights")
+                    f"the loss diverged ({self.update.bad_in_row} non-finite steps in a row at step {p.step}) — lower "
+                    f"--lr (now {cfg.lr:g}) or --clip and resume; best/latest hold the last finite weights")
         p.step += 1
         p.window += 1
         p.tokens += cfg.batch_size * cfg.seq_len  # all ranks' streams
         return loss
 
     def evaluate(self, line: str | None = None) -> None:
-        """A full validation pass: record metrics (file, TensorBoard, the printed line), keep `best`, save.
+        """A full validation pass: its record to the reporters, `best` kept, `latest` saved.
 
         `line` replaces the usual printed line (formatted with the pass's `val` and `bpc`)."""
-        p, world = self.p, self.world
+        p, world, keeper = self.p, self.world, self.keeper
         started = time.perf_counter()
-        with self.average.applied() if self.average is not None else nullcontext():  # best.pt gets what was evaluated
-            val, by_voice = self._score()
-            best_weights = ({k: v.clone() for k, v in self.model.state_dict().items()}
-                            if val < p.best_val and self.writer else None)
+        val, by_voice, best_weights = self._score()
         self.last_val = val
-        now = time.perf_counter()
         tps = self.report.tokens_per_s(p.tokens)
-        # The pass's duration rides along as the ranks' mean, so all of them skip the same passes.
-        # The writer's time for the last pass's writes rides along too (the others add 0): every rank keeps
-        # back the same time for the final pass and save, so all of them stop at the same step.
-        summed_loss, summed_count, summed_s, self.save_s = world.sum(
-            [float(self.loss_sum), float(self.loss_count), now - started, self.writes_s if self.writer else 0.0])
-        self.pass_s = summed_s / world.world_size
-        self.spent["evaluation"] += self.pass_s
+        # The pass's duration rides along as the ranks' mean, so all of them skip the same passes; the writer's
+        # time for the last pass's writes too (the others add 0), so every rank keeps back the same time for the
+        # final pass and save and all of them stop at the same step.
+        loss_sum, loss_count = self.update.train_loss()
+        summed_loss, summed_count, summed_s, save_s = world.sum(
+            [loss_sum, float(loss_count), time.perf_counter() - started, keeper.writes_s if self.writer else 0.0])
+        keeper.timed_pass(summed_s / world.world_size, save_s)
         writes = time.perf_counter()
         record: dict[str, Any] = {
             "step": p.step, "epoch": round(p.epoch + p.window / self.cursor.n_windows, 4), "tokens": p.tokens,
             "elapsed": round(p.elapsed, 3), "train_loss": summed_loss / summed_count if summed_count else None,
-            "val_loss": val, "val_bpc": val / math.log(2), "lr": self.update.lr,
-            "tokens_per_s": round(tps, 1),
+            "val_loss": val, "val_bpc": val / math.log(2), "lr": self.update.lr, "tokens_per_s": round(tps, 1),
+            **({"val_voices": by_voice} if by_voice else {}),
         }
-        if by_voice:
-            record["val_voices"] = by_voice
-        if val < p.best_val:
-            p.best_val, p.evals_since_best, p.best_step = val, 0, p.step
-            if best_weights is not None:
-                checkpoint.save_tensors(self.run_dir / checkpoint.BEST,
-                                        {"model": best_weights, "step": p.step, "val_loss": val})
-        else:
-            p.evals_since_best += 1
-        if patience_ran_out(self.cfg, p):
-            p.cooldown_from, p.cooldown_lr = p.step, self.update.lr
+        if scored(self.cfg, p, val, self.update.lr) and best_weights is not None:
+            checkpoint.save_tensors(self.run_dir / checkpoint.BEST, {"model": best_weights, "step": p.step,
+                                                                     "val_loss": val})
         self.report.evaluated(record, line)
-        p.last_eval_step = p.step
         self.save()
-        self.writes_s = time.perf_counter() - writes
-        self.loss_sum, self.loss_count = torch.zeros((), device=self.device), 0
+        keeper.writes_s = time.perf_counter() - writes
         self.report.restart_rate(p.tokens)
 
-    def _score(self) -> tuple[float, dict[str, float]]:
-        """The validation loss; in a voiced run, each character read in its own voice, and each voice's loss."""
-        if self.val_labels is None:
-            return evaluate(self.model, self.val_ids, self.cfg.seq_len, self.device, self.world), {}
-        val, rows = evaluate_voices(self.model, self.val_ids, self.val_labels, self.cfg.seq_len, self.device,
-                                    self.world)
-        return val, {name: loss for name, loss in zip(self.model.config.voices, rows[1:], strict=True)
-                     if loss is not None}
+    def _score(self) -> tuple[float, dict[str, float], dict[str, torch.Tensor] | None]:
+        """The validation loss of the weights `best.pt` would get (the average's, where there is one); in a
+        voiced run each character read in its own voice, and each voice's loss; and a copy of those weights
+        (on the writer) where they are a new best."""
+        with self.update.average.applied() if self.update.average is not None else nullcontext():
+            if self.val_labels is None:
+                val, by_voice = evaluate(self.model, self.val_ids, self.cfg.seq_len, self.device, self.world), {}
+            else:
+                val, rows = evaluate_voices(self.model, self.val_ids, self.val_labels, self.cfg.seq_len, self.device,
+                                            self.world)
+                by_voice = {name: loss for name, loss in zip(self.model.config.voices, rows[1:], strict=True)
+                            if loss is not None}
+            best = val < self.p.best_val and self.writer
+            return val, by_voice, {k: v.clone() for k, v in self.model.state_dict().items()} if best else None
 
     def end_on_best(self) -> None:
         """After an early stop: the model (and so `latest.pt`) set back to `best.pt`'s weights, marked, so that
@@ -380,23 +336,10 @@ class Trainer:
         self.save()
 
     def save(self) -> None:
-        """Write `latest.pt`. Collective: every rank hands over its streams' state and its RNG; rank 0 writes
-        them in the single-process layout (L, B, H), so any number of processes can resume from it."""
+        """Write `latest.pt` (collective under torchrun: `checkpoint.snapshot`)."""
         started = time.perf_counter()
-        payload = self.payload()
+        payload = checkpoint.snapshot(self.model, self.update.optimizer, self.update.average, self.p,
+                                      self.cursor.state, self.world)
         if self.writer:
             checkpoint.save_tensors(self.run_dir / checkpoint.LATEST, payload)
-        self.spent["saving"] += time.perf_counter() - started
-
-    def payload(self) -> dict[str, Any]:
-        """`latest.pt`'s content (complete on the writer; collective under torchrun)."""
-        world, device = self.world, self.device
-        full_state = tuple(world.gather_rows(s) for s in self.cursor.state)
-        rngs = world.gather_objects(torch.get_rng_state())
-        cuda_rngs = world.gather_objects(torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
-        return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.p.step,
-            "progress": vars(self.p).copy(), "state": full_state, "rng": rngs[0], "cuda_rng": cuda_rngs[0],
-            "world_size": world.world_size, "rng_ranks": rngs, "cuda_rng_ranks": cuda_rngs,
-            "ema": self.average.state() if self.average is not None else None,
-        }
+        self.keeper.saved(time.perf_counter() - started)

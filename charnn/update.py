@@ -17,13 +17,23 @@ from charnn.model import CharRNN, State, detach_state
 
 
 class Update:
-    """The optimizer and the weight average of one session, and the step that uses them."""
+    """The optimizer and the weight average of one session, the step that uses them, and the tally of what the
+    steps since the last validation pass gave: their training loss and the non-finite steps in a row."""
 
     def __init__(self, model: CharRNN, net: nn.Module, *, lr: float, weight_decay: float, clip: float, amp: bool,
                  ema: float):
         self.model, self.net, self.clip, self.amp = model, net, clip, amp
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         self.average = WeightAverage(model, ema) if ema else None
+        device = next(model.parameters()).device
+        self.loss_sum, self.loss_count = torch.zeros((), device=device), 0  # summed on the device: no sync per step
+        self.bad_in_row = 0
+
+    def train_loss(self) -> tuple[float, int]:
+        """The summed training loss and the count of steps it sums since the last call (which starts a new tally)."""
+        total, count = float(self.loss_sum), self.loss_count
+        self.loss_sum, self.loss_count = torch.zeros((), device=self.loss_sum.device), 0
+        return total, count
 
     @property
     def lr(self) -> float:
@@ -45,8 +55,12 @@ class Update:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         # A non-finite loss always gives non-finite gradients, and the all-reduced norm is the same on every rank.
         if not torch.isfinite(grad_norm):
+            self.bad_in_row += 1
             return loss, None
         self.optimizer.step()
         if self.average is not None:
             self.average.update()
+        self.loss_sum += loss.detach()
+        self.loss_count += 1
+        self.bad_in_row = 0
         return loss, detach_state(new_state)
