@@ -11,14 +11,23 @@ which a real run pays once per --eval-every steps) cancel out of both loops.
 Both run after `tune_cpu_allocator()` (charnn applies it when training on CPU); a
 separate row shows the bare loop in a fresh process with glibc's default allocator.
 Also: 1 vs 2 threads and oneDNN on/off for the medium model.
+
+`--compare-with DIR` (e.g. a `git worktree` of an older commit) instead times the whole `charnn train` command
+of this checkout and of DIR's, alternating, on the same text file: the default model and schedule written out
+as options (GRU 2x384, embed 64, batch 64 x 64, dropout 0.1, average 0.995), at two step counts; marginal
+steps/s = extra steps / extra wall time (medians), so start-up, the corpus and the final pass and save cancel
+out. "Not slower than before" is then one ratio from one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -70,13 +79,59 @@ def charnn_loop(cell: str, layers: int, hidden: int, embed: int, batch: int, seq
     train(model, cfg, ids, val, run_dir, torch.device("cpu"), show_progress=False)
 
 
+# `charnn train`'s defaults (config.py's ModelConfig/TrainConfig at 12cf33b), as options both checkouts take.
+DEFAULT_RUN = ["--cell", "gru", "--layers", "2", "--hidden", "384", "--embed", "64", "--dropout", "0.1",
+               "--batch-size", "64", "--seq-len", "64", "--ema", "0.995", "--val-frac", "0.02", "--eval-every", "100000"]
+
+
+def ab_command(other: Path, steps: tuple[int, int], repeats: int) -> tuple[float, float, list[float]]:
+    """Marginal steps/s of `charnn train TEXT --max-steps N` from this checkout and from `other`, each round's four
+    commands back to back (this short, this long, other short, other long); and each round's ratio of the
+    two checkouts' extra time (other / this: above 1, this checkout is faster)."""
+    here = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        rng = np.random.default_rng(0)  # 2 MB of words: speed does not depend on what the text says
+        words = ["".join(chr(97 + c) for c in rng.integers(0, 26, size=n)) for n in rng.integers(1, 9, size=2000)]
+        (work / "text.txt").write_text(" ".join(rng.choice(words, size=400_000)) + "\n", encoding="utf-8")
+        times: dict[Path, tuple[list[float], list[float]]] = {here: ([], []), other: ([], [])}
+        for _ in range(repeats + 1):  # the first round (caches, page cache) is not counted
+            for source in (here, other):
+                for k, n in enumerate(steps):
+                    cmd = [sys.executable, "-m", "charnn", "train", "text.txt", "--max-steps", str(n), *DEFAULT_RUN,
+                           "--name", "ab", "--overwrite", "--quiet", "--checkpoints-dir", str(work / "checkpoints"),
+                           "--corpora-dir", str(work / f"corpora-{source.name}")]  # each checkout its own cache
+                    start = time.perf_counter()
+                    subprocess.run(cmd, cwd=work, env={**os.environ, "PYTHONPATH": str(source)},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+                    times[source][k].append(time.perf_counter() - start)
+        extra = {s: [b - a for a, b in zip(t[0][1:], t[1][1:], strict=True)] for s, t in times.items()}
+    rate = {s: (steps[1] - steps[0]) / statistics.median(e) for s, e in extra.items()}
+    return rate[here], rate[other], [o / h for h, o in zip(extra[here], extra[other], strict=True)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", default="small,medium,large,gru")
     parser.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
     parser.add_argument("--bare-only", nargs=7, help=argparse.SUPPRESS)  # child process: glibc defaults
+    parser.add_argument("--compare-with", type=Path, help="another checkout whose `charnn train` to time beside this one")
+    parser.add_argument("--steps", default="10,40", help="--compare-with: the two step counts")
     args = parser.parse_args()
+    if args.compare_with is not None:
+        counts = tuple(int(n) for n in args.steps.split(","))
+        mine, theirs, ratios = ab_command(args.compare_with.resolve(), (counts[0], counts[1]), args.repeats)
+        rows = [["charnn train, this checkout", f"{mine:.3f}"],
+                [f"charnn train, {args.compare_with}", f"{theirs:.3f}"],
+                ["this checkout / it (marginal rates)", f"**{mine / theirs:.3f}x**"],
+                ["per round (its extra time / this one's)", ", ".join(f"{r:.3f}" for r in ratios)]]
+        note = (f"Whole `charnn train TEXT --max-steps N` (2 MB of words, {' '.join(DEFAULT_RUN)}) for N = {counts[0]} and "
+                f"{counts[1]}, the two checkouts alternating, {args.repeats} rounds after one uncounted; marginal steps/s "
+                "= extra steps / the median extra wall time.")
+        report("Training, the command A/B (benchmarks/training.py --compare-with)",
+               [table(["whole process", "marginal steps/s"], rows), note], args.record)
+        return 0
     if args.bare_only:
         cell, *nums = args.bare_only
         shape = (cell, *map(int, nums))
