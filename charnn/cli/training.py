@@ -171,10 +171,7 @@ def train_cmd(
     corpora_dir: Path = CORPORA_DIR,
 ) -> None:
     """Train a character model on CORPUS, continue one with --resume RUN, or fine-tune one on CORPUS with --from RUN."""
-    started = command_started()
-    if isinstance(sys.stdout, io.TextIOWrapper):  # `charnn train … > log`: each evaluation line lands as it happens
-        sys.stdout.reconfigure(line_buffering=True)
-    set_threads(threads)
+    started = _started(threads)
     seconds = parse_duration(time_budget)
     paths = paths_for(checkpoints_dir, corpora_dir)
     # A TensorBoard folder is fixed now, so a later resume from elsewhere writes to the same place.
@@ -183,10 +180,7 @@ def train_cmd(
                       seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, eval_every=eval_every, heads=heads,
                       locked_dropout=locked_dropout, amp=amp)
     reading = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
-    if resume is not None and from_run is not None:
-        raise typer.BadParameter("--from starts a new run and --resume continues one — give one of them "
-                                 "(to continue a fine-tuned run: --resume CHILD)")
-    if resume is not None:
+    if _resuming(resume, from_run):
         _refuse_fixed(request, {"--name": name, "--epoch-offset/--same-windows": epoch_offset, "--voices": voices or None,
                                 "--balance": balance or None, "--voices-from": voices_from},
                       reading=reading != api.CorpusOptions())
@@ -209,6 +203,24 @@ def train_cmd(
                                              announce=None if quiet else (lambda line: typer.echo(line, err=True)))
     if result.is_writer:
         typer.echo(_ending(run_dir, result, checkpoints_dir), err=True)
+
+
+def _started(threads: int) -> float:
+    """The command's start (its clock, `command_started`), with stdout line-buffered (`charnn train … > log`: each
+    evaluation line lands as it happens) and the threads set."""
+    started = command_started()
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    set_threads(threads)
+    return started
+
+
+def _resuming(resume: str | None, from_run: str | None) -> bool:
+    """Whether the command continues a run (--resume), refusing --from beside it."""
+    if resume is not None and from_run is not None:
+        raise typer.BadParameter("--from starts a new run and --resume continues one — give one of them "
+                                 "(to continue a fine-tuned run: --resume CHILD)")
+    return resume is not None
 
 
 def _budget(seconds: float | None, max_steps: int | None, epochs: float | None) -> float | None:
