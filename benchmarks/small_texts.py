@@ -26,16 +26,31 @@ from pathlib import Path
 from base import small_text  # benchmarks/ is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
+PINNED = Path(__file__).resolve().parent / "pinned_probe.py"
 
 
-def train(checkout: Path, corpus: str, budget: str, name: str, work: Path, reuse: bool) -> dict[str, object]:
+def reading(corpus: str, name: str, work: Path) -> Path:
+    """One real probe reading on this machine by this checkout's charnn, for both runs of a pair to decide from."""
+    out = work / f"{name}-probe.json"
+    text = corpus if corpus != "shakespeare" else ""
+    vocab = len(set(Path(text).read_text(encoding="utf-8"))) if text else 65
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, str(PINNED), "measure", str(out), "--vocab", str(vocab)], env=env, cwd=ROOT,
+                   check=True, capture_output=True, text=True)
+    return out
+
+
+def train(checkout: Path, corpus: str, budget: str, name: str, work: Path, reuse: bool,
+          pinned: Path | None = None) -> dict[str, object]:
     """One whole `charnn train CORPUS --time BUDGET` by the charnn in `checkout`; its outcome. With `reuse`, a
-    finished run of that name (from earlier in the same session) is read instead of trained again."""
+    finished run of that name (from earlier in the same session) is read instead of trained again. With
+    `pinned`, the probe answers with that file's reading (pinned_probe.py) instead of timing this moment."""
     run = work / "checkpoints" / name
     log = work / f"{name}.log"
     if not (reuse and log.exists()):
         env = {**os.environ, "PYTHONPATH": str(checkout)}  # that checkout's charnn, whatever is installed
-        cmd = [sys.executable, "-m", "charnn", "train", corpus, "--time", budget, "--name", name, "--overwrite",
+        launch = ["-m", "charnn"] if pinned is None else [str(PINNED), "run", str(pinned)]
+        cmd = [sys.executable, *launch, "train", corpus, "--time", budget, "--name", name, "--overwrite",
                "--checkpoints-dir", str(work / "checkpoints"), "--corpora-dir", str(work / "corpora")]
         done = subprocess.run(cmd, env=env, cwd=checkout, capture_output=True, text=True, check=True)
         log.write_text(done.stderr)
@@ -58,6 +73,9 @@ def main() -> int:
     parser.add_argument("--budgets", default="10m,4m")
     parser.add_argument("--work", type=Path, default=Path("/tmp/charnn-small"))
     parser.add_argument("--reuse", action="store_true", help="read runs already finished in --work, train the rest")
+    parser.add_argument("--pin-probe", action="store_true",
+                        help="take one probe reading per pair and give it to both runs (pinned_probe.py): the "
+                             "pair then compares the recipes, not the moments they probed at")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     other = args.compare_with.resolve()
@@ -66,8 +84,10 @@ def main() -> int:
     for budget in args.budgets.split(","):
         for text in args.texts.split(","):
             corpus = text if text == "shakespeare" else str(small_text(text, args.work))
+            pair = f"{text}-{budget}" + ("-pinned" if args.pin_probe else "")
+            pinned = reading(corpus, pair, args.work) if args.pin_probe else None
             for label, checkout in (("before", other), ("after", ROOT)):
-                r = train(checkout, corpus, budget, f"{text}-{budget}-{label}", args.work, args.reuse)
+                r = train(checkout, corpus, budget, f"{pair}-{label}", args.work, args.reuse, pinned)
                 print(f"| {text} | {budget} | {label} | {r['chose']} | {r['best']:.4f} ({r['best_step']}) | "
                       f"{r['last']:.4f} | {r['steps']} | {r['stopped']} | {r['wall']:.0f} |", flush=True)
     return 0
