@@ -1,7 +1,7 @@
 """`--time` on small texts (issue #41): this checkout's recipe against another checkout's, same session.
 
     python benchmarks/small_texts.py --compare-with /tmp/rule-before [--texts debian-faq,songs-poems]
-                                     [--budgets 10m,4m] [--work /tmp/charnn-small]
+                                     [--budgets 10m,4m] [--work /tmp/charnn-small] [--pin-probe]
 
 Each text is trained with `charnn train TEXT --time B` and nothing else, as a new user would, once by each
 checkout (the other's first, then this one's, text by text, so a slow spell of the machine hits both alike).
