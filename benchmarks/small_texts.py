@@ -29,10 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PINNED = Path(__file__).resolve().parent / "pinned_probe.py"
 
 
-def reading(corpus: str, name: str, work: Path) -> Path:
-    """One real probe reading on this machine by this checkout's charnn, for both runs of a pair to decide from."""
+def reading(corpus: str, name: str, work: Path, reuse: bool) -> Path:
+    """One real probe reading on this machine by this checkout's charnn, for both runs of a pair to decide from.
+    With `reuse`, the pair's reading from earlier is kept: its finished runs decided from that one."""
     out = work / f"{name}-probe.json"
+    if reuse and out.exists():
+        return out
     text = corpus if corpus != "shakespeare" else ""
+    # the text's distinct characters (the probe's head size; about the run's vocabulary, and the same for both runs)
     vocab = len(set(Path(text).read_text(encoding="utf-8"))) if text else 65
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, str(PINNED), "measure", str(out), "--vocab", str(vocab)], env=env, cwd=ROOT,
@@ -85,7 +89,7 @@ def main() -> int:
         for text in args.texts.split(","):
             corpus = text if text == "shakespeare" else str(small_text(text, args.work))
             pair = f"{text}-{budget}" + ("-pinned" if args.pin_probe else "")
-            pinned = reading(corpus, pair, args.work) if args.pin_probe else None
+            pinned = reading(corpus, pair, args.work, args.reuse) if args.pin_probe else None
             for label, checkout in (("before", other), ("after", ROOT)):
                 r = train(checkout, corpus, budget, f"{pair}-{label}", args.work, args.reuse, pinned)
                 print(f"| {text} | {budget} | {label} | {r['chose']} | {r['best']:.4f} ({r['best_step']}) | "
