@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import report, table
 from benchmarks.finetune import train
 from charnn import api
-from charnn.runcorpus import validation_text
+from charnn.run.corpus import validation_text
 
 WORD = re.compile(r"[A-Za-z']+")
 METHODS = {

@@ -34,12 +34,12 @@ warnings.filterwarnings("ignore", message="TF32")
 from benchmarks.common import marginal_rate, paired, report, table  # noqa: E402
 from benchmarks.generation import VOCAB, make_run, whole_process  # noqa: E402
 from benchmarks.training import bare_loop, charnn_loop  # noqa: E402
-from charnn import checkpoint  # noqa: E402
-from charnn.cells.mlstm import parallel, recurrent_step  # noqa: E402
-from charnn.cells.slstm import SLSTM, dense_recurrent, slstm_pointwise  # noqa: E402
 from charnn.device import tune_cpu_allocator  # noqa: E402
-from charnn.model import CharRNN, ModelConfig  # noqa: E402
-from charnn.tokenizer import CharTokenizer  # noqa: E402
+from charnn.model.cells.mlstm import parallel, recurrent_step  # noqa: E402
+from charnn.model.cells.slstm import SLSTM, dense_recurrent, slstm_pointwise  # noqa: E402
+from charnn.model.network import CharRNN, ModelConfig  # noqa: E402
+from charnn.run import checkpoint  # noqa: E402
+from charnn.text.tokenizer import CharTokenizer  # noqa: E402
 
 EMBED, BATCH, SEQ = 128, 64, 64
 

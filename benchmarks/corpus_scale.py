@@ -36,7 +36,7 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, {root!r})
 import torch
 from pathlib import Path
-from charnn import corpus, data
+from charnn.text import corpus, streams as data
 task, path, cache = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 base = rss()
@@ -48,23 +48,23 @@ if task == "prepare":
     out.update(seconds=time.perf_counter() - t0, chars=int(len(enc.ids)), peak=rss())
 elif task == "hf-encode":
     text = path.read_text(encoding="utf-8")
-    from charnn.tokenizer import CharTokenizer
+    from charnn.text.tokenizer import CharTokenizer
     tok = CharTokenizer(set(text))
     t0 = time.perf_counter(); ids = tok.hf.encode(text).ids; out["seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter(); fast = tok.encode_array(text); out["fast_seconds"] = time.perf_counter() - t0
     assert fast.tolist() == ids
 elif task == "train":
     from charnn import api
-    from charnn.model import ModelConfig
-    from charnn.train import TrainConfig
+    from charnn.model.network import ModelConfig
+    from charnn.run.config import TrainConfig
     cfg = TrainConfig(batch_size=32, seq_len=64, max_steps=40, eval_every=10**9, val_frac=0.0001)
     api.start_training(str(path), ModelConfig(vocab_size=1, cell="lstm", hidden=128, embed=32), cfg, name=path.stem,
                        device="cpu", paths=api.Paths(cache / "ckpt", cache), show_progress=False, overwrite=True)
     out["peak"] = rss()
 elif task == "eval":
     from charnn import api
-    from charnn.model import ModelConfig
-    from charnn.train import TrainConfig
+    from charnn.model.network import ModelConfig
+    from charnn.run.config import TrainConfig
     small = Path(sys.argv[4])  # a tiny model trained on the small corpus, then scoring `path`
     cfg = TrainConfig(batch_size=32, seq_len=64, max_steps=5, eval_every=10**9, val_frac=0.01)
     paths = api.Paths(cache / "evalrun", cache)

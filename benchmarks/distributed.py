@@ -41,8 +41,7 @@ MODEL = ["--cell", "gru", "--layers", "2", "--hidden", "256", "--embed", "64", "
 def _corpus(work: Path) -> Path:
     if SHARED.exists():
         return SHARED
-    from charnn import corpus
-
+    from charnn.text import corpus
     return corpus.resolve("shakespeare", work / "corpora").paths[0]
 
 
@@ -88,7 +87,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from charnn.device import resolve_device
     from charnn.distributed import Launch, join
-    from charnn.model import CharRNN, ModelConfig
+    from charnn.model.network import CharRNN, ModelConfig
 
     launch = Launch.from_env()
     with join(launch, launch.device(resolve_device(args.device))) as group:

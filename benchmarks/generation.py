@@ -39,9 +39,9 @@ warnings.filterwarnings("ignore", message="TF32")
 
 from benchmarks.common import median_time, paired, report, table  # noqa: E402
 from charnn import sample  # noqa: E402
-from charnn.model import CharRNN, ModelConfig, Stepper, unpack_state  # noqa: E402
+from charnn.model.network import CharRNN, ModelConfig, Stepper, unpack_state  # noqa: E402
 from charnn.sample import SampleConfig, generate, sample_next  # noqa: E402
-from charnn.tokenizer import CharTokenizer  # noqa: E402
+from charnn.text.tokenizer import CharTokenizer  # noqa: E402
 
 VOCAB = "".join(chr(c) for c in range(32, 97))  # 65 characters
 
@@ -109,8 +109,7 @@ def make_run(model: CharRNN, tok: CharTokenizer, root: Path) -> Path:
     """A run directory holding `model` (random weights), as `charnn sample` expects."""
     from dataclasses import asdict
 
-    from charnn import checkpoint
-
+    from charnn.run import checkpoint
     run_dir = root / "checkpoints" / "gen"
     config = {"model": asdict(model.config), "train": {"batch_size": 8, "seq_len": 32},
               "corpus": {"sources": ["random weights"]}}  # every run's config.json has one (RunConfig checks)

@@ -30,12 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore", message="TF32")
 
 from benchmarks.common import marginal_rate, median_time, report, table  # noqa: E402
-from charnn import checkpoint  # noqa: E402
-from charnn.device import amp_dtype, tune_for  # noqa: E402
-from charnn.model import CharRNN, ModelConfig  # noqa: E402
+from charnn.device import tune_for  # noqa: E402
+from charnn.model.network import CharRNN, ModelConfig, amp_dtype  # noqa: E402
+from charnn.run import checkpoint  # noqa: E402
+from charnn.run.config import TrainConfig  # noqa: E402
 from charnn.sample import SampleConfig, generate  # noqa: E402
-from charnn.tokenizer import CharTokenizer  # noqa: E402
-from charnn.train import TrainConfig, train  # noqa: E402
+from charnn.text.tokenizer import CharTokenizer  # noqa: E402
+from charnn.train.loop import train  # noqa: E402
 
 VOCAB = 65
 SHAPES = {"medium 2x512": (2, 512, 128, 128, 256, 20), "large 3x1024": (3, 1024, 128, 128, 256, 10)}

@@ -1,4 +1,4 @@
-"""The GRU window (charnn/cells/gru.py) against `nn.GRU`: one full training step on CPU, timed in turns.
+"""The GRU window (charnn/model/cells/gru.py) against `nn.GRU`: one full training step on CPU, timed in turns.
 
     python benchmarks/gru_window.py [--repeats 9] [--record]
 
@@ -28,7 +28,7 @@ warnings.filterwarnings("ignore", message="TF32")
 
 from benchmarks.common import paired, report, table  # noqa: E402
 from charnn.device import tune_cpu_allocator  # noqa: E402
-from charnn.model import CharRNN, ModelConfig  # noqa: E402
+from charnn.model.network import CharRNN, ModelConfig  # noqa: E402
 
 VOCAB, SEQ = 65, 64
 # (layers, hidden, batch): the sizes the `--time` recipe picks between on 2 CPU cores.
@@ -43,7 +43,7 @@ def training_step(layers: int, hidden: int, batch: int, window: bool, bf16: bool
     state = model.init_state(batch)
 
     def step() -> None:
-        switch = nullcontext() if window else mock.patch("charnn.model.use_window", return_value=False)
+        switch = nullcontext() if window else mock.patch("charnn.model.network.use_window", return_value=False)
         with switch, torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits, _ = model(ids[:, :-1], state)
             loss = F.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())

@@ -33,8 +33,8 @@ CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from charnn import corpus, data
-from charnn.originality import Index
+from charnn.text import corpus, streams as data
+from charnn.run.originality import Index
 path, cache = Path(sys.argv[1]), Path(sys.argv[2])
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 c = corpus.resolve(str(path), cache)
@@ -128,9 +128,10 @@ def heldout_coverage(run: str, work: Path) -> dict[int, float]:
     """The share of held-out characters inside verbatim training matches of at least K characters, for each K."""
     import numpy as np
 
-    from charnn import api, data
-    from charnn.runconfig import RunConfig
-    from charnn.runcorpus import corpus_of_run
+    from charnn import api
+    from charnn.run.config import RunConfig
+    from charnn.run.corpus import corpus_of_run
+    from charnn.text import streams as data
 
     model = api.load_run(run, device="cpu")
     paths = api.Paths(Path(run).parent, work / "corpora")

@@ -10,8 +10,8 @@ the moment they probed, and the pair measures that (RECIPES.md, issue #41: "the 
 noise in the size choice, not the rule"). `measure` takes one real reading on this machine with the
 checkout on PYTHONPATH; `run` runs a charnn command whose probe answers with that reading instead of
 timing anything, so both checkouts decide from the same numbers. The training itself runs on the machine
-as it is. Works with any checkout whose probe is called from `charnn.sizing` or (before 2026-12) from
-`charnn.session`.
+as it is. Works with any checkout whose probe is called from `charnn.recipe.sizing` or (before 2026-12) from
+`charnn.train.session`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def measure(out: Path, vocab: int) -> dict[str, Any]:
     """One reading of everything the probe measures for a fresh `--time` run of the default cell on the CPU, in
     the order and with the step counts `charnn train` uses; written to `out`."""
     from charnn.device import bf16_native, tune_cpu_allocator
-    from charnn.probe import measure_eval_speed, measure_scale, measure_speeds
-    from charnn.recipe import BATCHES, pick_amp
+    from charnn.recipe.plan import BATCHES, pick_amp
+    from charnn.recipe.probe import measure_eval_speed, measure_scale, measure_speeds
 
     dev = torch.device("cpu")
     tune_cpu_allocator()
@@ -51,7 +51,7 @@ def pin(reading: dict[str, Any]) -> None:
     """Make the probe of the charnn on the path answer with `reading`."""
     speeds = {(int(b), bool(a)): float(v) for b, a, v in reading["speeds"]}
 
-    from charnn.probe import measure_speeds as timed  # its signature: the checkout's callers pass batches by position
+    from charnn.recipe.probe import measure_speeds as timed  # its signature: the checkout's callers pass batches by position
 
     def measure_speeds(*args: Any, **kwargs: Any) -> dict[tuple[int, bool], float]:
         asked = inspect.signature(timed).bind(*args, **kwargs)
@@ -64,7 +64,7 @@ def pin(reading: dict[str, Any]) -> None:
     def measure_eval_speed(*args: Any, **kwargs: Any) -> float:
         return float(reading["eval"])
 
-    for name in ("charnn.sizing", "charnn.session"):
+    for name in ("charnn.recipe.sizing", "charnn.train.session"):
         try:
             module = importlib.import_module(name)
         except ImportError:
@@ -74,8 +74,8 @@ def pin(reading: dict[str, Any]) -> None:
             module.measure_scale = measure_scale  # type: ignore[attr-defined]
             module.measure_eval_speed = measure_eval_speed  # type: ignore[attr-defined]
             return
-    raise SystemExit("pinned_probe: this checkout's charnn calls its probe from neither charnn.sizing nor "
-                     "charnn.session")
+    raise SystemExit("pinned_probe: this checkout's charnn calls its probe from neither charnn.recipe.sizing nor "
+                     "charnn.train.session")
 
 
 def main() -> None:

@@ -36,8 +36,10 @@ def main() -> int:
         return 0
     import torch
 
-    from charnn import api, checkpoint, data
-    from charnn.evaluation import evaluate
+    from charnn import api
+    from charnn.model.evaluation import evaluate
+    from charnn.run import checkpoint
+    from charnn.text import streams as data
 
     work = Path(tempfile.mkdtemp(prefix="charnn-quality-"))
     ckpts = args.keep or work / "checkpoints"

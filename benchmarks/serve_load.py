@@ -42,8 +42,8 @@ def _free_port() -> int:
 
 def make_run(work: Path) -> None:
     from charnn import api
-    from charnn.model import ModelConfig
-    from charnn.train import TrainConfig
+    from charnn.model.network import ModelConfig
+    from charnn.run.config import TrainConfig
 
     api.start_training("shakespeare", ModelConfig(vocab_size=1, cell="lstm", layers=2, hidden=512, embed=64),
                        TrainConfig(batch_size=8, seq_len=32, max_steps=2, eval_every=2, val_frac=0.002),

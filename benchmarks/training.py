@@ -39,11 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore", message="TF32")
 
 from benchmarks.common import marginal_rate, median_time, report, table  # noqa: E402
-from charnn import checkpoint  # noqa: E402
 from charnn.device import tune_cpu_allocator  # noqa: E402
-from charnn.model import CharRNN, ModelConfig  # noqa: E402
-from charnn.tokenizer import CharTokenizer  # noqa: E402
-from charnn.train import TrainConfig, train  # noqa: E402
+from charnn.model.network import CharRNN, ModelConfig  # noqa: E402
+from charnn.run import checkpoint  # noqa: E402
+from charnn.run.config import TrainConfig  # noqa: E402
+from charnn.text.tokenizer import CharTokenizer  # noqa: E402
+from charnn.train.loop import train  # noqa: E402
 
 VOCAB = 65
 # name: (cell, layers, hidden, embed, batch, seq, steps)

@@ -62,8 +62,8 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     from charnn import api
-    from charnn.model import ModelConfig
-    from charnn.train import TrainConfig
+    from charnn.model.network import ModelConfig
+    from charnn.run.config import TrainConfig
 
     work = Path(tempfile.mkdtemp(prefix="charnn-web-"))
     paths = api.Paths(work / "checkpoints", work / "corpora")

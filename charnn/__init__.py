@@ -1,7 +1,7 @@
 """charnn: character-level RNN/LSTM/GRU language models — train on any text, then generate.
 
 `from charnn import CharModel, load_run` is the library's front door (api.py). They load on first use
-(PEP 562), so importing any one module of the package (`charnn.tokenizer`, say) runs only what that
+(PEP 562), so importing any one module of the package (`charnn.text.tokenizer`, say) runs only what that
 module imports, and no module's imports lead back through this file.
 """
 
@@ -20,6 +20,5 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     if name in ("CharModel", "load_run"):
         from charnn import api
-
         return getattr(api, name)
     raise AttributeError(f"module 'charnn' has no attribute {name!r}")

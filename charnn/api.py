@@ -20,14 +20,12 @@ from typing import Any
 
 import torch
 
-from charnn import corpus, data, runs
 from charnn.device import resolve_device
 from charnn.errors import UsageError
-from charnn.evaluation import evaluate
-from charnn.lineage import Parent, load_parent
-from charnn.model import State
-from charnn.originality import MIN_COPY, Index, Report
-from charnn.runcorpus import (
+from charnn.model.evaluation import evaluate
+from charnn.model.network import State
+from charnn.run import runs
+from charnn.run.corpus import (
     DEFAULT_CHECKPOINTS,
     DEFAULT_CORPORA,
     CorpusOptions,
@@ -37,12 +35,16 @@ from charnn.runcorpus import (
     training_index,
     validation_text,
 )
+from charnn.run.lineage import Parent, load_parent
+from charnn.run.originality import MIN_COPY, Index, Report
 from charnn.sample import Items, ItemsConfig, SampleConfig, draw_items, generate
 from charnn.sample.beam import BeamConfig, Beams, beam_search
 from charnn.sample.engine import voice_of
 from charnn.sample.items import beam_items
 from charnn.sample.items import check as check_items
-from charnn.session import default_run_name, resume_training, start_training
+from charnn.text import corpus
+from charnn.text import streams as data
+from charnn.train.session import default_run_name, resume_training, start_training
 
 __all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_CORPORA", "CharModel", "CopyRate", "CorpusOptions", "Parent", "Paths", "Prepared",
            "Score", "default_run_name", "load_parent", "load_run", "prepare_corpus", "resume_training",

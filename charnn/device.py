@@ -17,7 +17,6 @@ import torch
 
 from charnn import capability
 from charnn.errors import DeviceError
-from charnn.model import CharRNN
 
 AMP_DEVICES = ("cuda", "cpu")  # where `--amp` autocasts; MPS's bf16 support varies by macOS version
 
@@ -78,20 +77,6 @@ def tune_cpu_allocator() -> bool:
         return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
     except (OSError, AttributeError):
         return False  # not glibc (e.g. musl): nothing to tune
-
-
-def amp_dtype(model: CharRNN, device: torch.device) -> torch.dtype:
-    """The dtype the recurrent kernel really produces under bf16 autocast on `device`.
-
-    Autocast only lowers ops on its list; whether cuDNN's RNN runs in bf16 depends
-    on the PyTorch/cuDNN build, so `--amp` reports what it measured, not what it asked for.
-    On CPU the autocast RNN takes PyTorch's unfused path: its matrix products run in bf16
-    (the 1.25x of RECIPES.md #79) and it returns float32.
-    """
-    ids = torch.zeros(1, 2, dtype=torch.long, device=device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16), capability.of(device).fused_rnn():
-        out, _ = model.rnn(model.embedding(ids), None)
-    return out.dtype
 
 
 def bf16_native(device: torch.device) -> bool:

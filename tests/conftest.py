@@ -15,9 +15,9 @@ import pytest
 import uvicorn
 
 from charnn import api
-from charnn.model import ModelConfig
+from charnn.model.network import ModelConfig
+from charnn.run.config import TrainConfig
 from charnn.serve import ServeConfig, Served, create_app, load
-from charnn.train import TrainConfig
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PATTERN = "0123456789abcdef ghijklmnop\n"  # every character determines the next: learnable to ~0 loss
@@ -105,7 +105,7 @@ class FakeProbe:
 
     def speeds(self, device, vocab, cell="gru", batches=(64,), seq=64, steps=7, amps=(False,), size=None):
         """At the probe model's size `speed`; a bigger model (a fine-tune's parent) slower by its multiply-adds."""
-        from charnn.recipe import as_probe_speed
+        from charnn.recipe.plan import as_probe_speed
 
         self.calls.append(("speeds", tuple(amps)))
         slower = 1.0 if size is None else as_probe_speed(1.0, cell, size, vocab)
@@ -126,7 +126,7 @@ def fake_probe(monkeypatch: pytest.MonkeyPatch) -> FakeProbe:
     """The probe's readings made up (a machine's speed must not decide a test). A `--time` test still pays
     its start-up, so give it 5s or more: a 2s budget is refused where start-up takes 1.8 s (a slow CPU
     under load)."""
-    import charnn.sizing as api_module
+    import charnn.recipe.sizing as api_module
 
     probe = FakeProbe()
     monkeypatch.setattr(api_module, "measure_speeds", probe.speeds)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from charnn import corpus as corpus_mod
 from charnn.cli import app
+from charnn.text import corpus as corpus_mod
 from tests.conftest import train_run
 
 runner = CliRunner()

@@ -14,10 +14,11 @@ import pytest
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from charnn import api, base
+from charnn import api
 from charnn.base.release import HALF_TOLERANCE
 from charnn.cli import app
-from charnn.runconfig import RunConfig
+from charnn.run import builtin
+from charnn.run.config import RunConfig
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,8 +32,8 @@ def _ok(args: list[str]) -> str:
 
 
 def test_the_package_holds_the_base_model_folder() -> None:
-    folder = base.folder()
-    assert base.installed()
+    folder = builtin.folder()
+    assert builtin.installed()
     for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "LICENSE"):
         assert (folder / name).is_file(), name
     assert (folder / "model.safetensors").stat().st_size < 20e6
@@ -48,7 +49,7 @@ def test_base_resolves_wherever_a_run_is_read(tmp_path: Path) -> None:
     _ok(["inspect", "base", "the old man and the river"])
     assert (tmp_path / "base-inspect.html").is_file()  # not inside the installed package
     _ok(["export", "base", "--format", "safetensors", "--out", "exported"])
-    assert (tmp_path / "exported" / "README.md").read_text() == (base.folder() / "README.md").read_text()
+    assert (tmp_path / "exported" / "README.md").read_text() == (builtin.folder() / "README.md").read_text()
     assert re.search(r"^base\s+gru", _ok(["runs"]), re.MULTILINE)
     assert api.load_run("base", device="cpu").generate("The ", length=20, seed=3) == \
         api.load_run(str(tmp_path / "exported"), device="cpu").generate("The ", length=20, seed=3)
@@ -65,27 +66,27 @@ def test_fine_tuning_from_base(tmp_path: Path) -> None:
     _ok(["train", "small.txt", "--from", "base", "--name", "child", "--max-steps", "3", "--batch-size", "4",
          "--seq-len", "16", "--eval-every", "3", "--device", "cpu", "-q"])
     config = RunConfig.load(tmp_path / "checkpoints" / "child")
-    parent = json.loads((base.folder() / "config.json").read_text())
+    parent = json.loads((builtin.folder() / "config.json").read_text())
     assert config.parent is not None and config.parent["name"] == "base"
     assert config.model.hidden == parent["model"]["hidden"]
     assert "¤" in api.load_run("child", device="cpu").tokenizer.chars  # the vocabulary grew
-    assert base.installed()  # the parent is read, never written
+    assert builtin.installed()  # the parent is read, never written
 
 
 def test_the_card_names_every_source_and_holds_the_metadata_block() -> None:
-    card = (base.folder() / "README.md").read_text(encoding="utf-8")
+    card = (builtin.folder() / "README.md").read_text(encoding="utf-8")
     front = card.split("---\n")[1]
     for key in ("license:", "language:", "library_name: charnn", "pipeline_tag: text-generation"):
         assert key in front
-    exported = json.loads((base.folder() / "config.json").read_text())["exported"]
+    exported = json.loads((builtin.folder() / "config.json").read_text())["exported"]
     for source in exported["corpus"]["sources"]:
         assert source["name"] in card and source["package"] in card and source["licence"] in card
         assert source["sha256"][:16] in card
 
 
 def test_half_precision_weights_are_within_the_stated_tolerance() -> None:
-    exported = json.loads((base.folder() / "config.json").read_text())["exported"]
-    with safe_open(str(base.folder() / "model.safetensors"), framework="pt") as f:
+    exported = json.loads((builtin.folder() / "config.json").read_text())["exported"]
+    with safe_open(str(builtin.folder() / "model.safetensors"), framework="pt") as f:
         dtypes = {str(f.get_tensor(k).dtype) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
     assert dtypes == {f"torch.{exported['dtype']}"}
     half, full = exported["val_loss_by_source"], exported["val_loss_by_source_float32"]

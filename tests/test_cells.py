@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from charnn.cells import CELLS, HEADED, NAMES
-from charnn.cells.slstm import SLSTM, dense_recurrent, slstm_pointwise, slstm_scan
-from charnn.model import CharRNN, ModelConfig
+from charnn.model.cells import CELLS, HEADED, NAMES
+from charnn.model.cells.slstm import SLSTM, dense_recurrent, slstm_pointwise, slstm_scan
+from charnn.model.network import CharRNN, ModelConfig
 
 
 def reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, r: torch.Tensor,

@@ -12,9 +12,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charnn.model import CharRNN, ModelConfig
+from charnn.model.network import CharRNN, ModelConfig
 from charnn.sample.choices import ChoicesConfig, next_choices
-from charnn.tokenizer import CharTokenizer
+from charnn.text.tokenizer import CharTokenizer
 from tests.conftest import train_run
 
 ROOT = Path(__file__).resolve().parents[1]

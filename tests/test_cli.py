@@ -13,8 +13,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charnn import __version__, checkpoint
+from charnn import __version__
 from charnn.cli import app, parse_duration
+from charnn.run import checkpoint
 
 runner = CliRunner()
 TINY = ["--hidden", "32", "--embed", "16", "--layers", "2", "--batch-size", "8", "--seq-len", "32", "--lr", "1e-2",

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from charnn import corpora, corpus
 from charnn.errors import CorpusError
+from charnn.text import corpora, corpus
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
 
@@ -130,8 +130,7 @@ def test_compressed_files_give_the_same_ids_as_plain(tmp_path: Path, suffix: str
     import gzip
     import lzma
 
-    from charnn import data
-
+    from charnn.text import streams as data
     text = ("To be, or not to be: that is the question. é😀\n" * 300).encode()
     (tmp_path / "plain.txt").write_bytes(text)
     packed = tmp_path / f"packed.txt{suffix}"

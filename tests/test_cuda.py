@@ -15,9 +15,11 @@ import httpx
 import pytest
 import torch
 
-from charnn import api, checkpoint, inspector, runs
+from charnn import api
 from charnn.export import export
-from charnn.runconfig import RunConfig
+from charnn.insight import inspector
+from charnn.run import checkpoint, runs
+from charnn.run.config import RunConfig
 from charnn.serve import ServeConfig, load
 from tests.conftest import Server, tiny_model, tiny_train
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from charnn import data
 from charnn.errors import UsageError
-from charnn.tokenizer import CharTokenizer
+from charnn.text import streams as data
+from charnn.text.tokenizer import CharTokenizer
 
 
 def test_streams_are_contiguous_across_windows() -> None:

@@ -19,10 +19,12 @@ import httpx
 import pytest
 import torch
 
-from charnn import api, capability, checkpoint, inspector, runs
+from charnn import api, capability
 from charnn.device import resolve_device
 from charnn.errors import DeviceError
 from charnn.export import export
+from charnn.insight import inspector
+from charnn.run import checkpoint, runs
 from charnn.sample import SampleConfig, sample_next
 from charnn.sample.engine import Engine
 from charnn.serve import ServeConfig, load
@@ -124,8 +126,8 @@ def test_beam_search_items_and_logprobs_under_device_rules(words_file: Path, rul
 
 @pytest.mark.parametrize("rules", [mps_rules, cudnn_rules], ids=["mps", "cudnn"])
 def test_choosing_the_next_word_under_device_rules(words_file: Path, rules) -> None:
-    from charnn.chooser import Draft
     from charnn.sample.choices import ChoicesConfig
+    from charnn.write.chooser import Draft
 
     run_dir = train_run(words_file, cell="gru", max_steps=20, eval_every=20)
     model = api.load_run(str(run_dir), device="cpu")
@@ -222,8 +224,7 @@ def test_a_gpu_index_past_the_machines_gpus_is_one_line(a_gpu) -> None:
 
 def test_a_recurrent_kernel_in_fp16_under_autocast_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """bf16 autocast needs no gradient scaler; a build whose RNN ran in fp16 would: refused before training."""
-    from charnn import sizing
-
+    from charnn.recipe import sizing
     monkeypatch.setattr(sizing, "amp_dtype", lambda model, dev: torch.float16)
     with pytest.raises(DeviceError, match=r"float16 under autocast .* --no-amp"):
         sizing._check_amp_kernel("lstm", torch.device("cpu"))

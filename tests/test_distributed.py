@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from charnn import api, checkpoint, distributed, runlock
-from charnn.data import Streams
+from charnn import api, distributed
 from charnn.errors import RunError, UsageError
-from charnn.model import CharRNN
+from charnn.model.network import CharRNN
+from charnn.run import checkpoint
+from charnn.run import lock as runlock
+from charnn.text.streams import Streams
 from tests.conftest import free_port, tiny_model, tiny_train, train_run, wait_for_records
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]

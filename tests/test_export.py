@@ -15,11 +15,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charnn import api, runs
-from charnn.cells import NAMES
+from charnn import api
 from charnn.cli import app
 from charnn.export import onnx as onnx_export
-from charnn.model import CharRNN, ModelConfig, Stepper, fold_for_inference, state_widths
+from charnn.model.cells import NAMES
+from charnn.model.network import CharRNN, ModelConfig, Stepper, fold_for_inference, state_widths
+from charnn.run import runs
 from tests.conftest import train_run
 
 runner = CliRunner()
@@ -147,7 +148,7 @@ def test_safetensors_folder_is_a_run_everywhere(words_file: Path, tmp_path: Path
 
 
 def _child_configs(folder: Path):
-    from charnn import lineage
+    from charnn.run import lineage
     from tests.conftest import tiny_train
 
     parent = lineage.load_parent(str(folder), Path("checkpoints"))

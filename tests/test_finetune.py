@@ -16,11 +16,13 @@ import torch
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from charnn import api, checkpoint, lineage, session
+from charnn import api
 from charnn.cli import app
-from charnn.model import CharRNN
+from charnn.model.network import CharRNN
+from charnn.run import checkpoint, lineage
 from charnn.serve import ServeConfig, create_app, load
-from charnn.tokenizer import CharTokenizer
+from charnn.text.tokenizer import CharTokenizer
+from charnn.train import session
 from tests.conftest import tiny_train, train_run
 
 runner = CliRunner()
@@ -174,7 +176,7 @@ def test_fine_tune_with_a_time_budget_keeps_the_model_and_picks_the_schedule(wor
     train_run(words_file, name="parent", max_steps=20, eval_every=10)
     said: list[str] = []
     loaded = api.load_parent("parent", api.Paths().checkpoints)
-    from charnn.recipe import FINE_TUNE, Request, configs, fine_tune_recipe
+    from charnn.recipe.plan import FINE_TUNE, Request, configs, fine_tune_recipe
 
     model_cfg, cfg, auto = configs(Request(), True, fine_tune_recipe(loaded.model_config), time_budget=30.0,
                                    max_steps=5, seed=7, val_frac=0.1)  # 5 steps end it: no machine is too slow

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from charnn.cells import gru
-from charnn.model import CharRNN, ModelConfig
+from charnn.model.cells import gru
+from charnn.model.network import CharRNN, ModelConfig
 
 
 def _loss(out: torch.Tensor, last: torch.Tensor) -> torch.Tensor:

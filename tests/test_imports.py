@@ -1,4 +1,5 @@
-"""The package's imports point one way (docs/architecture.md): no module reaches itself through its imports.
+"""The package's imports point one way (docs/architecture.md): each package imports only the layers below it,
+and no module reaches itself through its imports.
 
 Read from the source, not by importing it: an edge for every `import`/`from … import` in a module (at the
 top, inside a function, or under `if TYPE_CHECKING:`: a cycle in the types is one in the design too), to
@@ -53,6 +54,41 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
+# The house, bottom to top (docs/architecture.md). A module may import its own package and anything in a lower
+# layer; packages that share a layer (the ways to use a run) may not import each other.
+LAYERS: list[set[str]] = [
+    {"errors"}, {"capability"}, {"distributed"}, {"device"},
+    {"text"}, {"page"}, {"model"}, {"run"}, {"recipe"}, {"train"}, {"sample"}, {"api"},
+    {"write", "serve", "export", "insight", "base"},
+    {"cli"}, {"__main__"},
+]
+RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
+
+
+def unit(module: str) -> str:
+    """The package (or loose module) a module belongs to: `charnn.run.config` -> `run`."""
+    return module.split(".")[1] if "." in module else module
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """Every import against the order, as 'importer -> imported'. The package root (`charnn`) may import
+    only the front door (`api`), which it loads on first use."""
+    wrong = []
+    for source, targets in graph.items():
+        for target in targets:
+            if target == "charnn":
+                wrong.append(f"{source} -> {target}")  # the root loads the whole library: below nothing
+                continue
+            if source == "charnn":
+                if unit(target) != "api":
+                    wrong.append(f"{source} -> {target}")
+                continue
+            a, b = unit(source), unit(target)
+            if a != b and RANK[b] >= RANK[a]:
+                wrong.append(f"{source} -> {target}")
+    return sorted(wrong)
+
+
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """The strongly connected components of more than one module (Tarjan's algorithm, iteratively)."""
     index: dict[str, int] = {}
@@ -95,11 +131,22 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_the_walk_sees_a_cycle_when_there_is_one() -> None:
+def test_every_package_and_loose_module_has_a_layer() -> None:
+    assert {unit(m) for m in modules() if m != "charnn"} <= set(RANK), "a new package needs its place in LAYERS"
+
+
+def test_the_walk_sees_an_upward_import_and_a_cycle() -> None:
     graph = import_graph()
-    assert "charnn.train" in graph["charnn.session"]  # it reads real edges
-    graph["charnn.model"] = graph["charnn.model"] | {"charnn.session"}  # a made-up import back up the stack
-    assert any({"charnn.model", "charnn.session"} <= set(c) for c in cycles(graph))
+    assert "charnn.train.loop" in graph["charnn.train.session"]  # it reads real edges
+    graph["charnn.model.network"] = graph["charnn.model.network"] | {"charnn.train.session"}  # a made-up import up the stack
+    assert upward(graph) == ["charnn.model.network -> charnn.train.session"]
+    assert any({"charnn.model.network", "charnn.train.session"} <= set(c) for c in cycles(graph))
+    graph["charnn.serve.app"] = graph["charnn.serve.app"] | {"charnn.export.web"}  # peers may not import each other
+    assert "charnn.serve.app -> charnn.export.web" in upward(graph)
+
+
+def test_imports_follow_the_layers() -> None:
+    assert upward(import_graph()) == []
 
 
 def test_no_import_cycles_in_the_package() -> None:
@@ -108,7 +155,7 @@ def test_no_import_cycles_in_the_package() -> None:
 
 def test_importing_one_module_does_not_import_the_library() -> None:
     """`charnn/__init__` loads the front door on first use, so a leaf module stays a leaf."""
-    code = "import sys, charnn.tokenizer; print('charnn.api' in sys.modules, 'torch' in sys.modules)"
+    code = "import sys, charnn.text.tokenizer; print('charnn.api' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
     code = "import charnn; print(charnn.CharModel.__module__, charnn.load_run.__name__)"

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from charnn import inspector
-from charnn.cells import CELLS
 from charnn.cli import app
-from charnn.inspector import FEATURES, Correlator, InspectConfig, features, gradient_reach, top_units
-from charnn.model import CharRNN, ModelConfig
-from charnn.tokenizer import CharTokenizer
+from charnn.insight import inspector
+from charnn.insight.inspector import FEATURES, Correlator, InspectConfig, features, gradient_reach, top_units
+from charnn.model.cells import CELLS
+from charnn.model.network import CharRNN, ModelConfig
+from charnn.text.tokenizer import CharTokenizer
 
 runner = CliRunner()
 TINY = ["--hidden", "32", "--embed", "16", "--layers", "2", "--batch-size", "8", "--seq-len", "32", "--lr", "1e-2",

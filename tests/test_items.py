@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from charnn import api
 from charnn.cli import app
-from charnn.originality import Index, build
+from charnn.run.originality import Index, build
 from tests.conftest import train_run
 
 runner = CliRunner()

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from charnn.cells.mlstm import MLSTM, chunked, parallel, recurrent_step
+from charnn.model.cells.mlstm import MLSTM, chunked, parallel, recurrent_step
 
 Inputs = tuple[torch.Tensor, ...]
 

@@ -3,8 +3,8 @@ import re
 import pytest
 import torch
 
-from charnn.cells import CELLS, NAMES
-from charnn.model import CharRNN, ModelConfig, Stepper
+from charnn.model.cells import CELLS, NAMES
+from charnn.model.network import CharRNN, ModelConfig, Stepper
 
 
 @pytest.mark.parametrize("cell, heads", [*((name, 4) for name in NAMES),  # every registered cell, and other heads

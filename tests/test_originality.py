@@ -17,9 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from charnn import api, originality
+from charnn import api
 from charnn.cli import app
-from charnn.originality import Index, build
+from charnn.run import originality
+from charnn.run.originality import Index, build
 from tests.conftest import train_run
 
 runner = CliRunner()
@@ -130,7 +131,7 @@ def test_an_index_killed_while_building_is_never_used(tmp_path: Path) -> None:
     cache.mkdir()
     ids_path = tmp_path / "ids.npy"
     np.save(ids_path, np.random.default_rng(0).integers(0, 60, 60_000_000).astype(np.uint8))
-    script = (f"import numpy as np; from pathlib import Path; from charnn.originality import Index; "
+    script = (f"import numpy as np; from pathlib import Path; from charnn.run.originality import Index; "
               f"ids = np.load({str(ids_path)!r}); print('building', flush=True); "
               f"Index.open(ids, Path({str(cache / 'c')!r}), lambda: [('f', 0)], None)")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -150,9 +151,9 @@ def test_completions_and_the_repl_report_copies(pattern_file: Path) -> None:
 
     from fastapi.testclient import TestClient
 
-    from charnn.repl import Repl
     from charnn.sample import SampleConfig
     from charnn.serve import ServeConfig, create_app, load
+    from charnn.write.repl import Repl
 
     train_run(pattern_file, name="r", max_steps=150, eval_every=50)
     config = ServeConfig()

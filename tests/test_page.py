@@ -140,8 +140,9 @@ def test_inspect_page_switches_neuron_and_shows_hovered_values(browser, words_fi
     """An inspect page offline (file://): pick a neuron from the list, hover characters, read the values."""
     import torch
 
-    from charnn import api, inspector
-    from charnn.model import CharRNN
+    from charnn import api
+    from charnn.insight import inspector
+    from charnn.model.network import CharRNN
     from tests.conftest import train_run
 
     run_dir = train_run(words_file, name="insp", max_steps=40, eval_every=20)

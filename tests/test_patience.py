@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from charnn import checkpoint
-from charnn.schedule import Progress, learning_rate
+from charnn.run import checkpoint
+from charnn.train.schedule import Progress, learning_rate
 from tests.conftest import tiny_train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,9 @@ import matplotlib.image
 import pytest
 from typer.testing import CliRunner
 
-from charnn import checkpoint, plot
 from charnn.cli import app
+from charnn.insight import plot
+from charnn.run import checkpoint
 from tests.conftest import train_run
 
 runner = CliRunner()

@@ -8,15 +8,15 @@ import torch
 from typer.testing import CliRunner
 
 from charnn.cli import app
-from charnn.evaluation import EVAL_STREAMS
-from charnn.probe import measure_eval_speed, measure_scale, measure_speeds, steady_speeds
-from charnn.recipe import pick_batch, plan
+from charnn.model.evaluation import EVAL_STREAMS
+from charnn.recipe.plan import pick_batch, plan
+from charnn.recipe.probe import measure_eval_speed, measure_scale, measure_speeds, steady_speeds
 
 
 def test_the_probe_times_the_batches_in_turn_so_a_slow_spell_cannot_pick_the_batch(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A 4-step spell of a slowed machine must not land on one batch size's timings only."""
-    import charnn.probe as probe_module
+    import charnn.recipe.probe as probe_module
 
     class Clock:  # every step takes 1 s, except steps 14-17 (of 20: 3+3 warm-up, 7+7 timed) take 5 s
         def __init__(self) -> None:
@@ -41,7 +41,7 @@ def test_the_probe_times_the_batches_in_turn_so_a_slow_spell_cannot_pick_the_bat
 
 
 def test_the_second_probe_times_the_bigger_model_in_turns_with_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    import charnn.probe as probe_module
+    import charnn.recipe.probe as probe_module
 
     class Clock:  # 3+3 untimed steps, then PROBE and SCALE_PROBE alternate: SCALE_PROBE's steps take 2.5 s
         def __init__(self) -> None:
@@ -64,7 +64,7 @@ def test_the_second_probe_times_the_bigger_model_in_turns_with_the_first(monkeyp
 
 
 def test_the_probe_times_bf16_beside_fp32_and_leaves_the_model_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
-    import charnn.probe as probe_module
+    import charnn.recipe.probe as probe_module
 
     autocast_calls: list[bool] = []
     real_autocast = torch.autocast
@@ -81,7 +81,7 @@ def test_the_probe_times_bf16_beside_fp32_and_leaves_the_model_in_fp32(monkeypat
 
 
 def test_the_evaluation_probe_scores_64_streams_and_takes_the_median(monkeypatch: pytest.MonkeyPatch) -> None:
-    import charnn.probe as probe_module
+    import charnn.recipe.probe as probe_module
 
     class Clock:  # each window 0.5 s, the 4th timed one (a slow spell) 9 s
         def __init__(self) -> None:
@@ -116,7 +116,7 @@ def test_a_slow_first_reading_is_raised_to_the_second_and_the_batch_ratios_kept(
 
 
 def test_the_recipe_trains_at_the_faster_of_the_probe_readings(words_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import charnn.sizing as sizing
+    import charnn.recipe.sizing as sizing
 
     def slow(*args: object, **kwargs: object) -> dict[tuple[int, bool], float]:
         return {(64, False): 10_000.0, (32, False): 8_000.0}

@@ -10,9 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from charnn.cli import app
-from charnn.model import ModelConfig
-from charnn.probe import PROBE, SCALE_PROBE
-from charnn.recipe import (
+from charnn.model.network import ModelConfig
+from charnn.recipe.plan import (
     AMP_MIN_GAIN,
     CANDIDATES,
     CHOSEN,
@@ -37,7 +36,8 @@ from charnn.recipe import (
     plan,
     spaced_evaluations,
 )
-from charnn.train import TrainConfig
+from charnn.recipe.probe import PROBE, SCALE_PROBE
+from charnn.run.config import TrainConfig
 from tests.conftest import FakeProbe
 
 
@@ -117,7 +117,7 @@ def test_the_mlstm_cost_is_the_multiply_adds_its_forward_does(size: tuple[int, i
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from charnn.model import CharRNN, ModelConfig
+    from charnn.model.network import CharRNN, ModelConfig
 
     model = CharRNN(ModelConfig(vocab_size=65, cell="mlstm", layers=size[0], hidden=size[1], embed=size[2]))
     ids = torch.zeros(2, Recipe.seq_len, dtype=torch.long)
@@ -176,8 +176,8 @@ def test_explicit_options_override_the_recipe(words_file: Path, fake_probe: Fake
 @pytest.mark.parametrize("given", [None, "--no-amp", "--amp"])
 def test_the_budget_trains_in_bf16_where_the_probe_says_so_unless_the_user_chose(
         words_file: Path, monkeypatch: pytest.MonkeyPatch, fake_probe: FakeProbe, given: str | None) -> None:
-    import charnn.session as api_module
-    import charnn.sizing as sizing
+    import charnn.recipe.sizing as sizing
+    import charnn.train.session as api_module
 
     fake_probe.bf16_gain = 1.5  # a machine where bf16 wins, whatever this one does
     for module in (api_module, sizing):  # the warning and the probe both ask
@@ -201,8 +201,8 @@ def test_the_budget_trains_in_bf16_where_the_probe_says_so_unless_the_user_chose
 def test_bf16_is_probed_only_where_the_cpu_has_bf16_instructions(
         words_file: Path, monkeypatch: pytest.MonkeyPatch, fake_probe: FakeProbe, native: bool) -> None:
     """Issue #32: a CPU that emulates bf16 (Zen 3, AVX2 only) spent ~80 s probing it; it is never timed there."""
-    import charnn.session as api_module
-    import charnn.sizing as sizing
+    import charnn.recipe.sizing as sizing
+    import charnn.train.session as api_module
 
     for module in (api_module, sizing):  # the warning and the probe both ask
         monkeypatch.setattr(module, "bf16_native", lambda device: native)
@@ -218,7 +218,7 @@ def test_bf16_is_probed_only_where_the_cpu_has_bf16_instructions(
 
 def test_amp_asked_for_on_an_emulating_cpu_warns_with_the_measured_slowdown(
         words_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import charnn.session as api_module
+    import charnn.train.session as api_module
 
     monkeypatch.setattr(api_module, "bf16_native", lambda device: False)
     monkeypatch.setattr(api_module, "bf16_speed", lambda: 0.21)

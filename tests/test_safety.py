@@ -18,12 +18,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charnn import checkpoint, runs
 from charnn.cli import app
 from charnn.errors import RunError, TrainingError
-from charnn.model import CharRNN
-from charnn.tokenizer import CharTokenizer
-from charnn.train import TrainConfig, train
+from charnn.model.network import CharRNN
+from charnn.run import checkpoint, runs
+from charnn.run.config import TrainConfig
+from charnn.text.tokenizer import CharTokenizer
+from charnn.train.loop import train
 from tests.conftest import tiny_model, train_run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -203,10 +203,10 @@ def test_api_key_and_a_full_queue(run_root: Path) -> None:
 
 def test_requests_the_batch_has_room_for_are_never_refused() -> None:
     """Only requests behind a full batch count against max_waiting, not ones the engine thread has yet to take."""
-    from charnn.model import CharRNN
+    from charnn.model.network import CharRNN
     from charnn.sample import SampleConfig
     from charnn.serve.batcher import Batcher, Busy
-    from charnn.tokenizer import CharTokenizer
+    from charnn.text.tokenizer import CharTokenizer
 
     tok = CharTokenizer("abc")
     cfg = replace(tiny_model(), vocab_size=tok.vocab_size)
@@ -235,7 +235,7 @@ def test_all_torch_work_of_a_server_runs_on_its_one_worker_thread(run_root: Path
 
     from fastapi.testclient import TestClient
 
-    from charnn.model import CharRNN, Stepper
+    from charnn.model.network import CharRNN, Stepper
     from charnn.serve import create_app, load
 
     seen: set[str] = set()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from charnn.errors import TokenizerError
-from charnn.tokenizer import CharTokenizer, count_codepoints
+from charnn.text.tokenizer import CharTokenizer, count_codepoints
 
 HOSTILE = [
     "plain ascii",

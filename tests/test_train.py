@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from charnn import api, checkpoint, runs, sizing
-from charnn.schedule import lr_at
-from charnn.train import TrainConfig
+from charnn import api
+from charnn.recipe import sizing
+from charnn.run import checkpoint, runs
+from charnn.run.config import TrainConfig
+from charnn.train.schedule import lr_at
 from tests.conftest import tiny_model, tiny_train, train_run
 
 
@@ -49,9 +51,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str, em
     api.start_training(str(words_file), model, tiny_train(**overrides), name="straight", device="cpu",
                        show_progress=False)
 
-    import charnn.session as api_mod
-    from charnn import train as train_mod
-
+    import charnn.train.session as api_mod
+    from charnn.train import loop as train_mod
     real_train = train_mod.train
 
     def stop_at_23(*args, **kwargs):
@@ -164,8 +165,7 @@ def test_time_budget_stops_and_anneals(words_file, one_thread) -> None:
 
 
 def _slow_passes(monkeypatch, seconds: float) -> None:
-    from charnn import train as train_mod
-
+    from charnn.train import loop as train_mod
     real = train_mod.evaluate
 
     def slow_evaluate(*args, **kwargs):  # each pass takes at least `seconds`
@@ -197,7 +197,7 @@ def test_the_budget_is_the_wall_clock_of_the_whole_command(words_file, monkeypat
     """Issue #32: --time T covers start-up (here: a process that started `before` s ago), the probe (faked, taking
     1 s), training, every validation pass (0.3 s each, the final one too) and the saves: the call ends within
     half a second of T (the stated tolerance is 0.5% + the process's exit, ~1 s, for the whole command)."""
-    from charnn.recipe import Request, configs
+    from charnn.recipe.plan import Request, configs
 
     real_speeds = fake_probe.speeds
 
@@ -249,7 +249,7 @@ def test_validation_is_measured_the_same_whatever_the_batch(tmp_path) -> None:
     so the stream count is part of the number, and runs with different batches must be comparable."""
     import random
 
-    from charnn.evaluation import EVAL_STREAM_MIN_CHARS, EVAL_STREAMS, evaluate
+    from charnn.model.evaluation import EVAL_STREAM_MIN_CHARS, EVAL_STREAMS, evaluate
 
     rng = random.Random(1)
     corpus = tmp_path / "long.txt"  # validation split long enough for all 64 streams
@@ -268,8 +268,8 @@ def test_validation_is_measured_the_same_whatever_the_batch(tmp_path) -> None:
 
 
 def test_ema_weights_are_what_is_evaluated_and_kept_as_best(words_file) -> None:
-    from charnn.ema import WeightAverage
-    from charnn.evaluation import evaluate
+    from charnn.model.evaluation import evaluate
+    from charnn.train.ema import WeightAverage
 
     run_dir = train_run(words_file, name="e", max_steps=40, eval_every=40, ema=0.95)
     best = checkpoint.load_tensors(run_dir / checkpoint.BEST)

@@ -18,9 +18,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charnn import api, checkpoint, lineage, runs, voices
+from charnn import api
 from charnn.errors import UsageError
-from charnn.model import CharRNN, ModelConfig, Stepper
+from charnn.model import voices
+from charnn.model.network import CharRNN, ModelConfig, Stepper
+from charnn.run import checkpoint, lineage, runs
 from charnn.sample import SampleConfig, generate
 from tests.conftest import tiny_model, tiny_train
 
@@ -203,9 +205,8 @@ def cold_loss(model: CharRNN, pieces: torch.Tensor, weights: list[float] | None)
 def test_resume_with_voices_is_bit_exact(tmp_path: Path) -> None:
     overrides = dict(max_steps=40, eval_every=15)
     straight = train_voiced(tmp_path, "straight", **overrides)
-    import charnn.session as session_mod
-    from charnn import train as train_mod
-
+    import charnn.train.session as session_mod
+    from charnn.train import loop as train_mod
     real_train = train_mod.train
 
     def stop_at_17(*args, **kwargs):
@@ -225,7 +226,7 @@ def test_resume_with_voices_is_bit_exact(tmp_path: Path) -> None:
 
 
 def test_balance_repeats_the_smaller_voice(tmp_path: Path) -> None:
-    from charnn.runcorpus import CorpusOptions, Paths, prepare_voices
+    from charnn.run.corpus import CorpusOptions, Paths, prepare_voices
 
     (tmp_path / "big.txt").write_text("abcd" * 3000)
     (tmp_path / "small.txt").write_text("wxyz" * 500)
@@ -586,7 +587,7 @@ def test_a_bad_record_file_is_one_line_naming_the_line_and_writes_nothing(tmp_pa
 
 
 def test_originality_of_a_voiced_run_indexes_each_voices_training_split(tmp_path: Path) -> None:
-    from charnn.runcorpus import Paths, validation_text
+    from charnn.run.corpus import Paths, validation_text
 
     run_dir = train_voiced(tmp_path, max_steps=10)
     loaded = runs.load(run_dir)

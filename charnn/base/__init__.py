@@ -1,23 +1,7 @@
-"""The base model: a GRU that charnn trained on ~30 MB of free English (`corpus.py` assembles the text,
-`release.py` turns the run into the shipped folder), inside the package as a model folder
-(`charnn/builtin/base/`: half-precision safetensors, config, vocabulary and its model card).
+"""The base model: a GRU that charnn trained on free English text, shipped inside the package as a model
+folder (`charnn/builtin/base/`: half-precision safetensors, config, vocabulary and its model card).
 
-`base` names it wherever a run is read (`runs.resolve`): `charnn sample base`, `--from base`, ...
-No run may take the name (`names.RESERVED`).
+`corpus.py` assembles its text offline from packages (`python -m charnn.base.corpus`); `release.py` turns a
+trained run into the shipped folder. Where the folder lies and how `base` is found as a run: `run/builtin.py`.
+May import every package below `api` (it samples and scores the run it releases).
 """
-
-from __future__ import annotations
-
-from importlib import resources
-from pathlib import Path
-
-NAME = "base"
-
-
-def folder() -> Path:
-    """Where the shipped model folder lies in this installation."""
-    return Path(str(resources.files("charnn") / "builtin" / NAME))
-
-
-def installed() -> bool:
-    return (folder() / "model.safetensors").is_file() and (folder() / "config.json").is_file()

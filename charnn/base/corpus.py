@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from charnn.corpora import shakespeare_path
+from charnn.text.corpora import shakespeare_path
 
 VAL_SHARE = 0.1
 MIN_CHAR_COUNT = 200

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from charnn import base, checkpoint, runs
-from charnn.evaluation import evaluate
-from charnn.model import CharRNN
-from charnn.runconfig import RunConfig
+from charnn.model.evaluation import evaluate
+from charnn.model.network import CharRNN
+from charnn.run import builtin, checkpoint, runs
+from charnn.run.config import RunConfig
 from charnn.sample import SampleConfig, generate
-from charnn.tokenizer import CharTokenizer
+from charnn.text.tokenizer import CharTokenizer
 
 HALF_TOLERANCE = 1e-3  # nats per character: the most half precision may move any source's validation loss
 GPL = Path("/usr/share/common-licenses/GPL-3")
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("corpus_dir", type=Path)
     parser.add_argument("--command", default="", help="the command that trained the run, for the card")
-    parser.add_argument("--out", type=Path, default=base.folder())
+    parser.add_argument("--out", type=Path, default=builtin.folder())
     args = parser.parse_args(argv)
     record = release(args.run_dir, args.corpus_dir, args.command, args.out)
     print(json.dumps({k: record[k] for k in ("dtype", "val_loss_by_source", "val_loss_by_source_float32",

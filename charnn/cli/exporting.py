@@ -6,11 +6,12 @@ from pathlib import Path
 
 import typer
 
-from charnn import corpus, runs
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, app, handled
 from charnn.errors import CharnnError, UsageError
 from charnn.export import FORMATS, export
-from charnn.runconfig import RunConfig
+from charnn.run import runs
+from charnn.run.config import RunConfig
+from charnn.text import corpus
 
 CHECK_CHARS = 2000  # characters of the run's corpus read for the ONNX check (it steps through the first 300)
 

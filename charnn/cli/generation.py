@@ -13,7 +13,7 @@ import typer
 from charnn import api
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, handled, paths_for, set_threads
 from charnn.errors import UsageError
-from charnn.originality import MIN_COPY, Report
+from charnn.run.originality import MIN_COPY, Report
 from charnn.sample import ItemsConfig, SampleConfig, generate
 from charnn.sample.choices import ChoicesConfig
 from charnn.sample.engine import Generation, voice_of
@@ -225,7 +225,7 @@ def repl_cmd(
     corpora_dir: Path = CORPORA_DIR,
 ) -> None:
     """Interactive prompt: type text, the model continues it. :help lists commands."""
-    from charnn.repl import Repl
+    from charnn.write.repl import Repl
 
     choices_cfg = ChoicesConfig(k=choices)
     if problems := choices_cfg.validate():
@@ -244,7 +244,7 @@ def repl_cmd(
     cfg.check()
     voice_of(model.model, voice)  # a bad voice is one line before the prompt
     if choose:
-        from charnn.chooser import Chooser
+        from charnn.write.chooser import Chooser
 
         Chooser(model.model, model.tokenizer, model.run_dir, cfg, choices_cfg).loop()
         return

@@ -9,14 +9,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import typer
 
-from charnn import api, base, checkpoint, corpus
+from charnn import api
 from charnn.errors import CharnnError
-from charnn.runs import resolve
+from charnn.run import builtin, checkpoint
+from charnn.run.runs import resolve
+from charnn.text import corpus
 
 if TYPE_CHECKING:
-    from charnn.model import CharRNN
+    from charnn.model.network import CharRNN
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, handled, paths_for
-from charnn.originality import MIN_COPY
+from charnn.run.originality import MIN_COPY
 
 
 @app.command("eval")
@@ -65,8 +67,7 @@ def plot_cmd(
     checkpoints_dir: Path = CKPT_DIR,
 ) -> None:
     """Train and validation loss curves of one or more runs (a run still training works too)."""
-    from charnn import plot
-
+    from charnn.insight import plot
     run_dirs = [resolve(r, checkpoints_dir) for r in runs] if runs else [resolve(None, checkpoints_dir)]
     if out is not None and not terminal:
         plot.check_out(out)
@@ -102,8 +103,7 @@ def inspect_cmd(
     corpora_dir: Path = CORPORA_DIR,
 ) -> None:
     """A page showing what the model does on a text: neurons, surprise, and how far gradients reach."""
-    from charnn import inspector
-
+    from charnn.insight import inspector
     if (text is None) == (file is None):
         raise typer.BadParameter("give the text to read either as TEXT or with --file FILE (one of them)")
     cfg = inspector.InspectConfig(show=show, reach=reach)
@@ -114,7 +114,7 @@ def inspect_cmd(
     model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
     name = "inspect.json" if as_json else "inspect.html"
     # The built-in model's folder is inside the installed package: its page goes to the current folder.
-    target = out or (Path(f"base-{name}") if model.run_dir == base.folder() else model.run_dir / name)
+    target = out or (Path(f"base-{name}") if model.run_dir == builtin.folder() else model.run_dir / name)
     checkpoint.check_writable(target)
     if file is not None:
         text = corpus.resolve(file, corpora_dir).head(limit)
@@ -139,8 +139,8 @@ def _starting_weights(model: api.CharModel) -> tuple[CharRNN | None, str]:
     fine-tuned run its parent's (grown to the run's vocabulary; None when the parent is no longer readable)."""
     import torch
 
-    from charnn import lineage
-    from charnn.model import CharRNN
+    from charnn.model.network import CharRNN
+    from charnn.run import lineage
 
     record = model.config.parent
     if record is not None:
@@ -184,8 +184,7 @@ def originality_cmd(
     for name, value in (("--samples", samples), ("--length", length), ("--min-copy", min_copy)):
         if value < 1:
             raise typer.BadParameter(f"{name} {value} must be at least 1")
-    from charnn import plot
-
+    from charnn.insight import plot
     if out is not None:
         plot.check_out(out)
     model = api.load_run(run, checkpoint_name, device, checkpoints_dir)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import typer
 
-from charnn import base, corpora, runs
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, app, handled
 from charnn.errors import CharnnError
+from charnn.run import builtin, runs
+from charnn.text import corpora
 
 
 @app.command("runs")
@@ -19,7 +20,7 @@ def runs_cmd(checkpoints_dir: Path = CKPT_DIR) -> None:
     """List runs: model, size, voices, steps, best validation loss, the run each was fine-tuned from, last change.
     The built-in model `base` comes first."""
     rows = []
-    folders = ([base.folder()] if base.installed() else []) + runs.find_runs(checkpoints_dir)
+    folders = ([builtin.folder()] if builtin.installed() else []) + runs.find_runs(checkpoints_dir)
     for run_dir in folders:
         try:
             s = runs.summarize(run_dir)
@@ -28,7 +29,7 @@ def runs_cmd(checkpoints_dir: Path = CKPT_DIR) -> None:
             continue
         best = "-" if s.best_val is None else f"{s.best_val:.4f}"
         bpc = "-" if s.best_val is None else f"{s.best_val / 0.6931471805599453:.3f}"
-        built_in = run_dir == base.folder()
+        built_in = run_dir == builtin.folder()
         rows.append((s.name, f"{s.cell} {s.layers}x{s.hidden}", f"{s.parameters:,}", str(len(s.voices) or "-"),
                      str(s.steps), best, bpc,
                      "(built in)" if built_in else s.parent or "-",

@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 
 import typer
 
-from charnn import __version__, api, budget, distributed
+from charnn import __version__, api, distributed
 from charnn.errors import CharnnError
+from charnn.recipe import budget
 
 app = typer.Typer(
     help="Character-level RNN/LSTM/GRU text generation: train on any text, then sample or chat.",

@@ -9,7 +9,6 @@ from pathlib import Path
 import typer
 
 from charnn import api
-from charnn.cells import CELLS, HEADED
 from charnn.cli.root import (
     CKPT_DIR,
     CORPORA_DIR,
@@ -23,12 +22,13 @@ from charnn.cli.root import (
     paths_for,
     set_threads,
 )
-from charnn.lineage import Parent, check_architecture
-from charnn.model import ModelConfig
-from charnn.recipe import AMP_MIN_GAIN, FINE_TUNE, Request, configs, fine_tune_recipe
-from charnn.schedule import TIME_PATIENCE
-from charnn.train import TrainConfig, TrainResult
-from charnn.voices import check_names, from_records, parse_spec
+from charnn.model.cells import CELLS, HEADED
+from charnn.model.network import ModelConfig
+from charnn.model.voices import check_names, from_records, parse_spec
+from charnn.recipe.plan import AMP_MIN_GAIN, FINE_TUNE, Request, configs, fine_tune_recipe
+from charnn.run.config import TIME_PATIENCE, TrainConfig
+from charnn.run.lineage import Parent, check_architecture
+from charnn.train.loop import TrainResult
 
 # The defaults the help states are the configs' own (model.py, train.py), and fine-tuning's are recipe.FINE_TUNE's.
 M, T = ModelConfig, TrainConfig

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from charnn import names
 from charnn.errors import ExportError, UsageError, WriteError
 from charnn.export.exported import Exported
-from charnn.runs import LoadedRun
+from charnn.run import names
+from charnn.run.runs import LoadedRun
 
 FORMATS = ("onnx", "web", "safetensors")
 

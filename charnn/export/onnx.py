@@ -7,7 +7,7 @@ The graph computes exactly `model.Stepper.step` from the same folded weights (`f
     outputs  logits (B, V) float32, and the new state: h_out [, c_out, ...]     same shapes as the inputs
 
 B is a dynamic axis. Built with `onnx.helper` rather than traced: each cell writes its layer in plain ONNX
-operators (opset 17) beside its own step (`Cell.onnx_layer`, charnn/cells/; sLSTM's stabilised exponential
+operators (opset 17) beside its own step (`Cell.onnx_layer`, charnn/model/cells/; sLSTM's stabilised exponential
 gates included), this module the graph around them, and any runtime that reads ONNX runs it: onnxruntime,
 onnxruntime-web (the `web` export), others.
 """
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from charnn.cells import CELLS, HEADED
 from charnn.errors import ExportError
 from charnn.export.exported import Exported
-from charnn.model import ModelConfig, fold_for_inference, state_widths
+from charnn.model.cells import CELLS, HEADED
+from charnn.model.network import ModelConfig, fold_for_inference, state_widths
 
 OPSET = 17
 
@@ -92,7 +92,7 @@ def build(folded: dict[str, Tensor], config: ModelConfig) -> Any:
     for k in range(L):
         index = g.ints(f"layer_{k}", [k])
         old = {p: g.op("Squeeze", g.op("Gather", p, index, axis=0), g.ints("axis0", [0])) for p in parts}  # (B, ·)
-        new = cell.onnx_layer(g, folded, k, x, old, config.hidden, config.heads, voice)  # the cell's (charnn/cells/)
+        new = cell.onnx_layer(g, folded, k, x, old, config.hidden, config.heads, voice)  # the cell's (charnn/model/cells/)
         for p in parts:
             new_parts[p].append(g.op("Unsqueeze", new[p], g.ints("axis0", [0])))  # (1, B, ·)
         x = new["h"]

@@ -14,9 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from charnn import checkpoint
 from charnn.export.exported import Exported
-from charnn.runs import LoadedRun
+from charnn.run import checkpoint
+from charnn.run.runs import LoadedRun
 
 CARD_FILES = ("README.md", "LICENSE")
 

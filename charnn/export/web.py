@@ -17,10 +17,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from charnn import checkpoint
 from charnn import page as pages
 from charnn.export import onnx as onnx_export
 from charnn.export.exported import Exported
+from charnn.run import checkpoint
 
 ORT_VERSION = "1.30.0"
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm.gz", "LICENSE")

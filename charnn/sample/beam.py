@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from charnn.errors import UsageError
-from charnn.model import CharRNN, Stepper, pack_state, unpack_state
+from charnn.model.network import CharRNN, Stepper, pack_state, unpack_state
 from charnn.sample.engine import FUSED_MAX_BATCH, encode_prime, voice_of
-from charnn.tokenizer import CharTokenizer
+from charnn.text.tokenizer import CharTokenizer
 
 MAX_WIDTH = 64
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from charnn.model import CharRNN, State, pack_state, unpack_state
-from charnn.tokenizer import CharTokenizer
+from charnn.model.network import CharRNN, State, pack_state, unpack_state
+from charnn.text.tokenizer import CharTokenizer
 
 INNER = "'’-"  # word characters only between two others ("don't", "well-known")
 LEAD = " \t\n"  # whitespace a word may start with

@@ -17,12 +17,12 @@ import torch
 from torch import Tensor
 
 from charnn.errors import GenerationError, TokenizerError, UsageError
-from charnn.model import CharRNN, State, Stepper, pack_state, unpack_state
+from charnn.model.network import CharRNN, State, Stepper, pack_state, unpack_state
+from charnn.model.voices import as_blend, weights
 from charnn.sample.draw import Settings, sample_rows
 from charnn.sample.logprobs import MAX_TOP_LOGPROBS, Logprob, score_rows
 from charnn.sample.races import Races
-from charnn.tokenizer import CharTokenizer
-from charnn.voices import as_blend, weights
+from charnn.text.tokenizer import CharTokenizer
 
 FUSED_MAX_BATCH = 64  # rows up to which the CPU step runs through Stepper (RESULTS.md: as fast or faster to 64)
 STEPPED_PRIME_MAX = 8  # primes up to this long run through the Stepper on CPU (see Engine._prime)

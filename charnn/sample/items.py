@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from charnn.errors import UsageError
-from charnn.model import CharRNN
+from charnn.model.network import CharRNN
 from charnn.sample.engine import SampleConfig, generate
-from charnn.tokenizer import CharTokenizer
+from charnn.text.tokenizer import CharTokenizer
 
 ATTEMPTS_PER_ITEM = 20
 MIN_ATTEMPTS = 100

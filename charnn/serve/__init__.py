@@ -20,9 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from charnn import api, names
+from charnn import api
 from charnn.errors import UsageError
-from charnn.runs import resolve
+from charnn.run import names
+from charnn.run.runs import resolve
 from charnn.serve.access import ServeConfig, Served
 from charnn.serve.app import create_app
 from charnn.serve.batcher import Batcher

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from charnn.model import CharRNN
+from charnn.model.network import CharRNN
 from charnn.sample import Engine, Group, SampleConfig
 from charnn.serve.worker import Worker
-from charnn.tokenizer import CharTokenizer
+from charnn.text.tokenizer import CharTokenizer
 
 MAX_RESTARTS = 3
 

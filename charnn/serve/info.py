@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from charnn import checkpoint
 from charnn import page as pages
 from charnn.api import CharModel
 from charnn.errors import CharnnError
+from charnn.run import checkpoint
 from charnn.serve.access import authorized, check_voice, pick, served_of
 from charnn.serve.protocol import ALWAYS, GENERATING, ApiError, ScoreRequest, responses_for
 from charnn.serve.replies import Health, ModelList, Score

@@ -1,0 +1,108 @@
+"""A new run's size under `--time`: probe this machine once, let the recipe choose what the user left open, and
+check the result fits (the budget, the memory, the device's precision) before anything is trained.
+
+session.py calls `sized` for every new run (without a budget it only checks); probe.py measures, recipe.py
+chooses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from charnn.device import AMP_DEVICES, bf16_native, tune_cpu_allocator
+from charnn.distributed import Launch, ProcessGroup
+from charnn.errors import DeviceError, refuse
+from charnn.model.network import CharRNN, ModelConfig, amp_dtype
+from charnn.recipe import footprint
+from charnn.recipe.budget import Budget
+from charnn.recipe.plan import BATCHES, FINE_TUNE, Recipe, amp_gain, announcement, apply, as_probe_speed, pick_amp, plan
+from charnn.recipe.probe import PROBE, measure_eval_speed, measure_scale, measure_speeds, steady_speeds
+from charnn.run.config import TrainConfig
+from charnn.run.corpus import Prepared, check_fits
+
+
+def sized(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: torch.device, auto_fields: frozenset[str],
+           announce: Callable[[str], None] | None, launch: Launch, clock: Budget | None, group: ProcessGroup,
+           fine_tune: bool) -> tuple[ModelConfig, TrainConfig, Recipe | None]:
+    """The configs a new run trains with: with a budget, the recipe's choices (rank 0 probes, every rank gets
+    them) for the fields the user left unset; then the checks that need the final sizes."""
+    recipe = None
+    if clock is not None:
+        clock.mark("startup")
+    if auto_fields and clock is not None:
+        recipe = group.broadcast(_plan(prepared, model_cfg, cfg, dev, auto_fields, announce, launch, clock,
+                                       fine_tune=fine_tune) if group.is_writer else None)
+        model_cfg, cfg = apply(recipe, auto_fields, model_cfg, cfg)
+        launch.check_batch(cfg.batch_size)
+        clock.mark("probe")
+    if clock is not None and group.is_writer:
+        clock.check(reserve=cfg.eval_pass_estimate)
+    footprint.check_fits(model_cfg, cfg.batch_size, cfg.seq_len, dev)  # with the vocabulary and the recipe's sizes
+    if cfg.amp and dev.type == "cuda":
+        _check_amp_kernel(model_cfg.cell, dev)
+    return model_cfg, cfg, recipe
+
+
+def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: torch.device,
+          auto_fields: frozenset[str], announce: Callable[[str], None] | None, launch: Launch, clock: Budget,
+          fine_tune: bool = False) -> Recipe:
+    """Probe this machine once (rank 0) and choose the model for what is left of the budget; announce the choice.
+    A fine-tune keeps its parent's model: the recipe picks the schedule for it at fine-tuning's rate.
+
+    bf16 is probed only where it can win (`device.bf16_native`): an emulating CPU would spend a minute
+    measuring what it cannot use."""
+    if dev.type == "cpu":
+        tune_cpu_allocator()  # as training will: the probe must see the same speed
+    # A fine-tune keeps fine-tuning's batch (RECIPES.md: 32 and 64 within noise) and times only that one.
+    batches = BATCHES if "batch_size" in auto_fields and not fine_tune else (cfg.batch_size,)
+    may_amp = "amp" in auto_fields and dev.type in AMP_DEVICES and bf16_native(dev)
+    amps = (False, True) if may_amp else (cfg.amp,)
+    # A short budget gets a shorter probe (fewer timed steps, noisier readings): under 3 minutes every
+    # second of timing is a second less of training (a full probe is ~10 s of a 60 s run on 2 cores).
+    short = clock.total < 180
+    # A fine-tune's model is its parent's: time that one. Whether bf16 pays depends on the size (on 2 Zen 4 cores
+    # the 2x256 probe gained 1.04-1.20x, near AMP_MIN_GAIN, while the base's 3x512 trains ~1.35x as many steps a
+    # minute in bf16: RECIPES.md, fine-tuning from the base); its speed is then read as the probe model's.
+    size = (model_cfg.layers, model_cfg.hidden, model_cfg.embed) if fine_tune else PROBE
+    measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, cfg.seq_len, amps=amps,
+                              steps=(2 if fine_tune else 4) if short else 7, size=size)
+    measured = {k: as_probe_speed(v, model_cfg.cell, size, model_cfg.vocab_size) for k, v in measured.items()}
+    gain = amp_gain(measured)
+    amp = pick_amp(measured) if len(amps) > 1 else cfg.amp
+    speeds = {b: v for (b, a), v in measured.items() if a == amp}
+    # Evaluation is sharded over the processes too (and always runs in fp32).
+    eval_speed = measure_eval_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.seq_len) * launch.world_size
+    # How a bigger model's speed falls off here, and the probe read again; where the user set the whole size,
+    # the recipe needs no sizing.
+    scale, again = None, None
+    if auto_fields & {"layers", "hidden", "embed"}:
+        scale, again = measure_scale(dev, model_cfg.vocab_size, model_cfg.cell, max(speeds), amp, cfg.seq_len,
+                                     steps=3 if short else 5)
+    # Every process trains its share at about the probe's speed: the job sees world_size times as much.
+    speeds = {b: v * launch.world_size for b, v in steady_speeds(speeds, again).items()}
+    sizes = [(model_cfg.layers, model_cfg.hidden, model_cfg.embed)] if fine_tune else None
+    recipe = plan(clock.left(), len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell,
+                  len(prepared.val_ids), eval_speed, amp, scale, sizes)
+    if fine_tune:
+        recipe = replace(recipe, lr=FINE_TUNE.lr, warmup=FINE_TUNE.warmup, dropout=model_cfg.dropout)
+    recipe.probe_amp_gain = None if gain is None else round(gain, 3)  # stored: why this run chose its precision
+    recipe.probe_second_reading = None if again is None else round(again * launch.world_size)
+    chosen_model, chosen_cfg = apply(recipe, auto_fields, model_cfg, cfg)
+    refuse(chosen_model.validate() + chosen_cfg.validate())
+    check_fits(prepared.corpus.chars, chosen_cfg)
+    if announce:
+        announce(announcement(recipe, auto_fields, chosen_model, chosen_cfg, launch.world_size))
+    return recipe
+
+
+def _check_amp_kernel(cell: str, dev: torch.device) -> None:
+    """Autocast asks for bf16; a cuDNN build that ran the recurrent kernel in fp16 instead would need a gradient
+    scaler, which charnn does not keep: refuse it before anything is written."""
+    tiny = CharRNN(ModelConfig(vocab_size=2, cell=cell, layers=1, hidden=8, embed=8, heads=1)).to(dev)
+    ran = amp_dtype(tiny, dev)
+    if ran == torch.float16:
+        raise DeviceError(f"--amp: this GPU's recurrent kernel runs in float16 under autocast (not bf16), which needs "
+                          f"a gradient scaler charnn does not use — train with --no-amp on {dev}")
