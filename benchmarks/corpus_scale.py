@@ -36,7 +36,7 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, {root!r})
 import torch
 from pathlib import Path
-from charnn.text import corpus, streams as data
+from charnn.text import corpus, streams
 task, path, cache = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 base = rss()
@@ -44,7 +44,7 @@ out = {{"base": base}}
 if task == "prepare":
     t0 = time.perf_counter()
     c = corpus.resolve(str(path), cache)
-    enc = data.prepare(c.chunks, c.fingerprint, cache / ".cache")  # where training looks for it
+    enc = streams.prepare(c.chunks, c.fingerprint, cache / ".cache")  # where training looks for it
     out.update(seconds=time.perf_counter() - t0, chars=int(len(enc.ids)), peak=rss())
 elif task == "hf-encode":
     text = path.read_text(encoding="utf-8")

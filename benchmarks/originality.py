@@ -33,13 +33,13 @@ CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from charnn.text import corpus, streams as data
+from charnn.text import corpus, streams
 from charnn.run.originality import Index
 path, cache = Path(sys.argv[1]), Path(sys.argv[2])
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 c = corpus.resolve(str(path), cache)
-enc = data.prepare(c.chunks, c.fingerprint, cache / ".cache")
-train, _ = data.split(enc.ids, 0.1)
+enc = streams.prepare(c.chunks, c.fingerprint, cache / ".cache")
+train, _ = streams.split(enc.ids, 0.1)
 before = rss()
 t0 = time.perf_counter()
 index = Index.open(train, enc.stem, lambda: c.file_starts() if len(c.files) > 1 else [(c.files[0].name, 0)], None)
@@ -131,15 +131,15 @@ def heldout_coverage(run: str, work: Path) -> dict[int, float]:
     from charnn import api
     from charnn.run.config import RunConfig
     from charnn.run.corpus import corpus_of_run
-    from charnn.text import streams as data
+    from charnn.text import streams
 
     model = api.load_run(run, device="cpu")
     paths = api.Paths(Path(run).parent, work / "corpora")
     index = model.originality_index(paths)
     config = RunConfig.from_json(model.config, model.run_dir)
     source = corpus_of_run(config, model.run_dir, paths)
-    encoded = data.prepare(source.chunks, source.fingerprint, paths.cache)
-    val = np.asarray(data.split(encoded.ids, config.train.val_frac)[1][:20_000])
+    encoded = streams.prepare(source.chunks, source.fingerprint, paths.cache)
+    val = np.asarray(streams.split(encoded.ids, config.train.val_frac)[1][:20_000])
     lengths, _ = index.matches(val)
     result = {}
     for k in KS:

@@ -39,7 +39,7 @@ def main() -> int:
     from charnn import api
     from charnn.model.evaluation import evaluate
     from charnn.run import checkpoint
-    from charnn.text import streams as data
+    from charnn.text import streams
 
     work = Path(tempfile.mkdtemp(prefix="charnn-quality-"))
     ckpts = args.keep or work / "checkpoints"
@@ -55,8 +55,8 @@ def main() -> int:
     config = json.loads((run_dir / "config.json").read_text())
     model = api.load_run(str(run_dir), "best", "cpu")
     # The validation split exactly as training cut it: the last val_frac of the encoded corpus.
-    encoded = data.prepare(lambda: [args.corpus.read_text(encoding="utf-8")], "quality", work / "cache")
-    _, val_ids = data.split(encoded.ids, config["train"]["val_frac"])
+    encoded = streams.prepare(lambda: [args.corpus.read_text(encoding="utf-8")], "quality", work / "cache")
+    _, val_ids = streams.split(encoded.ids, config["train"]["val_frac"])
     t = config["train"]
     val = evaluate(model.model, val_ids, t["seq_len"], model.device)
     last = metrics[-1]

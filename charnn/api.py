@@ -42,8 +42,7 @@ from charnn.sample.beam import BeamConfig, Beams, beam_search
 from charnn.sample.engine import voice_of
 from charnn.sample.items import beam_items
 from charnn.sample.items import check as check_items
-from charnn.text import corpus
-from charnn.text import streams as data
+from charnn.text import corpus, streams
 from charnn.train.session import default_run_name, resume_training, start_training
 
 __all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_CORPORA", "CharModel", "CopyRate", "CorpusOptions", "Parent", "Paths", "Prepared",
@@ -210,7 +209,7 @@ class CharModel:
         voice_of(self.model, voice)  # a bad voice is refused before the file is read
         paths = paths or Paths()
         source = corpus.resolve(path, paths.corpora)
-        encoded = data.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer=self.tokenizer)
+        encoded = streams.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer=self.tokenizer)
         return self._scored(encoded.ids, encoded.unknown, voice=voice)
 
 

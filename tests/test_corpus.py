@@ -130,15 +130,15 @@ def test_compressed_files_give_the_same_ids_as_plain(tmp_path: Path, suffix: str
     import gzip
     import lzma
 
-    from charnn.text import streams as data
+    from charnn.text import streams
     text = ("To be, or not to be: that is the question. é😀\n" * 300).encode()
     (tmp_path / "plain.txt").write_bytes(text)
     packed = tmp_path / f"packed.txt{suffix}"
     packed.write_bytes({".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[suffix](text))
     plain, comp = corpus.resolve(str(tmp_path / "plain.txt"), tmp_path), corpus.resolve(str(packed), tmp_path)
     assert comp.fingerprint == plain.fingerprint and comp.size == len(text)  # the text's digest, not the archive's
-    a = data.prepare(plain.chunks, "plain", tmp_path / "cache")
-    b = data.prepare(comp.chunks, "packed", tmp_path / "cache")
+    a = streams.prepare(plain.chunks, "plain", tmp_path / "cache")
+    b = streams.prepare(comp.chunks, "packed", tmp_path / "cache")
     assert a.tokenizer.chars == b.tokenizer.chars and (a.ids[:] == b.ids[:]).all()
     (tmp_path / "broken.gz").write_bytes(b"\x1f\x8b\x08 not gzip")
     with pytest.raises(CorpusError, match=r"corpus file '.*broken\.gz' cannot be read"):

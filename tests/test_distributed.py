@@ -20,8 +20,7 @@ import torch
 from charnn import api, distributed
 from charnn.errors import RunError, UsageError
 from charnn.model.network import CharRNN
-from charnn.run import checkpoint
-from charnn.run import lock as runlock
+from charnn.run import checkpoint, lock
 from charnn.text.streams import Streams
 from tests.conftest import free_port, tiny_model, tiny_train, train_run, wait_for_records
 
@@ -295,7 +294,7 @@ def test_join_frees_the_ddp_wrapper_before_the_process_can_exit(monkeypatch: pyt
 
 def test_a_run_being_trained_is_locked(words_file: Path) -> None:
     run_dir = train_run(words_file, name="r", max_steps=10, eval_every=5)
-    with runlock.locked(run_dir):
+    with lock.locked(run_dir):
         for attempt in (
             lambda: api.resume_training("r", max_steps=20, device="cpu", show_progress=False),
             lambda: api.start_training(str(words_file), tiny_model(), tiny_train(), name="r", overwrite=True,

@@ -30,7 +30,7 @@ from charnn.run.config import TIME_PATIENCE, TrainConfig
 from charnn.run.lineage import Parent, check_architecture
 from charnn.train.loop import TrainResult
 
-# The defaults the help states are the configs' own (model.py, train.py), and fine-tuning's are recipe.FINE_TUNE's.
+# The defaults the help states are the configs' own (model/network.py, run/config.py), and fine-tuning's are recipe.FINE_TUNE's.
 M, T = ModelConfig, TrainConfig
 
 

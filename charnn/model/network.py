@@ -33,7 +33,7 @@ State = tuple[Tensor, ...]
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network's shape: `charnn train`'s defaults (a `--time` budget sizes it, recipe.py; a fine-tune takes
+    """The network's shape: `charnn train`'s defaults (a `--time` budget sizes it, recipe/plan.py; a fine-tune takes
     its parent's). Frozen: a change is a new config (`dataclasses.replace`)."""
 
     vocab_size: int

@@ -3,7 +3,7 @@
 A voiced model has a voice table (`CharRNN.voice_table`, (K+1, E)): row 0 is "no voice", row k the k-th voice
 of `ModelConfig.voices`. A voice (or a blend) is a vector in the character embedding's space, added to
 every character's embedding, so it enters each step once, through the model's input, whatever the cell.
-While generating, the vector rides in the state as its last part (model.py), so everything that moves rows
+While generating, the vector rides in the state as its last part (model/network.py), so everything that moves rows
 (batches, beam search, the server) carries a row's voice without knowing about it.
 
 Here: the names (`parse_spec`, `check_names`), blends (`parse_blend`, `weights`, `describe`), voices read from

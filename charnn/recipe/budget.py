@@ -3,7 +3,7 @@
 The clock starts when the process did (Linux: from /proc, so interpreter start-up and imports
 count; elsewhere when this module was imported). Start-up, corpus preparation and the probe are
 taken off T: the training loop sets its budget from the deadline as it starts and keeps back the
-time of the final validation pass and save (train.py), so the command ends close to T. `Budget.record()` is what config.json
+time of the final validation pass and save (train/loop.py), so the command ends close to T. `Budget.record()` is what config.json
 stores under "time": how the seconds were spent.
 """
 
@@ -61,7 +61,7 @@ class Budget:
 
     def check(self, option: str = "--time", reserve: float = 0.0) -> None:
         """Refuse a budget that leaves almost nothing for training once `reserve` (the final pass) is kept back.
-        The loop itself takes its budget from the deadline (`started + total`) as it starts (train.py)."""
+        The loop itself takes its budget from the deadline (`started + total`) as it starts (train/loop.py)."""
         left = self.left()
         if left - reserve < MIN_TRAINING_SHARE * self.total:
             spent = self.spent()

@@ -1,6 +1,6 @@
 """The probe: this machine's training and scoring speed, measured with a few timed steps of small models.
 
-The `--time` recipe (recipe.py) decides from these readings; this module only measures. A shared
+The `--time` recipe (recipe/plan.py) decides from these readings; this module only measures. A shared
 machine is noisy and noise only ever slows a step down, so every reading is a median of steps timed
 one by one, things compared are timed in turns, and the probe's speed is read twice, seconds apart,
 keeping the faster reading (`steady_speeds`).
@@ -61,7 +61,7 @@ def _time_trials(device: torch.device, vocab: int, cell: str, trials: list[Trial
         size, batch, amp = trial
         model, (ids, state) = models[size], inputs[(size, batch)]
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):  # as train.py's step
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):  # as train/loop.py's step
             logits, _ = model(ids[:, :-1], state)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
         opts[size].zero_grad()

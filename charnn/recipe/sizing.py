@@ -1,7 +1,7 @@
 """A new run's size under `--time`: probe this machine once, let the recipe choose what the user left open, and
 check the result fits (the budget, the memory, the device's precision) before anything is trained.
 
-session.py calls `sized` for every new run (without a budget it only checks); probe.py measures, recipe.py
+session.py calls `sized` for every new run (without a budget it only checks); probe.py measures, recipe/plan.py
 chooses.
 """
 

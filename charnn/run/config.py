@@ -34,7 +34,7 @@ def tensorboard_missing() -> str | None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How a run trains: `charnn train`'s defaults (a `--time` budget chooses some of them, recipe.py; fine-tuning's
+    """How a run trains: `charnn train`'s defaults (a `--time` budget chooses some of them, recipe/plan.py; fine-tuning's
     are recipe.FINE_TUNE's overrides of these). Frozen: limits that change (`--resume`, the budget's deadline) make a
     new config with `dataclasses.replace`, so no caller's config changes under it."""
 

@@ -19,8 +19,7 @@ from charnn.distributed import ProcessGroup
 from charnn.errors import CorpusError, RunError, UsageError
 from charnn.run.config import RunConfig, TrainConfig
 from charnn.run.originality import Index
-from charnn.text import corpus
-from charnn.text import streams as data
+from charnn.text import corpus, streams
 from charnn.text.tokenizer import CharTokenizer
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
@@ -42,7 +41,7 @@ class Prepared:
     """A corpus resolved, encoded and split, ready to train on."""
 
     corpus: corpus.Corpus
-    encoded: data.EncodedCorpus
+    encoded: streams.EncodedCorpus
     train_ids: Any
     val_ids: Any
     labels: tuple[np.ndarray, np.ndarray] | None = None  # a voiced run's: the voice of each train and val character
@@ -52,7 +51,7 @@ class Prepared:
 def check_fits(chars: int, cfg: TrainConfig) -> None:
     """Fail before any work when the corpus is too short for the chosen layout."""
     n_val = int(chars * cfg.val_frac)
-    data.Streams.check_fits(chars - n_val, cfg.batch_size, cfg.seq_len, "training")
+    streams.Streams.check_fits(chars - n_val, cfg.batch_size, cfg.seq_len, "training")
     if n_val < 2:
         raise UsageError(f"the validation split has {n_val} characters (--val-frac {cfg.val_frac}) — "
                          "raise --val-frac or give more text (it needs at least 2)")
@@ -68,7 +67,7 @@ def prepare_corpus(source: corpus.Corpus, cfg: TrainConfig, paths: Paths, group:
     """
     check_fits(source.chars, cfg)
     encoded = _encoded(source, paths, group, tokenizer)
-    train_ids, val_ids = data.split(encoded.ids, cfg.val_frac)
+    train_ids, val_ids = streams.split(encoded.ids, cfg.val_frac)
     return Prepared(source, encoded, train_ids, val_ids)
 
 
@@ -88,7 +87,7 @@ def prepare_voices(sources: Sequence[corpus.Corpus], whole: corpus.Corpus, voice
             raise UsageError(f"voice '{name}' has {source.chars:,} characters: too few to keep {cfg.val_frac:g} of it "
                              "for validation — give it more text (or raise --val-frac)")
         own = _encoded(source, paths, group, encoded.tokenizer)
-        train_ids, val_ids = data.split(own.ids, cfg.val_frac)
+        train_ids, val_ids = streams.split(own.ids, cfg.val_frac)
         trains.append(np.asarray(train_ids))
         vals.append(np.asarray(val_ids))
     chars = tuple(len(t) + len(v) for t, v in zip(trains, vals, strict=True))
@@ -101,14 +100,14 @@ def prepare_voices(sources: Sequence[corpus.Corpus], whole: corpus.Corpus, voice
 
 
 def _encoded(source: corpus.Corpus, paths: Paths, group: ProcessGroup | None,
-             tokenizer: CharTokenizer | None) -> data.EncodedCorpus:
+             tokenizer: CharTokenizer | None) -> streams.EncodedCorpus:
     """`source` in `tokenizer`'s ids, written to the cache by one process per machine (as `prepare_corpus`)."""
     group = group or ProcessGroup.solo()
     if group.launch.local_rank == 0:
-        encoded = data.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer)
+        encoded = streams.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer)
     group.barrier()
     if group.launch.local_rank != 0:
-        encoded = data.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer)
+        encoded = streams.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer)
     return encoded
 
 
@@ -184,7 +183,7 @@ def _split_of_run(run_dir: Path, run_config: RunConfig, tokenizer: CharTokenizer
     source, encoded, val_frac = _encoded_of_run(run_dir, run_config, tokenizer, paths, moved_to, why)
     assert encoded.stem is not None  # `_encoded_of_run` checked
     if not run_config.voices:
-        train_ids, val_ids = data.split(encoded.ids, val_frac)
+        train_ids, val_ids = streams.split(encoded.ids, val_frac)
         return _Split(np.asarray(train_ids), np.asarray(val_ids), lambda: source.file_starts() if len(source.files) > 1
                       else [(source.files[0].name if source.files else "", 0)], encoded.stem)
     options = CorpusOptions.of(run_config.corpus)
@@ -199,7 +198,7 @@ def _split_of_run(run_dir: Path, run_config: RunConfig, tokenizer: CharTokenizer
 
 
 def _encoded_of_run(run_dir: Path, run_config: RunConfig, tokenizer: CharTokenizer, paths: Paths,
-                    moved_to: Sequence[str], why: str) -> tuple[corpus.Corpus, data.EncodedCorpus, float]:
+                    moved_to: Sequence[str], why: str) -> tuple[corpus.Corpus, streams.EncodedCorpus, float]:
     """The corpus a run trained on, encoded as the run encoded it, and its validation share; `why` names the
     feature that needs it (for the message when it cannot be read)."""
     try:
@@ -208,7 +207,7 @@ def _encoded_of_run(run_dir: Path, run_config: RunConfig, tokenizer: CharTokeniz
         raise CorpusError(f"{why} needs the text '{run_dir.name}' was trained on ({' '.join(run_config.sources)}) "
                           f"and it cannot be read here ({e}) — give it with --corpus PATH (checked against the run's "
                           "fingerprint)") from None
-    encoded = data.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer if run_config.parent else None)
+    encoded = streams.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer if run_config.parent else None)
     if encoded.tokenizer.chars != tokenizer.chars or encoded.stem is None:
         raise RunError(f"run '{run_dir.name}' has a different vocabulary than its corpus — the run is damaged")
     return source, encoded, run_config.train.val_frac

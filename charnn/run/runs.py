@@ -1,6 +1,6 @@
 """The runs on disk: finding one by name (or `base`, or the newest), listing them, and loading one's model and
 vocabulary for sampling, evaluation, serving or export. The files are checkpoint.py's; what config.json says is
-runconfig.py's.
+run/config.py's.
 """
 
 from __future__ import annotations

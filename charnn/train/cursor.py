@@ -1,6 +1,6 @@
 """Where training is in its text: the stream cursor of the truncated-BPTT loop.
 
-Each step reads the next window of every stream (data.py's `Streams`: this rank's block of the B streams)
+Each step reads the next window of every stream (text/streams.py's `Streams`: this rank's block of the B streams)
 and carries the streams' hidden state from the window before (this rank's rows, (L, b, ·) per part). At the
 end of a pass over the training split the epoch turns: the window index restarts, the state resets to
 zeros, and (with `--epoch-offset`) the streams start at another place in the text, the same on every rank

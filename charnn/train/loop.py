@@ -1,4 +1,4 @@
-"""Training: `TrainConfig` and the truncated-BPTT loop.
+"""Training: the truncated-BPTT loop (its `TrainConfig` is run/config.py's, beside the record that keeps it).
 
 AdamW; linear warm-up then cosine decay to 10% of the peak rate, following the
 fraction of the run that is done (steps, epochs or wall-clock budget, whichever

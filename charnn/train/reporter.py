@@ -4,7 +4,7 @@ Every validation pass makes one record (`metrics.jsonl`'s layout: step, epoch, t
 validation loss, lr, tokens/s, and `val_voices` in a voiced run). The `Reporter` hands it to each observer:
 the metrics file and TensorBoard (rank 0 only), the printed line (when progress is shown). Between passes it
 keeps the bar (thousandths of the run, so its ETA works for step, epoch and time limits alike) and the
-tokens/s measurement. The loop (train.py) only makes records; it never writes or prints them itself.
+tokens/s measurement. The loop (train/loop.py) only makes records; it never writes or prints them itself.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from the seed) or, given a `Parent`, the parent's model with its vocabulary grow
 lineage.py); `resume_training` continues a run from `latest.pt`. Each checks everything it can
 before it writes anything, then the processes join (torchrun), the corpus is encoded into the
 cache, the `--time` recipe may choose what the user left open, and the loop runs under the run's
-lock (train.py). config.json is a `RunConfig` (runconfig.py); the corpus of a run is runcorpus.py's.
+lock (train/loop.py). config.json is a `RunConfig` (run/config.py); the corpus of a run is run/corpus.py's.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ from charnn.recipe import footprint
 from charnn.recipe.budget import Budget
 from charnn.recipe.plan import record
 from charnn.recipe.sizing import sized
-from charnn.run import builtin, checkpoint, lineage, names, runs
-from charnn.run import lock as runlock
+from charnn.run import builtin, checkpoint, lineage, lock, names, runs
 from charnn.run.config import RunConfig, TrainConfig
 from charnn.run.corpus import (
     CorpusOptions,
@@ -145,7 +144,7 @@ def _new_run_dir(paths: Paths, name: str | None, specs: list[str], launch: Launc
     run_dir = paths.checkpoints / (name or _agreed_name(specs[0] if specs else "run", launch))
     checkpoint.check_new(run_dir, overwrite)
     if run_dir.is_dir():
-        runlock.check_unlocked(run_dir)
+        lock.check_unlocked(run_dir)
     if parent is not None and run_dir.resolve() == parent.path.resolve():
         raise UsageError(f"--name '{run_dir.name}' is the parent run itself — fine-tuning writes a new run; "
                          "give another --name")
@@ -174,7 +173,7 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
         raise UsageError(f"'{shown}' is a model folder (exported weights, no training state) — it cannot be resumed; "
                          f"fine-tune from it instead: charnn train CORPUS --from {shown}")
     if launch.is_writer:
-        runlock.check_unlocked(run_dir)  # at once, before the corpus work
+        lock.check_unlocked(run_dir)  # at once, before the corpus work
     config = RunConfig.load(run_dir)
     latest = run_dir / checkpoint.LATEST
     payload = checkpoint.load_tensors(latest) if latest.exists() else None
@@ -307,7 +306,7 @@ def _writer_lock(run_dir: Path, group: ProcessGroup, make: bool = False) -> Iter
         return
     if make:
         checkpoint.make_dir(run_dir)
-    with runlock.locked(run_dir):
+    with lock.locked(run_dir):
         yield
 
 

@@ -1,7 +1,7 @@
 """One training update: forward a window, backward, clip the gradients' norm, step AdamW and the weight
 average, or skip the step when the gradients are not finite.
 
-The loop (train.py) owns where the window comes from and what a skip means for the run; this owns the
+The loop (train/loop.py) owns where the window comes from and what a skip means for the run; this owns the
 arithmetic of one step. Under torchrun `net` is the DistributedDataParallel wrapper, so backward averages
 the gradients over the ranks and the clipped norm (and so the skip) is the same on every rank.
 """

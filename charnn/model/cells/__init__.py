@@ -4,7 +4,7 @@ GRU with a written-out backward for CPU training), slstm and mlstm (xLSTM's two,
 Each module provides its stack and a `Cell` (spec.py): state parts and widths, its one-character step on the
 folded weights (and how they fold, where it differs from the gated cells'), the same step as an ONNX layer
 (written against graph.py's `Graph`, so nothing here imports onnx), cost, memory, what `inspect` shows.
-model.py composes a model from one; the rest of charnn asks `CELLS[name]`. Adding a cell is a module here
+model/network.py composes a model from one; the rest of charnn asks `CELLS[name]`. Adding a cell is a module here
 with its `CELL`, added to `CELLS`, plus its tests.
 """
 
