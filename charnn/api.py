@@ -159,6 +159,8 @@ class CharModel:
     def _scored(self, ids: Any, unknown: dict[str, int], between: Callable[[], None] | None = None,
                 voice: str | Mapping[str, float] | None = None) -> Score:
         vector = voice_of(self.model, voice)
+        if len(ids) < 2 and unknown:  # evaluate's "at least 2 characters" would blame the length, not the alphabet
+            raise UsageError(unscorable(len(ids), unknown))
         nats = evaluate(self.model, ids, self.config.train.seq_len, self.device, between=between, voice=vector)
         return Score(nats, len(ids), unknown)
 
@@ -211,6 +213,17 @@ class CharModel:
         source = corpus.resolve(path, paths.corpora)
         encoded = streams.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer=self.tokenizer)
         return self._scored(encoded.ids, encoded.unknown, voice=voice)
+
+
+def unscorable(known: int, unknown: dict[str, int]) -> str:
+    """Why a text with characters the model never saw leaves too little to score, naming a few of them."""
+    shown = ", ".join(repr(ch) for ch, _ in sorted(unknown.items(), key=lambda kv: -kv[1])[:8])
+    more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+    if known == 0:
+        return (f"no character of this text is in the model's vocabulary ({shown}{more}) — score text written "
+                "in the alphabet the model was trained on")
+    return (f"only {known} of this text's characters are in the model's vocabulary (it never saw {shown}{more}) — "
+            "give at least 2 characters it knows")
 
 
 def load_run(run: str | None = None, checkpoint_name: str = "best", device: str = "auto",

@@ -10,13 +10,14 @@ returning each step's activations to the kernel.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import time
 
 import torch
 
 from charnn import capability
-from charnn.errors import DeviceError
+from charnn.errors import DeviceError, UsageError
 
 AMP_DEVICES = ("cuda", "cpu")  # where `--amp` autocasts; MPS's bf16 support varies by macOS version
 
@@ -100,3 +101,21 @@ def bf16_speed(hidden: int = 256, batch: int = 64, repeats: int = 3) -> float:
             if i:  # the first turn warms both up
                 times[amp].append(time.perf_counter() - start)
     return sorted(times[False])[repeats // 2] / sorted(times[True])[repeats // 2]
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: a container's or taskset's limit, not the host's)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else (os.cpu_count() or 1)
+
+
+def set_threads(threads: int) -> None:
+    """`--threads N`: PyTorch's CPU threads (0: PyTorch's default). More than the cores is refused: the extra
+    threads only wait for each other (9999 on 2 cores turned a 1-second run into minutes)."""
+    if threads < 0:
+        raise UsageError(f"--threads {threads} must be 0 or more (0: PyTorch's default)")
+    if threads > (n := cores()):
+        raise UsageError(f"--threads {threads} is more than this machine's {n} cores — use at most {n} "
+                         "(or 0 for PyTorch's default)")
+    if threads:
+        torch.set_num_threads(threads)

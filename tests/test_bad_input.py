@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,6 +179,22 @@ CASES: list[tuple[str, str, Callable[[Path], None] | None, int, str]] = [
     ("negative length", "sample r --length -5", None, 2, r"--length -5 must be 0 or more"),
     ("unknown checkpoint", "sample r --checkpoint oldest", None, 1, r"--checkpoint 'oldest' is unknown"),
     ("eval of a missing file", "eval r nope.txt", None, 1, r"corpus 'nope.txt' not found"),
+    ("eval of a text the model cannot read", "eval r u.txt", write("u.txt", "☃☃☃☃QQXX".encode()), 2,
+     r"no character of this text is in the model's vocabulary \('☃', 'Q', 'X'\) — score text written in the alphabet"),
+    ("eval of a text with one known character", "eval r u.txt", write("u.txt", "☃☃☃☃QQXa".encode()), 2,
+     r"only 1 of this text's characters are in the model's vocabulary \(it never saw '☃', 'Q', 'X'\)"),
+    # resources: threads, records, ports
+    ("more threads than cores", "train {good} --threads 9999", None, 2,
+     r"--threads 9999 is more than this machine's \d+ cores — use at most \d+ \(or 0 for PyTorch's default\)"),
+    ("negative threads", "sample r --threads -1", None, 2, r"--threads -1 must be 0 or more"),
+    ("records file without a kind", "train --voices-from /dev/zero --name x", None, 2,
+     r"--voices-from '/dev/zero': give a .jsonl file \(one JSON object a line\) or a .csv file"),
+    ("records with a line that is not UTF-8", "train --voices-from r.jsonl --name x", write("r.jsonl", b'{"text": "a\xff"}\n'),
+     2, r"--voices-from 'r.jsonl' line 1 is not UTF-8 text — save the file as UTF-8"),
+    ("a port that is not one", "serve r --port 70000", None, 2, r"--port 70000 is not a port number — give one from 1 to 65535"),
+    ("a host that is not an address", "serve r --host 999.1.1.1", None, 2,
+     r"--host '999.1.1.1' is not an address this machine can listen on .* give 127.0.0.1"),
+    ("a host of another machine", "serve r --host 192.0.2.1", None, 2, r"--host '192.0.2.1' is not an address of this machine"),
     # plot and inspect
     ("plot of a run with no evaluations", "plot r", remove_run_file("metrics.jsonl"), 2, r"run 'r' has no evaluations yet"),
     ("plot to a pdf", "plot r --out x.pdf", None, 2, r"--out 'x.pdf' must end in .png or .svg"),
@@ -193,18 +211,33 @@ CASES: list[tuple[str, str, Callable[[Path], None] | None, int, str]] = [
 ]
 
 
-def test_more_threads_than_cores_warns_once_and_trains(trained_template: Path, tmp_path: Path) -> None:
+def test_a_busy_port_is_one_line_before_anything_loads(trained_template: Path, tmp_path: Path) -> None:
     shutil.copytree(trained_template, tmp_path, dirs_exist_ok=True)
-    import torch
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        before = snapshot(tmp_path)
+        result = runner.invoke(app, ["serve", "r", "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: port {port} on 127.0.0.1 is in use — pass another --port, or stop the program that holds it"]
+    assert snapshot(tmp_path) == before
 
-    cores, threads = os.cpu_count() or 1, torch.get_num_threads()
-    try:
-        result = runner.invoke(app, ["train", "good.txt", *TINY.split(), "--name", "t", "--threads", str(cores + 3)])
-    finally:
-        torch.set_num_threads(threads)  # the command ran in this process: the next tests get their threads back
-    assert result.exit_code == 0, result.output
-    warnings = [line for line in result.output.splitlines() if "--threads" in line]
-    assert len(warnings) == 1 and f"more than this machine's {cores} cores" in warnings[0]
+
+def test_an_endless_record_is_refused_in_bounded_memory(trained_template: Path, tmp_path: Path) -> None:
+    """A JSON-lines file whose first line never ends: refused after MAX_RECORD bytes, not read whole."""
+    shutil.copytree(trained_template, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "zero.jsonl").symlink_to("/dev/zero")
+    before = snapshot(tmp_path)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux: the most this process ever held
+    result = runner.invoke(app, ["train", "--voices-from", "zero.jsonl", "--name", "x", "--max-steps", "2"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "error: --voices-from 'zero.jsonl' line 1 is longer than 64 MB — split the document into records of at most that size"]
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+    assert grown < 300 * 1024, f"the peak grew by {grown / 1024:.0f} MB"
+    assert snapshot(tmp_path) == before
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int]]:

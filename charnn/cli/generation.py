@@ -286,6 +286,7 @@ def serve_cmd(
     check_template(template, "--chat-template")
     config = serve.ServeConfig(max_tokens_cap=max_tokens_cap, api_key=api_key, chat_template=template,
                                assistant_name=assistant_name, user_name=user_name, system_name=system_name)
+    sock = serve.listen(host, port)
     served = serve.load(runs or [], checkpoints_dir, device, config)
     for s in served:
         if s.chat_names["assistant"] != assistant_name:
@@ -297,5 +298,5 @@ def serve_cmd(
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"serving {', '.join(s.name for s in served)} at http://{shown}:{port}/ "
                f"(API: http://{shown}:{port}/v1, docs: /docs); Ctrl-C stops", err=True)
-    serve.run(served, config, host, port)
+    serve.run(served, config, sock)
 

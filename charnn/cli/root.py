@@ -9,7 +9,6 @@ an error (the others meet the same one), and only rank 0 prints progress.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import sys
 import time
@@ -169,13 +168,6 @@ DEVICE = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu),
 
 
 def set_threads(threads: int) -> None:
-    import torch
+    from charnn import device
 
-    if threads < 0:
-        raise typer.BadParameter("--threads must be 0 or more")
-    if threads:
-        cores = os.cpu_count() or threads
-        if threads > cores:
-            typer.echo(f"warning: --threads {threads} is more than this machine's {cores} cores; threads beyond "
-                       "the cores only wait for each other — use --threads 0 or at most the core count", err=True)
-        torch.set_num_threads(threads)
+    device.set_threads(threads)

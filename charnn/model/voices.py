@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
+import itertools
 import json
 import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
@@ -137,20 +138,57 @@ def voices_line(voices: Sequence[str], chars: Sequence[int], balance: bool, unvo
     return f"voices: {shares}; trained {how}; {unvoiced:.0%} of windows learn with no voice"
 
 
+MAX_RECORD = 64 * 1024 * 1024  # bytes: the longest line (or CSV field) a record file may hold, read in bounded memory
+
+
 def from_records(path: Path, into: Path, text_field: str = "text", voice_field: str = "voice") -> list[tuple[str, str]]:
     """`--voices-from FILE`: a JSON-lines or CSV file of documents, each a text and its voice -> one text file per
     voice (voices in order of first appearance, documents in file order, each ending in a newline), written under
-    `into`/voices/ keyed by what they hold; [(voice name, its text file)]. Every record is checked before
-    anything is written: a bad line is one UsageError naming the line."""
-    try:
-        raw = path.read_bytes()
-        content = raw.decode("utf-8")
-    except OSError as e:
-        raise UsageError(f"--voices-from '{path}' cannot be read ({e.strerror or e}) — give a .jsonl or .csv file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"--voices-from '{path}' is not UTF-8 text — save it as UTF-8") from None
-    texts: dict[str, list[str]] = {}
-    for line, record in _records(path, content):
+    `into`/voices/ keyed by what they hold; [(voice name, its text file)].
+
+    Two passes over the file, neither holding more than one record (at most `MAX_RECORD` bytes a line): the first
+    checks every record and hashes each voice's documents, so a bad line is one UsageError naming it before
+    anything is written; the second writes each voice's documents to its file."""
+    _record_kind(path)
+    hashes: dict[str, Any] = {}
+    for line, document, voice in _documents(path, text_field, voice_field):
+        if voice not in hashes:
+            if not _NAME.fullmatch(voice):
+                raise UsageError(f"--voices-from '{path}' line {line}: voice name {voice!r} is not valid — use {NAME_RULE}")
+            hashes[voice] = [hashlib.sha256(), 0]
+        hashes[voice][0].update(document.encode("utf-8") + b"\0")
+        hashes[voice][1] += 1
+    check_names(list(hashes))
+    digest = hashlib.sha256()  # keyed by what is written: the same documents from another file reuse it
+    for voice, (h, count) in hashes.items():
+        digest.update(f"{voice}\0{count}\0{h.hexdigest()}\0".encode())
+    folder = into / "voices" / digest.hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = {voice: folder / f"{k:03d}.txt" for k, voice in enumerate(hashes)}
+    if not all(target.is_file() for target in targets.values()):  # written whole before: the same documents
+        parts = {voice: open(target.with_suffix(".part"), "wb") for voice, target in targets.items()}  # noqa: SIM115
+        try:
+            for _, document, voice in _documents(path, text_field, voice_field):
+                parts[voice].write(document.encode("utf-8"))
+        finally:
+            for f in parts.values():
+                f.close()
+        for target in targets.values():
+            os.replace(target.with_suffix(".part"), target)
+    return [(voice, str(target)) for voice, target in targets.items()]
+
+
+def _record_kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
+        raise UsageError(f"--voices-from '{path}': give a .jsonl file (one JSON object a line) or a .csv file "
+                         "(a header row naming the fields)")
+    return "csv" if suffix == ".csv" else "jsonl"
+
+
+def _documents(path: Path, text_field: str, voice_field: str) -> Iterator[tuple[int, str, str]]:
+    """(line number, document ending in a newline, voice) of each record, in file order, every field checked."""
+    for line, record in _records(path):
         fields = []
         for field in (text_field, voice_field):
             value = record.get(field)
@@ -161,48 +199,53 @@ def from_records(path: Path, into: Path, text_field: str = "text", voice_field: 
                                  f"(or name the field with {option})")
             fields.append(value)
         text, voice = fields
-        if voice not in texts and not _NAME.fullmatch(voice):
-            raise UsageError(f"--voices-from '{path}' line {line}: voice name {voice!r} is not valid — use {NAME_RULE}")
-        texts.setdefault(voice, []).append(text if text.endswith("\n") else text + "\n")
-    check_names(list(texts))
-    digest = hashlib.sha256()  # keyed by what is written: the same documents from another file reuse it
-    for voice, docs in texts.items():
-        digest.update(f"{voice}\0{len(docs)}\0".encode() + "\0".join(docs).encode())
-    folder = into / "voices" / digest.hexdigest()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for k, (voice, docs) in enumerate(texts.items()):
-        target = folder / f"{k:03d}.txt"
-        data = "".join(docs).encode("utf-8")
-        if not (target.exists() and target.stat().st_size == len(data) and target.read_bytes() == data):
-            part = target.with_suffix(".part")
-            part.write_bytes(data)
-            os.replace(part, target)
-        written.append((voice, str(target)))
-    return written
+        yield line, (text if text.endswith("\n") else text + "\n"), voice
 
 
-def _records(path: Path, content: str) -> Iterator[tuple[int, Mapping[str, object]]]:
-    """(line number, record) of a .jsonl (one JSON object a line; blank lines skipped) or a .csv (a header row)."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(content, newline=""))
-        for row in reader:
-            yield reader.line_num, row
-        return
-    if suffix not in (".jsonl", ".ndjson", ".json"):
-        raise UsageError(f"--voices-from '{path}': give a .jsonl file (one JSON object a line) or a .csv file "
-                         "(a header row naming the fields)")
-    for number, text in enumerate(content.splitlines(), 1):
-        if not text.strip():
-            continue
+def _lines(path: Path, f: IO[bytes]) -> Iterator[str]:
+    """The file's lines as text, none longer than `MAX_RECORD` bytes: a longer one (a log without newlines,
+    /dev/zero) is refused after reading `MAX_RECORD` bytes of it, never held whole."""
+    for number in itertools.count(1):
+        raw = f.readline(MAX_RECORD + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_RECORD:
+            raise UsageError(f"--voices-from '{path}' line {number} is longer than {MAX_RECORD // 2**20} MB — "
+                             "split the document into records of at most that size")
         try:
-            record = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"--voices-from '{path}' line {number} is not JSON ({e.msg}) — one object a line") from None
-        if not isinstance(record, dict):
-            raise UsageError(f"--voices-from '{path}' line {number} is not a JSON object — one object a line")
-        yield number, record
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"--voices-from '{path}' line {number} is not UTF-8 text — save the file as UTF-8") from None
+
+
+def _records(path: Path) -> Iterator[tuple[int, Mapping[str, object]]]:
+    """(line number, record) of a .jsonl (one JSON object a line; blank lines skipped) or a .csv (a header row)."""
+    kind = _record_kind(path)
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed below; a generator that yields inside `with` is the same)
+    except OSError as e:
+        raise UsageError(f"--voices-from '{path}' cannot be read ({e.strerror or e}) — give a .jsonl or .csv file") from None
+    with f:
+        if kind == "csv":
+            csv.field_size_limit(MAX_RECORD)
+            reader = csv.DictReader(_lines(path, f))
+            try:
+                for row in reader:
+                    yield reader.line_num, row
+            except csv.Error as e:
+                raise UsageError(f"--voices-from '{path}' line {reader.line_num} is not valid CSV ({e}) — "
+                                 f"quote fields with commas or newlines; at most {MAX_RECORD // 2**20} MB a field") from None
+            return
+        for number, text in enumerate(_lines(path, f), 1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"--voices-from '{path}' line {number} is not JSON ({e.msg}) — one object a line") from None
+            if not isinstance(record, dict):
+                raise UsageError(f"--voices-from '{path}' line {number} is not a JSON object — one object a line")
+            yield number, record
 
 
 def unvoiced_rows(seed: int, step: int, batch: int, share: float) -> np.ndarray:

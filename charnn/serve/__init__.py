@@ -12,11 +12,14 @@
     (the page at / is charnn/page/'s generator with the server backend)
 
 `load` reads the runs named at start (nothing a request names is ever read from disk);
-`run` serves them with uvicorn until Ctrl-C.
+`listen` takes the port first (a busy port is one line before anything loads); `run` serves them with uvicorn
+until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,7 +34,7 @@ from charnn.serve.chat import chat_names
 from charnn.serve.info import facts_of
 from charnn.serve.worker import Worker
 
-__all__ = ["ServeConfig", "Served", "create_app", "load", "run"]
+__all__ = ["ServeConfig", "Served", "create_app", "listen", "load", "run"]
 
 
 def load(runs: Sequence[str], checkpoints_dir: Path, device: str, config: ServeConfig) -> list[Served]:
@@ -61,7 +64,49 @@ def load(runs: Sequence[str], checkpoints_dir: Path, device: str, config: ServeC
     return served
 
 
-def run(served: list[Served], config: ServeConfig, host: str, port: int) -> None:
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on `host`:`port`, taken before any run is loaded, so a busy port, a port that needs
+    root or a host this machine does not have is one line at once instead of uvicorn's log after the load."""
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a port number — give one from 1 to 65535 (8000 is free on most machines)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise UsageError(f"--host '{host}' is not an address this machine can listen on ({_reason(e)}) — "
+                         "give 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a just-closed server's port is free
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise UsageError(_bind_problem(host, port, e)) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _reason(e: BaseException) -> str:
+    return str(getattr(e, "strerror", None) or e)
+
+
+def _bind_problem(host: str, port: int, e: OSError) -> str:
+    if e.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use — pass another --port, or stop the program that holds it"
+    if e.errno == errno.EACCES:
+        return (f"permission denied to listen on port {port} (ports below 1024 need root) — "
+                "pass --port 1024 or above, e.g. --port 8000")
+    if e.errno == errno.EADDRNOTAVAIL:
+        return f"--host '{host}' is not an address of this machine — give 127.0.0.1 or 0.0.0.0"
+    return f"cannot listen on {host}:{port} ({_reason(e)}) — pass another --host or --port"
+
+
+def run(served: list[Served], config: ServeConfig, sock: socket.socket) -> None:
+    """Serve `served` on `sock` (from `listen`) until Ctrl-C."""
     import uvicorn
 
-    uvicorn.run(create_app(served, config), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+    server = uvicorn.Server(uvicorn.Config(create_app(served, config), log_level="warning", timeout_graceful_shutdown=3))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from charnn import page as pages
-from charnn.api import CharModel
+from charnn.api import CharModel, unscorable
 from charnn.errors import CharnnError
 from charnn.run import checkpoint
 from charnn.serve.access import authorized, check_voice, pick, served_of
@@ -50,10 +50,10 @@ async def score(body: ScoreRequest, request: Request) -> dict[str, Any]:
     """charnn extension: how well the model predicts a text (nats and bits per character)."""
     target = pick(request, body.model)
     check_voice(target, body.voice)
-    known = len(target.model.tokenizer.encode_known(body.text)[0])
-    if known < 2:
-        raise ApiError(400, f"text has {known} character(s) model '{target.name}' knows; scoring needs at least 2", "text",
-                       "unknown_characters")
+    ids, unknown = target.model.tokenizer.encode_known(body.text)
+    if len(ids) < 2:
+        why = unscorable(len(ids), unknown) if unknown else f"text has {len(ids)} character(s); scoring needs at least 2"
+        raise ApiError(400, f"model '{target.name}': {why}", "text", "unknown_characters")
     try:
         worker = target.batcher.worker  # a long text shares it with the batches, window by window
         result = await asyncio.wrap_future(worker.call(lambda: target.model.score(body.text, between=worker.share,
