@@ -13,6 +13,7 @@ returns values; `cli/` only parses options and prints.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,11 +207,25 @@ class CharModel:
                                  longest.where))
         return rows
 
+    def _check_readable(self, chunks: Callable[[], Iterator[str]]) -> None:
+        """Refuse a text with fewer than 2 characters the model knows, naming the ones it never saw; streamed, and
+        it stops at the second known character (at once, for any text in the model's alphabet)."""
+        known, unknown = 0, Counter[str]()
+        for chunk in chunks():
+            ids, missing = self.tokenizer.encode_known(chunk)
+            known += len(ids)
+            unknown.update(missing)
+            if known >= 2:
+                return
+        if unknown:
+            raise UsageError(unscorable(known, dict(unknown)))
+
     def score_file(self, path: str, paths: Paths | None = None, voice: str | Mapping[str, float] | None = None) -> Score:
         """Like `score`, but streams the file through the memory-mapped cache (bounded memory)."""
         voice_of(self.model, voice)  # a bad voice is refused before the file is read
         paths = paths or Paths()
         source = corpus.resolve(path, paths.corpora)
+        self._check_readable(source.chunks)  # before the cache is written: a text it cannot score leaves nothing
         encoded = streams.prepare(source.chunks, source.fingerprint, paths.cache, tokenizer=self.tokenizer)
         return self._scored(encoded.ids, encoded.unknown, voice=voice)
 

@@ -191,7 +191,7 @@ CASES: list[tuple[str, str, Callable[[Path], None] | None, int, str]] = [
      r"--voices-from '/dev/zero': give a .jsonl file \(one JSON object a line\) or a .csv file"),
     ("records with a line that is not UTF-8", "train --voices-from r.jsonl --name x", write("r.jsonl", b'{"text": "a\xff"}\n'),
      2, r"--voices-from 'r.jsonl' line 1 is not UTF-8 text — save the file as UTF-8"),
-    ("a port that is not one", "serve r --port 70000", None, 2, r"--port 70000 is not a port number — give one from 1 to 65535"),
+    ("a port that is not one", "serve r --port 70000", None, 2, r"--port 70000 must be between 1 and 65535"),
     ("a host that is not an address", "serve r --host 999.1.1.1", None, 2,
      r"--host '999.1.1.1' is not an address this machine can listen on .* give 127.0.0.1"),
     ("a host of another machine", "serve r --host 192.0.2.1", None, 2, r"--host '192.0.2.1' is not an address of this machine"),
@@ -223,6 +223,19 @@ def test_a_busy_port_is_one_line_before_anything_loads(trained_template: Path, t
     assert result.output.strip().splitlines() == [
         f"error: port {port} on 127.0.0.1 is in use — pass another --port, or stop the program that holds it"]
     assert snapshot(tmp_path) == before
+
+
+def test_scoring_a_text_outside_the_alphabet_names_its_characters(trained_template: Path) -> None:
+    from charnn import api
+    from charnn.errors import UsageError
+
+    model = api.load_run(str(trained_template / "checkpoints" / "r"))
+    with pytest.raises(UsageError, match=r"^no character of this text is in the model's vocabulary \('Q', 'X'\)"):
+        model.score("QQXQ")
+    with pytest.raises(UsageError, match=r"^only 1 of this text's characters are in the model's vocabulary"):
+        model.score("QQXa")
+    with pytest.raises(UsageError, match=r"needs at least 2 characters"):
+        model.score("a")  # too short is still too short
 
 
 def test_an_endless_record_is_refused_in_bounded_memory(trained_template: Path, tmp_path: Path) -> None:

@@ -161,6 +161,10 @@ def test_score(server: Server) -> None:
     assert r["characters"] == 23 and r["unknown"] == {"Q": 1} and r["unknown_characters"] == 1
     assert r["bits_per_character"] == pytest.approx(r["nats"] / 0.6931471805599453)
     assert r["perplexity"] == pytest.approx(2.718281828459045 ** r["nats"])
+    unreadable = httpx.post(f"{server.url}/v1/score", json={"text": "QQQ☃"})
+    assert unreadable.status_code == 400
+    assert unreadable.json()["error"]["message"].startswith(
+        "model 'tiny': no character of this text is in the model's vocabulary ('Q', '☃')")
 
 
 def test_client_disconnect_stops_generation(server: Server) -> None:
