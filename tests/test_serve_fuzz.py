@@ -52,7 +52,7 @@ def test_no_request_the_schema_allows_breaks_the_server(fuzzed: Server) -> None:
     for operation in operations:
 
         @given(operation.as_strategy())
-        @settings(max_examples=CASES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck),
+        @settings(max_examples=CASES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
                   database=None, phases=[Phase.explicit, Phase.generate])
         def fuzz(case: schemathesis.Case) -> None:
             response = case.call(base_url=fuzzed.url, timeout=30)
@@ -105,7 +105,7 @@ def event_failures(operation: schemathesis.APIOperation, response: Response) -> 
 def strict_fuzz(operation: schemathesis.APIOperation, mode: GenerationMode, url: str, failures: list[str],
                 answered: list[int]) -> None:
     @given(operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=CASES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck),
+    @settings(max_examples=CASES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
               database=None, phases=[Phase.explicit, Phase.generate])
     def fuzz(case: schemathesis.Case) -> None:
         response = case.call(base_url=url, timeout=30)

@@ -108,5 +108,7 @@ def run(served: list[Served], config: ServeConfig, sock: socket.socket) -> None:
     server = uvicorn.Server(uvicorn.Config(create_app(served, config), log_level="warning", timeout_graceful_shutdown=3))
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down and re-raises the signal; stopping is the normal end
+        pass
     finally:
         sock.close()
