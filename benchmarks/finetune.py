@@ -42,7 +42,7 @@ def small_corpus(into: Path) -> Path:
 
 
 def seconds(spec: str) -> float:
-    from charnn.cli.root import parse_duration
+    from charnn.recipe.budget import parse_duration
 
     value = parse_duration(spec)
     assert value is not None

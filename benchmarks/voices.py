@@ -34,7 +34,7 @@ DESIGNS = ("add",)  # the voice added to every character's embedding: the one ch
 sys.path.insert(0, str(ROOT))
 
 from charnn import api  # noqa: E402  (after the path: this checkout's charnn)
-from charnn.cli.root import parse_duration  # noqa: E402
+from charnn.recipe.budget import parse_duration  # noqa: E402
 
 
 def train(args: list[str], name: str, work: Path, reuse: bool) -> float:

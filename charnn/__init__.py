@@ -1,8 +1,13 @@
 """charnn: character-level RNN/LSTM/GRU language models — train on any text, then generate.
 
-`from charnn import CharModel, load_run` is the library's front door (api.py). They load on first use
-(PEP 562), so importing any one module of the package (`charnn.text.tokenizer`, say) runs only what that
-module imports, and no module's imports lead back through this file.
+`charnn.train`, `charnn.load`, `charnn.doctor` and `CharModel` are the library's front door (api.py):
+
+    import charnn
+    model = charnn.train("shakespeare", time="45s")
+    print(model.generate("ROMEO:", length=100, seed=1))
+
+They load on first use (PEP 562), so importing any one module of the package (`charnn.text.tokenizer`, say)
+runs only what that module imports, and no module's imports lead back through this file.
 """
 
 from __future__ import annotations
@@ -11,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["CharModel", "__version__", "load_run"]
+__all__ = ["CharModel", "__version__", "doctor", "load", "load_run", "train"]
 
 if TYPE_CHECKING:
-    from charnn.api import CharModel, load_run
+    from charnn.api import CharModel, doctor, load, load_run, train
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("CharModel", "load_run"):
+    if name in __all__:
         from charnn import api
+
         return getattr(api, name)
     raise AttributeError(f"module 'charnn' has no attribute {name!r}")

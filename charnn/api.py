@@ -1,13 +1,13 @@
-"""The library front door: start, resume or fine-tune training (session.py), load a run, generate, score.
+"""The library front door: train (the same request `charnn train` builds), load a run, generate, score, look
+inside, and what it all runs on (`doctor`). It returns values; `cli/` and a notebook show them.
 
-This is the orchestration layer that sits beside `cli/` at the top of the
-import order: it wires corpus -> data -> model -> train -> checkpoint and
-returns values; `cli/` only parses options and prints.
-
-    >>> from charnn import load_run
-    >>> m = load_run("shakespeare-demo")          # or a path, or None for the newest run
+    >>> import charnn
+    >>> m = charnn.train("shakespeare", time="45s")   # the command's recipe; returns the trained model
     >>> print(m.generate("ROMEO:", length=200, seed=1))
     >>> m.score("To be, or not to be").bpc
+    >>> m.plot()                                      # the loss figure (inline in a notebook)
+    >>> m = charnn.load("bard")                       # a run by name, a path, "base", or None for the newest
+    >>> charnn.doctor()                               # the device, the torch build, a speed reading
 """
 
 from __future__ import annotations
@@ -15,17 +15,18 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
-from charnn.device import resolve_device
-from charnn.errors import UsageError
+from charnn.device import resolve_device, set_threads
+from charnn.errors import CharnnError, UsageError
 from charnn.model.evaluation import evaluate
-from charnn.model.network import State
-from charnn.run import runs
+from charnn.model.network import CharRNN, State
+from charnn.run import lineage, runs
 from charnn.run.corpus import (
     DEFAULT_CHECKPOINTS,
     DEFAULT_CORPORA,
@@ -44,11 +45,19 @@ from charnn.sample.engine import voice_of
 from charnn.sample.items import beam_items
 from charnn.sample.items import check as check_items
 from charnn.text import corpus, streams
+from charnn.train.request import TrainRequest
+from charnn.train.request import run as run_request
 from charnn.train.session import default_run_name, resume_training, start_training
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from charnn.insight.inspector import Inspection
+    from charnn.recipe.machine import Machine
+
 __all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_CORPORA", "CharModel", "CopyRate", "CorpusOptions", "Parent", "Paths", "Prepared",
-           "Score", "default_run_name", "load_parent", "load_run", "prepare_corpus", "resume_training",
-           "start_training"]
+           "Score", "TrainRequest", "default_run_name", "doctor", "load", "load_parent", "load_run", "prepare_corpus",
+           "resume_training", "start_training", "train"]
 
 
 @dataclass
@@ -94,6 +103,43 @@ class CharModel:
         self.step = loaded.step
         self.device = device
         self._index: Index | None = None
+
+    def __repr__(self) -> str:
+        c = self.model.config
+        return f"<CharModel {self.run_dir.name}: {c.cell} {c.layers}x{c.hidden}, step {self.step}, on {self.device}>"
+
+    def plot(self, x: str = "tokens") -> Figure:
+        """The run's train and validation loss as a matplotlib figure (a notebook shows it inline; `.savefig` writes
+        it); `x`: tokens (characters seen), time or step."""
+        from charnn.insight import plot
+
+        return plot.figure([plot.curve(self.run_dir, x)])
+
+    def inspect(self, text: str, show: int = 2000, reach: int = 64) -> Inspection:
+        """What the model does on `text`: neurons, surprise, gradient reach (`charnn inspect`). The result shows the
+        page inline in a notebook and `.save("page.html")` writes it."""
+        from charnn.insight import inspector
+
+        cfg = inspector.InspectConfig(show=show, reach=reach)
+        if problems := cfg.validate():
+            raise UsageError(problems[0])
+        start, baseline, _ = self.starting_weights()
+        numbers = inspector.inspect(self.model, self.tokenizer, text, cfg, start, baseline)
+        return inspector.Inspection(numbers, f"{self.run_dir.name} (step {self.step})")
+
+    def starting_weights(self) -> tuple[CharRNN | None, str, str | None]:
+        """The weights the run started from, their name on the inspect page, and a note when they are missing:
+        the seed's initialisation, or for a fine-tuned run its parent's (grown to the run's vocabulary)."""
+        record = self.config.parent
+        if record is not None:
+            try:
+                parent = load_parent(f"{record.get('path')}:{record.get('checkpoint', 'best')}", Path("."))
+            except CharnnError:
+                return None, "parent", f"parent '{record.get('name')}' is no longer readable; the page shows no baseline"
+            # The new characters' head bias does not enter the gradient reach: no training text is needed to place it.
+            return lineage.grow(parent, self.model.config, np.zeros(0, dtype=np.int64)), f"parent ({parent.name})", None
+        torch.manual_seed(self.config.train.seed)  # the run's own initial weights
+        return CharRNN(self.model.config), "untrained", None
 
     def stream(self, prime: str = "\n", state: State | None = None, **options: Any) -> Iterator[str]:
         """Yield generated text piece by piece (one sample); options as in `SampleConfig`."""
@@ -247,3 +293,104 @@ def load_run(run: str | None = None, checkpoint_name: str = "best", device: str 
     dev = resolve_device(device)
     run_dir = runs.resolve(run, Path(checkpoints_dir))
     return CharModel(runs.load(run_dir, checkpoint_name, dev), dev)
+
+
+load = load_run  # `charnn.load(name)`, beside `charnn.train`
+
+
+# The options `charnn.train` takes beyond TrainRequest's own fields: how the corpus is read (the command's
+# --include, --exclude, --strict, --replace-bad-bytes).
+_READING = ("include", "exclude", "strict", "replace_bad_bytes")
+
+
+def train(corpus: str | Path | Sequence[str | Path] | Mapping[str, str | Path] | None = None, *, text: str | None = None,
+          time: str | float | None = None, start_from: str | None = None, resume: str | None = None,
+          name: str | None = None, threads: int = 0, show_progress: bool = True,
+          checkpoints_dir: str | Path = DEFAULT_CHECKPOINTS, corpora_dir: str | Path = DEFAULT_CORPORA,
+          **options: Any) -> CharModel:
+    """Train a model as `charnn train` does and return it (its best weights).
+
+    `corpus`: a file, a folder or a built-in name (`"shakespeare"`), several of them, or a mapping
+    `{voice: path}` (one model of several voices); or give `text="..."` (written once under `corpora_dir`/texts/).
+    `time`: a duration ("45s", "5m", "1h30m") or seconds: the whole call's wall clock, with the command's recipe.
+    `start_from`: fine-tune from a run or `"base"`; `resume`: continue a run (new limits extend it).
+    `options`: any other option of `charnn train`, spelled in snake_case (`hidden=512`, `max_steps=2000`,
+    `cell="lstm"`, `voices_from="docs.jsonl"`, `include=["*.py"]`...). Refusals raise `CharnnError` with the
+    command's one-line message. Progress shows as a bar (a widget in Jupyter) unless `show_progress=False`.
+    """
+    import time as clock
+
+    from charnn.recipe.budget import parse_duration
+
+    started = clock.perf_counter()  # the budget is this call's wall clock
+    set_threads(threads)
+    paths = Paths(Path(checkpoints_dir), Path(corpora_dir))
+    specs, voiced = _corpus_specs(corpus, text, paths)
+    unknown = sorted(set(options) - {f.name for f in fields(TrainRequest)} - set(_READING) - {"corpus", "reading"})
+    if unknown:
+        raise UsageError(f"charnn.train() has no option {unknown[0]!r} — its options are charnn train's, in snake_case "
+                         "(see help(charnn.train) and charnn train --help)")
+    reading = CorpusOptions(bool(options.pop("replace_bad_bytes", False)), bool(options.pop("strict", False)),
+                            tuple(options.pop("include", None) or ()), tuple(options.pop("exclude", None) or ()))
+    seconds = parse_duration(time) if isinstance(time, str) else None if time is None else float(time)
+    if seconds is not None and not seconds > 0:
+        raise UsageError(f"time={time!r} must be a positive duration — use e.g. '90s', '10m', '1h30m'")
+    options.setdefault("voices", voiced)
+    if text is not None and name is None and resume is None:
+        name = default_run_name("text")
+    request = TrainRequest(corpus=specs, resume=resume, start_from=start_from, name=name, time=seconds,
+                           reading=reading, **options)
+    say = _stderr if show_progress else None
+    run_dir, _ = run_request(request, paths, show_progress=show_progress, announce=say, notice=_stderr,
+                                  started=started)
+    return load_run(str(run_dir), "best", request.device, paths.checkpoints)
+
+
+def _corpus_specs(corpus: str | Path | Sequence[str | Path] | Mapping[str, str | Path] | None, text: str | None,
+                  paths: Paths) -> tuple[tuple[str, ...], bool]:
+    """`charnn.train`'s corpus as the command's CORPUS arguments, and whether they are voices."""
+    if text is not None:
+        if corpus is not None:
+            raise UsageError("give the corpus either as corpus= (files, folders, built-in names) or as text=, not both")
+        return (str(_text_file(text, paths.corpora)),), False
+    if corpus is None:
+        return (), False
+    if isinstance(corpus, Mapping):
+        return tuple(f"{voice}={path}" for voice, path in corpus.items()), True
+    if isinstance(corpus, (str, Path)):
+        return (str(corpus),), False
+    return tuple(str(c) for c in corpus), False
+
+
+def _text_file(text: str, corpora: Path) -> Path:
+    """A string to train on, written once under `corpora`/texts/, named by its content (a rerun reuses it)."""
+    import hashlib
+
+    from charnn.run import checkpoint
+
+    data = text.encode("utf-8")
+    folder = corpora / "texts"
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.txt"
+    if not path.is_file():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create '{folder}' for the text ({e.strerror}) — pass a writable corpora_dir") from None
+        checkpoint.atomic_write(path, lambda f: f.write(data))
+    return path
+
+
+def _stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
+def doctor(device: str = "auto", speed: bool = True, checkpoints_dir: str | Path = DEFAULT_CHECKPOINTS,
+           corpora_dir: str | Path = DEFAULT_CORPORA) -> Machine:
+    """What charnn runs on: the device `device` resolves to and why, its name and memory, the torch build, bf16,
+    threads, a few seconds' speed reading (`speed=False` skips it), where runs and caches live. Prints as a report;
+    a notebook shows a table."""
+    from charnn.recipe.machine import examine
+
+    return examine(Path(checkpoints_dir), Path(corpora_dir) / ".cache", device, speed)

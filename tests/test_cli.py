@@ -14,7 +14,8 @@ import torch
 from typer.testing import CliRunner
 
 from charnn import __version__
-from charnn.cli import app, parse_duration
+from charnn.cli import app
+from charnn.recipe.budget import parse_duration
 from charnn.run import checkpoint
 
 runner = CliRunner()

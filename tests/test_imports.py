@@ -58,8 +58,8 @@ def import_graph() -> dict[str, set[str]]:
 # layer; packages that share a layer (the ways to use a run) may not import each other.
 LAYERS: list[set[str]] = [
     {"errors"}, {"capability"}, {"distributed"}, {"device"},
-    {"text"}, {"page"}, {"model"}, {"run"}, {"recipe"}, {"train"}, {"sample"}, {"api"},
-    {"write", "serve", "export", "insight", "base"},
+    {"text"}, {"page"}, {"model"}, {"run"}, {"recipe"}, {"train"}, {"sample"}, {"insight"}, {"api"},
+    {"write", "serve", "export", "base"},
     {"cli"}, {"__main__"},
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}

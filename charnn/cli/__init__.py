@@ -8,6 +8,6 @@ modules adds its commands to the app when imported here.
 # Each module adds its commands to the app as it is imported: this is the order of `charnn --help`.
 from charnn.cli import training, generation, insight, exporting, listing  # noqa: F401
 # isort: on
-from charnn.cli.root import _optional_values, app, parse_duration, run
+from charnn.cli.root import _optional_values, app, run
 
-__all__ = ["_optional_values", "app", "parse_duration", "run"]
+__all__ = ["_optional_values", "app", "run"]

@@ -6,17 +6,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 
 from charnn import api
-from charnn.errors import CharnnError
 from charnn.run import builtin, checkpoint
 from charnn.run.runs import resolve
 from charnn.text import corpus
 
 if TYPE_CHECKING:
-    from charnn.model.network import CharRNN
+    pass
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, handled, paths_for
 from charnn.run.originality import MIN_COPY
 
@@ -119,7 +117,9 @@ def inspect_cmd(
     if file is not None:
         text = corpus.resolve(file, corpora_dir).head(limit)
     assert text is not None
-    untrained, baseline = _starting_weights(model)
+    untrained, baseline, note = model.starting_weights()
+    if note:
+        typer.echo(f"note: {note}", err=True)
     numbers = inspector.inspect(model.model, model.tokenizer, text, cfg, untrained, baseline)
     title = f"{model.run_dir.name} ({checkpoint_name}, step {model.step})"
     body = inspector.to_json(numbers) if as_json else inspector.page(numbers, title)
@@ -132,27 +132,6 @@ def inspect_cmd(
     typer.echo(f"wrote {target}: {numbers['characters']:,} characters, loss {numbers['loss']:.4f} nats "
                f"({numbers['bpc']:.3f} bpc)" + (f"; strongest: layer {best['layer']} {best['part']} unit {best['unit']} "
                                                  f"tracks {best['feature']} (r = {best['r']:+.2f})" if best else ""))
-
-
-def _starting_weights(model: api.CharModel) -> tuple[CharRNN | None, str]:
-    """The weights the run started from, and their name on the page: the seed's initialisation, or for a
-    fine-tuned run its parent's (grown to the run's vocabulary; None when the parent is no longer readable)."""
-    import torch
-
-    from charnn.model.network import CharRNN
-    from charnn.run import lineage
-
-    record = model.config.parent
-    if record is not None:
-        try:
-            parent = lineage.load_parent(f"{record.get('path')}:{record.get('checkpoint', 'best')}", Path("."))
-        except CharnnError:
-            typer.echo(f"note: parent '{record.get('name')}' is no longer readable; the page shows no baseline", err=True)
-            return None, "parent"
-        # The new characters' head bias does not enter the gradient reach: no training text is needed to place it.
-        return lineage.grow(parent, model.model.config, np.zeros(0, dtype=np.int64)), f"parent ({parent.name})"
-    torch.manual_seed(model.config.train.seed)  # the run's own initial weights
-    return CharRNN(model.model.config), "untrained"
 
 
 @app.command("originality")

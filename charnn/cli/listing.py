@@ -1,4 +1,4 @@
-"""The commands that list what is there: `charnn runs` and `charnn corpora`."""
+"""The commands that say what is there: `charnn runs`, `charnn corpora` and `charnn doctor` (the machine)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from charnn.cli.root import CKPT_DIR, CORPORA_DIR, app, handled
+from charnn import api
+from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, handled
 from charnn.errors import CharnnError
 from charnn.run import builtin, runs
 from charnn.text import corpora
@@ -51,3 +52,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         typer.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+@app.command("doctor")
+@handled
+def doctor_cmd(
+    device: str = DEVICE,
+    speed: bool = typer.Option(True, "--speed/--no-speed", help="Time a few training steps (a few seconds)."),
+    checkpoints_dir: Path = CKPT_DIR,
+    corpora_dir: Path = CORPORA_DIR,
+) -> None:
+    """What charnn runs on: the device it would use and why, the torch build, bf16, threads, speed, where runs live."""
+    typer.echo(str(api.doctor(device, speed, checkpoints_dir, corpora_dir)))

@@ -9,7 +9,6 @@ an error (the others meet the same one), and only rank 0 prints progress.
 from __future__ import annotations
 
 import functools
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -128,34 +127,6 @@ def _optional_values(args: list[str]) -> list[str]:
     """
     return [f"{a}=" if a == "--tensorboard" and (i + 1 == len(args) or args[i + 1].startswith("-")) else a
             for i, a in enumerate(args)]
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)", re.IGNORECASE)
-
-
-def parse_duration(text: str | None) -> float | None:
-    """'90s', '10m', '1h30m', '1.5h' or plain seconds -> seconds."""
-    if text is None:
-        return None
-    text = text.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        parts = _DURATION.findall(text)
-        if not parts or _DURATION.sub("", text).strip():
-            raise typer.BadParameter(f"'{text}' is not a duration — use e.g. 90s, 10m, 1h30m") from None
-        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u.lower()] for n, u in parts)
-    if not seconds > 0:
-        raise typer.BadParameter(f"'{text}' must be a positive duration — use e.g. 90s, 10m, 1h30m")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds as the duration options read them: '3m12s', '1h05m', '42s'."""
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def paths_for(checkpoints_dir: Path, corpora_dir: Path) -> api.Paths:

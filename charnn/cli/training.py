@@ -16,19 +16,18 @@ from charnn.cli.root import (
     app,
     command_started,
     current_launch,
-    format_duration,
     handled,
-    parse_duration,
     paths_for,
     set_threads,
 )
-from charnn.model.cells import CELLS, HEADED
+from charnn.model.cells import CELLS
 from charnn.model.network import ModelConfig
-from charnn.model.voices import check_names, from_records, parse_spec
-from charnn.recipe.plan import AMP_MIN_GAIN, FINE_TUNE, Request, configs, fine_tune_recipe
+from charnn.recipe.budget import format_duration, parse_duration
+from charnn.recipe.plan import AMP_MIN_GAIN, FINE_TUNE
 from charnn.run.config import TIME_PATIENCE, TrainConfig
-from charnn.run.lineage import Parent, check_architecture
 from charnn.train.loop import TrainResult
+from charnn.train.request import TrainRequest
+from charnn.train.request import run as train_request
 
 # The defaults the help states are the configs' own (model/network.py, run/config.py), and fine-tuning's are recipe.FINE_TUNE's.
 M, T = ModelConfig, TrainConfig
@@ -172,35 +171,20 @@ def train_cmd(
 ) -> None:
     """Train a character model on CORPUS, continue one with --resume RUN, or fine-tune one on CORPUS with --from RUN."""
     started = _started(threads)
-    seconds = parse_duration(time_budget)
-    paths = paths_for(checkpoints_dir, corpora_dir)
-    # A TensorBoard folder is fixed now, so a later resume from elsewhere writes to the same place.
-    board = str(Path(tensorboard).expanduser().resolve()) if tensorboard else tensorboard  # "": RUN/tensorboard
-    request = Request(cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, batch_size=batch_size,
-                      seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, eval_every=eval_every, heads=heads,
-                      locked_dropout=locked_dropout, amp=amp)
-    reading = api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ()))
-    if _resuming(resume, from_run):
-        _refuse_fixed(request, {"--name": name, "--epoch-offset/--same-windows": epoch_offset, "--voices": voices or None,
-                                "--balance": balance or None, "--voices-from": voices_from},
-                      reading=reading != api.CorpusOptions())
-        run_dir, result = api.resume_training(resume, corpus_path=corpus_spec or None, max_steps=max_steps, epochs=epochs,
-                                              more_time=seconds, lr=lr, device=device, paths=paths,
-                                              show_progress=not quiet, tensorboard=board, started=started)
-    else:
-        sources, voice_names = _voiced_corpus(corpus_spec, voices, balance, voices_from, text_field, voice_field,
-                                              paths.corpora)
-        parent = api.load_parent(from_run, paths.checkpoints) if from_run is not None else None
-        _check_shape(parent, request)
-        base = fine_tune_recipe(parent.model_config) if parent is not None else None
-        model_cfg, cfg, auto = configs(request, seconds is not None, base, weight_decay=weight_decay, clip=clip,
-                                       epochs=epochs, max_steps=max_steps, time_budget=_budget(seconds, max_steps, epochs),
-                                       patience=patience, val_frac=val_frac, seed=seed, tensorboard=board,
-                                       epoch_offset=epoch_offset is not False, balance=balance)
-        run_dir, result = api.start_training(sources, model_cfg, cfg, name=name, device=device, paths=paths,
-                                             overwrite=overwrite, corpus_options=reading, show_progress=not quiet,
-                                             auto_fields=auto, started=started, parent=parent, voices=voice_names,
-                                             announce=None if quiet else (lambda line: typer.echo(line, err=True)))
+    request = TrainRequest(
+        corpus=tuple(corpus_spec or ()), resume=resume, start_from=from_run, name=name, voices=voices, balance=balance,
+        voices_from=voices_from, text_field=text_field, voice_field=voice_field, cell=cell, heads=heads, layers=layers,
+        hidden=hidden, embed=embed, dropout=dropout, locked_dropout=locked_dropout, batch_size=batch_size,
+        seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, eval_every=eval_every, amp=amp, weight_decay=weight_decay,
+        clip=clip, epoch_offset=epoch_offset, epochs=epochs, max_steps=max_steps, time=parse_duration(time_budget),
+        patience=patience, val_frac=val_frac, seed=seed, device=device, overwrite=overwrite,
+        # A TensorBoard folder is fixed now, so a later resume from elsewhere writes to the same place.
+        tensorboard=str(Path(tensorboard).expanduser().resolve()) if tensorboard else tensorboard,  # "": RUN/tensorboard
+        reading=api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ())))
+    writer = current_launch().is_writer
+    echo = (lambda line: typer.echo(line, err=True)) if writer else (lambda line: None)
+    run_dir, result = train_request(request, paths_for(checkpoints_dir, corpora_dir), show_progress=not quiet,
+                                    announce=None if quiet else echo, notice=echo, started=started)
     if result.is_writer:
         typer.echo(_ending(run_dir, result, checkpoints_dir), err=True)
 
@@ -213,75 +197,6 @@ def _started(threads: int) -> float:
         sys.stdout.reconfigure(line_buffering=True)
     set_threads(threads)
     return started
-
-
-def _resuming(resume: str | None, from_run: str | None) -> bool:
-    """Whether the command continues a run (--resume), refusing --from beside it."""
-    if resume is not None and from_run is not None:
-        raise typer.BadParameter("--from starts a new run and --resume continues one — give one of them "
-                                 "(to continue a fine-tuned run: --resume CHILD)")
-    return resume is not None
-
-
-def _budget(seconds: float | None, max_steps: int | None, epochs: float | None) -> float | None:
-    """A new run's time budget: --time's, or 10 minutes when nothing else would end it (and it says so)."""
-    if seconds is None and max_steps is None and epochs is None:
-        if current_launch().is_writer:
-            typer.echo("no --time, --max-steps or --epochs given: training for 10m", err=True)
-        return 600.0
-    return seconds
-
-
-# The model and training choices a run fixes when it starts: the --resume refusal names them.
-FIXED = {"--cell": "cell", "--heads": "heads", "--layers": "layers", "--hidden": "hidden", "--embed": "embed",
-         "--dropout": "dropout", "--batch-size": "batch_size", "--seq-len": "seq_len", "--warmup": "warmup", "--ema": "ema",
-         "--locked-dropout/--step-dropout": "locked_dropout", "--amp/--no-amp": "amp"}
-
-
-def _refuse_fixed(request: Request, others: dict[str, object], reading: bool) -> None:
-    """With --resume: the options a run fixes when it starts, refused if given (the request's `FIXED` fields and
-    `others`: option -> value or None)."""
-    fixed = {option: getattr(request, field) for option, field in FIXED.items()} | others
-    if given_fixed := [option for option, value in fixed.items() if value is not None]:
-        raise typer.BadParameter(f"{', '.join(given_fixed)} cannot change when resuming: the run keeps the model, "
-                                 "batch, windows and precision it started with — drop them, or train a new run")
-    if reading:
-        raise typer.BadParameter("--include, --exclude, --strict and --replace-bad-bytes are fixed when a run "
-                                 "starts — drop them with --resume (the run reads its corpus as it did then)")
-
-
-def _voiced_corpus(corpus_spec: list[str] | None, voices: bool, balance: bool, voices_from: Path | None,
-                   text_field: str, voice_field: str, corpora: Path) -> tuple[list[str], list[str]]:
-    """A new run's sources and its voices' names (none unless --voices or --voices-from), checked."""
-    if voices_from is not None:
-        if corpus_spec:
-            raise typer.BadParameter("--voices-from reads every voice from its file — drop the CORPUS arguments "
-                                     "(or drop --voices-from and give one CORPUS per voice with --voices)")
-        voices, pairs = True, from_records(voices_from, corpora, text_field, voice_field)
-        corpus_spec = [f"{name}={path}" for name, path in pairs]
-    elif (text_field, voice_field) != ("text", "voice"):
-        raise typer.BadParameter("--text-field and --voice-field apply to --voices-from FILE — add it or drop them")
-    if not corpus_spec:
-        raise typer.BadParameter("give a CORPUS to train on (a file, a folder, or a built-in name), or --resume RUN")
-    if not voices:
-        if balance:
-            raise typer.BadParameter("--balance applies to --voices (a model of several voices) — add --voices or "
-                                     "drop --balance")
-        return corpus_spec, []
-    names, sources = (list(side) for side in zip(*map(parse_spec, corpus_spec), strict=True))
-    check_names(names)
-    return sources, names
-
-
-def _check_shape(parent: Parent | None, request: Request) -> None:
-    """The architecture options of a new run: a fine-tune's must be its parent's; --heads only for a headed cell."""
-    cell, heads = request.cell, request.heads
-    if parent is not None:
-        layers, hidden, embed = request.layers, request.hidden, request.embed
-        check_architecture(parent, {"cell": cell, "layers": layers, "hidden": hidden, "embed": embed, "heads": heads})
-    elif heads is not None and (cell or M.cell) not in HEADED:
-        raise typer.BadParameter(f"--heads applies to --cell slstm and mlstm only (this run's cell is "
-                                 f"{cell or M.cell}) — drop --heads or add --cell slstm or --cell mlstm")
 
 
 def _ending(run_dir: Path, result: TrainResult, checkpoints_dir: Path) -> str:

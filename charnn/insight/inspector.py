@@ -12,9 +12,11 @@ run's untrained initialisation. `page` turns the numbers into one self-contained
 from __future__ import annotations
 
 import base64
+import html
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -308,3 +310,35 @@ def page(numbers: dict[str, Any], title: str) -> str:
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """`CharModel.inspect`'s result: the numbers behind the neuron page, the page itself, shown inline in a notebook."""
+
+    numbers: dict[str, Any]
+    title: str
+
+    def html(self) -> str:
+        return page(self.numbers, self.title)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the page (.html) or its numbers (.json) to `path`; returns it."""
+        from charnn.run import checkpoint
+
+        target = Path(path)
+        checkpoint.check_writable(target)
+        checkpoint.write_text(target, to_json(self.numbers) if target.suffix == ".json" else self.html())
+        return target
+
+    def _repr_html_(self) -> str:
+        # The page is a whole document with its own script: inside an iframe it runs as it does in a browser tab.
+        return (f'<iframe srcdoc="{html.escape(self.html(), quote=True)}" style="width:100%;height:720px;'
+                f'border:1px solid #ccc" sandbox="allow-scripts"></iframe>')
+
+    def __repr__(self) -> str:
+        best = self.numbers["neurons"][0] if self.numbers["neurons"] else None
+        strongest = f"; strongest: layer {best['layer']} {best['part']} unit {best['unit']} tracks {best['feature']} " \
+                    f"(r = {best['r']:+.2f})" if best else ""
+        return (f"<Inspection {self.title}: {self.numbers['characters']:,} characters, loss {self.numbers['loss']:.4f} "
+                f"nats{strongest}>")

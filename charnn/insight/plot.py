@@ -13,7 +13,10 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from charnn.errors import UsageError
 from charnn.run import checkpoint
@@ -83,12 +86,17 @@ def check_out(out: Path) -> None:
 
 def render(curves: list[Curve], out: Path) -> Path:
     """Draw `curves` into `out` (.png or .svg) atomically; returns `out`."""
-    import matplotlib
+    check_out(out)
+    buffer = io.BytesIO()
+    figure(curves).savefig(buffer, format=out.suffix.lower()[1:])
+    checkpoint.atomic_write(out, lambda f: f.write(buffer.getvalue()))
+    return out
 
-    matplotlib.use("Agg")  # headless: no display needed, nothing opens a window
+
+def figure(curves: list[Curve]) -> Figure:
+    """The loss figure of `curves` (a notebook shows it inline; `savefig` writes it)."""
     from matplotlib.figure import Figure
 
-    check_out(out)
     fig = Figure(figsize=(8, 4.8), dpi=110, layout="constrained")
     ax = fig.add_subplot()
     colors = [f"C{i}" for i in range(10)]  # the default cycle: tab10
@@ -112,10 +120,7 @@ def render(curves: list[Curve], out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("charnn: " + ", ".join(c.run for c in curves), fontsize=10)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=out.suffix.lower()[1:])
-    checkpoint.atomic_write(out, lambda f: f.write(buffer.getvalue()))
-    return out
+    return fig
 
 
 def copy_rates(out: Path, temperatures: list[float], fractions: list[float], longest: list[int], title: str) -> Path:

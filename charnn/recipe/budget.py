@@ -10,6 +10,7 @@ stores under "time": how the seconds were spent.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,3 +92,31 @@ def _shown(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
     return f"{seconds:g}s"
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)", re.IGNORECASE)
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'90s', '10m', '1h30m', '1.5h' or plain seconds -> seconds."""
+    if text is None:
+        return None
+    text = text.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = _DURATION.findall(text)
+        if not parts or _DURATION.sub("", text).strip():
+            raise UsageError(f"'{text}' is not a duration — use e.g. 90s, 10m, 1h30m") from None
+        seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u.lower()] for n, u in parts)
+    if not seconds > 0:
+        raise UsageError(f"'{text}' must be a positive duration — use e.g. 90s, 10m, 1h30m")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as the duration options read them: '3m12s', '1h05m', '42s'."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -14,6 +14,7 @@ characters are not counted) and names the longest span's place in the corpus (fi
 
 from __future__ import annotations
 
+import html
 import json
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
@@ -89,6 +90,16 @@ class Report:
             line += f"; longest {self.longest.length} characters, at {self.where} of the corpus: {quoted[:60]!r}"
             line += "…" if len(quoted) > 60 else ""
         return line
+
+    def _repr_html_(self) -> str:
+        """A notebook shows the text with its copied spans highlighted, and the one-line summary beneath."""
+        pieces, at = [], 0
+        for span in self.spans:
+            pieces += [html.escape(self.text[at:span.start]),
+                       f"<mark title='copied from the training text'>{html.escape(self.text[span.start:span.end])}</mark>"]
+            at = span.end
+        pieces.append(html.escape(self.text[at:]))
+        return f"<pre style='white-space:pre-wrap'>{''.join(pieces)}</pre><p>{html.escape(self.describe())}</p>"
 
     def to_json(self) -> dict[str, Any]:
         longest = None
@@ -225,7 +236,7 @@ class Index:
 def _build_and_store(ids: np.ndarray, sa_path: Path, meta_path: Path, files: Callable[[], Sequence[tuple[str, int]]],
                      show_progress: bool) -> None:
     """Build in stages under a bar (sorting is one call into libdivsufsort: the bar moves between stages)."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     stages = ("sorting the suffixes", "locating the files", "writing the index")
     with tqdm(total=len(stages), desc=f"indexing {len(ids):,} characters of training text (once)",

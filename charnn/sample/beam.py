@@ -14,6 +14,7 @@ replacement, in proportion to exp(score / temperature)), instead of by score alo
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,13 @@ class Beams:
     hypotheses: list[Hypothesis] = field(default_factory=list)
     refused: int = 0
     seed: int = 0
+
+    def _repr_html_(self) -> str:
+        """A notebook shows the hypotheses as a table, best first, with each one's score (nats per character)."""
+        rows = "".join(f"<tr><td>{i}</td><td style='text-align:left;white-space:pre-wrap'>{html.escape(h.text)}</td>"
+                       f"<td>{h.score:.3f}</td><td>{'finished' if h.finished else 'live'}</td></tr>"
+                       for i, h in enumerate(self.hypotheses, 1))
+        return f"<table><tr><th>#</th><th>text</th><th>log-prob per char</th><th></th></tr>{rows}</table>"
 
 
 def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: BeamConfig,

@@ -14,6 +14,7 @@ cannot find N items in them returns the ones it found, and `complete` says so.
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,12 @@ class Items:
         return (f"found {len(self.items)} of {self.wanted} {'new ' if new else ''}items within "
                 f"{self.limit or f'the bound of {self.bound} draws'}; {counts} — raise the temperature, allow longer "
                 "items with --length, or ask for fewer")
+
+    def _repr_html_(self) -> str:
+        """A notebook shows the items as a numbered table, with what became of the draws beneath."""
+        rows = "".join(f"<tr><td>{i}</td><td style='text-align:left'>{html.escape(item)}</td></tr>"
+                       for i, item in enumerate(self.items, 1))
+        return f"<table><tr><th>#</th><th>item</th></tr>{rows}</table><p>{html.escape(self.describe(self.known > 0))}</p>"
 
     def to_json(self) -> dict[str, Any]:
         return {"items": self.items, "wanted": self.wanted, "complete": self.complete, "attempts": self.attempts,

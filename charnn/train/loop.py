@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from charnn.device import AMP_DEVICES, tune_for
 from charnn.distributed import ProcessGroup

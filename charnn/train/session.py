@@ -29,6 +29,7 @@ from charnn.model.network import CharRNN, ModelConfig
 from charnn.model.voices import check_names, voices_line
 from charnn.recipe import footprint
 from charnn.recipe.budget import Budget
+from charnn.recipe.machine import device_line
 from charnn.recipe.plan import record
 from charnn.recipe.sizing import sized
 from charnn.run import builtin, checkpoint, lineage, lock, names, runs
@@ -89,6 +90,8 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
     dev = _device_for(device, cfg, launch)
     footprint.check_fits(model_cfg, cfg.batch_size, cfg.seq_len, dev)  # before the corpus work
     say = announce if launch.is_writer else None
+    if say:
+        say(device_line(dev))  # the first thing a run says: "is my GPU used?"
     if cfg.amp and "amp" not in auto_fields and say and not bf16_native(dev):
         say(f"warning: this CPU has no bf16 instructions, so PyTorch emulates bf16: a quick measurement ran it at "
             f"{bf16_speed():.2f}x fp32's speed — --no-amp trains faster here")
@@ -156,7 +159,8 @@ def _new_run_dir(paths: Paths, name: str | None, specs: list[str], launch: Launc
 def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None, max_steps: int | None = None,
                     epochs: float | None = None, more_time: float | None = None, lr: float | None = None,
                     device: str = "auto", paths: Paths | None = None, show_progress: bool = True,
-                    tensorboard: str | None = None, started: float | None = None) -> tuple[Path, TrainResult]:
+                    tensorboard: str | None = None, started: float | None = None,
+                    announce: Callable[[str], None] | None = None) -> tuple[Path, TrainResult]:
     """Continue a run from `latest.pt`; new limits extend it (`more_time` is added to the time used,
     wall clock from `started` as in `start_training`).
 
@@ -186,6 +190,8 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
     refuse(cfg.validate())
     launch.check_batch(cfg.batch_size)
     dev = _device_for(device, cfg, launch)
+    if announce and launch.is_writer:
+        announce(device_line(dev))
     given = [corpus_path] if isinstance(corpus_path, str) else list(corpus_path or [])
     source = corpus_of_run(config, run_dir, paths, given)
     check_fits(source.chars, cfg)
