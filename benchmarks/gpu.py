@@ -36,7 +36,7 @@ from charnn.run import checkpoint  # noqa: E402
 from charnn.run.config import TrainConfig  # noqa: E402
 from charnn.sample import SampleConfig, generate  # noqa: E402
 from charnn.text.tokenizer import CharTokenizer  # noqa: E402
-from charnn.train.loop import train  # noqa: E402
+from charnn.training.loop import train  # noqa: E402
 
 VOCAB = 65
 SHAPES = {"medium 2x512": (2, 512, 128, 128, 256, 20), "large 3x1024": (3, 1024, 128, 128, 256, 10)}

@@ -11,7 +11,7 @@ noise in the size choice, not the rule"). `measure` takes one real reading on th
 checkout on PYTHONPATH; `run` runs a charnn command whose probe answers with that reading instead of
 timing anything, so both checkouts decide from the same numbers. The training itself runs on the machine
 as it is. Works with any checkout whose probe is called from `charnn.recipe.sizing` or (before 2026-12) from
-`charnn.train.session`.
+`charnn.training.session`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def pin(reading: dict[str, Any]) -> None:
     def measure_eval_speed(*args: Any, **kwargs: Any) -> float:
         return float(reading["eval"])
 
-    for name in ("charnn.recipe.sizing", "charnn.train.session"):
+    for name in ("charnn.recipe.sizing", "charnn.training.session"):
         try:
             module = importlib.import_module(name)
         except ImportError:
@@ -75,7 +75,7 @@ def pin(reading: dict[str, Any]) -> None:
             module.measure_eval_speed = measure_eval_speed  # type: ignore[attr-defined]
             return
     raise SystemExit("pinned_probe: this checkout's charnn calls its probe from neither charnn.recipe.sizing nor "
-                     "charnn.train.session")
+                     "charnn.training.session")
 
 
 def main() -> None:

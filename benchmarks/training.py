@@ -44,7 +44,7 @@ from charnn.model.network import CharRNN, ModelConfig  # noqa: E402
 from charnn.run import checkpoint  # noqa: E402
 from charnn.run.config import TrainConfig  # noqa: E402
 from charnn.text.tokenizer import CharTokenizer  # noqa: E402
-from charnn.train.loop import train  # noqa: E402
+from charnn.training.loop import train  # noqa: E402
 
 VOCAB = 65
 # name: (cell, layers, hidden, embed, batch, seq, steps)

@@ -45,9 +45,9 @@ from charnn.sample.engine import voice_of
 from charnn.sample.items import beam_items
 from charnn.sample.items import check as check_items
 from charnn.text import corpus, streams
-from charnn.train.request import TrainRequest
-from charnn.train.request import run as run_request
-from charnn.train.session import default_run_name, resume_training, start_training
+from charnn.training.request import TrainRequest
+from charnn.training.request import run as run_request
+from charnn.training.session import default_run_name, resume_training, start_training
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

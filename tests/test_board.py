@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from charnn.cli import _optional_values, app
 from charnn.run import checkpoint
-from charnn.train.board import TAGS
+from charnn.training.board import TAGS
 
 runner = CliRunner()
 TINY = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--seq-len", "16", "--device", "cpu",

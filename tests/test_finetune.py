@@ -22,7 +22,7 @@ from charnn.model.network import CharRNN
 from charnn.run import checkpoint, lineage
 from charnn.serve import ServeConfig, create_app, load
 from charnn.text.tokenizer import CharTokenizer
-from charnn.train import session
+from charnn.training import session
 from tests.conftest import tiny_train, train_run
 
 runner = CliRunner()

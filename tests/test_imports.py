@@ -58,7 +58,7 @@ def import_graph() -> dict[str, set[str]]:
 # layer; packages that share a layer (the ways to use a run) may not import each other.
 LAYERS: list[set[str]] = [
     {"errors"}, {"capability"}, {"distributed"}, {"device"},
-    {"text"}, {"page"}, {"model"}, {"run"}, {"recipe"}, {"train"}, {"sample"}, {"insight"}, {"api"},
+    {"text"}, {"page"}, {"model"}, {"run"}, {"recipe"}, {"training"}, {"sample"}, {"insight"}, {"api"},
     {"write", "serve", "export", "base"},
     {"cli"}, {"__main__"},
 ]
@@ -137,10 +137,10 @@ def test_every_package_and_loose_module_has_a_layer() -> None:
 
 def test_the_walk_sees_an_upward_import_and_a_cycle() -> None:
     graph = import_graph()
-    assert "charnn.train.loop" in graph["charnn.train.session"]  # it reads real edges
-    graph["charnn.model.network"] = graph["charnn.model.network"] | {"charnn.train.session"}  # a made-up import up the stack
-    assert upward(graph) == ["charnn.model.network -> charnn.train.session"]
-    assert any({"charnn.model.network", "charnn.train.session"} <= set(c) for c in cycles(graph))
+    assert "charnn.training.loop" in graph["charnn.training.session"]  # it reads real edges
+    graph["charnn.model.network"] = graph["charnn.model.network"] | {"charnn.training.session"}  # a made-up import up the stack
+    assert upward(graph) == ["charnn.model.network -> charnn.training.session"]
+    assert any({"charnn.model.network", "charnn.training.session"} <= set(c) for c in cycles(graph))
     graph["charnn.serve.app"] = graph["charnn.serve.app"] | {"charnn.export.web"}  # peers may not import each other
     assert "charnn.serve.app -> charnn.export.web" in upward(graph)
 

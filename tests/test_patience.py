@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from charnn.run import checkpoint
-from charnn.train.schedule import Progress, learning_rate
+from charnn.training.schedule import Progress, learning_rate
 from tests.conftest import tiny_train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -177,7 +177,7 @@ def test_explicit_options_override_the_recipe(words_file: Path, fake_probe: Fake
 def test_the_budget_trains_in_bf16_where_the_probe_says_so_unless_the_user_chose(
         words_file: Path, monkeypatch: pytest.MonkeyPatch, fake_probe: FakeProbe, given: str | None) -> None:
     import charnn.recipe.sizing as sizing
-    import charnn.train.session as api_module
+    import charnn.training.session as api_module
 
     fake_probe.bf16_gain = 1.5  # a machine where bf16 wins, whatever this one does
     for module in (api_module, sizing):  # the warning and the probe both ask
@@ -202,7 +202,7 @@ def test_bf16_is_probed_only_where_the_cpu_has_bf16_instructions(
         words_file: Path, monkeypatch: pytest.MonkeyPatch, fake_probe: FakeProbe, native: bool) -> None:
     """Issue #32: a CPU that emulates bf16 (Zen 3, AVX2 only) spent ~80 s probing it; it is never timed there."""
     import charnn.recipe.sizing as sizing
-    import charnn.train.session as api_module
+    import charnn.training.session as api_module
 
     for module in (api_module, sizing):  # the warning and the probe both ask
         monkeypatch.setattr(module, "bf16_native", lambda device: native)
@@ -218,7 +218,7 @@ def test_bf16_is_probed_only_where_the_cpu_has_bf16_instructions(
 
 def test_amp_asked_for_on_an_emulating_cpu_warns_with_the_measured_slowdown(
         words_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import charnn.train.session as api_module
+    import charnn.training.session as api_module
 
     monkeypatch.setattr(api_module, "bf16_native", lambda device: False)
     monkeypatch.setattr(api_module, "bf16_speed", lambda: 0.21)

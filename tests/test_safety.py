@@ -24,7 +24,7 @@ from charnn.model.network import CharRNN
 from charnn.run import checkpoint, runs
 from charnn.run.config import TrainConfig
 from charnn.text.tokenizer import CharTokenizer
-from charnn.train.loop import train
+from charnn.training.loop import train
 from tests.conftest import tiny_model, train_run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from charnn import api
 from charnn.recipe import sizing
 from charnn.run import checkpoint, runs
 from charnn.run.config import TrainConfig
-from charnn.train.schedule import lr_at
+from charnn.training.schedule import lr_at
 from tests.conftest import tiny_model, tiny_train, train_run
 
 
@@ -51,8 +51,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(words_file, cell: str, em
     api.start_training(str(words_file), model, tiny_train(**overrides), name="straight", device="cpu",
                        show_progress=False)
 
-    import charnn.train.session as api_mod
-    from charnn.train import loop as train_mod
+    import charnn.training.session as api_mod
+    from charnn.training import loop as train_mod
     real_train = train_mod.train
 
     def stop_at_23(*args, **kwargs):
@@ -165,7 +165,7 @@ def test_time_budget_stops_and_anneals(words_file, one_thread) -> None:
 
 
 def _slow_passes(monkeypatch, seconds: float) -> None:
-    from charnn.train import loop as train_mod
+    from charnn.training import loop as train_mod
     real = train_mod.evaluate
 
     def slow_evaluate(*args, **kwargs):  # each pass takes at least `seconds`
@@ -269,7 +269,7 @@ def test_validation_is_measured_the_same_whatever_the_batch(tmp_path) -> None:
 
 def test_ema_weights_are_what_is_evaluated_and_kept_as_best(words_file) -> None:
     from charnn.model.evaluation import evaluate
-    from charnn.train.ema import WeightAverage
+    from charnn.training.ema import WeightAverage
 
     run_dir = train_run(words_file, name="e", max_steps=40, eval_every=40, ema=0.95)
     best = checkpoint.load_tensors(run_dir / checkpoint.BEST)

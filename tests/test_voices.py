@@ -205,8 +205,8 @@ def cold_loss(model: CharRNN, pieces: torch.Tensor, weights: list[float] | None)
 def test_resume_with_voices_is_bit_exact(tmp_path: Path) -> None:
     overrides = dict(max_steps=40, eval_every=15)
     straight = train_voiced(tmp_path, "straight", **overrides)
-    import charnn.train.session as session_mod
-    from charnn.train import loop as train_mod
+    import charnn.training.session as session_mod
+    from charnn.training import loop as train_mod
     real_train = train_mod.train
 
     def stop_at_17(*args, **kwargs):

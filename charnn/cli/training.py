@@ -25,9 +25,9 @@ from charnn.model.network import ModelConfig
 from charnn.recipe.budget import format_duration, parse_duration
 from charnn.recipe.plan import AMP_MIN_GAIN, FINE_TUNE
 from charnn.run.config import TIME_PATIENCE, TrainConfig
-from charnn.train.loop import TrainResult
-from charnn.train.request import TrainRequest
-from charnn.train.request import run as train_request
+from charnn.training.loop import TrainResult
+from charnn.training.request import TrainRequest
+from charnn.training.request import run as train_request
 
 # The defaults the help states are the configs' own (model/network.py, run/config.py), and fine-tuning's are recipe.FINE_TUNE's.
 M, T = ModelConfig, TrainConfig

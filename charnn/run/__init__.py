@@ -10,7 +10,7 @@
     originality.py the suffix-array index of a run's training split beside its cache, and the `Report`
     lineage.py     fine-tuning's parent: loaded read-only, the architecture check, the grown vocabulary
 
-`TrainConfig` lives here rather than in `train/` because config.json records it and the recipe (below the
+`TrainConfig` lives here rather than in `training/` because config.json records it and the recipe (below the
 loop) chooses its fields: both must read it without importing the loop. May import `model`, `text` and the
 shared modules.
 """

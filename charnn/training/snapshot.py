@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from charnn.distributed import ProcessGroup, restore_rng
-from charnn.train.ema import WeightAverage
-from charnn.train.schedule import Progress
+from charnn.training.ema import WeightAverage
+from charnn.training.schedule import Progress
 
 
 def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer, average: WeightAverage | None, progress: Progress,

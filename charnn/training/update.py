@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from charnn.model.network import CharRNN, State, detach_state
-from charnn.train.ema import WeightAverage
+from charnn.training.ema import WeightAverage
 
 
 class Update:

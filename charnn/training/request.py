@@ -21,8 +21,8 @@ from charnn.recipe.plan import Request, configs, fine_tune_recipe
 from charnn.run.config import TrainConfig
 from charnn.run.corpus import CorpusOptions, Paths
 from charnn.run.lineage import Parent, check_architecture, load_parent
-from charnn.train.loop import TrainResult
-from charnn.train.session import resume_training, start_training
+from charnn.training.loop import TrainResult
+from charnn.training.session import resume_training, start_training
 
 T = TrainConfig
 DEFAULT_TIME = 600.0  # a new run with no limit at all trains for 10 minutes (and says so)

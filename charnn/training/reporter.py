@@ -18,8 +18,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from charnn.run import checkpoint
-from charnn.train import board
-from charnn.train.board import Board
+from charnn.training import board
+from charnn.training.board import Board
 
 
 class Reporter:

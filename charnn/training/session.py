@@ -45,7 +45,7 @@ from charnn.run.corpus import (
     prepare_voices,
 )
 from charnn.run.lineage import Parent
-from charnn.train.loop import Fresh, FromParent, Resume, Start, TrainResult, train
+from charnn.training.loop import Fresh, FromParent, Resume, Start, TrainResult, train
 
 
 def default_run_name(spec: str) -> str:

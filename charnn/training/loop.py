@@ -34,12 +34,12 @@ from charnn.model.evaluation import evaluate, evaluate_voices
 from charnn.model.network import CharRNN, amp_dtype
 from charnn.run import checkpoint
 from charnn.run.config import TrainConfig
-from charnn.train import snapshot
-from charnn.train.cursor import Cursor
-from charnn.train.interrupt import StopFlag, resumable
-from charnn.train.reporter import Reporter
-from charnn.train.schedule import Keeper, Progress, fraction_done, patience_line, scored
-from charnn.train.update import Update
+from charnn.training import snapshot
+from charnn.training.cursor import Cursor
+from charnn.training.interrupt import StopFlag, resumable
+from charnn.training.reporter import Reporter
+from charnn.training.schedule import Keeper, Progress, fraction_done, patience_line, scored
+from charnn.training.update import Update
 
 MAX_BAD_STEPS = 5  # consecutive non-finite steps before giving up
 

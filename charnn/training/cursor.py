@@ -17,7 +17,7 @@ from torch import Tensor
 from charnn.model.network import CharRNN, State
 from charnn.model.voices import NO_VOICE, unvoiced_rows
 from charnn.text.streams import Streams
-from charnn.train.schedule import Progress
+from charnn.training.schedule import Progress
 
 
 class Cursor:
