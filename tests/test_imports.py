@@ -58,7 +58,7 @@ def import_graph() -> dict[str, set[str]]:
 # layer; packages that share a layer (the ways to use a run) may not import each other.
 LAYERS: list[set[str]] = [
     {"errors"}, {"capability"}, {"distributed"}, {"device"},
-    {"text"}, {"page"}, {"model"}, {"run"}, {"recipe"}, {"training"}, {"sample"}, {"insight"}, {"api"},
+    {"text"}, {"page"}, {"model"}, {"sample"}, {"run"}, {"recipe"}, {"training"}, {"insight"}, {"api"},
     {"write", "serve", "export", "base"},
     {"cli"}, {"__main__"},
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def test_text_voices_and_resume_from_python(tmp_path: Path) -> None:
 def test_plot_and_inspect_show_inline(words_file: Path, tmp_path: Path) -> None:
     model = charnn.train(str(words_file), name="r", max_steps=6, eval_every=3, show_progress=False, **TINY)
     figure = model.plot()
+    assert figure._repr_png_().startswith(b"\x89PNG")  # inline in a notebook whatever the backend
     lines = figure.axes[0].get_lines()
     assert [line.get_gid() for line in lines][:2] == ["train-0", "val-0"]
     assert len(lines[1].get_xdata()) == 2  # two validation passes
@@ -131,3 +133,19 @@ def test_doctor_under_mps_and_cuda_rules(monkeypatch: pytest.MonkeyPatch) -> Non
     assert (report.device, report.name, report.fp16) == ("cuda:0", "NVIDIA H100 80GB HBM3", True)
     assert report.why == "auto picks CUDA first: PyTorch sees 1 CUDA GPU(s)"
     assert str(report).splitlines()[0] == "device:   cuda:0 — NVIDIA H100 80GB HBM3 (79.0 GB free)"
+
+
+def test_preview_shows_what_the_model_writes_and_changes_nothing(words_file: Path) -> None:
+    common = ["train", str(words_file), "--max-steps", "20", "--eval-every", "10", "--hidden", "16", "--embed", "8",
+              "--batch-size", "4", "--seq-len", "16", "--dropout", "0.1", "--device", "cpu"]
+    shown = CliRunner().invoke(app, [*common, "--name", "p", "--preview", "30"])
+    assert shown.exit_code == 0, shown.output
+    writes = [line for line in shown.output.splitlines() if line.startswith("  writes: ")]
+    assert len(writes) == 2 and all(len(ast.literal_eval(line.removeprefix("  writes: "))) == 30 for line in writes)
+    plain = CliRunner().invoke(app, [*common, "--name", "q"])
+    assert plain.exit_code == 0 and "writes:" not in plain.output
+    from charnn.run import checkpoint
+
+    a = checkpoint.load_tensors(Path("checkpoints/p/latest.pt"))
+    b = checkpoint.load_tensors(Path("checkpoints/q/latest.pt"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # training never saw the preview

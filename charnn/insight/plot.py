@@ -120,6 +120,19 @@ def figure(curves: list[Curve]) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("charnn: " + ", ".join(c.run for c in curves), fontsize=10)
+    return inline(fig)
+
+
+def inline(fig: Figure) -> Figure:
+    """`fig` with a PNG form, so a notebook shows it inline whichever matplotlib backend is active (a figure made
+    without pyplot is otherwise shown as its repr)."""
+
+    def png() -> bytes:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+    fig._repr_png_ = png  # type: ignore[attr-defined]
     return fig
 
 

@@ -92,6 +92,7 @@ def train(
     group: ProcessGroup | None = None,
     deadline: float | None = None,
     labels: tuple[np.ndarray, np.ndarray] | None = None,
+    preview: Callable[[CharRNN], str] | None = None,
 ) -> TrainResult:
     """Train `model` in place, writing checkpoints and metrics into `run_dir`.
 
@@ -101,9 +102,10 @@ def train(
     torchrun process group (None: a single process). `deadline` (a `time.perf_counter()`
     reading) makes `cfg.time_budget` wall clock: the loop's budget is what is left of it. A voiced model
     trains on `labels`: the voice of every character of the training and the validation split (voices.py).
+    `preview(model)` is shown after each validation pass: what the model writes now (session.py's `previewer`).
     """
     trainer = Trainer(model, cfg, train_ids, val_ids, run_dir, device, show_progress=show_progress,
-                      should_stop=should_stop, group=group, labels=labels)
+                      should_stop=should_stop, group=group, labels=labels, preview=preview)
     return trainer.run(start or Fresh(), deadline)
 
 
@@ -120,8 +122,10 @@ class Trainer:
     def __init__(self, model: CharRNN, cfg: TrainConfig, train_ids: np.ndarray, val_ids: np.ndarray,
                  run_dir: Path, device: torch.device, *, show_progress: bool = True,
                  should_stop: Callable[[Progress], bool] | None = None, group: ProcessGroup | None = None,
-                 labels: tuple[np.ndarray, np.ndarray] | None = None):
+                 labels: tuple[np.ndarray, np.ndarray] | None = None,
+                 preview: Callable[[CharRNN], str] | None = None):
         self.world = group or ProcessGroup.solo(device)
+        self.preview = preview  # what the model writes, shown after each pass (a single process only)
         self.writer = self.world.is_writer
         self.show = show_progress and self.writer
         self.model, self.cfg, self.val_ids, self.run_dir, self.device = model, cfg, val_ids, run_dir, device
@@ -239,9 +243,21 @@ class Trainer:
             checkpoint.save_tensors(self.run_dir / checkpoint.BEST, {"model": best_weights, "step": p.step,
                                                                      "val_loss": val})
         self.report.evaluated(record, line)
+        if self.preview is not None and self.show and not self.world.active:
+            self.report.say(f"  writes: {self.written()!r}")
         self.save()
         keeper.writes_s = time.perf_counter() - writes
         self.report.restart_rate(p.tokens)
+
+    def written(self) -> str:
+        """A few characters of what the weights `best.pt` would get write now (`preview`); the training stream, its
+        random state and the model's mode are left as they were (the preview draws from its own generator)."""
+        assert self.preview is not None
+        with self.update.average.applied() if self.update.average is not None else nullcontext():
+            try:
+                return self.preview(self.model)
+            finally:
+                self.model.train()
 
     def _score(self) -> tuple[float, dict[str, float], dict[str, torch.Tensor] | None]:
         """The validation loss of the weights `best.pt` would get (the average's, where there is one); in a

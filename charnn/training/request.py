@@ -76,6 +76,7 @@ class TrainRequest:
     seed: int = T.seed
     tensorboard: str | None = None  # "": inside the run; a folder: DIR/RUN-NAME
     # where and how
+    preview: int = 0  # characters of what the model writes, shown after each validation pass
     device: str = "auto"
     overwrite: bool = False
     reading: CorpusOptions = field(default_factory=CorpusOptions)
@@ -93,19 +94,23 @@ def run(request: TrainRequest, paths: Paths | None = None, *, show_progress: boo
     ask for but gets (a default limit), shown even when the rest is quiet (default: `announce`)."""
     paths = paths or Paths()
     say = notice or announce or (lambda line: None)
+    if request.preview < 0:
+        raise UsageError(f"--preview {request.preview} must be 0 (off) or a number of characters")
     if resuming(request):
         refuse_fixed(request)
         return resume_training(request.resume or "", corpus_path=list(request.corpus) or None,
                                max_steps=request.max_steps, epochs=request.epochs, more_time=request.time, lr=request.lr,
                                device=request.device, paths=paths, show_progress=show_progress,
-                               tensorboard=request.tensorboard, started=started, announce=announce)
+                               tensorboard=request.tensorboard, started=started, announce=announce,
+                               preview=request.preview)
     sources, voice_names = voiced_corpus(request, paths.corpora)
     parent = load_parent(request.start_from, paths.checkpoints) if request.start_from is not None else None
     check_shape(parent, request)
     model_cfg, cfg, auto = build_configs(request, parent, say)
     return start_training(sources, model_cfg, cfg, name=request.name, device=request.device, paths=paths,
                           overwrite=request.overwrite, corpus_options=request.reading, show_progress=show_progress,
-                          auto_fields=auto, started=started, parent=parent, voices=voice_names, announce=announce)
+                          auto_fields=auto, started=started, parent=parent, voices=voice_names, announce=announce,
+                          preview=request.preview)
 
 
 def build_configs(request: TrainRequest, parent: Parent | None,

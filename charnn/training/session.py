@@ -45,6 +45,8 @@ from charnn.run.corpus import (
     prepare_voices,
 )
 from charnn.run.lineage import Parent
+from charnn.sample import SampleConfig, generate
+from charnn.text.tokenizer import CharTokenizer
 from charnn.training.loop import Fresh, FromParent, Resume, Start, TrainResult, train
 
 
@@ -60,7 +62,7 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
                    auto_fields: frozenset[str] = frozenset(),
                    announce: Callable[[str], None] | None = None,
                    started: float | None = None, parent: Parent | None = None,
-                   voices: Sequence[str] = ()) -> tuple[Path, TrainResult]:
+                   voices: Sequence[str] = (), preview: int = 0) -> tuple[Path, TrainResult]:
     """Train a new run on corpus `spec` (one or several sources); `model_cfg.vocab_size` comes from the corpus.
 
     With `parent` (`lineage.load_parent`) the run fine-tunes the parent's model: its architecture is the
@@ -73,7 +75,8 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
     process calls this; the checks run before the process group opens.
 
     With `voices` (a name per source, voices.py) each source is one voice's text and the model learns them
-    all (`model_cfg.voices` becomes them; a fine-tune's are its parent's followed by the new ones).
+    all (`model_cfg.voices` becomes them; a fine-tune's are its parent's followed by the new ones). `preview`:
+    characters of what the model writes, shown after each validation pass (`previewer`).
     """
     paths = paths or Paths()
     options = corpus_options or CorpusOptions()
@@ -124,7 +127,7 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
         with _writer_lock(run_dir, group, make=True):
             if group.is_writer:
                 checkpoint.create(run_dir, config.to_json(), prepared.encoded.tokenizer, overwrite)
-            result = _train(model, cfg, prepared, run_dir, group, start, clock, show_progress)
+            result = _train(model, cfg, prepared, run_dir, group, start, clock, show_progress, preview)
     return run_dir, result
 
 
@@ -160,7 +163,7 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
                     epochs: float | None = None, more_time: float | None = None, lr: float | None = None,
                     device: str = "auto", paths: Paths | None = None, show_progress: bool = True,
                     tensorboard: str | None = None, started: float | None = None,
-                    announce: Callable[[str], None] | None = None) -> tuple[Path, TrainResult]:
+                    announce: Callable[[str], None] | None = None, preview: int = 0) -> tuple[Path, TrainResult]:
     """Continue a run from `latest.pt`; new limits extend it (`more_time` is added to the time used,
     wall clock from `started` as in `start_training`).
 
@@ -212,7 +215,7 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
         if group.is_writer:
             checkpoint.clean_temp_files(run_dir)  # left by a process killed mid-write; only now that every check passed
             config.save(run_dir)
-        result = _train(model, cfg, prepared, run_dir, group, start, clock, show_progress)
+        result = _train(model, cfg, prepared, run_dir, group, start, clock, show_progress, preview)
     return run_dir, result
 
 
@@ -258,13 +261,29 @@ def _regrow(config: RunConfig, run_dir: Path, prepared: Prepared) -> tuple[CharR
 
 
 def _train(model: CharRNN, cfg: TrainConfig, prepared: Prepared, run_dir: Path, group: ProcessGroup, start: Start,
-           clock: Budget | None, show_progress: bool) -> TrainResult:
+           clock: Budget | None, show_progress: bool, preview: int = 0) -> TrainResult:
     """The loop, under the run's lock, and the budget's record."""
     result = train(model, cfg, prepared.train_ids, prepared.val_ids, run_dir, group.device, start=start,
                    show_progress=show_progress, group=group, deadline=clock.deadline if clock else None,
-                   labels=prepared.labels)
+                   labels=prepared.labels, preview=previewer(prepared.encoded.tokenizer, preview, cfg.seed))
     _record_time(run_dir, clock, result)
     return result
+
+
+def previewer(tokenizer: CharTokenizer, chars: int, seed: int) -> Callable[[CharRNN], str] | None:
+    """`--preview N`: N characters the model writes from a new line, at temperature 0.8 with the run's seed (the
+    same draws at every pass, so the passes differ only by what the model learned); None for 0."""
+    if chars <= 0:
+        return None
+
+    def write(model: CharRNN) -> str:
+        with torch.inference_mode():
+            run = generate(model, tokenizer, "\n", SampleConfig(length=chars, temperature=0.8, seed=seed))
+            for _ in run:
+                pass
+        return run.texts[0]
+
+    return write
 
 
 def _prepare(source: Any, specs: Sequence[str], voices: Sequence[str], table: Sequence[str], options: CorpusOptions,
