@@ -141,9 +141,10 @@ CHOSEN = ("cell", "layers", "hidden", "embed", "dropout", "batch_size", "seq_len
 MODEL_FIELDS = ("cell", "layers", "hidden", "embed", "dropout")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Request:
-    """What the user set: each field a value, or None (the `--time` recipe or the default decides)."""
+    """What the user set of the recipe's choices: each field a value, or None (the `--time` recipe or the default
+    decides). `training.request.TrainRequest` is this and the rest of a training request."""
 
     cell: str | None = None
     layers: int | None = None

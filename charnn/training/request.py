@@ -34,8 +34,9 @@ FIXED = {"--cell": "cell", "--heads": "heads", "--layers": "layers", "--hidden":
 
 
 @dataclass(frozen=True)
-class TrainRequest:
-    """What a user asked `charnn train` (or `charnn.train`) for. None: the `--time` recipe or the default decides.
+class TrainRequest(Request):
+    """What a user asked `charnn train` (or `charnn.train`) for: the recipe's choices (`Request`'s fields: cell,
+    layers, hidden, ...; None: the `--time` recipe or the default decides) and the rest.
 
     Fields mirror the command's options: `corpus` its CORPUS arguments (paths, folders, built-in names; `NAME=PATH`
     with `voices`), `start_from` its `--from`, `time` its `--time` in seconds."""
@@ -49,21 +50,6 @@ class TrainRequest:
     voices_from: Path | None = None
     text_field: str = "text"
     voice_field: str = "voice"
-    # the recipe's choices (`recipe.plan.Request`)
-    cell: str | None = None
-    heads: int | None = None
-    layers: int | None = None
-    hidden: int | None = None
-    embed: int | None = None
-    dropout: float | None = None
-    locked_dropout: bool | None = None
-    batch_size: int | None = None
-    seq_len: int | None = None
-    lr: float | None = None
-    warmup: int | None = None
-    ema: float | None = None
-    eval_every: int | None = None
-    amp: bool | None = None
     # the schedule's limits and the rest of TrainConfig
     weight_decay: float = T.weight_decay
     clip: float = T.clip
@@ -83,7 +69,7 @@ class TrainRequest:
 
     def choices(self) -> Request:
         """The fields the recipe would otherwise choose, as the user set them."""
-        return Request(**{f.name: getattr(self, f.name) for f in fields(Request)})
+        return Request(**{f.name: getattr(self, f.name) for f in fields(Request)})  # a plain Request: no corpus, no limits
 
 
 def run(request: TrainRequest, paths: Paths | None = None, *, show_progress: bool = True,
