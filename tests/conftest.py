@@ -14,6 +14,16 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+# Under pytest-xdist (the suite runs as two workers, pyproject.toml's addopts) each worker, and every process a
+# test starts, computes on one thread. Two workers of two threads each oversubscribe two cores, and OpenMP's
+# spinning threads then wait on one another: a kill/resume test took 225 s that way instead of 15. The models
+# here are tiny (16-64 units): a second thread never made one faster.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 from charnn import api
 from charnn.model.network import ModelConfig
 from charnn.run.config import TrainConfig

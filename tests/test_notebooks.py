@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-CAP = "10s"
+# quickstart's training has the recipe time this machine first, and a budget must leave it room to train.
+CAPS = {"quickstart": "20s", "how-rnns-learn": "10s"}
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
@@ -41,10 +42,10 @@ def test_the_notebook_runs_headless(name: str, tmp_path: Path, monkeypatch: pyte
 
     shutil.copy(NOTEBOOKS / f"{name}.ipynb", tmp_path)
     notebook = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
-    monkeypatch.setenv("CHARNN_NOTEBOOK_BUDGET", CAP)  # the kernel inherits it
+    monkeypatch.setenv("CHARNN_NOTEBOOK_BUDGET", CAPS[name])  # the kernel inherits it
     started = time.perf_counter()
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     took = time.perf_counter() - started
     setup = next(cell for cell in notebook.cells if cell.cell_type == "code")
     assert setup.outputs[-1]["data"]["text/plain"].startswith("device:   ")  # the set-up cell says what it runs on
-    print(f"{name}: {took:.0f} s with every training capped at {CAP}")
+    print(f"{name}: {took:.0f} s with every training capped at {CAPS[name]}")

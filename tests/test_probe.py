@@ -7,6 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from charnn import capability
 from charnn.cli import app
 from charnn.model.evaluation import EVAL_STREAMS
 from charnn.recipe.plan import pick_batch, plan
@@ -73,6 +74,7 @@ def test_the_probe_times_bf16_beside_fp32_and_leaves_the_model_in_fp32(monkeypat
         autocast_calls.append(enabled)
         return real_autocast(device_type, dtype=dtype, enabled=enabled)
 
+    capability._onednn_bf16_rnn()  # asked once per process, by whichever test comes first: not this test's count
     monkeypatch.setattr(probe_module.torch, "autocast", spying_autocast)
     speeds = measure_speeds(torch.device("cpu"), 20, "gru", (16,), seq=8, steps=3, amps=(False, True))
     assert set(speeds) == {(16, False), (16, True)} and all(v > 0 for v in speeds.values())

@@ -93,8 +93,6 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
     dev = _device_for(device, cfg, launch)
     footprint.check_fits(model_cfg, cfg.batch_size, cfg.seq_len, dev)  # before the corpus work
     say = announce if launch.is_writer else None
-    if say:
-        say(device_line(dev))  # the first thing a run says: "is my GPU used?"
     if cfg.amp and "amp" not in auto_fields and say and not bf16_native(dev):
         say(f"warning: this CPU has no bf16 instructions, so PyTorch emulates bf16: a quick measurement ran it at "
             f"{bf16_speed():.2f}x fp32's speed — --no-amp trains faster here")
@@ -102,7 +100,8 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
     run_dir = _new_run_dir(paths, name, specs, launch, overwrite, parent)  # before the slow corpus work
     source = options.resolve(specs, paths)
     check_fits(source.chars, cfg)
-    if say:
+    if say:  # first once the fast checks have passed (a refusal stays one line): "is my GPU used?"
+        say(device_line(dev))
         say(f"corpus: {source.describe()}")
     start: Start
     with distributed.join(launch, dev) as group:
@@ -193,11 +192,11 @@ def resume_training(run: str, *, corpus_path: str | Sequence[str] | None = None,
     refuse(cfg.validate())
     launch.check_batch(cfg.batch_size)
     dev = _device_for(device, cfg, launch)
-    if announce and launch.is_writer:
-        announce(device_line(dev))
     given = [corpus_path] if isinstance(corpus_path, str) else list(corpus_path or [])
     source = corpus_of_run(config, run_dir, paths, given)
     check_fits(source.chars, cfg)
+    if announce and launch.is_writer:
+        announce(device_line(dev))
     tokenizer = checkpoint.load_tokenizer(run_dir)
     with distributed.join(launch, dev) as group, _writer_lock(run_dir, group):
         # A fine-tuned run's vocabulary is its parent's grown, not its corpus's own: encode in it.
