@@ -14,7 +14,7 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # quickstart's training has the recipe time this machine first, and a budget must leave it room to train.
-CAPS = {"quickstart": "20s", "how-rnns-learn": "10s"}
+CAPS = {"quickstart": "30s", "how-rnns-learn": "10s"}  # 20s passed here; a CPU half as fast probes longer
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
