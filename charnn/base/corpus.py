@@ -1,19 +1,19 @@
-"""The base model's corpus: broad English prose assembled offline from Debian packages of free text.
+"""The base model's corpus: varied English assembled offline from packages in the registries.
 
-    python -m charnn.base.corpus OUT_DIR [--install]
+    python -m charnn.base.corpus OUT_DIR [--packages DIR]
 
-Each source is read from its installed Debian package, cleaned into plain text and split: its first 90%
-trains, its last 10% validates. `OUT_DIR/base-corpus.txt` holds every source's training part, then every
-source's validation part, so `charnn train OUT_DIR/base-corpus.txt --val-frac F` with the F written to
-`OUT_DIR/sources.json` validates on a held-back share of every source; `OUT_DIR/val-NAME.txt` holds each
-source's share alone, to score per source (`charnn eval RUN OUT_DIR/val-NAME.txt`).
+Each source (charnn/base/sources.py) is read from its packages, fetched at a pinned version into `--packages`
+(default `OUT_DIR/packages`) and unpacked there, never installed; cleaned into paragraphs; capped where it would
+crowd the others; and split: its first 90% trains, its last 10% validates. `OUT_DIR/base-corpus.txt` holds every
+source's training part, then every source's validation part, so `charnn train OUT_DIR/base-corpus.txt
+--val-frac F` with the F written to `OUT_DIR/sources.json` validates on a held-back share of every source;
+`OUT_DIR/val-NAME.txt` holds each source's share alone, to score per source (`charnn eval RUN OUT_DIR/val-NAME.txt`).
 
-Left out on purpose: every Shakespeare quotation (the dictionary's citations `--Shak.` and any fortune
-that names him; any line of tiny-shakespeare found verbatim is dropped too), so a fine-tune from the
-base on tiny-shakespeare measures something; fortunes' `songs-poems` (a held-out small text for
-benchmarks/base.py); licence texts and legal boilerplate; non-English files. Paragraphs are
-deduplicated across sources. Characters rarer than `MIN_CHAR_COUNT` drop the paragraph that holds them
-(they would only grow the vocabulary).
+Left out on purpose (sources.py says why for each): every Shakespeare quotation (the dictionary's citations
+`--Shak.`, any paragraph that names him, any line of tiny-shakespeare found verbatim), so a fine-tune from the
+base on tiny-shakespeare measures something; the small texts benchmarks/base.py fine-tunes on; licence texts and
+legal boilerplate. Paragraphs are deduplicated across sources. Characters rarer than `MIN_CHAR_COUNT` drop the
+paragraph that holds them (they would only grow the vocabulary).
 """
 
 from __future__ import annotations
@@ -23,131 +23,21 @@ import gzip
 import hashlib
 import json
 import re
-import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
+from charnn.base.packages import FetchError, archive_sha256, fetch
+from charnn.base.sources import SOURCES, Source
 from charnn.text.corpora import shakespeare_path
 
 VAL_SHARE = 0.1
 MIN_CHAR_COUNT = 200
-FORTUNES_DIR = Path("/usr/share/games/fortunes")
-# Fortune files that are not English prose or verse, or that benchmarks hold out.
-FORTUNES_LEFT_OUT = {"songs-poems", "translate-me", "ascii-art", "disclaimer"}
 BOILERPLATE = re.compile(r"GNU General Public License|WITHOUT ANY WARRANTY|Free Software Foundation|"
                          r"All rights reserved|Permission is hereby granted|licen[cs]ed under", re.IGNORECASE)
-SHAKESPEARE = re.compile(r"Shak|Wm\. S|W\. S\.", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Source:
-    name: str
-    package: str
-    licence: str
-    read: Callable[[], Iterator[str]]  # paragraphs, cleaned
-
-
-def package_version(package: str) -> str:
-    out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True)
-    return out.stdout.strip() if out.returncode == 0 else ""
-
-
-# ---- the dictionary -----------------------------------------------------------------------------
-
-GCIDE = Path("/usr/share/dictd/gcide.dict.dz")
-_PRONUNCIATION = re.compile(r"\s*\\[^\\\n]*\\,?")  # \Ab`di*ca"tion\,
-_BRACKETS = re.compile(r"\[[^\[\]]*\]")  # [L. abdicatio], [1913 Webster], [Obs.], accent codes [a^]
-_INLINE_SHAK = re.compile(r"\"[^\"]*\"\s*--Shak\.")
-
-
-def gcide_paragraphs() -> Iterator[str]:
-    """Webster's 1913 (GCIDE): each entry's headword and senses as text, markup and tags removed."""
-    with gzip.open(GCIDE, "rt", encoding="utf-8", errors="replace") as f:
-        text = f.read()
-    start = text.find("\nA \\A\\")  # the dictionary proper; before it, the database's own header
-    for entry in re.split(r"\n(?=\S)", text[start:]):
-        yield from _gcide_entry(entry)
-
-
-def _gcide_entry(entry: str) -> Iterator[str]:
-    entry = _PRONUNCIATION.sub("", entry, count=1)
-    for _ in range(2):  # nested brackets: [Shortened form of an. AS. [=a]n one.]
-        entry = _BRACKETS.sub("", entry)
-    entry = _INLINE_SHAK.sub("", entry).replace("{", "").replace("}", "")
-    for block in re.split(r"\n\s*\n", entry):
-        lines = [line.strip() for line in block.splitlines() if line.strip()]
-        if not lines or any("\\" in line or "*" in line for line in lines):
-            continue  # leftover pronunciation markup
-        text = "\n".join(_tidy(line) for line in lines)
-        if len(text) >= 20:
-            yield text
-
-
-def _tidy(line: str) -> str:
-    """What removing the brackets leaves behind: doubled spaces, a stop after a stop, empty parentheses."""
-    line = re.sub(r"\(\s*\)", "", re.sub(r"\s{2,}", " ", line))
-    return re.sub(r"([.,;:])\s+\.(?=\s|$)", r"\1", line).strip()
-
-
-# ---- the Bible ----------------------------------------------------------------------------------
-
-
-def bible_paragraphs() -> Iterator[str]:
-    """The King James Bible from the `bible` reader: a chapter a paragraph, a verse a line, headings and verse
-    numbers dropped."""
-    out = subprocess.run(["bible", "-l100000", "Gen1:1-Rev22:21"], capture_output=True, text=True, check=True).stdout
-    for chapter in re.split(r"\n\s*\n\S[^\n]* \d+\n\s*\n", "\n\n" + out):
-        verses = [m.group(1).strip() for m in re.finditer(r"^\s+\d+ (.+)$", chapter, re.MULTILINE)]
-        if verses:
-            yield "\n".join(verses)
-
-
-# ---- fortunes -----------------------------------------------------------------------------------
-
-
-def fortune_paragraphs() -> Iterator[str]:
-    """The `fortunes` collections (quotations, jokes, verse), one fortune a paragraph, in file order."""
-    for path in sorted(FORTUNES_DIR.iterdir()):
-        if path.suffix or path.name in FORTUNES_LEFT_OUT or not path.is_file():
-            continue
-        yield from _fortunes(path)
-
-
-def _fortunes(path: Path) -> Iterator[str]:
-    text = path.read_text(encoding="utf-8", errors="replace")
-    for fortune in re.split(r"\n%\n", text):
-        lines = [line.rstrip().expandtabs(8) for line in fortune.strip("\n%").splitlines()]
-        body = "\n".join(lines).strip("\n")
-        if len(body) >= 10:
-            yield body
-
-
-# ---- the Jargon File ----------------------------------------------------------------------------
-
-JARGON = Path("/usr/share/doc/jargon-text/jargon.txt.gz")
-
-
-def jargon_paragraphs() -> Iterator[str]:
-    """The Jargon File 4.4.7: its prose paragraphs reflowed, the tables of contents and word lists dropped."""
-    with gzip.open(JARGON, "rt", encoding="utf-8", errors="replace") as f:
-        text = f.read()
-    for block in re.split(r"\n\s*\n", text):
-        words = " ".join(block.split())
-        if len(words.split()) >= 8 and re.search(r"[.!?:;)\"”]$", words):
-            yield words
-
-
-SOURCES = (
-    Source("dictionary", "dict-gcide", "GPL-3.0-or-later (GCIDE; Webster's 1913 is public domain)", gcide_paragraphs),
-    Source("bible", "bible-kjv-text", "public domain text (King James Version); package GPL-2.0-or-later",
-           bible_paragraphs),
-    Source("fortunes", "fortunes", "BSD-4-Clause-UC (collections: public domain quotations and contributions)",
-           fortune_paragraphs),
-    Source("jargon", "jargon-text", "public domain (The Jargon File)", jargon_paragraphs),
-)
+# The dictionary's citation `--Shak.`, his name in any spelling; not "shake" (v1 dropped every shaking paragraph).
+SHAKESPEARE = re.compile(r"\bShak\.|\b[Ss]hake?spe|\b[Ss]haksp|\bSHAKE?SPE|\bWm\. S\.|\bW\. S\.")
 
 
 # ---- assembly -----------------------------------------------------------------------------------
@@ -189,13 +79,40 @@ def _rare_filtered(parts: dict[str, list[str]], dropped: Counter[str]) -> dict[s
     return out
 
 
-def build(out_dir: Path) -> dict[str, object]:
-    """Write the corpus files into `out_dir`; return the record also written to `sources.json`."""
+def capped(paragraphs: list[str], source: Source) -> list[str]:
+    """At most `source.cap` characters of `paragraphs`: evenly spread (every k-th paragraph, by running length) or,
+    with `spread` off, the first ones (the newest speeches)."""
+    total = sum(len(p) + 2 for p in paragraphs)
+    if source.cap is None or total <= source.cap:
+        return paragraphs
+    if not source.spread:
+        kept, length = [], 0
+        for paragraph in paragraphs:
+            length += len(paragraph) + 2
+            if length > source.cap:
+                break
+            kept.append(paragraph)
+        return kept
+    share, due, kept = source.cap / total, 0.0, []
+    for paragraph in paragraphs:
+        due += (len(paragraph) + 2) * share  # characters owed to the cap so far
+        if due >= len(paragraph) + 2:
+            kept.append(paragraph)
+            due -= len(paragraph) + 2
+    return kept
+
+
+def build(out_dir: Path, packages: Path) -> dict[str, object]:
+    """Fetch the sources' packages into `packages`, write the corpus files into `out_dir`; return the record also
+    written to `sources.json`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     excluded = _shakespeare_lines()
     dropped: Counter[str] = Counter()
-    parts = {s.name: kept_paragraphs(s.read(), seen, excluded, dropped) for s in SOURCES}
+    parts = {}
+    for source in SOURCES:
+        roots = [fetch(package, packages) for package in source.packages]
+        parts[source.name] = capped(kept_paragraphs(source.read(roots), seen, excluded, dropped), source)
     parts = _rare_filtered(parts, dropped)
     train, val, record = [], [], []
     for source in SOURCES:
@@ -204,10 +121,11 @@ def build(out_dir: Path) -> dict[str, object]:
         train.append(text[:cut])
         val.append(text[cut:])
         (out_dir / f"val-{source.name}.txt").write_text(text[cut:], encoding="utf-8")
-        record.append({"name": source.name, "package": source.package, "version": package_version(source.package),
-                       "licence": source.licence, "paragraphs": len(parts[source.name]),
-                       "bytes": len(text.encode("utf-8")), "chars": len(text), "val_chars": len(text) - cut,
-                       "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()})
+        record.append({"name": source.name, "kind": source.kind, "licence": source.licence,
+                       "packages": [{"registry": p.registry, "name": p.name, "version": p.version,
+                                     "sha256": archive_sha256(p, packages)} for p in source.packages],
+                       "paragraphs": len(parts[source.name]), "bytes": len(text.encode("utf-8")), "chars": len(text),
+                       "val_chars": len(text) - cut, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()})
     corpus = "".join(train) + "".join(val)
     (out_dir / "base-corpus.txt").write_text(corpus, encoding="utf-8")
     summary: dict[str, object] = {
@@ -220,24 +138,17 @@ def build(out_dir: Path) -> dict[str, object]:
     return summary
 
 
-def install() -> None:
-    packages = sorted({s.package for s in SOURCES})
-    subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--install", action="store_true", help="apt-get install the source packages first")
+    parser.add_argument("--packages", type=Path, help="where packages are fetched and unpacked (default "
+                                                      "OUT_DIR/packages; a second build reuses them)")
     args = parser.parse_args(argv)
-    if args.install:
-        install()
-    missing = [s.package for s in SOURCES if not package_version(s.package)]
-    if missing:
-        print(f"missing Debian packages: {' '.join(missing)} — run with --install (as root) or apt-get install them",
-              file=sys.stderr)
+    try:
+        summary = build(args.out_dir, args.packages or args.out_dir / "packages")
+    except (FetchError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
-    summary = build(args.out_dir)
     print(json.dumps(summary, indent=2))
     return 0
 

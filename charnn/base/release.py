@@ -93,11 +93,19 @@ def _write_folder(out: Path, model: CharRNN, loaded: runs.LoadedRun, record: dic
     (out / checkpoint.TOKENIZER).write_text(loaded.tokenizer.to_json(), encoding="utf-8")
 
 
+def _packages(source: dict[str, Any]) -> str:
+    """`name` version of each package a source was read from (v1's sources.json named one, v2's lists them)."""
+    listed = source.get("packages") or [{"name": source["package"], "version": source["version"]}]
+    if len(listed) > 3:  # Wesnoth's sixteen campaigns
+        return f"`{listed[0]['name']}` and {len(listed) - 1} more, {listed[0]['version']}"
+    return ", ".join(f"`{p['name']}` {p['version']}" for p in listed)
+
+
 def card(record: dict[str, Any], config: RunConfig, sample: str) -> str:
     """The model card: Hugging Face's metadata block, then what the model is, was trained on and is for."""
     model = asdict(config.model)
     corpus = record["corpus"]
-    rows = "\n".join(f"| {s['name']} | `{s['package']}` {s['version']} | {s['licence']} | {s['bytes']:,} | "
+    rows = "\n".join(f"| {s['name']} | {_packages(s)} | {s['licence']} | {s['bytes']:,} | "
                      f"{record['val_loss_by_source'][s['name']]:.4f} | `{s['sha256'][:16]}…` |" for s in corpus["sources"])
     fence = "```"
     return f"""---
