@@ -35,8 +35,10 @@ PATTERN = "0123456789abcdef ghijklmnop\n"  # every character determines the next
 
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test runs in its own folder, so checkpoints/ and corpora/ are private to it."""
+    """Every test runs in its own folder, so checkpoints/ and corpora/ are private to it, and so is the cache of
+    the probe's readings (recipe/readings.py): no test reuses a reading another test, or the user, took."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARNN_CACHE", str(tmp_path / ".charnn-cache"))
 
 
 @pytest.fixture

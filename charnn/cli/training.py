@@ -118,6 +118,8 @@ _STRICT = typer.Option(
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or per-evaluation lines.")
 _PREVIEW = typer.Option(0, "--preview", metavar="N", help="After each validation pass, show N characters of what the "
                         "model writes (from a new line, temperature 0.8, the run's seed): watch it learn. 0: off.")
+_REPROBE = typer.Option(False, "--reprobe", help="Time this machine afresh for the --time recipe instead of reusing "
+                        "its kept reading (kept per machine in the user's cache folder, checked by a few timed steps).")
 _TENSORBOARD = typer.Option(
     None, "--tensorboard", metavar="[DIR]",
     help="Also write TensorBoard scalars: into RUN/tensorboard, or DIR/RUN-NAME when DIR is given (put the "
@@ -168,6 +170,7 @@ def train_cmd(
     strict: bool = _STRICT,
     quiet: bool = _QUIET,
     preview: int = _PREVIEW,
+    reprobe: bool = _REPROBE,
     tensorboard: str = _TENSORBOARD,
     checkpoints_dir: Path = CKPT_DIR,
     corpora_dir: Path = CORPORA_DIR,
@@ -181,6 +184,7 @@ def train_cmd(
         seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, eval_every=eval_every, amp=amp, weight_decay=weight_decay,
         clip=clip, epoch_offset=epoch_offset, epochs=epochs, max_steps=max_steps, time=parse_duration(time_budget),
         patience=patience, val_frac=val_frac, seed=seed, device=device, overwrite=overwrite, preview=preview,
+        reprobe=reprobe,
         # A TensorBoard folder is fixed now, so a later resume from elsewhere writes to the same place.
         tensorboard=str(Path(tensorboard).expanduser().resolve()) if tensorboard else tensorboard,  # "": RUN/tensorboard
         reading=api.CorpusOptions(replace_bad_bytes, strict, tuple(include or ()), tuple(exclude or ())))

@@ -97,6 +97,10 @@ class Recipe:
     # The probe's speed at the largest batch as read a second time, beside SCALE_PROBE; the faster of the
     # two readings sets the speeds (probe.steady_speeds). None: not read again.
     probe_second_reading: float | None = None
+    # Where the readings were kept from an earlier probe on this machine (recipe/readings.py): when that probe ran,
+    # and the quick check's speed over the kept one. None: probed afresh for this run.
+    probe_kept: str | None = None
+    probe_check: float | None = None
     eval_pass_s: float | None = None  # the chosen model's expected time for one validation pass
     expected_tokens: float | None = None  # characters the chosen model should see in the budget
     expected_passes: float | None = None  # ... as passes over the training text
@@ -209,7 +213,9 @@ def announcement(recipe: Recipe, auto: frozenset[str], model_cfg: ModelConfig, c
     effective = Recipe(**{k: getattr(model_cfg if k in MODEL_FIELDS else cfg, k) for k in CHOSEN},
                        expected_tokens=None if explicit else recipe.expected_tokens)
     speed = recipe.probe_tokens_per_s or 0.0
-    return (f"recipe for {cfg.time_budget or 0:g}s at {speed:,.0f} chars/s (probe"
+    source = (f"kept probe reading of {recipe.probe_kept.replace('T', ' ')}, checked at {recipe.probe_check:.2f}x; "
+              "--reprobe to measure again" if recipe.probe_kept and recipe.probe_check else "probe")
+    return (f"recipe for {cfg.time_budget or 0:g}s at {speed:,.0f} chars/s ({source}"
             + (f" x {processes} processes" if processes > 1 else "") + f"): {effective.describe()}"
             + (f" (set by you: {', '.join(explicit)})" if explicit else ""))
 

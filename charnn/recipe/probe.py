@@ -40,10 +40,10 @@ def _median(times: list[float]) -> float:
 
 
 def _time_trials(device: torch.device, vocab: int, cell: str, trials: list[Trial], seq: int,
-                 steps: int) -> dict[Trial, float]:
+                 steps: int, warm: int = 3) -> dict[Trial, float]:
     """Training characters per second of each trial: the median of `steps` timed steps.
 
-    Three untimed steps per trial first (allocator growth, kernel selection). Each step is timed on its
+    `warm` untimed steps per trial first (allocator growth, kernel selection). Each step is timed on its
     own and the median taken, so one step slowed by another process on a shared machine does not shrink
     the model the recipe picks (a mean over a block of steps would carry it). The trials take turns step
     by step: the recipe decides on their ratios, and a machine that slows down for a second or two then
@@ -72,7 +72,7 @@ def _time_trials(device: torch.device, vocab: int, cell: str, trials: list[Trial
         return time.perf_counter() - start
 
     for trial in trials:
-        for _ in range(3):
+        for _ in range(warm):
             step(trial)
     times: dict[Trial, list[float]] = {trial: [] for trial in trials}
     for _ in range(steps):
@@ -84,11 +84,11 @@ def _time_trials(device: torch.device, vocab: int, cell: str, trials: list[Trial
 
 def measure_speeds(device: torch.device, vocab: int, cell: str = "gru", batches: tuple[int, ...] = (64,),
                    seq: int = 64, steps: int = 7, amps: tuple[bool, ...] = (False,),
-                   size: tuple[int, int, int] = PROBE) -> dict[Setting, float]:
+                   size: tuple[int, int, int] = PROBE, warm: int = 3) -> dict[Setting, float]:
     """Training characters per second of the probe model of `cell` (or of `size`: layers, hidden, embed) at each
     batch size and precision (fp32, or bf16 autocast where `amps` holds True), timed in turns (`_time_trials`)."""
     trials = [(size, b, amp) for b in batches for amp in amps]
-    return {(b, amp): v for (_, b, amp), v in _time_trials(device, vocab, cell, trials, seq, steps).items()}
+    return {(b, amp): v for (_, b, amp), v in _time_trials(device, vocab, cell, trials, seq, steps, warm).items()}
 
 
 def measure_scale(device: torch.device, vocab: int, cell: str = "gru", batch: int = 64, amp: bool = False,

@@ -7,6 +7,8 @@ chooses.
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -16,25 +18,26 @@ from charnn.device import AMP_DEVICES, bf16_native, tune_cpu_allocator
 from charnn.distributed import Launch, ProcessGroup
 from charnn.errors import DeviceError, refuse
 from charnn.model.network import CharRNN, ModelConfig, amp_dtype
-from charnn.recipe import footprint
+from charnn.recipe import footprint, readings
 from charnn.recipe.budget import Budget
 from charnn.recipe.plan import BATCHES, FINE_TUNE, Recipe, amp_gain, announcement, apply, as_probe_speed, pick_amp, plan
-from charnn.recipe.probe import PROBE, measure_eval_speed, measure_scale, measure_speeds, steady_speeds
+from charnn.recipe.probe import PROBE, Setting, measure_eval_speed, measure_scale, measure_speeds, steady_speeds
 from charnn.run.config import TrainConfig
 from charnn.run.corpus import Prepared, check_fits
 
 
 def sized(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: torch.device, auto_fields: frozenset[str],
            announce: Callable[[str], None] | None, launch: Launch, clock: Budget | None, group: ProcessGroup,
-           fine_tune: bool) -> tuple[ModelConfig, TrainConfig, Recipe | None]:
+           fine_tune: bool, reprobe: bool = False) -> tuple[ModelConfig, TrainConfig, Recipe | None]:
     """The configs a new run trains with: with a budget, the recipe's choices (rank 0 probes, every rank gets
-    them) for the fields the user left unset; then the checks that need the final sizes."""
+    them) for the fields the user left unset; then the checks that need the final sizes. `reprobe`: probe
+    afresh even where this machine's readings are kept (recipe/readings.py)."""
     recipe = None
     if clock is not None:
         clock.mark("startup")
     if auto_fields and clock is not None:
         recipe = group.broadcast(_plan(prepared, model_cfg, cfg, dev, auto_fields, announce, launch, clock,
-                                       fine_tune=fine_tune) if group.is_writer else None)
+                                       fine_tune=fine_tune, reprobe=reprobe) if group.is_writer else None)
         model_cfg, cfg = apply(recipe, auto_fields, model_cfg, cfg)
         launch.check_batch(cfg.batch_size)
         clock.mark("probe")
@@ -48,7 +51,7 @@ def sized(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
 
 def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: torch.device,
           auto_fields: frozenset[str], announce: Callable[[str], None] | None, launch: Launch, clock: Budget,
-          fine_tune: bool = False) -> Recipe:
+          fine_tune: bool = False, reprobe: bool = False) -> Recipe:
     """Probe this machine once (rank 0) and choose the model for what is left of the budget; announce the choice.
     A fine-tune keeps its parent's model: the recipe picks the schedule for it at fine-tuning's rate.
 
@@ -67,21 +70,28 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
     # the 2x256 probe gained 1.04-1.20x, near AMP_MIN_GAIN, while the base's 3x512 trains ~1.35x as many steps a
     # minute in bf16: RECIPES.md, fine-tuning from the base); its speed is then read as the probe model's.
     size = (model_cfg.layers, model_cfg.hidden, model_cfg.embed) if fine_tune else PROBE
-    measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, cfg.seq_len, amps=amps,
-                              steps=(2 if fine_tune else 4) if short else 7, size=size)
-    measured = {k: as_probe_speed(v, model_cfg.cell, size, model_cfg.vocab_size) for k, v in measured.items()}
-    gain = amp_gain(measured)
-    amp = pick_amp(measured) if len(amps) > 1 else cfg.amp
-    speeds = {b: v for (b, a), v in measured.items() if a == amp}
-    # Evaluation is sharded over the processes too (and always runs in fp32).
-    eval_speed = measure_eval_speed(dev, model_cfg.vocab_size, model_cfg.cell, cfg.seq_len) * launch.world_size
-    # How a bigger model's speed falls off here, and the probe read again; where the user set the whole size,
+    # How a bigger model's speed falls off here (and the probe read again): where the user set the whole size,
     # the recipe needs no sizing.
-    scale, again = None, None
-    if auto_fields & {"layers", "hidden", "embed"}:
-        scale, again = measure_scale(dev, model_cfg.vocab_size, model_cfg.cell, max(speeds), amp, cfg.seq_len,
-                                     steps=3 if short else 5)
-    # Every process trains its share at about the probe's speed: the job sees world_size times as much.
+    scaled = bool(auto_fields & {"layers", "hidden", "embed"})
+    shape = {"cell": model_cfg.cell, "vocab": model_cfg.vocab_size, "seq": cfg.seq_len, "size": list(size),
+             "batches": list(batches), "amps": list(amps), "scaled": scaled}
+    store = readings.Store(warn=announce or (lambda line: print(line, file=sys.stderr)))
+    key = readings.key(dev, launch.world_size, shape)
+    kept = None if reprobe else store.get(key)
+    check = _quick_check(dev, model_cfg, cfg.seq_len, size, kept) if kept else None
+    if kept is None or check is None or not readings.agrees(kept.speeds[check[0]], check[1]):
+        kept = None
+        reading = _probe(dev, model_cfg, cfg.seq_len, batches, amps, size, scaled, short, fine_tune)
+        store.put(key, reading)
+    else:
+        reading = kept
+    gain = amp_gain(reading.speeds)
+    amp = pick_amp(reading.speeds) if len(amps) > 1 else cfg.amp
+    speeds = {b: v for (b, a), v in reading.speeds.items() if a == amp}
+    # Every process trains its share at about the probe's speed: the job sees world_size times as much, and
+    # evaluation is sharded over the processes too (and always runs in fp32).
+    eval_speed = reading.eval_speed * launch.world_size
+    scale, again = reading.scale, reading.again
     speeds = {b: v * launch.world_size for b, v in steady_speeds(speeds, again).items()}
     sizes = [(model_cfg.layers, model_cfg.hidden, model_cfg.embed)] if fine_tune else None
     recipe = plan(clock.left(), len(prepared.train_ids), model_cfg.vocab_size, speeds, model_cfg.cell,
@@ -90,12 +100,45 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
         recipe = replace(recipe, lr=FINE_TUNE.lr, warmup=FINE_TUNE.warmup, dropout=model_cfg.dropout)
     recipe.probe_amp_gain = None if gain is None else round(gain, 3)  # stored: why this run chose its precision
     recipe.probe_second_reading = None if again is None else round(again * launch.world_size)
+    if kept is not None and check is not None:
+        recipe.probe_kept = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(kept.taken))
+        recipe.probe_check = round(check[1] / kept.speeds[check[0]], 3)
     chosen_model, chosen_cfg = apply(recipe, auto_fields, model_cfg, cfg)
     refuse(chosen_model.validate() + chosen_cfg.validate())
     check_fits(prepared.corpus.chars, chosen_cfg)
     if announce:
         announce(announcement(recipe, auto_fields, chosen_model, chosen_cfg, launch.world_size))
     return recipe
+
+
+def _probe(dev: torch.device, model_cfg: ModelConfig, seq: int, batches: tuple[int, ...], amps: tuple[bool, ...],
+           size: tuple[int, int, int], scaled: bool, short: bool, fine_tune: bool) -> readings.Reading:
+    """A full probe: the training speed at each batch and precision, the scoring speed and, for a run the recipe
+    sizes, SCALE_PROBE's speed and a second reading beside it. Speeds are the probe model's (`as_probe_speed`)."""
+    measured = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, batches, seq, amps=amps,
+                              steps=(2 if fine_tune else 4) if short else 7, size=size)
+    measured = {k: as_probe_speed(v, model_cfg.cell, size, model_cfg.vocab_size) for k, v in measured.items()}
+    eval_speed = measure_eval_speed(dev, model_cfg.vocab_size, model_cfg.cell, seq)
+    scale, again = None, None
+    if scaled:
+        amp = pick_amp(measured) if len(amps) > 1 else amps[0]
+        largest = max(b for b, a in measured if a == amp)
+        scale, again = measure_scale(dev, model_cfg.vocab_size, model_cfg.cell, largest, amp, seq,
+                                     steps=3 if short else 5)
+    return readings.Reading(measured, eval_speed, scale, again, time.time())
+
+
+def _quick_check(dev: torch.device, model_cfg: ModelConfig, seq: int, size: tuple[int, int, int],
+                 kept: readings.Reading) -> tuple[Setting, float] | None:
+    """A few timed steps at the kept reading's smallest batch, as the probe model's speed: (setting, speed), for
+    `readings.agrees` to compare with the kept speed. None where the kept reading holds no setting to check."""
+    if not kept.speeds:
+        return None
+    setting = min(kept.speeds)  # the smallest batch (fp32 before bf16): the quickest steps to time
+    batch, amp = setting
+    speed = measure_speeds(dev, model_cfg.vocab_size, model_cfg.cell, (batch,), seq, steps=3, amps=(amp,), size=size,
+                           warm=1)[setting]
+    return setting, as_probe_speed(speed, model_cfg.cell, size, model_cfg.vocab_size)
 
 
 def _check_amp_kernel(cell: str, dev: torch.device) -> None:

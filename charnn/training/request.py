@@ -63,6 +63,7 @@ class TrainRequest(Request):
     tensorboard: str | None = None  # "": inside the run; a folder: DIR/RUN-NAME
     # where and how
     preview: int = 0  # characters of what the model writes, shown after each validation pass
+    reprobe: bool = False  # time the machine afresh, not from its kept readings (recipe/readings.py)
     device: str = "auto"
     overwrite: bool = False
     reading: CorpusOptions = field(default_factory=CorpusOptions)
@@ -82,6 +83,8 @@ def run(request: TrainRequest, paths: Paths | None = None, *, show_progress: boo
     say = notice or announce or (lambda line: None)
     if request.preview < 0:
         raise UsageError(f"--preview {request.preview} must be 0 (off) or a number of characters")
+    if request.reprobe and resuming(request):
+        raise UsageError("--reprobe applies to a new run: a resumed run keeps the recipe it started with — drop it")
     if resuming(request):
         refuse_fixed(request)
         return resume_training(request.resume or "", corpus_path=list(request.corpus) or None,
@@ -93,10 +96,13 @@ def run(request: TrainRequest, paths: Paths | None = None, *, show_progress: boo
     parent = load_parent(request.start_from, paths.checkpoints) if request.start_from is not None else None
     check_shape(parent, request)
     model_cfg, cfg, auto = build_configs(request, parent, say)
+    if request.reprobe and not auto:
+        raise UsageError("--reprobe times the machine for the --time recipe, and this run leaves it nothing to "
+                         "choose (no --time, or every choice set by you) — drop --reprobe")
     return start_training(sources, model_cfg, cfg, name=request.name, device=request.device, paths=paths,
                           overwrite=request.overwrite, corpus_options=request.reading, show_progress=show_progress,
                           auto_fields=auto, started=started, parent=parent, voices=voice_names, announce=announce,
-                          preview=request.preview)
+                          preview=request.preview, reprobe=request.reprobe)
 
 
 def build_configs(request: TrainRequest, parent: Parent | None,

@@ -62,7 +62,7 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
                    auto_fields: frozenset[str] = frozenset(),
                    announce: Callable[[str], None] | None = None,
                    started: float | None = None, parent: Parent | None = None,
-                   voices: Sequence[str] = (), preview: int = 0) -> tuple[Path, TrainResult]:
+                   voices: Sequence[str] = (), preview: int = 0, reprobe: bool = False) -> tuple[Path, TrainResult]:
     """Train a new run on corpus `spec` (one or several sources); `model_cfg.vocab_size` comes from the corpus.
 
     With `parent` (`lineage.load_parent`) the run fine-tunes the parent's model: its architecture is the
@@ -114,7 +114,7 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
         if voices and say:
             say(voices_line(voices, prepared.voice_chars, cfg.balance, cfg.no_voice_share))
         model_cfg, cfg, recipe = sized(prepared, model_cfg, cfg, dev, auto_fields, announce, launch, clock, group,
-                                        fine_tune=parent is not None)
+                                        fine_tune=parent is not None, reprobe=reprobe)
         torch.manual_seed(cfg.seed)  # weight init is part of the reproducible run (the same on every rank)
         config = RunConfig(model_cfg, cfg, corpus_record(specs, prepared, options, voices),
                            recipe=record(recipe, auto_fields) if recipe else None, distributed=_world_record(group))
