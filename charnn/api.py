@@ -35,6 +35,7 @@ from charnn.run.corpus import (
     Prepared,
     prepare_corpus,
     training_index,
+    training_words,
     validation_text,
 )
 from charnn.run.lineage import Parent, load_parent
@@ -44,7 +45,10 @@ from charnn.sample.beam import BeamConfig, Beams, beam_search
 from charnn.sample.engine import voice_of
 from charnn.sample.items import beam_items
 from charnn.sample.items import check as check_items
+from charnn.sample.require import Found, draw_containing
+from charnn.sample.steer import Steering
 from charnn.text import corpus, streams
+from charnn.text.words import Lexicon
 from charnn.training.request import TrainRequest
 from charnn.training.request import run as run_request
 from charnn.training.session import default_run_name, resume_training, start_training
@@ -103,6 +107,7 @@ class CharModel:
         self.step = loaded.step
         self.device = device
         self._index: Index | None = None
+        self._lexicon: Lexicon | None = None
 
     def __repr__(self) -> str:
         c = self.model.config
@@ -141,47 +146,87 @@ class CharModel:
         torch.manual_seed(self.config.train.seed)  # the run's own initial weights
         return CharRNN(self.model.config), "untrained", None
 
+    def sample_config(self, **options: Any) -> SampleConfig:
+        """`SampleConfig` from keyword options: its own fields and the steering's (`sample/steer.py`: words,
+        no_repeat, frequency_penalty, presence_penalty, logit_bias, require); `words="known"` reads the run's
+        training words (`lexicon`)."""
+        steering = {f.name: options.pop(f.name) for f in fields(Steering) if f.name in options and f.name != "lexicon"}
+        if isinstance(steering.get("require"), str):
+            steering["require"] = (steering["require"],)
+        steer = Steering(**steering)
+        if problems := steer.validate(self.tokenizer.vocab_size):
+            raise UsageError(problems[0])
+        if steer.words == "known":
+            steer.lexicon = self.lexicon()
+        return SampleConfig(**options, steering=steer)
+
     def stream(self, prime: str = "\n", state: State | None = None, **options: Any) -> Iterator[str]:
-        """Yield generated text piece by piece (one sample); options as in `SampleConfig`."""
-        for pieces in generate(self.model, self.tokenizer, prime, SampleConfig(**options), state):
+        """Yield generated text piece by piece (one sample); options as in `sample_config`."""
+        cfg = self.sample_config(**options)
+        if cfg.steering.require:
+            raise UsageError("require= needs each sample whole before it is kept — use generate(), not stream()")
+        for pieces in generate(self.model, self.tokenizer, prime, cfg, state):
             yield pieces[0]
 
-    def generate(self, prime: str = "\n", **options: Any) -> str | list[str]:
-        """Generated text (prime not included); a list when `num_samples` > 1."""
-        cfg = SampleConfig(**options)
-        run = generate(self.model, self.tokenizer, prime, cfg)
-        for _ in run:
-            pass
-        return run.texts if cfg.num_samples > 1 else run.texts[0]
+    def generate(self, prime: str = "\n", attempts: int | None = None, **options: Any) -> str | list[str]:
+        """Generated text (prime not included); a list when `num_samples` > 1. Options as in `sample_config`; with
+        `require`, samples are drawn again (at most `attempts` draws) until each holds every required word, and
+        fewer come back where the bound ran out (`require_samples` says how it went)."""
+        cfg = self.sample_config(**options)
+        if cfg.steering.require:
+            texts = self.require_samples(prime, cfg, attempts).texts
+        else:
+            run = generate(self.model, self.tokenizer, prime, cfg)
+            for _ in run:
+                pass
+            texts = run.texts
+        return texts if cfg.num_samples > 1 else (texts[0] if texts else "")
+
+    def require_samples(self, prime: str, cfg: SampleConfig, attempts: int | None = None) -> Found:
+        """`cfg.num_samples` samples each holding every word of `cfg.steering.require` (`sample/require.py`)."""
+        return draw_containing(self.model, self.tokenizer, prime, cfg, attempts)
+
+    def lexicon(self, paths: Paths | None = None, corpus_paths: Sequence[str] = ()) -> Lexicon:
+        """The words of the text this model trained on (its training split; built once, kept beside the corpus
+        cache): what `words="known"` keeps to. `corpus_paths`: where that text is now, if it moved."""
+        if self._lexicon is None:
+            self._lexicon = training_words(self.run_dir, self.config, self.tokenizer, paths or Paths(), corpus_paths)
+        return self._lexicon
 
     def items(self, count: int = 10, separator: str = "\n", start: str = "", new: bool = False, longest: int = 200,
               attempts: int | None = None, paths: Paths | None = None, corpus_paths: Sequence[str] = (),
               show_progress: bool = False, beam: int | None = None, **options: Any) -> Items:
         """`count` distinct complete items of a list (`sample/items.py`); with `new`, none that is a whole item of
         the run's corpus (`_known_items`; `originality_index`'s `paths`/`corpus_paths`).
-        `options`: temperature, top_k, top_p, seed as in `SampleConfig`; with `beam` W, the most likely items a
-        beam of W finds (`sample/beam.py`; a temperature above 0 makes it the stochastic variant)."""
+        `options`: temperature, top_k, top_p, seed and the steering as in `sample_config`; with `beam` W, the most
+        likely items a beam of W finds (`sample/beam.py`; a temperature above 0 makes it the stochastic variant)."""
         cfg = ItemsConfig(count=count, separator=separator, start=start, new=new, longest=longest, attempts=attempts)
         if beam is not None:
             options.setdefault("temperature", 0.0)  # a plain beam unless a temperature asks for the stochastic one
-        sampling = SampleConfig(**options)
+        sampling = self.sample_config(**options)
         sampling.check()
         check_items(cfg, self.tokenizer)
         if beam is not None:
             known = self._known_items(separator, paths or Paths(), corpus_paths, show_progress) if new else None
             return beam_items(self.model, self.tokenizer, cfg, beam, sampling.temperature, sampling.seed, known,
-                              sampling.voice)
+                              sampling.voice, sampling.steering)
         return draw_items(self.model, self.tokenizer, cfg, sampling,
                           self._known_items(separator, paths or Paths(), corpus_paths, show_progress) if new else None)
 
     def beam(self, prime: str = "\n", width: int = 4, length: int = 200, stop: str | Sequence[str] | None = None,
              temperature: float = 0.0, seed: int | None = None, drop_unknown: bool = False,
-             voice: str | Mapping[str, float] | None = None) -> Beams:
-        """Beam search from `prime` (`sample/beam.py`): hypotheses best first by log-probability per character."""
+             voice: str | Mapping[str, float] | None = None, **steering: Any) -> Beams:
+        """Beam search from `prime` (`sample/beam.py`): hypotheses best first by log-probability per character;
+        `steering` as in `sample_config` (require= is for items and samples, not a beam)."""
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        steer = self.sample_config(**steering).steering
+        if steer.require:
+            raise UsageError("require= filters samples and items; a beam ranks continuations — drop it, or use "
+                             "items(..., beam=W, require=...)")
         return beam_search(self.model, self.tokenizer, prime, BeamConfig(width=width, length=length, stops=stops,
                                                                           temperature=temperature, seed=seed,
-                                                                          drop_unknown=drop_unknown, voice=voice))
+                                                                          drop_unknown=drop_unknown, voice=voice,
+                                                                          steering=steer))
 
     def _known_items(self, separator: str, paths: Paths, corpus_paths: Sequence[str],
                      show_progress: bool) -> Callable[[str], bool]:

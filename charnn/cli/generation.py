@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -17,6 +19,9 @@ from charnn.run.originality import MIN_COPY, Report
 from charnn.sample import ItemsConfig, SampleConfig, generate
 from charnn.sample.choices import ChoicesConfig
 from charnn.sample.engine import Generation, voice_of
+from charnn.sample.steer import Steering
+
+MAX_PRIME = 1_000_000  # characters a --prime-file may hold
 
 
 def unescape(text: str) -> str:
@@ -47,13 +52,25 @@ _SEPARATOR = typer.Option("\n", "--separator", show_default=False,
                               "$'\\n\\n' or '\\n\\n' for stanzas).")
 _NEW = typer.Option(False, "--new", help="With --items: leave out items that are whole items of the "
                          "training text (looked up in the run's originality index; needs its corpus).")
-_ATTEMPTS = typer.Option(None, "--attempts", help="With --items: draws at most before giving up "
-                             "(default 20 per item asked, at least 100).")
+_ATTEMPTS = typer.Option(None, "--attempts", help="With --items or --require: draws at most before giving up "
+                             "(default 20 per item or sample asked, at least 100).")
 _AS_JSON = typer.Option(False, "--json", help="With --items: print one JSON object (items and counts).")
 _BEAM = typer.Option(None, "--beam", help="Beam search of width W (1-64): the most likely continuation of "
                          "--length it finds, ranked by log-probability per character; with --items N, the N most "
                          "likely items.")
 _DROP_UNKNOWN = typer.Option(False, "--drop-unknown", help="Drop prime characters the model never saw.")
+_PRIME_FILE = typer.Option(None, "--prime-file", metavar="PATH", help="Start from this file's text (- for standard "
+                           "input) instead of --prime; characters the model never saw are dropped and counted.")
+_WORDS = typer.Option("any", "--words", metavar="any|known", help="known: write only words that occur in the training "
+                      "text (compared without case); needs the run's corpus.")
+_NO_REPEAT = typer.Option(None, "--no-repeat", metavar="N", help="No N-character string twice in a sample (a loop "
+                          "cannot start; a sample left nothing to write ends and says so).")
+_FREQUENCY_PENALTY = typer.Option(0.0, "--frequency-penalty", help="Lower a character's score by this times the "
+                                  "times the sample already wrote it with the 7 characters before it (-2 to 2).")
+_PRESENCE_PENALTY = typer.Option(0.0, "--presence-penalty", help="Lower a character's score by this where the sample "
+                                 "already wrote it with the 7 characters before it (-2 to 2).")
+_REQUIRE = typer.Option(None, "--require", metavar="WORD", help="Keep only samples or items holding this word "
+                        "(repeatable; whole words, case ignored), drawing again up to --attempts times.")
 _VOICE = typer.Option(None, "--voice", help="A voiced run (trained with --voices): write in this voice, or a "
                           "blend of voices whose weights sum to 1 (poems=0.7,plays=0.3); default: no voice.")
 _CHECKPOINT_NAME = typer.Option("best", "--checkpoint", help="best or latest.")
@@ -87,6 +104,12 @@ def sample_cmd(
     as_json: bool = _AS_JSON,
     beam: int = _BEAM,
     drop_unknown: bool = _DROP_UNKNOWN,
+    prime_file: str = _PRIME_FILE,
+    words: str = _WORDS,
+    no_repeat: int = _NO_REPEAT,
+    frequency_penalty: float = _FREQUENCY_PENALTY,
+    presence_penalty: float = _PRESENCE_PENALTY,
+    require: list[str] = _REQUIRE,
     voice: str = _VOICE,
     checkpoint_name: str = _CHECKPOINT_NAME,
     threads: int = _THREADS,
@@ -99,36 +122,52 @@ def sample_cmd(
 ) -> None:
     """Generate text from a trained run, streamed to stdout."""
     set_threads(threads)
+    steering = Steering(words=words, no_repeat=no_repeat, frequency_penalty=frequency_penalty,
+                        presence_penalty=presence_penalty, require=tuple(require or ()))
+    if problems := steering.validate():
+        raise UsageError(problems[0])
     if beam is not None:
         _refuse("--beam", num_samples=num_samples != 1, top_k=top_k is not None, top_p=top_p is not None,
-                originality=originality)
+                originality=originality, require=bool(require) and items is None)
     temperature = (0.0 if beam is not None else 0.8) if temperature is None else temperature
+    paths = paths_for(checkpoints_dir, corpora_dir)
+    prime_text = ""
+    if prime_file is not None:
+        if prime is not None:
+            raise UsageError("--prime and --prime-file both give the prime — keep one of them")
+        prime_text = read_prime(prime_file)
     if items is not None:
         _refuse("--items", num_samples=num_samples != 1, stop=stop is not None, originality=originality)
-        _print_items(api.load_run(run, checkpoint_name, device, checkpoints_dir), items,
-                     SampleConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, drop_unknown=drop_unknown,
-                                  voice=voice),
-                     ItemsConfig(count=items, separator=unescape(separator), start=prime or "", new=new,
+        model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
+        start = _fed(model, prime_file, prime_text) if prime_file is not None else prime or ""
+        _print_items(model, items, _sampling(model, steering, paths, corpus_paths,
+                                             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                                             drop_unknown=drop_unknown, voice=voice),
+                     ItemsConfig(count=items, separator=unescape(separator), start=start, new=new,
                                  longest=200 if length is None else length, attempts=attempts),
-                     paths_for(checkpoints_dir, corpora_dir), corpus_paths or (), as_json, beam)
+                     paths, corpus_paths or (), as_json, beam)
         return
-    for flag, given in (("--separator", separator != "\n"), ("--new", new), ("--attempts", attempts is not None),
-                        ("--json", as_json)):
+    for flag, given in (("--separator", separator != "\n"), ("--new", new), ("--json", as_json),
+                        ("--attempts", attempts is not None and not require)):
         if given:
-            raise typer.BadParameter(f"{flag} works with --items N (a list of items); add --items or drop {flag}")
-    prime = "\n" if prime is None else prime
+            raise typer.BadParameter(f"{flag} works with --items N (a list of items){' or --require' * (flag == '--attempts')}; "
+                                     f"add --items or drop {flag}")
     length = 500 if length is None else length
     model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
+    prime = _fed(model, prime_file, prime_text) if prime_file is not None else "\n" if prime is None else prime
+    cfg = _sampling(model, steering, paths, corpus_paths, length=length, temperature=temperature, top_k=top_k,
+                    top_p=top_p, seed=seed, num_samples=num_samples, stop=stop, drop_unknown=drop_unknown, voice=voice)
     if beam is not None:
-        _print_beam(model, prime, beam, length, stop, temperature, seed, drop_unknown, voice)
+        _print_beam(model, prime, beam, length, stop, temperature, seed, drop_unknown, voice, cfg.steering)
         return
-    cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                       num_samples=num_samples, stop=stop, drop_unknown=drop_unknown, voice=voice)
+    if require:
+        _print_required(model, prime, cfg, attempts, originality)
+        return
     stream = generate(model.model, model.tokenizer, prime, cfg)  # validates before anything is printed
     if originality:
         if min_copy < 1:
             raise typer.BadParameter(f"--min-copy {min_copy} must be at least 1")
-        model.originality_index(paths_for(checkpoints_dir, corpora_dir), corpus_paths or (), show_progress=True)
+        model.originality_index(paths, corpus_paths or (), show_progress=True)
         _print_marked(model, stream, prime, min_copy)
     elif num_samples == 1:
         _print_streamed(stream, prime)
@@ -137,12 +176,84 @@ def sample_cmd(
             pass
         for i, text in enumerate(stream.texts, 1):
             sys.stdout.write(f"--- sample {i} ---\n{prime}{text}\n")
+    _report_steering(stream, cfg)
+
+
+def read_prime(path: str) -> str:
+    """The text of `--prime-file PATH` (`-`: standard input), refused past MAX_PRIME characters (read no further:
+    bounded memory whatever the file) or when it is not UTF-8 text."""
+    try:
+        if path == "-":
+            text = sys.stdin.read(MAX_PRIME + 1)
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read(MAX_PRIME + 1)
+    except FileNotFoundError:
+        raise UsageError(f"--prime-file {path!r} does not exist — give the path of a text file, or - for standard "
+                         "input") from None
+    except IsADirectoryError:
+        raise UsageError(f"--prime-file {path!r} is a folder — give a text file") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--prime-file {path!r} is not UTF-8 text (byte {e.start}) — convert it to UTF-8") from None
+    except OSError as e:
+        raise UsageError(f"--prime-file {path!r} cannot be read ({e.strerror})") from None
+    if len(text) > MAX_PRIME:
+        raise UsageError(f"--prime-file {path!r} is longer than {MAX_PRIME:,} characters — give its last part (the "
+                         "model's state carries the recent text, not a book)")
+    if not text:
+        raise UsageError(f"--prime-file {path!r} is empty — give a file with text, or --prime")
+    return text
+
+
+def _fed(model: api.CharModel, path: str, text: str) -> str:
+    """The prime a file gives: its characters the model knows, with how many were fed and dropped on stderr."""
+    known = set(model.tokenizer.chars)
+    fed = "".join(c for c in text if c in known)
+    dropped = Counter(c for c in text if c not in known)
+    shown = ", ".join(repr(c) for c, _ in dropped.most_common(5)) + (", …" if len(dropped) > 5 else "")
+    typer.echo(f"prime: {len(fed):,} characters fed from {'standard input' if path == '-' else path}"
+               + (f", {sum(dropped.values()):,} dropped as unknown ({shown})" if dropped else ", none dropped"), err=True)
+    if not fed:
+        raise UsageError(f"--prime-file {path!r} has no character the model knows — give text in the run's alphabet")
+    return fed
+
+
+def _sampling(model: api.CharModel, steering: Steering, paths: api.Paths, corpus_paths: Sequence[str] | None,
+              **options: Any) -> SampleConfig:
+    """The command's sampling settings with its steering; --words known reads the run's words (with --corpus)."""
+    if steering.words == "known":
+        model.lexicon(paths, corpus_paths or ())
+    return model.sample_config(**options, **{k: v for k, v in vars(steering).items() if k != "lexicon"})
+
+
+def _report_steering(stream: Generation, cfg: SampleConfig) -> None:
+    """On stderr: what the steering changed, and any sample it ended early (and why)."""
+    if not cfg.steering.active:
+        return
+    drawn = sum(len(t) for t in stream.texts)
+    typer.echo(f"steering ({cfg.steering.describe()}) changed {stream.changed:,} of {drawn:,} characters drawn", err=True)
+    for i, why in enumerate(stream.ended, 1):
+        if why:
+            typer.echo(f"sample {i} ended at {len(stream.texts[i - 1]):,} characters: {why}", err=True)
+
+
+def _print_required(model: api.CharModel, prime: str, cfg: SampleConfig, attempts: int | None, originality: bool) -> None:
+    """`--require`: the samples holding every required word, whole (a word may come last); the counts on stderr."""
+    if originality:
+        raise typer.BadParameter("--originality does not combine with --require; drop one of them")
+    found = model.require_samples(prime, cfg, attempts)
+    for i, text in enumerate(found.texts, 1):
+        if len(found.texts) > 1 or cfg.num_samples > 1:
+            sys.stdout.write(f"--- sample {i} ---\n")
+        sys.stdout.write(f"{prime}{text}\n")
+    typer.echo(found.describe(), err=True)
 
 
 def _print_beam(model: api.CharModel, prime: str, beam: int, length: int, stop: str | None, temperature: float,
-                seed: int | None, drop_unknown: bool, voice: str | None) -> None:
+                seed: int | None, drop_unknown: bool, voice: str | None, steering: Steering) -> None:
     """`charnn sample --beam W`: the best continuation on stdout, its score on stderr."""
-    found = model.beam(prime, beam, length, stop, temperature, seed, drop_unknown, voice)
+    found = model.beam(prime, beam, length, stop, temperature, seed, drop_unknown, voice,
+                       **{k: v for k, v in vars(steering).items() if k not in ("lexicon", "require")})
     best = found.hypotheses[0]
     sys.stdout.write(prime + best.text + "\n")
     typer.echo(f"beam {beam}: {len(best.text)} characters, {best.score:.4f} nats per character (log-probability "
@@ -191,8 +302,10 @@ def _refuse(mode: str, **given: bool) -> None:
 def _print_items(model: api.CharModel, count: int, sampling: SampleConfig, cfg: ItemsConfig, paths: api.Paths,
                  corpus_paths: Sequence[str], as_json: bool, beam: int | None) -> None:
     """`charnn sample --items`: the items on stdout (separated as in the training text), the counts on stderr."""
+    options = {k: v for k, v in vars(sampling).items() if k != "steering"}
+    options.update({k: v for k, v in vars(sampling.steering).items() if k != "lexicon"})
     found = model.items(count, cfg.separator, cfg.start, cfg.new, cfg.longest, cfg.attempts, paths=paths,
-                        corpus_paths=corpus_paths, show_progress=True, beam=beam, **vars(sampling))
+                        corpus_paths=corpus_paths, show_progress=True, beam=beam, **options)
     if as_json:
         typer.echo(json.dumps(found.to_json(), ensure_ascii=False))
     elif found.items:
@@ -220,6 +333,10 @@ def repl_cmd(
     choose: bool = typer.Option(False, "--choose", help="Write with the model: at each point pick one of the most "
                                 "likely next words or characters by number, or type text; :auto N lets it write."),
     choices: int = typer.Option(5, "--choices", help="With --choose: words and characters offered (k of each, 1-20)."),
+    words: str = _WORDS,
+    no_repeat: int = _NO_REPEAT,
+    frequency_penalty: float = _FREQUENCY_PENALTY,
+    presence_penalty: float = _PRESENCE_PENALTY,
     device: str = DEVICE,
     checkpoints_dir: Path = CKPT_DIR,
     corpora_dir: Path = CORPORA_DIR,
@@ -240,7 +357,10 @@ def repl_cmd(
 
     if copies:
         originality("", 0)  # the index now: a missing corpus is one line before the prompt
-    cfg = SampleConfig(length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, voice=voice)
+    steering = Steering(words=words, no_repeat=no_repeat, frequency_penalty=frequency_penalty,
+                        presence_penalty=presence_penalty)
+    cfg = _sampling(model, steering, paths, corpus_paths, length=length, temperature=temperature, top_k=top_k,
+                    top_p=top_p, seed=seed, voice=voice)
     cfg.check()
     voice_of(model.model, voice)  # a bad voice is one line before the prompt
     if choose:
@@ -248,7 +368,8 @@ def repl_cmd(
 
         Chooser(model.model, model.tokenizer, model.run_dir, cfg, choices_cfg).loop()
         return
-    Repl(model.model, model.tokenizer, model.run_dir, cfg, originality=originality, copies=copies).loop()
+    Repl(model.model, model.tokenizer, model.run_dir, cfg, originality=originality, copies=copies,
+         lexicon=lambda: model.lexicon(paths, corpus_paths or ())).loop()
 
 
 @app.command("serve")

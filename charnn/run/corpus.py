@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from charnn.run.config import RunConfig, TrainConfig
 from charnn.run.originality import Index
 from charnn.text import corpus, streams
 from charnn.text.tokenizer import CharTokenizer
+from charnn.text.words import Lexicon
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 DEFAULT_CORPORA = Path("corpora")
@@ -220,6 +222,31 @@ def training_index(run_dir: Path, config: RunConfig, tokenizer: CharTokenizer, p
     split = _split_of_run(run_dir, config, tokenizer, paths, moved_to, why)
     newline = tokenizer.chars.index("\n") if "\n" in tokenizer.chars else None
     return Index.open(split.train, split.stem, split.starts, newline, show_progress)
+
+
+def training_words(run_dir: Path, config: RunConfig, tokenizer: CharTokenizer, paths: Paths,
+                   moved_to: Sequence[str] = (), why: str = "--words known") -> Lexicon:
+    """The words of the text a run trained on (its training split, as `training_index` reads it): built once and
+    kept beside the corpus cache (`<stem>.train<N>.words.txt`, a word a line), as the originality index is."""
+    split = _split_of_run(run_dir, config, tokenizer, paths, moved_to, why)
+    path = split.stem.parent / f"{split.stem.name}.train{len(split.train)}.words.txt"
+    if path.exists():
+        return Lexicon.load(path)
+    text = "".join(map(tokenizer.chars.__getitem__, split.train.tolist()))
+    # In pieces cut after newlines (a word never spans one), so the scan holds one piece's matches at a time.
+    cuts = _line_cuts(text, 1 << 20)
+    lexicon = Lexicon.of(text[a:b] for a, b in pairwise(cuts))
+    lexicon.save(path)
+    return lexicon
+
+
+def _line_cuts(text: str, every: int) -> list[int]:
+    """0, offsets about `every` characters apart just after a newline, and len(text): pieces cut between lines."""
+    cuts, at = [0], every
+    while at < len(text) and (newline := text.find("\n", at)) >= 0:
+        cuts.append(newline + 1)
+        at = newline + 1 + every
+    return [*cuts, len(text)]
 
 
 def validation_text(run_dir: Path, config: RunConfig, tokenizer: CharTokenizer, paths: Paths,

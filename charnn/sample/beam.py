@@ -18,6 +18,7 @@ import html
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from math import isinf
 
 import torch
 from torch import Tensor
@@ -25,6 +26,7 @@ from torch import Tensor
 from charnn.errors import UsageError
 from charnn.model.network import CharRNN, Stepper, pack_state, unpack_state
 from charnn.sample.engine import FUSED_MAX_BATCH, encode_prime, voice_of
+from charnn.sample.steer import RowSteer, Steering, row_steers
 from charnn.text.tokenizer import CharTokenizer
 
 MAX_WIDTH = 64
@@ -40,9 +42,10 @@ class BeamConfig:
     seed: int | None = None  # for the stochastic variant
     drop_unknown: bool = False
     voice: str | Mapping[str, float] | None = None  # a voiced model's voice or blend (SampleConfig.voice)
+    steering: Steering = field(default_factory=Steering)  # each hypothesis steered as a sample is (steer.py)
 
     def validate(self) -> list[str]:
-        problems = []
+        problems = self.steering.validate()
         if not 1 <= self.width <= MAX_WIDTH:
             problems.append(f"--beam {self.width} must be between 1 and {MAX_WIDTH}")
         if self.length < 1:
@@ -89,7 +92,7 @@ def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: BeamC
     Returns finished hypotheses (distinct texts) and the live ones at the end, best score first. Stops when
     `cfg.want` finished hypotheses are kept, every hypothesis finished, or `cfg.length` is reached.
     """
-    if problems := cfg.validate():
+    if problems := cfg.validate() or cfg.steering.validate(tokenizer.vocab_size):
         raise UsageError(problems[0])
     voice = voice_of(model, cfg.voice)
     model.eval()
@@ -102,23 +105,29 @@ def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: BeamC
     finished: dict[str, Hypothesis] = {}
     with torch.inference_mode():
         ids = torch.tensor([encode_prime(tokenizer, prime, cfg.drop_unknown)], device=device)
+        steers = row_steers(cfg.steering, chars, 1, prime, device, torch.float32)  # one per live hypothesis
         logits, state = model(ids, model.init_state(1, device, voice))  # (1, P, V)
         logits = logits[:, -1]  # (1, V)
         parts = unpack_state(state)
         texts, scores = [""], torch.zeros(1, device=device, dtype=torch.float32)  # live: (A,)
         stepper = Stepper(model) if device.type == "cpu" else None
         for _ in range(cfg.length):
-            candidates = (scores[:, None] + torch.log_softmax(logits.float(), dim=-1)).reshape(-1)  # (A * V,)
+            # A row the steering left nothing: log_softmax of all -inf is NaN, which must rank last, not first.
+            logp = torch.log_softmax(_steered(logits.float(), steers), dim=-1).nan_to_num(nan=float("-inf"))
+            candidates = (scores[:, None] + logp).reshape(-1)  # (A * V,)
             order = _chosen(candidates, 2 * cfg.width, cfg.temperature, generator)
             keep_rows: list[int] = []
             keep_chars: list[int] = []
             new_texts: list[str] = []
             new_scores: list[float] = []
+            new_steers: list[RowSteer] = []
             for flat in order.tolist():
                 if len(keep_rows) == cfg.width:  # a finished one counts only if it ranks above the W-th live one
                     break
                 row, char = divmod(flat, len(chars))
                 text, logprob = texts[row] + chars[char], float(candidates[flat])
+                if isinf(logprob):
+                    break  # the rest are characters the steering ruled out (best first: all of them)
                 if any(text.endswith(s) for s in cfg.stops):
                     if text not in finished:
                         if accept is None or accept(text):
@@ -128,12 +137,16 @@ def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: BeamC
                     continue
                 keep_rows.append(row)
                 keep_chars.append(char)
+                if steers is not None:
+                    new_steers.append(steers[row].copy())
+                    new_steers[-1].advance(char)
                 new_texts.append(text)
                 new_scores.append(logprob)
             if not keep_rows or (cfg.stops and len(finished) >= cfg.want):
                 texts, scores = new_texts, torch.tensor(new_scores, device=device)
                 break
             rows = torch.tensor(keep_rows, device=device)
+            steers = new_steers if steers is not None else None
             parts = [[t.index_select(0, rows) for t in layers] for layers in parts]
             texts, scores = new_texts, torch.tensor(new_scores, device=device, dtype=torch.float32)
             logits = _step(model, stepper, torch.tensor(keep_chars, device=device), parts)
@@ -141,6 +154,16 @@ def beam_search(model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: BeamC
     ranked = sorted([*finished.values(), *live], key=lambda h: h.score, reverse=True)
     result.hypotheses = ranked
     return result
+
+
+def _steered(logits: Tensor, steers: list[RowSteer] | None) -> Tensor:
+    """The live rows' scores (A, V), each steered by its hypothesis's controls (a copy); as given without any."""
+    if steers is None:
+        return logits
+    steered = logits.clone()
+    for row, steer in enumerate(steers):
+        steer.adjust(steered[row])
+    return steered
 
 
 def _chosen(candidates: Tensor, k: int, temperature: float, generator: torch.Generator) -> Tensor:

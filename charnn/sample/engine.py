@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ from charnn.model.voices import as_blend, weights
 from charnn.sample.draw import Settings, sample_rows
 from charnn.sample.logprobs import MAX_TOP_LOGPROBS, Logprob, score_rows
 from charnn.sample.races import Races
+from charnn.sample.steer import RowSteer, Steering, row_steers
 from charnn.text.tokenizer import CharTokenizer
 
 FUSED_MAX_BATCH = 64  # rows up to which the CPU step runs through Stepper (RESULTS.md: as fast or faster to 64)
@@ -38,9 +39,10 @@ class SampleConfig:
     drop_unknown: bool = False  # drop prime characters the model never saw instead of failing
     logprobs: int | None = None  # record each drawn character's log-probability and the K most likely (0: none)
     voice: str | Mapping[str, float] | None = None  # a voiced model's voice: a name, "a=0.7,b=0.3" or {name: weight}
+    steering: Steering = field(default_factory=Steering)  # known words, no-repeat, penalties, bias (steer.py)
 
     def validate(self) -> list[str]:
-        problems = []
+        problems = self.steering.validate()
         if self.length < 0:
             problems.append(f"--length {self.length} must be 0 or more")
         if not self.temperature >= 0:
@@ -96,7 +98,8 @@ class Group:
     reached its length or stop string, or the group was cancelled (a client went away).
     """
 
-    def __init__(self, cfg: SampleConfig, generator: torch.Generator, chars: list[str]):
+    def __init__(self, cfg: SampleConfig, generator: torch.Generator, chars: list[str],
+                 steers: list[RowSteer] | None = None):
         self.cfg = cfg
         self.generator = generator
         self.chars = chars
@@ -110,6 +113,9 @@ class Group:
         self.produced = 0
         self.cancelled = False
         self.error: Exception | None = None  # what ended this group early (its rows failed); the others go on
+        self.steers = steers  # one per sample where the request steers (steer.py), else None
+        self.ended: list[str | None] = [None] * n  # why a sample ended before its length, where steering ended it
+        self.changed = 0  # draws where steering changed the character plain sampling would have drawn
 
     def fail(self, error: Exception) -> None:
         self.error = error
@@ -130,6 +136,8 @@ class Group:
                 pieces.append("")
                 continue
             piece = self.chars[token]
+            if self.steers is not None:
+                self.steers[i].advance(token)
             pieces.append(piece)
             self._parts[i].append(piece)
             if scores is not None:
@@ -139,6 +147,18 @@ class Group:
                 self.done[i] = any(tail.endswith(s) for s in self._stops)
         self.produced += 1
         return pieces
+
+
+    def steer(self, logits: Tensor) -> None:
+        """Steer this group's rows of a step's scores (n, V) in place; a sample its controls leave nothing ends."""
+        assert self.steers is not None
+        for i, steer in enumerate(self.steers):
+            if self.done[i]:
+                continue
+            steer.adjust(logits[i])
+            if steer.stuck is not None:
+                self.done[i] = True
+                self.ended[i] = steer.stuck
 
 
 class Engine:
@@ -177,7 +197,7 @@ class Engine:
         # Prime once (batch 1 unless a batched state is continued), then fan out to n samples.
         primed = torch.tensor([prime_ids], device=self.device).expand(state[0].size(1), -1)  # (B0, P)
         last, state = self._prime(primed, state)  # (B0, V)
-        group = self._group(cfg)
+        group = self._group(cfg, prime)
         n = cfg.num_samples
         self._add([group], last.expand(n, -1), tuple(s.expand(-1, n, -1) for s in state))
         return group
@@ -196,7 +216,7 @@ class Engine:
         for i, (prime, cfg) in enumerate(requests):
             try:
                 prime_ids = self._checked(prime, cfg)
-                groups[i] = self._group(cfg)
+                groups[i] = self._group(cfg, prime)
             except Exception as e:
                 results.append(e)
                 continue
@@ -231,16 +251,20 @@ class Engine:
     def _checked(self, prime: str, cfg: SampleConfig) -> list[int]:
         """The prime's ids, once the settings (the voice too) are valid (a missing seed is drawn and stored back)."""
         cfg.check()
+        if problems := cfg.steering.validate(self.tokenizer.vocab_size):
+            raise UsageError(problems[0])
         voice_of(self.model, cfg.voice)
         if cfg.seed is None:
             cfg.seed = int.from_bytes(os.urandom(6), "little")
         return encode_prime(self.tokenizer, prime, cfg.drop_unknown)
 
-    def _group(self, cfg: SampleConfig) -> Group:
+    def _group(self, cfg: SampleConfig, prime: str) -> Group:
         assert cfg.seed is not None  # `_checked` drew one
         generator = torch.Generator(device=self.device)
         generator.manual_seed(cfg.seed)
-        return Group(cfg, generator, self.tokenizer.chars)
+        steers = row_steers(cfg.steering, self.tokenizer.chars, cfg.num_samples, prime, self.device,
+                            self.model.head.weight.dtype)
+        return Group(cfg, generator, self.tokenizer.chars, steers)
 
     def _add(self, groups: list[Group], logits: Tensor, state: State) -> None:
         """Append primed groups to the batch: their rows' logits (R, V) and state (L, R, H), R = their samples."""
@@ -301,7 +325,7 @@ class Engine:
             self._fail_non_finite(live)
         sampling = any(g.cfg.temperature > 0 for g in self.groups)
         noise = self._races.take(self.groups, self._rows, live)
-        ids = sample_rows(self.logits, self._batch_settings(), noise if sampling else None, top if finite else None)
+        ids = self._draw(noise if sampling else None, top if finite else None, live)
         scores = self._scores(ids, live)
         if self.stepper is not None and len(ids) <= FUSED_MAX_BATCH:
             self.logits = self.stepper.step_layers(ids, self.parts)  # (B, V)
@@ -320,6 +344,26 @@ class Engine:
             except Exception as e:  # this group's bookkeeping broke: it ends, the others go on
                 group.fail(e)
         return pieces
+
+    def _draw(self, noise: Tensor | None, top: Tensor | None, live: list[bool]) -> Tensor:
+        """One id per row (B,): from the model's scores, steered for the groups that steer (`Group.steer`, on a
+        copy: the scores themselves stay the model's, for logprobs). Each steering group counts the draws its
+        controls changed (the same races, with and without them)."""
+        settings = self._batch_settings()
+        steering = [(g, start, n) for g, start, n, alive in zip(self.groups, self._starts(), self._rows, live, strict=True)
+                    if alive and g.steers is not None]
+        if not steering:
+            return sample_rows(self.logits, settings, noise, top)
+        steered = self.logits.clone()
+        for group, start, n in steering:
+            group.steer(steered[start : start + n])
+        ids = sample_rows(steered, settings, noise)
+        plain = sample_rows(self.logits, settings, noise, top)
+        for group, start, n in steering:
+            group.changed += sum(1 for i, (a, b) in enumerate(zip(ids[start : start + n].tolist(),
+                                                                   plain[start : start + n].tolist(), strict=True))
+                                 if a != b and not group.done[i])
+        return ids
 
     def _scores(self, ids: Tensor, live: list[bool]) -> dict[int, list[Logprob]]:
         """For the groups that asked (`cfg.logprobs`): their rows' `Logprob`s from this step's logits (B, V), before
@@ -379,6 +423,16 @@ class Generation:
     @property
     def texts(self) -> list[str]:
         return self._group.texts if self._group is not None else [""] * self.cfg.num_samples
+
+    @property
+    def changed(self) -> int:
+        """Draws where the steering changed the character plain sampling would have drawn (`Engine._draw`)."""
+        return self._group.changed if self._group is not None else 0
+
+    @property
+    def ended(self) -> list[str | None]:
+        """Per sample: why its steering ended it before its length (None: it was not)."""
+        return self._group.ended if self._group is not None else [None] * self.cfg.num_samples
 
     def __iter__(self) -> Iterator[list[str]]:
         with torch.inference_mode():

@@ -5,9 +5,10 @@ starts one: from the separator (and an optional start the user gives), sampled u
 separator again. Draws run in batches on the engine (`generate` with num_samples rows and the separator
 as the stop string); batch b uses seed + b, so a seed gives the same list.
 
-Each draw ends one of five ways, and the counts add up to the draws made:
+Each draw ends one of six ways, and the counts add up to the draws made:
 kept (new to this list), repeated (already kept), known (a whole item of the training text, with `new`),
-empty (only whitespace) and unfinished (no separator within `longest` characters).
+lacking (without a word `--require` asks for), empty (only whitespace) and unfinished (no separator within
+`longest` characters, or the steering left it nothing to write).
 At most `attempts` draws (default ATTEMPTS_PER_ITEM per item asked, at least MIN_ATTEMPTS): a model that
 cannot find N items in them returns the ones it found, and `complete` says so.
 """
@@ -23,6 +24,7 @@ from typing import Any
 from charnn.errors import UsageError
 from charnn.model.network import CharRNN
 from charnn.sample.engine import SampleConfig, generate
+from charnn.sample.steer import Steering, contains
 from charnn.text.tokenizer import CharTokenizer
 
 ATTEMPTS_PER_ITEM = 20
@@ -67,6 +69,7 @@ class Items:
     attempts: int = 0  # draws made
     repeated: int = 0
     known: int = 0
+    lacking: int = 0  # without a required word (`--require`)
     empty: int = 0
     unfinished: int = 0
     bound: int = 0
@@ -81,12 +84,15 @@ class Items:
         counts = f"{self.attempts} drawn: {len(self.items)} kept, {self.repeated} repeated"
         if new:
             counts += f", {self.known} already in the training text"
+        if self.lacking:
+            counts += f", {self.lacking} without a required word"
         counts += f", {self.empty} empty, {self.unfinished} unfinished (seed {self.seed})"
         if self.complete:
             return f"{len(self.items)} items; {counts}"
+        hint = ("prime toward the required word (--prime), raise --attempts, or ask for fewer" if self.lacking
+                else "raise the temperature, allow longer items with --length, or ask for fewer")
         return (f"found {len(self.items)} of {self.wanted} {'new ' if new else ''}items within "
-                f"{self.limit or f'the bound of {self.bound} draws'}; {counts} — raise the temperature, allow longer "
-                "items with --length, or ask for fewer")
+                f"{self.limit or f'the bound of {self.bound} draws'}; {counts} — {hint}")
 
     def _repr_html_(self) -> str:
         """A notebook shows the items as a numbered table, with what became of the draws beneath."""
@@ -96,8 +102,8 @@ class Items:
 
     def to_json(self) -> dict[str, Any]:
         return {"items": self.items, "wanted": self.wanted, "complete": self.complete, "attempts": self.attempts,
-                "kept": len(self.items), "repeated": self.repeated, "known": self.known, "empty": self.empty,
-                "unfinished": self.unfinished, "bound": self.bound, "seed": self.seed}
+                "kept": len(self.items), "repeated": self.repeated, "known": self.known, "lacking": self.lacking,
+                "empty": self.empty, "unfinished": self.unfinished, "bound": self.bound, "seed": self.seed}
 
 
 def check(cfg: ItemsConfig, tokenizer: CharTokenizer) -> None:
@@ -127,7 +133,8 @@ def draw_items(model: CharRNN, tokenizer: CharTokenizer, cfg: ItemsConfig, sampl
         rows = min(BATCH, cfg.bound - result.attempts, max(8, 2 * (cfg.count - len(result.items))))
         run_cfg = SampleConfig(length=cfg.longest + len(cfg.separator), temperature=sampling.temperature,
                                top_k=sampling.top_k, top_p=sampling.top_p, seed=(seed + batch) % 2**63,
-                               num_samples=rows, stop=cfg.separator, drop_unknown=sampling.drop_unknown)
+                               num_samples=rows, stop=cfg.separator, drop_unknown=sampling.drop_unknown,
+                               voice=sampling.voice, steering=sampling.steering)
         run = generate(model, tokenizer, cfg.separator + cfg.start, run_cfg)
         for _ in run:
             pass
@@ -136,12 +143,13 @@ def draw_items(model: CharRNN, tokenizer: CharTokenizer, cfg: ItemsConfig, sampl
             if result.complete:
                 break
             result.attempts += 1
-            _sort(result, kept, cfg, text, known)
+            _sort(result, kept, cfg, text, known, sampling.steering.require)
     return result
 
 
-def _sort(result: Items, kept: set[str], cfg: ItemsConfig, text: str, known: Callable[[str], bool] | None) -> None:
-    """File one draw under kept, unfinished, empty, repeated or known."""
+def _sort(result: Items, kept: set[str], cfg: ItemsConfig, text: str, known: Callable[[str], bool] | None,
+          required: tuple[str, ...] = ()) -> None:
+    """File one draw under kept, unfinished, empty, repeated, known or lacking."""
     if not text.endswith(cfg.separator):
         result.unfinished += 1
         return
@@ -152,6 +160,8 @@ def _sort(result: Items, kept: set[str], cfg: ItemsConfig, text: str, known: Cal
         result.repeated += 1
     elif cfg.new and known is not None and known(item):
         result.known += 1
+    elif not all(contains(item, word) for word in required):
+        result.lacking += 1
     else:
         kept.add(item)
         result.items.append(item)
@@ -159,7 +169,7 @@ def _sort(result: Items, kept: set[str], cfg: ItemsConfig, text: str, known: Cal
 
 def beam_items(model: CharRNN, tokenizer: CharTokenizer, cfg: ItemsConfig, width: int, temperature: float = 0.0,
                seed: int | None = None, known: Callable[[str], bool] | None = None,
-               voice: str | Mapping[str, float] | None = None) -> Items:
+               voice: str | Mapping[str, float] | None = None, steering: Steering | None = None) -> Items:
     """The `cfg.count` most likely distinct items a beam of `width` reaches (`beam.py`): finished hypotheses
     ranked by log-probability per character; empty ones and (with `cfg.new`) known ones are turned down and
     counted. The search stops once `count` are found or no item ends within `cfg.longest` characters."""
@@ -168,22 +178,25 @@ def beam_items(model: CharRNN, tokenizer: CharTokenizer, cfg: ItemsConfig, width
     check(cfg, tokenizer)
     if cfg.new and known is None:
         raise UsageError("new items need the training text's items to compare with")
-    counts = {"empty": 0, "known": 0}
+    counts = {"empty": 0, "known": 0, "lacking": 0}
+    steering = steering or Steering()
 
     def accept(text: str) -> bool:
         item = cfg.start + text[: len(text) - len(cfg.separator)]
-        reason = "empty" if not item.strip() else "known" if cfg.new and known is not None and known(item) else None
+        reason = ("empty" if not item.strip() else "known" if cfg.new and known is not None and known(item)
+                  else "lacking" if not all(contains(item, word) for word in steering.require) else None)
         if reason:
             counts[reason] += 1
         return reason is None
 
     beams = beam_search(model, tokenizer, cfg.separator + cfg.start,
                         BeamConfig(width=width, length=cfg.longest + len(cfg.separator), stops=(cfg.separator,),
-                                   want=cfg.count, temperature=temperature, seed=seed, voice=voice), accept)
+                                   want=cfg.count, temperature=temperature, seed=seed, voice=voice,
+                                   steering=steering), accept)
     done = [h for h in beams.hypotheses if h.finished][: cfg.count]
     items = [cfg.start + h.text[: len(h.text) - len(cfg.separator)] for h in done]
     # Beams never repeat an item (finished texts are kept distinct) and unfinished ones are not draws: every
     # finished hypothesis was kept or turned down.
     return Items(items=items, wanted=cfg.count, attempts=len(items) + beams.refused, known=counts["known"],
-                 empty=counts["empty"], bound=cfg.bound, seed=beams.seed,
+                 lacking=counts["lacking"], empty=counts["empty"], bound=cfg.bound, seed=beams.seed,
                  limit=f"items of {cfg.longest} characters at most for a beam of {width}")

@@ -23,6 +23,9 @@ from charnn.run.originality import Report
 from charnn.sample import SampleConfig, generate
 from charnn.sample.engine import voice_of
 from charnn.text.tokenizer import CharTokenizer
+from charnn.text.words import Lexicon
+
+MAX_LOAD = 1_000_000  # characters :load reads of a file (the state carries recent text, not a book)
 
 HELP = """\
 Type text and press Enter: the model continues it. An empty line primes with a newline.
@@ -32,6 +35,8 @@ Type text and press Enter: the model continues it. An empty line primes with a n
   :reset       forget the context              :info      run and settings
   :copies on|off  mark what a reply copies verbatim from the training text
   :voice V     a voiced run's voice: a name, a blend a=0.7,b=0.3, or none (a held context goes on in it)
+  :words any|known   known: only words of the training text      :norepeat N|off  no N-character string twice
+  :load FILE   feed a file's text as the context (keep on): the next prompt continues it
   :help        this text                       :quit      leave (or Ctrl-D)
 Ctrl-C stops a generation in progress."""
 
@@ -39,7 +44,8 @@ Ctrl-C stops a generation in progress."""
 class Repl:
     def __init__(self, model: CharRNN, tokenizer: CharTokenizer, run_dir: Path, cfg: SampleConfig,
                  stdin: TextIO | None = None, stdout: TextIO | None = None,
-                 originality: Callable[[str, int], Report] | None = None, copies: bool = False):
+                 originality: Callable[[str, int], Report] | None = None, copies: bool = False,
+                 lexicon: Callable[[], Lexicon] | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.run_dir = run_dir
@@ -52,6 +58,7 @@ class Repl:
         self.interactive = self.stdin.isatty() and self.out.isatty()
         self.originality = originality  # text, prime length -> its copied spans (None: no index for this run)
         self.copies = copies and originality is not None
+        self.lexicon = lexicon  # the training text's words, for :words known (None: not available here)
 
     def loop(self) -> None:
         if self.interactive and threading.current_thread() is threading.main_thread():
@@ -158,11 +165,60 @@ class Repl:
                 self.setting(name, arg)
             elif name == "voice":
                 self.change_voice(arg)
+            elif name in ("words", "norepeat"):
+                self.steer(name, arg)
+            elif name == "load":
+                self.load(arg)
             else:
                 raise ValueError(f"unknown command ':{name}' — :help lists the commands")
         except ValueError as e:
             self.say(f"error: {e}")
         return True
+
+    def steer(self, name: str, arg: str) -> None:
+        """`:words any|known` and `:norepeat N|off`: the reply's steering (sample/steer.py)."""
+        steering = self.cfg.steering
+        if name == "words":
+            lexicon = steering.lexicon
+            if arg == "known" and lexicon is None:
+                if self.lexicon is None:
+                    raise ValueError(":words known needs the run's training text, which this session cannot read")
+                try:
+                    lexicon = self.lexicon()
+                except CharnnError as e:
+                    raise ValueError(str(e)) from None
+            candidate = replace(steering, words=arg, lexicon=lexicon)
+        else:
+            try:
+                candidate = replace(steering, no_repeat=None if arg == "off" else int(arg))
+            except ValueError:
+                raise ValueError(f":norepeat '{arg}' is not a number (or off)") from None
+        if problems := candidate.validate():
+            raise ValueError(problems[0].replace("--no-repeat", ":norepeat").replace("--words", ":words"))
+        self.cfg = replace(self.cfg, steering=candidate)
+        self.say(f"{name} = {arg}")
+
+    def load(self, arg: str) -> None:
+        """`:load FILE`: the file's text through the model as the held context (keep turns on), its unknown
+        characters dropped and counted; the next prompt continues after it."""
+        if not arg:
+            raise ValueError(":load needs a file name")
+        try:
+            with Path(arg).expanduser().open(encoding="utf-8") as f:
+                text = f.read(MAX_LOAD)  # no further: bounded memory whatever the file
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read {arg}: {getattr(e, 'strerror', None) or e}") from None
+        known = set(self.tokenizer.chars)
+        fed = "".join(c for c in text if c in known)
+        if not fed:
+            raise ValueError(f"{arg} has no character the model knows")
+        cfg = replace(self.cfg, length=0, seed=0, num_samples=1, drop_unknown=True)
+        stream = generate(self.model, self.tokenizer, fed, cfg, self.state if self.keep else None)
+        for _ in stream:
+            pass
+        self.state, self.keep = stream.state, True
+        self.say(f"loaded {arg}: {len(fed):,} characters fed, {len(text) - len(fed):,} dropped as unknown; "
+                 "keep on (the next prompt continues it)")
 
     def change_voice(self, arg: str) -> None:
         """`:voice NAME`, a blend, or `none`: checked against the run's voices; a held context continues in it."""
