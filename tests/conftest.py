@@ -115,7 +115,7 @@ class FakeProbe:
         self.speed, self.bf16_gain, self.scale, self.eval_speed = speed, bf16_gain, scale, eval_speed
         self.calls: list[tuple[str, object]] = []
 
-    def speeds(self, device, vocab, cell="gru", batches=(64,), seq=64, steps=7, amps=(False,), size=None):
+    def speeds(self, device, vocab, cell="gru", batches=(64,), seq=64, steps=7, amps=(False,), size=None, warm=3):
         """At the probe model's size `speed`; a bigger model (a fine-tune's parent) slower by its multiply-adds."""
         from charnn.recipe.plan import as_probe_speed
 

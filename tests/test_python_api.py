@@ -19,10 +19,12 @@ TINY = {"hidden": 24, "embed": 8, "batch_size": 8, "seq_len": 16, "device": "cpu
 
 
 def _same_parts(path: Path) -> dict[str, object]:
-    """config.json without what differs between two runs of one request: when, and what the recipe expects of the
-    seconds that were left after start-up (they depend on how long start-up took)."""
+    """config.json without what differs between two runs of one request: when, what the recipe expects of the
+    seconds that were left after start-up (they depend on how long start-up took), and whether the probe's reading
+    was taken now or kept from the first run (recipe/readings.py)."""
     config = json.loads(path.read_text())
-    recipe = {k: v for k, v in (config["recipe"] or {}).items() if k not in ("expected_tokens", "expected_passes")}
+    recipe = {k: v for k, v in (config["recipe"] or {}).items()
+              if k not in ("expected_tokens", "expected_passes", "probe_kept", "probe_check")}
     return {"model": config["model"], "train": config["train"], "recipe": recipe,
             "corpus": {k: v for k, v in config["corpus"].items() if k != "created"}}
 
