@@ -125,6 +125,30 @@ def test_beam_search_items_and_logprobs_under_device_rules(words_file: Path, rul
 
 
 @pytest.mark.parametrize("rules", [mps_rules, cudnn_rules], ids=["mps", "cudnn"])
+def test_steering_under_device_rules(words_file: Path, rules) -> None:
+    """Known words, no-repeat, penalties and logit bias (sample/steer.py) in the engine and in beams: the masks,
+    counts and biases are made on the device, in its dtypes."""
+    run_dir = train_run(words_file, cell="gru", max_steps=20, eval_every=20)
+    model = api.load_run(str(run_dir), device="cpu")
+    model.lexicon()
+    steering = dict(words="known", no_repeat=8, frequency_penalty=0.5, presence_penalty=0.5, logit_bias={0: -100, 1: 2})
+    alone = model.generate("the ", length=60, seed=3, **steering)
+    with rules():
+        texts = model.generate("the ", length=60, seed=3, num_samples=2, **steering)
+        beams = model.beam("the ", width=4, length=30, **steering)
+        items = model.items(2, separator=" ", attempts=30, seed=1, require=("the",), **steering)
+        engine = Engine(model.model, model.tokenizer)
+        groups = engine.join_many([("cat ", SampleConfig(length=40, seed=9, num_samples=2)),
+                                   ("the ", model.sample_config(length=60, seed=3, **steering))])
+        while engine.groups:
+            engine.step()
+            for group in [g for g in engine.groups if g.finished]:
+                engine.leave(group)
+    assert isinstance(texts, list) and len(texts) == 2 and beams.hypotheses and items.attempts > 0
+    assert not isinstance(groups[1], Exception) and groups[1].texts[0] == alone
+
+
+@pytest.mark.parametrize("rules", [mps_rules, cudnn_rules], ids=["mps", "cudnn"])
 def test_choosing_the_next_word_under_device_rules(words_file: Path, rules) -> None:
     from charnn.sample.choices import ChoicesConfig
     from charnn.write.chooser import Draft

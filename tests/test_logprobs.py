@@ -137,7 +137,8 @@ def test_bad_logprobs_requests_are_400(server: Server, route: str, body: dict, m
 
 def test_default_chat_on_a_lowercase_model_uses_names_it_can_spell(tmp_path: Path) -> None:
     """A lowercase corpus never saw 'U' or 'A': the default speakers become 'user' and 'assistant' (the template's
-    ':' and newlines it knows); a request that names a speaker it cannot spell is still a 400."""
+    ':' and newlines it knows), and a system message, whose name it cannot spell at all, goes in without one; a
+    request that names a speaker it cannot spell is still a 400."""
     from charnn.serve import load
     from tests.conftest import train_run
 
@@ -147,9 +148,11 @@ def test_default_chat_on_a_lowercase_model_uses_names_it_can_spell(tmp_path: Pat
     server = Server(tmp_path / "checkpoints", config, load(["talk"], tmp_path / "checkpoints", "cpu", config))
     try:
         facts = httpx.get(f"{server.url}/v1/models").json()["data"][0]["charnn"]
-        # 'system' needs an 'm' the corpus lacks: that name stays (a system message would be a 400)
-        assert facts["chat_names"] == {"system": "System", "user": "user", "assistant": "assistant"}
-        body = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 10, "seed": 1}
+        # 'system' needs an 'm' the corpus lacks: a system message has no speaker's name
+        assert facts["chat_names"] == {"system": "", "user": "user", "assistant": "assistant"}
+        assert facts["chat_template"] == "{name}:\n{content}\n\n"
+        body = {"messages": [{"role": "system", "content": "hi there"}, {"role": "user", "content": "hello there"}],
+                "max_tokens": 10, "seed": 1}
         r = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=30)
         assert r.status_code == 200, r.text
         r = httpx.post(f"{server.url}/v1/chat/completions", json={**body, "assistant_name": "Assistant"}, timeout=30)

@@ -347,6 +347,9 @@ def test_the_serve_command_starts_prints_its_url_and_stops_on_ctrl_c(run_root: P
     proc = subprocess.Popen([sys.executable, "-m", "charnn", "serve", "tiny", "--port", str(port)],
                             cwd=run_root, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
+        first = proc.stderr.readline() if proc.stderr else ""
+        # tiny's alphabet has no ':' and cannot spell the speakers: its chat template is its own, and it says so
+        assert first.startswith("chat with tiny: transcript '{content}\\n\\n'"), first
         line = proc.stderr.readline() if proc.stderr else ""
         assert line.startswith(f"serving tiny at http://127.0.0.1:{port}/"), line
         deadline = time.time() + 30

@@ -71,6 +71,7 @@ EXCEPTIONS = {
     "top_logprobs_without_logprobs": "top_logprobs needs logprobs true: a rule across two fields (OpenAI's too)",
     "prompt_too_long": "a chat's transcript (messages, names and template together) over the server's prompt limit",
     "invalid_voice": "the voices are the run's, not the schema's: a name it lacks, weights that do not sum to 1",
+    "unknown_character_id": "logit_bias keys are the run's character ids: how many it has is the run's, not the schema's",
 }
 
 
@@ -91,7 +92,8 @@ def event_failures(operation: schemathesis.APIOperation, response: Response) -> 
     if not is_stream(response):
         return []
     event = operation.definition.raw["responses"]["200"]["content"]["text/event-stream"]["schema"]
-    validator = jsonschema_rs.validator_for(event["properties"]["data"]["contentSchema"])
+    chunk = next(option for option in event["properties"]["data"]["anyOf"] if "contentSchema" in option)
+    validator = jsonschema_rs.validator_for(chunk["contentSchema"])
     data = [line[6:] for line in response.text.split("\n") if line.startswith("data: ")]
     problems = [] if data and data[-1] == "[DONE]" else ["the stream does not end with data: [DONE]"]
     for chunk in data[:-1]:

@@ -410,9 +410,9 @@ def serve_cmd(
     sock = serve.listen(host, port)
     served = serve.load(runs or [], checkpoints_dir, device, config)
     for s in served:
-        if s.chat_names["assistant"] != assistant_name:
-            typer.echo(f"chat with {s.name}: the speakers are '{s.chat_names['user']}' and '{s.chat_names['assistant']}' "
-                       "(it never saw the characters of the default names)", err=True)
+        if s.chat_template != template or s.chat_names["assistant"] != assistant_name:
+            typer.echo(f"chat with {s.name}: transcript {s.chat_template!r}, speakers {s.chat_names['user']!r} and "
+                       f"{s.chat_names['assistant']!r} (it never saw some characters of the defaults)", err=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: listening on {host}: anyone who can reach this machine can use the server"
                    + ("" if api_key else " (consider --api-key)"), err=True)

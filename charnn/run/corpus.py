@@ -22,7 +22,7 @@ from charnn.run.config import RunConfig, TrainConfig
 from charnn.run.originality import Index
 from charnn.text import corpus, streams
 from charnn.text.tokenizer import CharTokenizer
-from charnn.text.words import Lexicon
+from charnn.text.words import JOINERS, Lexicon, is_letter
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 DEFAULT_CORPORA = Path("corpora")
@@ -233,11 +233,22 @@ def training_words(run_dir: Path, config: RunConfig, tokenizer: CharTokenizer, p
     if path.exists():
         return Lexicon.load(path)
     text = "".join(map(tokenizer.chars.__getitem__, split.train.tolist()))
+    after = tokenizer.chars[int(split.val[0])] if len(split.val) else " "
+    if is_letter(after) or after in JOINERS:  # the split cuts a word ("don" of "don't"): it is not one of the text's
+        text = text[: len(text) - len(_partial_tail(text))]
     # In pieces cut after newlines (a word never spans one), so the scan holds one piece's matches at a time.
     cuts = _line_cuts(text, 1 << 20)
     lexicon = Lexicon.of(text[a:b] for a, b in pairwise(cuts))
     lexicon.save(path)
     return lexicon
+
+
+def _partial_tail(text: str) -> str:
+    """The letters (and joiners) `text` ends with."""
+    i = len(text)
+    while i > 0 and (is_letter(text[i - 1]) or text[i - 1] in JOINERS):
+        i -= 1
+    return text[i:]
 
 
 def _line_cuts(text: str, every: int) -> list[int]:

@@ -13,7 +13,8 @@ beams, the REPL, the server) steers alike, and a seed gives the same text alone 
   count (every `e` would be penalised), so charnn counts the character together with the `PENALTY_SPAN` - 1
   characters before it. A character's score drops by frequency_penalty x (times that string was already written
   in this sample) + presence_penalty x (1 if it was).
-- `logit_bias`: {character id: value} added to those characters' scores (-100 bans one, 100 all but forces it).
+- `logit_bias`: {character id: value} added to those characters' scores (-100 bans one outright, 100 all but
+  forces it).
 
 A row whose controls leave no character at all ends there (`RowSteer.stuck` says why), rather than draw what
 the user ruled out.
@@ -220,7 +221,7 @@ def bias_vector(steering: Steering, vocab: int, device: torch.device, dtype: tor
         return None
     bias = torch.zeros(vocab, dtype=dtype, device=device)
     for key, value in steering.logit_bias.items():
-        bias[key] = value
+        bias[key] = float("-inf") if value <= -MAX_BIAS else value  # -100 bans, even where nothing else is left
     return bias
 
 

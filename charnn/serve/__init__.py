@@ -30,7 +30,7 @@ from charnn.run.runs import resolve
 from charnn.serve.access import ServeConfig, Served
 from charnn.serve.app import create_app
 from charnn.serve.batcher import Batcher
-from charnn.serve.chat import chat_names
+from charnn.serve.chat import chat_style
 from charnn.serve.info import facts_of
 from charnn.serve.worker import Worker
 
@@ -56,8 +56,9 @@ def load(runs: Sequence[str], checkpoints_dir: Path, device: str, config: ServeC
             model = worker.run(loader(run_dir))
             batcher = Batcher(model.model, model.tokenizer, config.max_rows, config.max_waiting, worker)
             known = (lambda tokenizer: lambda text: not tokenizer.unknown_chars(text))(model.tokenizer)
-            speakers = chat_names(config, known)
-            served.append(Served(run_dir.name, model, batcher, {**facts_of(model), "chat_names": speakers}, speakers))
+            speakers, template = chat_style(config, known)
+            served.append(Served(run_dir.name, model, batcher, {**facts_of(model), "chat_names": speakers,
+                                                                "chat_template": template}, speakers, template))
     except BaseException:
         worker.close()
         raise

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 
 from charnn.api import CharModel
-from charnn.errors import UsageError
+from charnn.errors import CharnnError, UsageError
 from charnn.sample.engine import voice_of
+from charnn.sample.steer import Steering
 from charnn.serve.batcher import Batcher
-from charnn.serve.protocol import MAX_N, MAX_STOPS, ApiError
+from charnn.serve.protocol import MAX_N, MAX_STOPS, ApiError, Sampling
 
 DEFAULT_TEMPLATE = "{name}:\n{content}\n\n"
 DEFAULT_MAX_TOKENS = 200  # characters when a request does not say (or the server's cap, if lower)
@@ -44,7 +46,8 @@ class Served:
     model: CharModel
     batcher: Batcher
     facts: dict[str, Any] = field(default_factory=dict)
-    chat_names: dict[str, str] = field(default_factory=dict)  # role -> speaker in chat transcripts (chat.chat_names)
+    chat_names: dict[str, str] = field(default_factory=dict)  # role -> speaker in chat transcripts (chat.chat_style)
+    chat_template: str = ""  # one message in the transcript, from the model's alphabet where needed (chat.chat_style)
 
 
 def config_of(request: Request) -> ServeConfig:
@@ -117,3 +120,22 @@ def check_sampling(prompts: int, n: int, stops: list[str]) -> None:
 
 def stops_of(stop: str | list[str] | None) -> list[str]:
     return [stop] if isinstance(stop, str) else list(stop or [])
+
+
+async def steering_of(target: Served, body: Sampling) -> Steering:
+    """The request's steering (sample/steer.py): its character ids checked against the run's alphabet, and for
+    words=known the run's training words (read from its corpus by the first request that asks)."""
+    bias = {int(key): value for key, value in (body.logit_bias or {}).items()}
+    vocab = target.model.tokenizer.vocab_size
+    if wrong := sorted(k for k in bias if k >= vocab):
+        raise ApiError(400, f"logit_bias key {wrong[0]} is not a character id of model '{target.name}' (0 to {vocab - 1}; "
+                       "GET /v1/models lists its alphabet, a character's index its id)", "logit_bias", "unknown_character_id")
+    steering = Steering(words=body.words, no_repeat=body.no_repeat, frequency_penalty=body.frequency_penalty,
+                        presence_penalty=body.presence_penalty, logit_bias=bias)
+    if body.words == "known":
+        try:
+            steering.lexicon = await run_in_threadpool(target.model.lexicon)
+        except CharnnError as e:
+            raise ApiError(400, f"words=known is not available for '{target.name}': {e}", "words",
+                           "words_unavailable") from None
+    return steering

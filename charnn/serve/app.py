@@ -107,6 +107,9 @@ def _handle_errors(app: FastAPI) -> None:
             where = []
         elif not where:
             message = f"the request body must be a JSON object ({first.get('msg', '')})"
+        elif first.get("type") == "extra_forbidden":
+            message = (f"{'.'.join(where)} is not a field this server takes — drop it (GET /docs lists the fields; "
+                       "a character model has no tools, functions or response formats)")
         elif len(where) == 1 and where[0] in UNION_FIELDS:  # which branch failed says less than what the field takes
             message = UNION_FIELDS[where[0]]
         else:

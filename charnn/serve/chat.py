@@ -38,6 +38,7 @@ from charnn.serve.access import (
     config_of,
     max_tokens_of,
     pick,
+    steering_of,
     stops_of,
 )
 from charnn.serve.collector import Collector, Delta, pace, sse, submit, usage
@@ -81,17 +82,36 @@ def transcript(messages: list[Message], template: str, names: dict[str, str]) ->
     return Transcript(prompt + header(names["assistant"]), stop)
 
 
-def chat_names(config: ServeConfig, known: Callable[[str], bool]) -> dict[str, str]:
-    """The speakers' names for one model: the server's, except that a default name the model cannot spell (a
-    lowercase corpus has no 'U' or 'A') becomes its lowercase form where the model knows that and the template.
-    Names the user chose are kept as given (a request that needs one it cannot spell is then a 400)."""
+# What a transcript is built from when the server's defaults would use characters a model never saw, best first.
+NAME_ENDS = (":\n", "\n", ": ", " ")  # between a speaker's name and the message
+MESSAGE_ENDS = ("\n\n", "\n", " ")  # after a message: where the next speaker starts (a reply stops there)
+
+
+def chat_style(config: ServeConfig, known: Callable[[str], bool]) -> tuple[dict[str, str], str]:
+    """The speakers' names and the template for one model. The server's own where the user chose them (a request
+    that then needs a character the model lacks is a 400) or the model can write them; else from the model's
+    alphabet: each default name as it is, lower-cased (no capitals), or left out (a letter it lacks); the default
+    template where it knows its characters, else the first separators it knows (`NAME_ENDS`, `MESSAGE_ENDS`). So
+    chat answers on any model that has a character to end a message with."""
     names = {"system": config.system_name, "user": config.user_name, "assistant": config.assistant_name}
     defaults = ServeConfig()
-    if (defaults.system_name, defaults.user_name, defaults.assistant_name) != tuple(names.values()):
-        return names
-    if not known(config.chat_template.replace("{name}", "").replace("{content}", "")):
-        return names
-    return {role: name if known(name) or not known(name.lower()) else name.lower() for role, name in names.items()}
+    chosen = ((defaults.system_name, defaults.user_name, defaults.assistant_name) != tuple(names.values())
+              or config.chat_template != defaults.chat_template)
+    if chosen or (all(known(n) for n in names.values()) and known(_literal(config.chat_template))):
+        return names, config.chat_template
+    spelled = {role: name if known(name) else name.lower() if known(name.lower()) else "" for role, name in names.items()}
+    if known(_literal(config.chat_template)) and spelled["user"] and spelled["assistant"]:
+        return spelled, config.chat_template
+    end = next((e for e in MESSAGE_ENDS if known(e)), None)
+    if end is None:
+        return names, config.chat_template  # nothing to end a message with: chat cannot work, and says why per request
+    if not (spelled["user"] and spelled["assistant"]):
+        return {role: "" for role in names}, "{content}" + end
+    return spelled, "{name}" + next((e for e in NAME_ENDS if known(e) and e != end), "") + "{content}" + end
+
+
+def _literal(template: str) -> str:
+    return template.replace("{name}", "").replace("{content}", "")
 
 
 def names_of(body: ChatRequest, defaults: dict[str, str]) -> dict[str, str]:
@@ -109,8 +129,9 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
         raise ApiError(400, "top_logprobs needs logprobs: true", "top_logprobs", "top_logprobs_without_logprobs")
     config = config_of(request)
     target = pick(request, body.model)
-    speakers = target.chat_names or chat_names(config, lambda _: True)
-    chat = transcript(body.messages, body.template or config.chat_template, names_of(body, speakers))
+    speakers = target.chat_names or chat_style(config, lambda _: True)[0]
+    chat = transcript(body.messages, body.template or target.chat_template or config.chat_template,
+                      names_of(body, speakers))
     stops = stops_of(body.stop)
     max_tokens = max_tokens_of(config, max_completion_tokens=body.max_completion_tokens, max_tokens=body.max_tokens)
     check_sampling(1, body.n, stops)
@@ -118,8 +139,9 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     check_prompt(target, chat.prompt, config, "messages", "remove them, or pick names and a template in the "
                  "model's alphabet (assistant_name, user_name, template; or the message's name)")
     stops.append(chat.stop)
+    steering = await steering_of(target, body)
     tickets = submit(target.batcher, [chat.prompt], body, max_tokens, stops,
-                     (body.top_logprobs or 0) if body.logprobs else None)
+                     (body.top_logprobs or 0) if body.logprobs else None, steering)
     meta = {"id": f"chatcmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": target.name}
     prompt_chars = len(chat.prompt)
     collector = Collector(tickets, body.n, stops, lambda: pace(target.batcher),

@@ -17,6 +17,7 @@ from typing import Any
 
 from charnn.sample import SampleConfig
 from charnn.sample.logprobs import Logprob
+from charnn.sample.steer import Steering
 from charnn.serve.batcher import Batcher, Ticket
 from charnn.serve.protocol import ApiError, Sampling, as_api_error, error_body
 
@@ -36,15 +37,16 @@ def pace(batcher: Batcher) -> float:
 
 
 def submit(batcher: Batcher, prompts: list[str], body: Sampling, max_tokens: int, stops: list[str],
-           logprobs: int | None = None) -> list[Ticket]:
+           logprobs: int | None = None, steering: Steering | None = None) -> list[Ticket]:
     """One ticket per prompt (n samples each; prompt k is seeded seed + k); `logprobs`: record each character's
     log-probability and that many alternatives. All or none: a full queue is a 503."""
     tickets: list[Ticket] = []
+    steering = steering or Steering()
     try:
         for k, prompt in enumerate(prompts):
             cfg = SampleConfig(length=max_tokens, temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
                                seed=None if body.seed is None else body.seed + k, num_samples=body.n, stop=stops or None,
-                               logprobs=logprobs, voice=body.voice)
+                               logprobs=logprobs, voice=body.voice, steering=steering)
             tickets.append(batcher.submit(prompt or "\n", cfg))
     except Exception as e:
         for t in tickets:

@@ -20,6 +20,7 @@ from charnn.serve.access import (
     config_of,
     max_tokens_of,
     pick,
+    steering_of,
     stops_of,
 )
 from charnn.serve.collector import Collector, Delta, pace, sse, submit, usage
@@ -44,7 +45,8 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         check_prompt(target, prompt, config_of(request))
     if body.originality:
         await _index(target)
-    tickets = submit(target.batcher, prompts, body, max_tokens, stops, body.logprobs)
+    steering = await steering_of(target, body)
+    tickets = submit(target.batcher, prompts, body, max_tokens, stops, body.logprobs, steering)
     meta = {"id": f"cmpl-{secrets.token_hex(12)}", "object": "text_completion", "created": int(time.time()),
             "model": target.name}
     prompt_chars = sum(len(p) for p in prompts) * body.n

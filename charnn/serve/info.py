@@ -79,5 +79,5 @@ def facts_of(model: CharModel) -> dict[str, Any]:
     return {"cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden, "parameters": model.model.num_parameters(),
             "vocabulary": cfg.vocab_size, "step": model.step,
             "characters_seen": max((r.get("tokens", 0) for r in metrics), default=0),
-            "voices": list(cfg.voices), "best_val_loss": best,
+            "voices": list(cfg.voices), "alphabet": list(model.tokenizer.chars), "best_val_loss": best,
             "best_val_bpc": None if best is None else best / math.log(2), "created": stamp}

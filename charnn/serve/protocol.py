@@ -10,7 +10,17 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+)
 
 from charnn.errors import CharnnError, GenerationError
 from charnn.serve.batcher import Busy, Unavailable
@@ -113,6 +123,11 @@ Text = StrictStr
 Flag = StrictBool
 Stop = Annotated[Text, Field(min_length=1)]
 Weight = Annotated[StrictFloat, Field(ge=0, le=1)]  # strict floats take JSON integers too (0, 1)
+Penalty = Annotated[StrictFloat, Field(ge=-2, le=2)]
+CHAR_ID = r"^(0|[1-9][0-9]{0,5})$"  # a character id as a string, as OpenAI's logit_bias keys are token ids
+CharId = Annotated[StrictStr, StringConstraints(pattern=CHAR_ID)]
+Bias = Annotated[StrictFloat, Field(ge=-100, le=100)]
+NoRepeat = Annotated[StrictInt, Ge(2), Le(100_000), BeforeValidator(_whole)]
 Voice = Annotated[Text, Field(min_length=1)] | Annotated[dict[Text, Weight], Field(min_length=1, max_length=255)]
 # What a field of several shapes takes, for the 400 when a value fits none of them.
 UNION_FIELDS = {"stop": f"stop takes up to {MAX_STOPS} non-empty strings (a string or a list)",
@@ -123,7 +138,10 @@ TEMPLATE_PATTERN = r"^(?!\{content\}(?![\s\S]))(?:(?!\{content\})[\s\S])*\{conte
 
 
 class Sampling(BaseModel):
-    """Settings shared by completions and chat."""
+    """Settings shared by completions and chat. A field not listed here is a 400 naming it (additionalProperties
+    false): an option a client sends is either honoured or refused, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: Text | None = Field(None, description="A run name (GET /v1/models); default: the first served run.")
     max_tokens: Count | None = Field(None, description="Characters to generate per completion: at most the "
@@ -141,9 +159,24 @@ class Sampling(BaseModel):
     user: Text | None = None
     voice: Voice | None = Field(None, description="charnn extension: a voiced run's voice (GET /v1/models lists "
                                 "each run's `voices`): a name, or a blend {name: weight, ...} whose weights sum to 1.")
+    frequency_penalty: Penalty = Field(0.0, description="Lower a character's score by this times the times this "
+                                       "completion already wrote it together with the 7 characters before it (OpenAI "
+                                       "counts tokens; a single character is too small a unit to count).")
+    presence_penalty: Penalty = Field(0.0, description="Lower a character's score by this where this completion "
+                                      "already wrote it together with the 7 characters before it.")
+    logit_bias: Annotated[dict[CharId, Bias], Field(max_length=1024)] | None = Field(
+        None, json_schema_extra={"propertyNames": {"pattern": CHAR_ID}},
+        description="Character id (a string: GET /v1/models lists each run's `alphabet`, whose index is the id) "
+        "-> a value from -100 to 100 added to that character's score; -100 bans it.")
+    words: Literal["any", "known"] = Field("any", description="charnn extension: known writes only words that occur in "
+                                           "the run's training text (case ignored; needs its corpus on the server).")
+    no_repeat: NoRepeat | None = Field(None, description="charnn extension: no N-character string twice in a "
+                                       "completion; one left nothing to write ends (finish_reason stop).")
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     include_usage: Flag = False
 
 
@@ -179,7 +212,7 @@ class ContentPart(BaseModel):
 
 
 class ChatRequest(Sampling):
-    model_config = ConfigDict(regex_engine="python-re")  # the template's pattern looks ahead
+    model_config = ConfigDict(regex_engine="python-re", extra="forbid")  # the template's pattern looks ahead
 
     messages: list[Message] = Field(..., min_length=1, description="The conversation so far.")
     max_completion_tokens: Count | None = Field(None, description="Preferred over max_tokens when given.")
@@ -195,6 +228,8 @@ class ChatRequest(Sampling):
 
 
 class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     model: Text | None = None
     text: Text = Field(..., min_length=2, description="Text to score (2 characters or more the model knows).")
     voice: Voice | None = Field(None, description="charnn extension: score it as written in this voice (or blend).")

@@ -138,7 +138,8 @@ class ModelEntry(BaseModel):
     created: int
     owned_by: str
     charnn: dict[str, Any] = Field(..., description="The run: cell, size, vocabulary, step, best validation loss, "
-                                   "chat_names.")
+                                   "chat_names and chat_template, and `alphabet`: its characters, each at the index "
+                                   "that is its id (logit_bias's keys).")
 
 
 class ModelList(BaseModel):
@@ -159,16 +160,34 @@ class Health(BaseModel):
 
 def streamed(chunk: type[BaseModel], whole: type[BaseModel], what: str) -> dict[int | str, dict[str, Any]]:
     """The 200 entry of a route that answers JSON, or (with `stream`) server-sent events of `chunk`s."""
-    # Self-contained (its own $defs, referred to from its root), so a validator can take it as it stands.
-    chunk_schema, error_schema = chunk.model_json_schema(), ErrorResponse.model_json_schema()
-    defs = {**chunk_schema.pop("$defs", {}), **error_schema.pop("$defs", {})}
-    data = {"type": "string", "contentMediaType": "application/json",
-            "contentSchema": {"anyOf": [chunk_schema, error_schema], "$defs": defs},
-            "description": f"One {what} as JSON; an error object if generation fails mid-stream; "
-                           "`[DONE]` last."}
+    # Written out in place, without $refs: a "#/$defs/..." inside the OpenAPI document points at the document's
+    # root, where no $defs are, so a client generated from it (or a fuzzer) could not follow it.
+    chunk_data = {"type": "string", "contentMediaType": "application/json",
+                  "contentSchema": {"anyOf": [inlined(chunk.model_json_schema()),
+                                              inlined(ErrorResponse.model_json_schema())]}}
+    data = {"anyOf": [chunk_data, {"const": "[DONE]"}],
+            "description": f"One {what} as JSON; an error object if generation fails mid-stream; `[DONE]` last "
+                           "(not JSON: the stream's end, as OpenAI's)."}
     event = {"type": "object", "required": ["data"], "additionalProperties": False,
              "properties": {"data": data, "event": {"const": "message"}, "id": {"type": "string"},
                             "retry": {"type": "integer"}}}
     return {200: {"model": whole, "description": f"The answer; with `stream` true, server-sent events "
                   f"(`data: {{{what}}}` lines, then `data: [DONE]`).",
                   "content": {"text/event-stream": {"schema": event}}}}
+
+
+def inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with every `#/$defs/NAME` reference replaced by the definition (none is recursive)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if set(node) >= {"$ref"} and str(node["$ref"]).startswith("#/$defs/"):
+                extra = {k: v for k, v in node.items() if k != "$ref"}
+                return {**resolve(defs[node["$ref"].split("/")[-1]]), **extra}
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)  # type: ignore[no-any-return]
