@@ -41,7 +41,7 @@ from charnn.run.corpus import (
 from charnn.run.lineage import Parent, load_parent
 from charnn.run.originality import MIN_COPY, Index, Report
 from charnn.sample import Items, ItemsConfig, SampleConfig, draw_items, generate
-from charnn.sample.beam import BeamConfig, Beams, beam_search
+from charnn.sample.beam import BEAM_NO_REPEAT, BeamConfig, Beams, beam_search
 from charnn.sample.engine import voice_of
 from charnn.sample.items import beam_items
 from charnn.sample.items import check as check_items
@@ -217,8 +217,10 @@ class CharModel:
              temperature: float = 0.0, seed: int | None = None, drop_unknown: bool = False,
              voice: str | Mapping[str, float] | None = None, **steering: Any) -> Beams:
         """Beam search from `prime` (`sample/beam.py`): hypotheses best first by log-probability per character;
-        `steering` as in `sample_config` (require= is for items and samples, not a beam)."""
+        `steering` as in `sample_config` (require= is for items and samples, not a beam), with no_repeat 16 unless
+        given (`BEAM_NO_REPEAT`; no_repeat=None turns it off)."""
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        steering.setdefault("no_repeat", BEAM_NO_REPEAT)
         steer = self.sample_config(**steering).steering
         if steer.require:
             raise UsageError("require= filters samples and items; a beam ranks continuations — drop it, or use "

@@ -51,8 +51,11 @@ def forward_logprob(model: api.CharModel, prime: str, text: str) -> float:
 @pytest.mark.parametrize("stop", [None, "\n"])
 def test_width_one_is_greedy(words: api.CharModel, stop: str | None) -> None:
     greedy = words.generate("the ", length=80, temperature=0, stop=stop)
-    beams = words.beam("the ", width=1, length=80, stop=stop)
+    beams = words.beam("the ", width=1, length=80, stop=stop, no_repeat=None)
     assert beams.hypotheses[0].text == greedy
+    # a beam of text keeps to no-repeat 16 by default (BEAM_NO_REPEAT): greedy decoding under the same control
+    steered = words.generate("the ", length=80, temperature=0, stop=stop, no_repeat=16)
+    assert words.beam("the ", width=1, length=80, stop=stop).hypotheses[0].text == steered
 
 
 def test_the_best_kept_hypothesis_wins_and_scores_are_the_models(words: api.CharModel) -> None:

@@ -17,6 +17,7 @@ from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, handled, paths_f
 from charnn.errors import UsageError
 from charnn.run.originality import MIN_COPY, Report
 from charnn.sample import ItemsConfig, SampleConfig, generate
+from charnn.sample.beam import BEAM_NO_REPEAT
 from charnn.sample.choices import ChoicesConfig
 from charnn.sample.engine import Generation, voice_of
 from charnn.sample.steer import Steering
@@ -63,8 +64,8 @@ _PRIME_FILE = typer.Option(None, "--prime-file", metavar="PATH", help="Start fro
                            "input) instead of --prime; characters the model never saw are dropped and counted.")
 _WORDS = typer.Option("any", "--words", metavar="any|known", help="known: write only words that occur in the training "
                       "text (compared without case); needs the run's corpus.")
-_NO_REPEAT = typer.Option(None, "--no-repeat", metavar="N", help="No N-character string twice in a sample (a loop "
-                          "cannot start; a sample left nothing to write ends and says so).")
+_NO_REPEAT = typer.Option(None, "--no-repeat", metavar="N|off", help="No N-character string twice in a sample (a loop "
+                          "cannot start; a sample left nothing to write ends and says so). Default: off, 16 with --beam.")
 _FREQUENCY_PENALTY = typer.Option(0.0, "--frequency-penalty", help="Lower a character's score by this times the "
                                   "times the sample already wrote it with the 7 characters before it (-2 to 2).")
 _PRESENCE_PENALTY = typer.Option(0.0, "--presence-penalty", help="Lower a character's score by this where the sample "
@@ -106,7 +107,7 @@ def sample_cmd(
     drop_unknown: bool = _DROP_UNKNOWN,
     prime_file: str = _PRIME_FILE,
     words: str = _WORDS,
-    no_repeat: int = _NO_REPEAT,
+    no_repeat: str = _NO_REPEAT,
     frequency_penalty: float = _FREQUENCY_PENALTY,
     presence_penalty: float = _PRESENCE_PENALTY,
     require: list[str] = _REQUIRE,
@@ -122,8 +123,10 @@ def sample_cmd(
 ) -> None:
     """Generate text from a trained run, streamed to stdout."""
     set_threads(threads)
-    steering = Steering(words=words, no_repeat=no_repeat, frequency_penalty=frequency_penalty,
-                        presence_penalty=presence_penalty, require=tuple(require or ()))
+    steering = Steering(words=words, no_repeat=_no_repeat(no_repeat, BEAM_NO_REPEAT if beam is not None and items is None
+                                                          else None),
+                        frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                        require=tuple(require or ()))
     if problems := steering.validate():
         raise UsageError(problems[0])
     if beam is not None:
@@ -177,6 +180,18 @@ def sample_cmd(
         for i, text in enumerate(stream.texts, 1):
             sys.stdout.write(f"--- sample {i} ---\n{prime}{text}\n")
     _report_steering(stream, cfg)
+
+
+def _no_repeat(value: str | None, default: int | None) -> int | None:
+    """`--no-repeat N|off`: N, None for off, `default` when not given."""
+    if value is None:
+        return default
+    if value == "off":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"--no-repeat {value!r} is not a number — give a length of at least 2, or off") from None
 
 
 def read_prime(path: str) -> str:
@@ -254,6 +269,8 @@ def _print_beam(model: api.CharModel, prime: str, beam: int, length: int, stop: 
     """`charnn sample --beam W`: the best continuation on stdout, its score on stderr."""
     found = model.beam(prime, beam, length, stop, temperature, seed, drop_unknown, voice,
                        **{k: v for k, v in vars(steering).items() if k not in ("lexicon", "require")})
+    if steering.active:
+        typer.echo(f"steering: {steering.describe()}", err=True)
     best = found.hypotheses[0]
     sys.stdout.write(prime + best.text + "\n")
     typer.echo(f"beam {beam}: {len(best.text)} characters, {best.score:.4f} nats per character (log-probability "
@@ -334,7 +351,7 @@ def repl_cmd(
                                 "likely next words or characters by number, or type text; :auto N lets it write."),
     choices: int = typer.Option(5, "--choices", help="With --choose: words and characters offered (k of each, 1-20)."),
     words: str = _WORDS,
-    no_repeat: int = _NO_REPEAT,
+    no_repeat: str = _NO_REPEAT,
     frequency_penalty: float = _FREQUENCY_PENALTY,
     presence_penalty: float = _PRESENCE_PENALTY,
     device: str = DEVICE,
@@ -357,7 +374,7 @@ def repl_cmd(
 
     if copies:
         originality("", 0)  # the index now: a missing corpus is one line before the prompt
-    steering = Steering(words=words, no_repeat=no_repeat, frequency_penalty=frequency_penalty,
+    steering = Steering(words=words, no_repeat=_no_repeat(no_repeat, None), frequency_penalty=frequency_penalty,
                         presence_penalty=presence_penalty)
     cfg = _sampling(model, steering, paths, corpus_paths, length=length, temperature=temperature, top_k=top_k,
                     top_p=top_p, seed=seed, voice=voice)

@@ -63,7 +63,7 @@ class Steering:
                             "training text)")
         if self.no_repeat is not None and self.no_repeat < 2:
             problems.append(f"--no-repeat {self.no_repeat} must be at least 2 (the length of a string that may "
-                            "not be written twice)")
+                            "not be written twice), or off")
         for name, value in (("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty)):
             if not -MAX_PENALTY <= value <= MAX_PENALTY:
                 problems.append(f"{name} {value} must be between -{MAX_PENALTY:g} and {MAX_PENALTY:g}")
