@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,20 +48,21 @@ class Reading:
     again: float | None  # the second reading at the largest batch (None: not taken)
     taken: float  # time.time() when it was measured
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
         record = asdict(self)
         record["speeds"] = [[batch, amp, speed] for (batch, amp), speed in self.speeds.items()]
         return record
 
     @staticmethod
-    def from_json(record: dict[str, object]) -> Reading:
-        speeds = {(int(b), bool(a)): float(v) for b, a, v in record["speeds"]}  # type: ignore[attr-defined]
-        return Reading(speeds, float(record["eval_speed"]), _maybe(record["scale"]), _maybe(record["again"]),  # type: ignore[arg-type]
-                       float(record["taken"]))  # type: ignore[arg-type]
+    def from_json(record: dict[str, Any]) -> Reading:
+        """From the cache file; a KeyError, TypeError or ValueError where an entry is not one this wrote."""
+        speeds = {(int(b), bool(a)): float(v) for b, a, v in record["speeds"]}
+        return Reading(speeds, float(record["eval_speed"]), _maybe(record["scale"]), _maybe(record["again"]),
+                       float(record["taken"]))
 
 
-def _maybe(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
+def _maybe(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def folder() -> Path:
@@ -107,7 +109,7 @@ class Store:
 
     def __init__(self, path: Path | None = None, warn: Callable[[str], None] | None = None) -> None:
         self.path = path or folder() / FILE
-        self.entries: dict[str, dict[str, object]] = {}
+        self.entries: dict[str, dict[str, Any]] = {}
         if not self.path.exists():
             return
         try:

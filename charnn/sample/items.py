@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from charnn.errors import UsageError
@@ -128,23 +128,33 @@ def draw_items(model: CharRNN, tokenizer: CharTokenizer, cfg: ItemsConfig, sampl
     seed = sampling.seed if sampling.seed is not None else int.from_bytes(os.urandom(6), "little")
     result = Items(wanted=cfg.count, bound=cfg.bound, seed=seed)
     kept: set[str] = set()
-    batch = 0
-    while not result.complete and result.attempts < cfg.bound:
-        rows = min(BATCH, cfg.bound - result.attempts, max(8, 2 * (cfg.count - len(result.items))))
-        run_cfg = SampleConfig(length=cfg.longest + len(cfg.separator), temperature=sampling.temperature,
-                               top_k=sampling.top_k, top_p=sampling.top_p, seed=(seed + batch) % 2**63,
-                               num_samples=rows, stop=cfg.separator, drop_unknown=sampling.drop_unknown,
-                               voice=sampling.voice, steering=sampling.steering)
-        run = generate(model, tokenizer, cfg.separator + cfg.start, run_cfg)
+    run_cfg = SampleConfig(length=cfg.longest + len(cfg.separator), temperature=sampling.temperature,
+                           top_k=sampling.top_k, top_p=sampling.top_p, stop=cfg.separator,
+                           drop_unknown=sampling.drop_unknown, voice=sampling.voice, steering=sampling.steering)
+    for text in drawn(model, tokenizer, cfg.separator + cfg.start, run_cfg, seed, cfg.bound,
+                      lambda: cfg.count - len(result.items)):
+        result.attempts += 1
+        _sort(result, kept, cfg, text, known, sampling.steering.require)
+    return result
+
+
+def drawn(model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: SampleConfig, seed: int, bound: int,
+          left: Callable[[], int]) -> Iterator[str]:
+    """Samples of `cfg` from `prime`, in batches (batch b seeded seed + b, so a seed gives the same draws), until
+    `bound` are drawn or `left()` (what the caller still wants) is 0; a batch draws twice what is left, 8 to BATCH
+    rows."""
+    made, batch = 0, 0
+    while made < bound and left() > 0:
+        rows = min(BATCH, bound - made, max(8, 2 * left()))
+        run = generate(model, tokenizer, prime, replace(cfg, num_samples=rows, seed=(seed + batch) % 2**63))
         for _ in run:
             pass
         batch += 1
         for text in run.texts:
-            if result.complete:
-                break
-            result.attempts += 1
-            _sort(result, kept, cfg, text, known, sampling.steering.require)
-    return result
+            if made >= bound or left() <= 0:
+                return
+            made += 1
+            yield text
 
 
 def _sort(result: Items, kept: set[str], cfg: ItemsConfig, text: str, known: Callable[[str], bool] | None,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from charnn.model.network import CharRNN
-from charnn.sample.engine import SampleConfig, generate
-from charnn.sample.items import ATTEMPTS_PER_ITEM, BATCH, MIN_ATTEMPTS
+from charnn.sample.engine import SampleConfig
+from charnn.sample.items import ATTEMPTS_PER_ITEM, MIN_ATTEMPTS, drawn
 from charnn.sample.steer import contains
 from charnn.text.tokenizer import CharTokenizer
 
@@ -52,21 +52,12 @@ def draw_containing(model: CharRNN, tokenizer: CharTokenizer, prime: str, cfg: S
     seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(6), "little")
     bound = attempts if attempts is not None else max(MIN_ATTEMPTS, ATTEMPTS_PER_ITEM * cfg.num_samples)
     found = Found(wanted=cfg.num_samples, bound=bound, seed=seed)
-    batch = 0
-    while not found.complete and found.attempts < bound:
-        rows = min(BATCH, bound - found.attempts, max(8, 2 * (cfg.num_samples - len(found.texts))))
-        run = generate(model, tokenizer, prime, replace(cfg, num_samples=rows, seed=(seed + batch) % 2**63))
-        for _ in run:
-            pass
-        batch += 1
-        for text in run.texts:
-            if found.complete:
-                break
-            found.attempts += 1
-            absent = [word for word in cfg.steering.require if not contains(text, word)]
-            found.missing.update(absent)
-            if absent:
-                found.lacking += 1
-            else:
-                found.texts.append(text)
+    for text in drawn(model, tokenizer, prime, cfg, seed, bound, lambda: cfg.num_samples - len(found.texts)):
+        found.attempts += 1
+        absent = [word for word in cfg.steering.require if not contains(text, word)]
+        found.missing.update(absent)
+        if absent:
+            found.lacking += 1
+        else:
+            found.texts.append(text)
     return found

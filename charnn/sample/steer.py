@@ -155,13 +155,13 @@ class RowSteer:
         if self.bias is not None:
             scores += self.bias
         if s.frequency_penalty or s.presence_penalty:
-            counted = self.counts.get(self._before(PENALTY_SPAN))  # type: ignore[arg-type]
+            counted = self.counts.get(self._before(PENALTY_SPAN) or "")  # "": too short yet, never a key
             if counted:
                 ids = list(counted)
                 times = torch.tensor([counted[i] for i in ids], dtype=scores.dtype, device=scores.device)
                 scores[ids] -= s.frequency_penalty * times + s.presence_penalty
         if s.no_repeat is not None:
-            banned = self.seen.get(self._before(s.no_repeat))  # type: ignore[arg-type]
+            banned = self.seen.get(self._before(s.no_repeat) or "")
             if banned:
                 scores[list(banned)] = float("-inf")
         if self.guide is not None and not self.free:
