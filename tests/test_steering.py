@@ -314,3 +314,38 @@ def test_chat_answers_on_a_model_whose_alphabet_has_no_names_or_colon(server: Se
     r = httpx.post(f"{server.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "the cat"}],
                                                               "max_tokens": 20, "seed": 1}, timeout=30)
     assert r.status_code == 200, r.text
+
+
+# What the official client can send beyond the sampling fields above, with a value a client would send: each is a
+# 400 naming it (the server cannot do it: a character model has no tools, formats, audio or stored completions).
+REFUSED_COMPLETION = {"best_of": 2, "suffix": "end", "echo": True}
+REFUSED_CHAT = {"audio": {"voice": "alloy", "format": "wav"}, "function_call": "auto",
+                "functions": [{"name": "f", "parameters": {}}], "metadata": {"k": "v"}, "modalities": ["text"],
+                "moderation": {"input": True}, "parallel_tool_calls": True,
+                "prediction": {"type": "content", "content": "x"}, "prompt_cache_key": "k",
+                "prompt_cache_options": {}, "prompt_cache_retention": "24h", "reasoning_effort": "low",
+                "response_format": {"type": "text"}, "safety_identifier": "u", "service_tier": "auto", "store": False,
+                "tool_choice": "none", "tools": [{"type": "function", "function": {"name": "f"}}], "verbosity": "low",
+                "web_search_options": {}}
+
+
+def test_every_field_of_the_official_client_works_or_is_a_400_naming_it(server: Server) -> None:
+    import inspect
+
+    import openai
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    taken = {"model", "prompt", "messages", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs",
+             "top_logprobs", "max_tokens", "max_completion_tokens", "n", "seed", "stop", "stream", "stream_options",
+             "temperature", "top_p", "user", "echo"}
+    for create, refused in ((client.completions.create, REFUSED_COMPLETION),
+                            (client.chat.completions.create, REFUSED_CHAT)):
+        sent = {p for p in inspect.signature(create).parameters if not p.startswith("extra_") and p != "timeout"}
+        assert sent <= taken | set(refused), sorted(sent - taken - set(refused))  # a new client field: decide on it
+        base = ({"prompt": "the ", "max_tokens": 5} if create == client.completions.create
+                else {"messages": [{"role": "user", "content": "the cat"}], "max_tokens": 5})
+        for name, value in refused.items():
+            with pytest.raises(openai.BadRequestError) as refusal:
+                create(model="w", **base, **{name: value})  # type: ignore[call-overload]
+            assert name in str(refusal.value), (name, str(refusal.value))
