@@ -438,6 +438,10 @@ def doctor(device: str = "auto", speed: bool = True, checkpoints_dir: str | Path
     """What charnn runs on: the device `device` resolves to and why, its name and memory, the torch build, bf16,
     threads, a few seconds' speed reading (`speed=False` skips it), where runs and caches live. Prints as a report;
     a notebook shows a table."""
+    from dataclasses import replace
+
+    from charnn.recipe import readings
     from charnn.recipe.machine import examine
 
-    return examine(Path(checkpoints_dir), Path(corpora_dir) / ".cache", device, speed)
+    return replace(examine(Path(checkpoints_dir), Path(corpora_dir) / ".cache", device, speed),
+                   probe=readings.describe())

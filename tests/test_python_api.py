@@ -103,6 +103,7 @@ def test_doctor_says_what_it_runs_on(capsys: pytest.CaptureFixture[str]) -> None
     text = str(report)
     assert text.splitlines()[0].startswith("device:   cpu — ") and "torch:    " + torch.__version__ in text
     assert "<table>" in report._repr_html_()
+    assert "probe:    0 readings of the --time recipe kept in" in text  # this test's own empty cache (conftest)
     assert CliRunner().invoke(app, ["doctor", "--no-speed"]).output.splitlines()[0].startswith("device:   cpu")
 
 

@@ -34,6 +34,7 @@ class Machine:
     speed: float | None  # training characters/s of the probe model (None: not measured)
     runs: Path
     cache: Path
+    probe: str = ""  # the --time recipe's kept readings of this machine (recipe/readings.py), where known
 
     def lines(self) -> list[str]:
         """The report, one fact a line."""
@@ -45,7 +46,7 @@ class Machine:
                 f"bf16:     {'fast here' if self.bf16 else 'emulated or absent: training stays fp32'}"
                 + (", fp16 tensor cores" if self.fp16 else ""),
                 f"threads:  {self.threads} of {self.cores} cores", f"speed:    {speed}",
-                f"runs:     {self.runs}", f"cache:    {self.cache}"]
+                f"runs:     {self.runs}", f"cache:    {self.cache}"] + ([f"probe:    {self.probe}"] if self.probe else [])
 
     def __str__(self) -> str:
         return "\n".join(self.lines())

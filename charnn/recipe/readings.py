@@ -150,3 +150,11 @@ class Store:
 def agrees(kept: float, checked: float) -> bool:
     """Whether a quick check's speed is within `AGREEMENT` of the kept one, either way."""
     return (1 - AGREEMENT) * kept <= checked <= kept / (1 - AGREEMENT)
+
+
+def describe() -> str:
+    """The kept readings in a line, for `charnn doctor`."""
+    store = Store()
+    kept = len(store.entries)
+    return (f"{kept} reading{'s' if kept != 1 else ''} of the --time recipe kept in {store.path} (a budgeted run reuses "
+            "its machine's after a quick check; --reprobe measures again)")
