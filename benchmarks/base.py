@@ -1,11 +1,13 @@
 """The base model against training from scratch, on small real texts it has never seen, as users run it.
 
     python benchmarks/base.py [--texts songs-poems debian-faq developers-reference] [--shakespeare] [--work DIR]
+                              [--bases v1=base v2=PATH] [--tuned 1m 4m]
     python benchmarks/base.py --tune [--work DIR]
 
 For each small text (each under 500 KB, none in the base corpus; installed with apt-get when missing):
 
-- `charnn train TEXT --from base --time 1m`
+- `charnn train TEXT --from BASE --time T` for each base of `--bases` (default `v1=base`, the built-in one; a
+  candidate is a run's path) and each T of `--tuned` (default 1m)
 - `charnn train TEXT --time 1m`
 - `charnn train TEXT --time 10m`
 
@@ -22,7 +24,11 @@ and without the weight average.
 The texts:
 - songs-poems: Debian's `fortunes` collection of verse and song (left out of the base corpus on purpose);
 - debian-faq: the Debian FAQ (`debian-faq`, plain text);
-- developers-reference: the Debian Developer's Reference (`developers-reference`, plain text).
+- developers-reference: the Debian Developer's Reference (`developers-reference`, plain text);
+- cataclysm-talk: the NPC dialogue of Cataclysm: DDA (`cataclysm-dda-data`; left out of base corpus v2 for its
+  CC-BY-SA-3.0 licence), a line a message;
+- german, russian: Debian's `fortunes-de` and `fortunes-ru` collections: whether an English base helps another
+  language (`--texts german russian`).
 """
 
 from __future__ import annotations
@@ -40,7 +46,11 @@ TEXTS = {
     "songs-poems": ("fortunes", Path("/usr/share/games/fortunes/songs-poems")),
     "debian-faq": ("debian-faq", Path("/usr/share/doc/debian/FAQ/debian-faq.en.txt.gz")),
     "developers-reference": ("developers-reference", Path("/usr/share/developers-reference/developers-reference.txt.gz")),
+    "cataclysm-talk": ("cataclysm-dda-data", Path("/usr/share/games/cataclysm-dda/json/npcs")),
+    "german": ("fortunes-de", Path("/usr/share/games/fortunes/de")),
+    "russian": ("fortunes-ru", Path("/usr/share/games/fortunes/ru")),
 }
+DIALOGUE_KEYS = {"dynamic_line", "text", "yes", "no"}  # where Cataclysm's talk topics keep what is said
 MAX_BYTES = 500_000
 TUNE_FILES = ("constitution.txt.gz", "social-contract.txt.gz", "debian-manifesto.gz", "bug-reporting.txt.gz",
               "bug-maint-info.txt.gz", "bug-maint-mailcontrol.txt.gz", "bug-log-mailserver.txt.gz", "mailing-lists.txt.gz",
@@ -62,11 +72,38 @@ def small_text(name: str, into: Path) -> Path:
     package, source = TEXTS[name]
     if not source.exists():
         subprocess.run(["apt-get", "install", "-y", "-q", package], check=True, capture_output=True)
-    raw = gzip.decompress(source.read_bytes()) if source.suffix == ".gz" else source.read_bytes()
-    text = raw.decode("utf-8", errors="replace")[:MAX_BYTES]
+    if name == "cataclysm-talk":
+        text = _dialogue(source)
+    elif source.is_dir():  # a fortune collection: its files in order, fortunes as they are
+        text = "".join(p.read_text(encoding="utf-8", errors="replace") for p in sorted(source.iterdir())
+                       if p.is_file() and not p.suffix)
+    else:
+        raw = gzip.decompress(source.read_bytes()) if source.suffix == ".gz" else source.read_bytes()
+        text = raw.decode("utf-8", errors="replace")
+    text = text[:MAX_BYTES]
     path = into / f"{name}.txt"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def _dialogue(folder: Path) -> str:
+    """Every line said in Cataclysm's NPC talk files, a line each, in file order (placeholders like <name> kept)."""
+    said: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in DIALOGUE_KEYS and isinstance(value, str) and len(value) >= 20:
+                    said.append(" ".join(value.split()))
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for path in sorted(folder.rglob("*.json")):
+        walk(json.loads(path.read_text(encoding="utf-8")))
+    return "\n".join(dict.fromkeys(said)) + "\n"
 
 
 def best(work: Path, name: str) -> tuple[float, int]:
@@ -97,7 +134,10 @@ def main() -> int:
     parser.add_argument("--shakespeare", action="store_true", help="also tiny-shakespeare at 4m and 10m")
     parser.add_argument("--tune", action="store_true", help="the fine-tuning defaults' sweep on doc-debian instead")
     parser.add_argument("--work", type=Path, default=Path("/tmp/charnn-base-bench"))
+    parser.add_argument("--bases", nargs="*", default=["v1=base"], help="NAME=RUN: the bases to fine-tune from")
+    parser.add_argument("--tuned", nargs="*", default=["1m"], help="the fine-tunes' budgets")
     args = parser.parse_args()
+    bases = dict(b.split("=", 1) for b in args.bases)
     args.work.mkdir(parents=True, exist_ok=True)
     if args.tune:
         path = str(tuning_text(args.work))
@@ -111,17 +151,20 @@ def main() -> int:
     for name in args.texts:
         path = small_text(name, args.work)
         print(f"{name}: {path.stat().st_size:,} bytes", flush=True)
-        rows += compare(str(path), name, {"from base 1m": ["--from", "base", "--time", "1m"],
-                                          "scratch 1m": ["--time", "1m"], "scratch 10m": ["--time", "10m"]}, args.work)
+        tuned = {f"from {label} {t}": ["--from", run, "--time", t] for label, run in bases.items() for t in args.tuned}
+        rows += compare(str(path), name, {**tuned, "scratch 1m": ["--time", "1m"], "scratch 10m": ["--time", "10m"]},
+                        args.work)
     if args.shakespeare:
         for budget in ("4m", "10m"):
             rows += compare("shakespeare", f"shakespeare-{budget}", {
-                f"from base {budget}": ["--from", "base", "--time", budget], f"scratch {budget}": ["--time", budget]},
-                args.work)
+                **{f"from {label} {budget}": ["--from", run, "--time", budget] for label, run in bases.items()},
+                f"scratch {budget}": ["--time", budget]}, args.work)
     print("\n| text | run | best val (nats) | steps | command wall s |\n|---|---|---|---|---|")
     print("\n".join(rows))
     for name in args.texts:
-        print(f"\n--- {name}, from base 1m (seed 1, temperature 0.8) ---\n{sample(args.work, name + '-from-base-1m')}")
+        for label in bases:
+            run = f"{name}-from-{label}-{args.tuned[0]}"
+            print(f"\n--- {name}, from {label} {args.tuned[0]} (seed 1, temperature 0.8) ---\n{sample(args.work, run)}")
     return 0
 
 
