@@ -42,9 +42,9 @@ from charnn.run.lineage import Parent, load_parent
 from charnn.run.originality import MIN_COPY, Index, Report
 from charnn.sample import Items, ItemsConfig, SampleConfig, draw_items, generate
 from charnn.sample.beam import BEAM_NO_REPEAT, BeamConfig, Beams, beam_search
-from charnn.sample.engine import voice_of
 from charnn.sample.items import beam_items
 from charnn.sample.items import check as check_items
+from charnn.sample.request import voice_of
 from charnn.sample.require import Found, draw_containing
 from charnn.sample.steer import Steering
 from charnn.text import corpus, streams

@@ -5,24 +5,35 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from charnn import api
 from charnn.cli.root import CKPT_DIR, CORPORA_DIR, DEVICE, app, handled, paths_for, set_threads
+from charnn.cli.steering import (
+    FREQUENCY_PENALTY,
+    NO_REPEAT,
+    PRESENCE_PENALTY,
+    PRIME_FILE,
+    REQUIRE,
+    WORDS,
+    fed,
+    no_repeat_of,
+    print_required,
+    read_prime,
+    report_steering,
+    sampling,
+)
 from charnn.errors import UsageError
 from charnn.run.originality import MIN_COPY, Report
 from charnn.sample import ItemsConfig, SampleConfig, generate
 from charnn.sample.beam import BEAM_NO_REPEAT
 from charnn.sample.choices import ChoicesConfig
-from charnn.sample.engine import Generation, voice_of
+from charnn.sample.engine import Generation
+from charnn.sample.request import voice_of
 from charnn.sample.steer import Steering
-
-MAX_PRIME = 1_000_000  # characters a --prime-file may hold
 
 
 def unescape(text: str) -> str:
@@ -60,18 +71,6 @@ _BEAM = typer.Option(None, "--beam", help="Beam search of width W (1-64): the mo
                          "--length it finds, ranked by log-probability per character; with --items N, the N most "
                          "likely items.")
 _DROP_UNKNOWN = typer.Option(False, "--drop-unknown", help="Drop prime characters the model never saw.")
-_PRIME_FILE = typer.Option(None, "--prime-file", metavar="PATH", help="Start from this file's text (- for standard "
-                           "input) instead of --prime; characters the model never saw are dropped and counted.")
-_WORDS = typer.Option("any", "--words", metavar="any|known", help="known: write only words that occur in the training "
-                      "text (compared without case); needs the run's corpus.")
-_NO_REPEAT = typer.Option(None, "--no-repeat", metavar="N|off", help="No N-character string twice in a sample (a loop "
-                          "cannot start; a sample left nothing to write ends and says so). Default: off, 16 with --beam.")
-_FREQUENCY_PENALTY = typer.Option(0.0, "--frequency-penalty", help="Lower a character's score by this times the "
-                                  "times the sample already wrote it with the 7 characters before it (-2 to 2).")
-_PRESENCE_PENALTY = typer.Option(0.0, "--presence-penalty", help="Lower a character's score by this where the sample "
-                                 "already wrote it with the 7 characters before it (-2 to 2).")
-_REQUIRE = typer.Option(None, "--require", metavar="WORD", help="Keep only samples or items holding this word "
-                        "(repeatable; whole words, case ignored), drawing again up to --attempts times.")
 _VOICE = typer.Option(None, "--voice", help="A voiced run (trained with --voices): write in this voice, or a "
                           "blend of voices whose weights sum to 1 (poems=0.7,plays=0.3); default: no voice.")
 _CHECKPOINT_NAME = typer.Option("best", "--checkpoint", help="best or latest.")
@@ -105,12 +104,12 @@ def sample_cmd(
     as_json: bool = _AS_JSON,
     beam: int = _BEAM,
     drop_unknown: bool = _DROP_UNKNOWN,
-    prime_file: str = _PRIME_FILE,
-    words: str = _WORDS,
-    no_repeat: str = _NO_REPEAT,
-    frequency_penalty: float = _FREQUENCY_PENALTY,
-    presence_penalty: float = _PRESENCE_PENALTY,
-    require: list[str] = _REQUIRE,
+    prime_file: str = PRIME_FILE,
+    words: str = WORDS,
+    no_repeat: str = NO_REPEAT,
+    frequency_penalty: float = FREQUENCY_PENALTY,
+    presence_penalty: float = PRESENCE_PENALTY,
+    require: list[str] = REQUIRE,
     voice: str = _VOICE,
     checkpoint_name: str = _CHECKPOINT_NAME,
     threads: int = _THREADS,
@@ -123,7 +122,7 @@ def sample_cmd(
 ) -> None:
     """Generate text from a trained run, streamed to stdout."""
     set_threads(threads)
-    steering = Steering(words=words, no_repeat=_no_repeat(no_repeat, BEAM_NO_REPEAT if beam is not None and items is None
+    steering = Steering(words=words, no_repeat=no_repeat_of(no_repeat, BEAM_NO_REPEAT if beam is not None and items is None
                                                           else None),
                         frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                         require=tuple(require or ()))
@@ -142,8 +141,8 @@ def sample_cmd(
     if items is not None:
         _refuse("--items", num_samples=num_samples != 1, stop=stop is not None, originality=originality)
         model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
-        start = _fed(model, prime_file, prime_text) if prime_file is not None else prime or ""
-        _print_items(model, items, _sampling(model, steering, paths, corpus_paths,
+        start = fed(model, prime_file, prime_text) if prime_file is not None else prime or ""
+        _print_items(model, items, sampling(model, steering, paths, corpus_paths,
                                              temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                                              drop_unknown=drop_unknown, voice=voice),
                      ItemsConfig(count=items, separator=unescape(separator), start=start, new=new,
@@ -157,14 +156,14 @@ def sample_cmd(
                                      f"add --items or drop {flag}")
     length = 500 if length is None else length
     model = api.load_run(run, checkpoint_name, device, checkpoints_dir)
-    prime = _fed(model, prime_file, prime_text) if prime_file is not None else "\n" if prime is None else prime
-    cfg = _sampling(model, steering, paths, corpus_paths, length=length, temperature=temperature, top_k=top_k,
+    prime = fed(model, prime_file, prime_text) if prime_file is not None else "\n" if prime is None else prime
+    cfg = sampling(model, steering, paths, corpus_paths, length=length, temperature=temperature, top_k=top_k,
                     top_p=top_p, seed=seed, num_samples=num_samples, stop=stop, drop_unknown=drop_unknown, voice=voice)
     if beam is not None:
         _print_beam(model, prime, beam, length, stop, temperature, seed, drop_unknown, voice, cfg.steering)
         return
     if require:
-        _print_required(model, prime, cfg, attempts, originality)
+        print_required(model, prime, cfg, attempts, originality)
         return
     stream = generate(model.model, model.tokenizer, prime, cfg)  # validates before anything is printed
     if originality:
@@ -179,89 +178,7 @@ def sample_cmd(
             pass
         for i, text in enumerate(stream.texts, 1):
             sys.stdout.write(f"--- sample {i} ---\n{prime}{text}\n")
-    _report_steering(stream, cfg)
-
-
-def _no_repeat(value: str | None, default: int | None) -> int | None:
-    """`--no-repeat N|off`: N, None for off, `default` when not given."""
-    if value is None:
-        return default
-    if value == "off":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise UsageError(f"--no-repeat {value!r} is not a number — give a length of at least 2, or off") from None
-
-
-def read_prime(path: str) -> str:
-    """The text of `--prime-file PATH` (`-`: standard input), refused past MAX_PRIME characters (read no further:
-    bounded memory whatever the file) or when it is not UTF-8 text."""
-    try:
-        if path == "-":
-            text = sys.stdin.read(MAX_PRIME + 1)
-        else:
-            with open(path, encoding="utf-8") as f:
-                text = f.read(MAX_PRIME + 1)
-    except FileNotFoundError:
-        raise UsageError(f"--prime-file {path!r} does not exist — give the path of a text file, or - for standard "
-                         "input") from None
-    except IsADirectoryError:
-        raise UsageError(f"--prime-file {path!r} is a folder — give a text file") from None
-    except UnicodeDecodeError as e:
-        raise UsageError(f"--prime-file {path!r} is not UTF-8 text (byte {e.start}) — convert it to UTF-8") from None
-    except OSError as e:
-        raise UsageError(f"--prime-file {path!r} cannot be read ({e.strerror})") from None
-    if len(text) > MAX_PRIME:
-        raise UsageError(f"--prime-file {path!r} is longer than {MAX_PRIME:,} characters — give its last part (the "
-                         "model's state carries the recent text, not a book)")
-    if not text:
-        raise UsageError(f"--prime-file {path!r} is empty — give a file with text, or --prime")
-    return text
-
-
-def _fed(model: api.CharModel, path: str, text: str) -> str:
-    """The prime a file gives: its characters the model knows, with how many were fed and dropped on stderr."""
-    known = set(model.tokenizer.chars)
-    fed = "".join(c for c in text if c in known)
-    dropped = Counter(c for c in text if c not in known)
-    shown = ", ".join(repr(c) for c, _ in dropped.most_common(5)) + (", …" if len(dropped) > 5 else "")
-    typer.echo(f"prime: {len(fed):,} characters fed from {'standard input' if path == '-' else path}"
-               + (f", {sum(dropped.values()):,} dropped as unknown ({shown})" if dropped else ", none dropped"), err=True)
-    if not fed:
-        raise UsageError(f"--prime-file {path!r} has no character the model knows — give text in the run's alphabet")
-    return fed
-
-
-def _sampling(model: api.CharModel, steering: Steering, paths: api.Paths, corpus_paths: Sequence[str] | None,
-              **options: Any) -> SampleConfig:
-    """The command's sampling settings with its steering; --words known reads the run's words (with --corpus)."""
-    if steering.words == "known":
-        model.lexicon(paths, corpus_paths or ())
-    return model.sample_config(**options, **{k: v for k, v in vars(steering).items() if k != "lexicon"})
-
-
-def _report_steering(stream: Generation, cfg: SampleConfig) -> None:
-    """On stderr: what the steering changed, and any sample it ended early (and why)."""
-    if not cfg.steering.active:
-        return
-    drawn = sum(len(t) for t in stream.texts)
-    typer.echo(f"steering ({cfg.steering.describe()}) changed {stream.changed:,} of {drawn:,} characters drawn", err=True)
-    for i, why in enumerate(stream.ended, 1):
-        if why:
-            typer.echo(f"sample {i} ended at {len(stream.texts[i - 1]):,} characters: {why}", err=True)
-
-
-def _print_required(model: api.CharModel, prime: str, cfg: SampleConfig, attempts: int | None, originality: bool) -> None:
-    """`--require`: the samples holding every required word, whole (a word may come last); the counts on stderr."""
-    if originality:
-        raise typer.BadParameter("--originality does not combine with --require; drop one of them")
-    found = model.require_samples(prime, cfg, attempts)
-    for i, text in enumerate(found.texts, 1):
-        if len(found.texts) > 1 or cfg.num_samples > 1:
-            sys.stdout.write(f"--- sample {i} ---\n")
-        sys.stdout.write(f"{prime}{text}\n")
-    typer.echo(found.describe(), err=True)
+    report_steering(stream, cfg)
 
 
 def _print_beam(model: api.CharModel, prime: str, beam: int, length: int, stop: str | None, temperature: float,
@@ -350,10 +267,10 @@ def repl_cmd(
     choose: bool = typer.Option(False, "--choose", help="Write with the model: at each point pick one of the most "
                                 "likely next words or characters by number, or type text; :auto N lets it write."),
     choices: int = typer.Option(5, "--choices", help="With --choose: words and characters offered (k of each, 1-20)."),
-    words: str = _WORDS,
-    no_repeat: str = _NO_REPEAT,
-    frequency_penalty: float = _FREQUENCY_PENALTY,
-    presence_penalty: float = _PRESENCE_PENALTY,
+    words: str = WORDS,
+    no_repeat: str = NO_REPEAT,
+    frequency_penalty: float = FREQUENCY_PENALTY,
+    presence_penalty: float = PRESENCE_PENALTY,
     device: str = DEVICE,
     checkpoints_dir: Path = CKPT_DIR,
     corpora_dir: Path = CORPORA_DIR,
@@ -374,9 +291,9 @@ def repl_cmd(
 
     if copies:
         originality("", 0)  # the index now: a missing corpus is one line before the prompt
-    steering = Steering(words=words, no_repeat=_no_repeat(no_repeat, None), frequency_penalty=frequency_penalty,
+    steering = Steering(words=words, no_repeat=no_repeat_of(no_repeat, None), frequency_penalty=frequency_penalty,
                         presence_penalty=presence_penalty)
-    cfg = _sampling(model, steering, paths, corpus_paths, length=length, temperature=temperature, top_k=top_k,
+    cfg = sampling(model, steering, paths, corpus_paths, length=length, temperature=temperature, top_k=top_k,
                     top_p=top_p, seed=seed, voice=voice)
     cfg.check()
     voice_of(model.model, voice)  # a bad voice is one line before the prompt

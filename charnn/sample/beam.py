@@ -25,7 +25,8 @@ from torch import Tensor
 
 from charnn.errors import UsageError
 from charnn.model.network import CharRNN, Stepper, pack_state, unpack_state
-from charnn.sample.engine import FUSED_MAX_BATCH, encode_prime, voice_of
+from charnn.sample.engine import FUSED_MAX_BATCH
+from charnn.sample.request import encode_prime, voice_of
 from charnn.sample.steer import RowSteer, Steering, row_steers
 from charnn.text.tokenizer import CharTokenizer
 

@@ -23,7 +23,8 @@ from typing import Any
 
 from charnn.errors import UsageError
 from charnn.model.network import CharRNN
-from charnn.sample.engine import SampleConfig, generate
+from charnn.sample.engine import generate
+from charnn.sample.request import SampleConfig
 from charnn.sample.steer import Steering, contains
 from charnn.text.tokenizer import CharTokenizer
 

@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from charnn.model.network import CharRNN
-from charnn.sample.engine import SampleConfig
 from charnn.sample.items import ATTEMPTS_PER_ITEM, MIN_ATTEMPTS, drawn
+from charnn.sample.request import SampleConfig
 from charnn.sample.steer import contains
 from charnn.text.tokenizer import CharTokenizer
 

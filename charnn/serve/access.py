@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from charnn.api import CharModel
 from charnn.errors import CharnnError, UsageError
-from charnn.sample.engine import voice_of
+from charnn.sample.request import voice_of
 from charnn.sample.steer import Steering
 from charnn.serve.batcher import Batcher
 from charnn.serve.protocol import MAX_N, MAX_STOPS, ApiError, Sampling

@@ -21,7 +21,7 @@ from charnn.errors import CharnnError
 from charnn.model.network import CharRNN, State
 from charnn.sample import SampleConfig, encode_prime, generate
 from charnn.sample.choices import Choice, Choices, ChoicesConfig, next_choices
-from charnn.sample.engine import voice_of
+from charnn.sample.request import voice_of
 from charnn.text.tokenizer import CharTokenizer
 from charnn.write.repl import Repl
 

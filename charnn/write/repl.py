@@ -21,7 +21,7 @@ from charnn.model.network import CharRNN, State
 from charnn.model.voices import as_blend, describe
 from charnn.run.originality import Report
 from charnn.sample import SampleConfig, generate
-from charnn.sample.engine import voice_of
+from charnn.sample.request import voice_of
 from charnn.text.tokenizer import CharTokenizer
 from charnn.text.words import Lexicon
 
