@@ -33,6 +33,7 @@ from torch import Tensor
 from charnn.text.words import JOINERS, Lexicon, is_letter
 
 PENALTY_SPAN = 8  # characters counted as one for the penalties: the character and the 7 before it
+TAIL = 12  # characters of the text shown where a sample ends for want of a character
 MAX_BIAS = 100.0  # |logit_bias| at most, as OpenAI's
 MAX_PENALTY = 2.0  # |frequency_penalty|, |presence_penalty| at most, as OpenAI's
 WORDS = ("any", "known")
@@ -132,7 +133,10 @@ class RowSteer:
     def __init__(self, steering: Steering, chars: Sequence[str], guide: WordGuide | None, bias: Tensor | None,
                  prime: str = ""):
         self.steering, self.chars, self.guide, self.bias = steering, chars, guide, bias
-        self.text = ""
+        # The last characters written, as many as a context needs (the whole text would make a long sample's steps
+        # quadratic): no-repeat's N - 1, the penalties' span - 1, a dozen for the message that ends a sample.
+        self.keep = max(TAIL, (steering.no_repeat or 0) - 1, PENALTY_SPAN - 1)
+        self.text = ""  # the last `keep` characters generated
         self.seen: dict[str, set[int]] = {}  # no-repeat: the N-1 characters before -> ids written after them
         self.counts: dict[str, Counter[int]] = {}  # penalties: the span's first characters -> ids and how often
         self.word, self.free = "", False  # the current word (lower-cased); free: the prime's own unknown word
@@ -167,7 +171,7 @@ class RowSteer:
         if self.guide is not None and not self.free:
             scores.masked_fill_(~self.guide.mask(self.word), float("-inf"))
         if bool(torch.isneginf(scores).all()):
-            tail = self.text[-12:]
+            tail = self.text[-TAIL:]
             self.stuck = (f"{s.describe()} left no character to write after {tail!r}" if tail else
                           f"{s.describe()} left no character to write")
 
@@ -179,13 +183,14 @@ class RowSteer:
             self.seen.setdefault(before, set()).add(token)
         if (s.frequency_penalty or s.presence_penalty) and (before := self._before(PENALTY_SPAN)) is not None:
             self.counts.setdefault(before, Counter())[token] += 1
-        self.text += char
-        self._word_step(char)
+        self.text = (self.text + char)[-self.keep:]
+        if self.guide is not None:
+            self._word_step(char)
 
     def _before(self, span: int) -> str | None:
         """The span - 1 characters a string of `span` ending with the next character starts with (None: the
         sample is shorter than that)."""
-        return self.text[len(self.text) - span + 1:] if len(self.text) >= span - 1 else None
+        return self.text[len(self.text) - span + 1:] if len(self.text) >= span - 1 else None  # text: the tail kept
 
     def _word_step(self, char: str) -> None:
         if is_letter(char):
