@@ -10,9 +10,11 @@ truncated-BPTT windows as the hidden state is, detached with it, reset with it a
 is added to the GRU's through a per-unit gate that starts at zero, so the model begins as the GRU and learns how
 much to look back. Nothing else changes: `charnn train` runs as it does (the recipe, the schedule, the full-pass
 evaluation); only the model class it builds is this one (`charnn.training.session.CharRNN`, replaced here), with
-the GRU run's size, dropout and batch given explicitly so that both train the same network underneath.
+everything the GRU run's recipe chose given explicitly (size, dropout, batch, rate, warm-up, average, evaluation
+spacing, precision), so that both train the same network underneath on the same schedule.
 
-Runs, one after the other, each a whole `charnn train` process: tiny-shakespeare `--time 10m` at seeds 1337 and
+Runs, one after the other, each a whole `charnn train` process (a GRU run already in DIR is kept):
+tiny-shakespeare `--time 10m` at seeds 1337 and
 1338 and `--time 4m`, and `--time 4m` on a held-out text of a different kind (default: the Debian FAQ, technical
 prose; `--other PATH` another), GRU first, then GRU + attention. Best validation loss from each run's
 metrics.jsonl (the full pass the run scored itself by); steps and characters seen, for the cost per step.
@@ -110,11 +112,15 @@ def train(work: Path, name: str, corpus: str, budget: str, seed: int, attention:
 
 
 def chosen_size(work: Path, name: str) -> list[str]:
-    """The GRU run's model and batch, as options: the attention run trains the same network underneath."""
+    """The GRU run's model and everything the recipe chose for it, as options: the attention run trains the same
+    network underneath, in the same precision, on the same schedule (its own probe could read bf16's gain on the
+    other side of the threshold and train in another precision)."""
     config = json.loads((work / "checkpoints" / name / "config.json").read_text())
     m, t = config["model"], config["train"]
     return ["--cell", "gru", "--layers", str(m["layers"]), "--hidden", str(m["hidden"]), "--embed", str(m["embed"]),
-            "--dropout", str(m["dropout"]), "--batch-size", str(t["batch_size"])]
+            "--dropout", str(m["dropout"]), "--batch-size", str(t["batch_size"]), "--lr", str(t["lr"]),
+            "--warmup", str(t["warmup"]), "--ema", str(t["ema"]), "--eval-every", str(t["eval_every"]),
+            "--amp" if t["amp"] else "--no-amp"]
 
 
 def other_text(work: Path) -> str:
@@ -154,7 +160,8 @@ def main() -> None:
     rows = []
     for corpus, budget, seed in plan:
         label = f"{Path(corpus).stem}-{budget}-{seed}"
-        wall_gru = train(args.work, f"gru-{label}", corpus, budget, seed, False, [])
+        done = args.work / "checkpoints" / f"gru-{label}" / "best.pt"
+        wall_gru = train(args.work, f"gru-{label}", corpus, budget, seed, False, []) if not done.exists() else 0.0
         size = chosen_size(args.work, f"gru-{label}")
         wall_att = train(args.work, f"att-{label}", corpus, budget, seed, True, size)
         (g, g_steps, g_tokens), (a, a_steps, a_tokens) = best(args.work, f"gru-{label}"), best(args.work, f"att-{label}")
