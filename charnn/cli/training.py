@@ -45,6 +45,9 @@ _FROM_RUN = typer.Option(
          "The architecture is RUN's; new characters are added to its vocabulary; RUN is never written. "
          f"Defaults change to fine-tuning's: --lr {FINE_TUNE.lr:g}, --warmup {FINE_TUNE.warmup}, --batch-size "
          f"{FINE_TUNE.batch_size}, --ema {FINE_TUNE.ema:g}, --eval-every {FINE_TUNE.eval_every}, the parent's --dropout.")
+_SCRATCH = typer.Option(
+    False, "--scratch", help="Start from random weights. Without it (and without --from), a small text with a time "
+    "budget starts from the base model, as its first line says (docs/base.md: the measured rule).")
 _NAME = typer.Option(None, "--name", help="Run name under --checkpoints-dir (default: corpus name + timestamp).")
 _VOICES = typer.Option(
     False, "--voices", help="Each CORPUS is one voice (a style), named by its file or folder stem, or NAME=PATH: "
@@ -132,6 +135,7 @@ def train_cmd(
     corpus_spec: list[str] = _CORPUS_SPEC,
     resume: str = _RESUME,
     from_run: str = _FROM_RUN,
+    scratch: bool = _SCRATCH,
     name: str = _NAME,
     voices: bool = _VOICES,
     balance: bool = _BALANCE,
@@ -178,7 +182,8 @@ def train_cmd(
     """Train a character model on CORPUS, continue one with --resume RUN, or fine-tune one on CORPUS with --from RUN."""
     started = _started(threads)
     request = TrainRequest(
-        corpus=tuple(corpus_spec or ()), resume=resume, start_from=from_run, name=name, voices=voices, balance=balance,
+        corpus=tuple(corpus_spec or ()), resume=resume, start_from=from_run, scratch=scratch, name=name, voices=voices,
+        balance=balance,
         voices_from=voices_from, text_field=text_field, voice_field=voice_field, cell=cell, heads=heads, layers=layers,
         hidden=hidden, embed=embed, dropout=dropout, locked_dropout=locked_dropout, batch_size=batch_size,
         seq_len=seq_len, lr=lr, warmup=warmup, ema=ema, eval_every=eval_every, amp=amp, weight_decay=weight_decay,

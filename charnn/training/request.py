@@ -10,17 +10,21 @@ two front doors: the same request writes the same config.json.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from charnn.errors import UsageError
 from charnn.model.cells import HEADED
 from charnn.model.network import ModelConfig
 from charnn.model.voices import check_names, from_records, parse_spec
+from charnn.recipe import origin
+from charnn.recipe.origin import Origin
 from charnn.recipe.plan import Request, configs, fine_tune_recipe
+from charnn.run import builtin, checkpoint
 from charnn.run.config import TrainConfig
 from charnn.run.corpus import CorpusOptions, Paths
 from charnn.run.lineage import Parent, check_architecture, load_parent
+from charnn.text.corpus import Corpus
 from charnn.training.loop import TrainResult
 from charnn.training.session import resume_training, start_training
 
@@ -31,6 +35,8 @@ DEFAULT_TIME = 600.0  # a new run with no limit at all trains for 10 minutes (an
 FIXED = {"--cell": "cell", "--heads": "heads", "--layers": "layers", "--hidden": "hidden", "--embed": "embed",
          "--dropout": "dropout", "--batch-size": "batch_size", "--seq-len": "seq_len", "--warmup": "warmup", "--ema": "ema",
          "--locked-dropout/--step-dropout": "locked_dropout", "--amp/--no-amp": "amp"}
+# The options that fix a new run's architecture: the base has its own, so a run with one of them starts from scratch.
+ARCHITECTURE = {"--cell": "cell", "--layers": "layers", "--hidden": "hidden", "--embed": "embed", "--heads": "heads"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class TrainRequest(Request):
     corpus: tuple[str, ...] = ()
     resume: str | None = None
     start_from: str | None = None
+    scratch: bool = False  # never from the base, whatever the rule says (recipe/origin.py)
     name: str | None = None
     voices: bool = False
     balance: bool = False
@@ -85,6 +92,8 @@ def run(request: TrainRequest, paths: Paths | None = None, *, show_progress: boo
         raise UsageError(f"--preview {request.preview} must be 0 (off) or a number of characters")
     if request.reprobe and resuming(request):
         raise UsageError("--reprobe applies to a new run: a resumed run keeps the recipe it started with — drop it")
+    if request.scratch and request.start_from is not None:
+        raise UsageError("--scratch starts from random weights and --from from a model — give one of them")
     if resuming(request):
         refuse_fixed(request)
         return resume_training(request.resume or "", corpus_path=list(request.corpus) or None,
@@ -93,6 +102,10 @@ def run(request: TrainRequest, paths: Paths | None = None, *, show_progress: boo
                                tensorboard=request.tensorboard, started=started, announce=announce,
                                preview=request.preview)
     sources, voice_names = voiced_corpus(request, paths.corpora)
+    source, start = None, None
+    if request.start_from is None:
+        start, source = origin_of(request, sources, bool(voice_names), paths)
+        request = replace(request, start_from=builtin.NAME) if start.base else request
     parent = load_parent(request.start_from, paths.checkpoints) if request.start_from is not None else None
     check_shape(parent, request)
     model_cfg, cfg, auto = build_configs(request, parent, say)
@@ -102,7 +115,28 @@ def run(request: TrainRequest, paths: Paths | None = None, *, show_progress: boo
     return start_training(sources, model_cfg, cfg, name=request.name, device=request.device, paths=paths,
                           overwrite=request.overwrite, corpus_options=request.reading, show_progress=show_progress,
                           auto_fields=auto, started=started, parent=parent, voices=voice_names, announce=announce,
-                          preview=request.preview, reprobe=request.reprobe)
+                          preview=request.preview, reprobe=request.reprobe, source=source, origin=start, notice=say)
+
+
+def origin_of(request: TrainRequest, sources: Sequence[str], voiced: bool,
+              paths: Paths) -> tuple[Origin, Corpus | None]:
+    """Where a new run without `--from` starts (recipe/origin.py), and its corpus if reading it was needed."""
+    if request.scratch:
+        return Origin(False, "--scratch given"), None
+    given = [option for option, name in ARCHITECTURE.items() if getattr(request, name) is not None]
+    given += [option for option, limit in (("--max-steps", request.max_steps), ("--epochs", request.epochs))
+              if limit is not None]
+    if given:
+        return origin.fixed(given[0]), None
+    if voiced:
+        return Origin(False, "a model of voices (--from base to fine-tune the base on them)"), None
+    if not builtin.installed():
+        return Origin(False, "the base model is not installed with this charnn"), None
+    source = request.reading.resolve(sources, paths)
+    if source.chars > origin.MAX_CHARS:  # large: no need to read it for the alphabet
+        return origin.decide(origin.Text(source.chars, source.chars), request.time or DEFAULT_TIME), source
+    alphabet = checkpoint.load_tokenizer(builtin.folder()).chars
+    return origin.decide(origin.text_of(source.chunks(), alphabet), request.time or DEFAULT_TIME), source
 
 
 def build_configs(request: TrainRequest, parent: Parent | None,
@@ -135,7 +169,8 @@ def budget_of(request: TrainRequest, say: Callable[[str], None]) -> float | None
 
 def refuse_fixed(request: TrainRequest) -> None:
     """With --resume: the options a run fixes when it starts, refused if given."""
-    others = {"--name": request.name, "--epoch-offset/--same-windows": request.epoch_offset,
+    others = {"--name": request.name, "--scratch": request.scratch or None,
+              "--epoch-offset/--same-windows": request.epoch_offset,
               "--voices": request.voices or None, "--balance": request.balance or None,
               "--voices-from": request.voices_from}
     fixed = {option: getattr(request, name) for option, name in FIXED.items()} | others

@@ -30,6 +30,7 @@ from charnn.model.voices import check_names, voices_line
 from charnn.recipe import footprint
 from charnn.recipe.budget import Budget
 from charnn.recipe.machine import device_line
+from charnn.recipe.origin import Origin
 from charnn.recipe.plan import record
 from charnn.recipe.sizing import sized
 from charnn.run import builtin, checkpoint, lineage, lock, names, runs
@@ -46,6 +47,7 @@ from charnn.run.corpus import (
 )
 from charnn.run.lineage import Parent
 from charnn.sample import SampleConfig, generate
+from charnn.text.corpus import Corpus
 from charnn.text.tokenizer import CharTokenizer
 from charnn.training.loop import Fresh, FromParent, Resume, Start, TrainResult, train
 
@@ -62,7 +64,9 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
                    auto_fields: frozenset[str] = frozenset(),
                    announce: Callable[[str], None] | None = None,
                    started: float | None = None, parent: Parent | None = None,
-                   voices: Sequence[str] = (), preview: int = 0, reprobe: bool = False) -> tuple[Path, TrainResult]:
+                   voices: Sequence[str] = (), preview: int = 0, reprobe: bool = False,
+                   source: Corpus | None = None, origin: Origin | None = None,
+                   notice: Callable[[str], None] | None = None) -> tuple[Path, TrainResult]:
     """Train a new run on corpus `spec` (one or several sources); `model_cfg.vocab_size` comes from the corpus.
 
     With `parent` (`lineage.load_parent`) the run fine-tunes the parent's model: its architecture is the
@@ -76,7 +80,9 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
 
     With `voices` (a name per source, voices.py) each source is one voice's text and the model learns them
     all (`model_cfg.voices` becomes them; a fine-tune's are its parent's followed by the new ones). `preview`:
-    characters of what the model writes, shown after each validation pass (`previewer`).
+    characters of what the model writes, shown after each validation pass (`previewer`). `source`: the corpus
+    `spec` names, when the caller has already read it (the base-or-scratch rule does); `origin`: that rule's
+    decision, said after the corpus line (to `notice` too when it chose the base: shown even where the rest is quiet).
     """
     paths = paths or Paths()
     options = corpus_options or CorpusOptions()
@@ -98,11 +104,13 @@ def start_training(spec: str | Sequence[str], model_cfg: ModelConfig, cfg: Train
             f"{bf16_speed():.2f}x fp32's speed — --no-amp trains faster here")
     clock = Budget(cfg.time_budget, started if started is not None else time.perf_counter()) if cfg.time_budget else None
     run_dir = _new_run_dir(paths, name, specs, launch, overwrite, parent)  # before the slow corpus work
-    source = options.resolve(specs, paths)
+    source = options.resolve(specs, paths) if source is None else source
     check_fits(source.chars, cfg)
     if say:  # first once the fast checks have passed (a refusal stays one line): "is my GPU used?"
         say(device_line(dev))
         say(f"corpus: {source.describe()}")
+    if origin is not None and launch.is_writer and (tell := notice if origin.base and notice else say):
+        tell(origin.line())
     start: Start
     with distributed.join(launch, dev) as group:
         tokenizer = None
