@@ -103,7 +103,7 @@ def best(work: Path, name: str) -> tuple[float, int, int]:
 def train(work: Path, name: str, corpus: str, budget: str, seed: int, attention: bool, size: list[str]) -> float:
     """One `charnn train` process (this script again, `--child`, so that the class replacement happens in it)."""
     cmd = [sys.executable, __file__, "--child", *(["--attention"] if attention else []), "--",
-           corpus, "--name", name, "--time", budget, "--seed", str(seed), "--overwrite", "--quiet",
+           corpus, "--name", name, "--time", budget, "--scratch", "--seed", str(seed), "--overwrite", "--quiet",
            "--checkpoints-dir", str(work / "checkpoints"), "--corpora-dir", str(work / "corpora"), *size]
     print("$", " ".join(cmd[2:]), flush=True)
     started = time.perf_counter()

@@ -8,7 +8,7 @@ For each small text (each under 500 KB, none in the base corpus; installed with 
 
 - `charnn train TEXT --from BASE --time T` for each base of `--bases` (default `v1=base`, the built-in one; a
   candidate is a run's path) and each T of `--tuned` (default 1m)
-- `charnn train TEXT --time T` from scratch for each T of `--scratch` (default 1m and 10m; `--scratch` alone:
+- `charnn train TEXT --scratch --time T` for each T of `--scratch` (default 1m and 10m; `--scratch` alone:
   none, to compare bases only)
 
 All three use the default --val-frac, so each is scored on the same last 10% of its text (a full pass, as
@@ -153,13 +153,13 @@ def main() -> int:
         path = small_text(name, args.work)
         print(f"{name}: {path.stat().st_size:,} bytes", flush=True)
         tuned = {f"from {label} {t}": ["--from", run, "--time", t] for label, run in bases.items() for t in args.tuned}
-        scratch = {f"scratch {t}": ["--time", t] for t in args.scratch}
+        scratch = {f"scratch {t}": ["--scratch", "--time", t] for t in args.scratch}
         rows += compare(str(path), name, {**tuned, **scratch}, args.work)
     if args.shakespeare:
         for budget in ("4m", "10m"):
             rows += compare("shakespeare", f"shakespeare-{budget}", {
                 **{f"from {label} {budget}": ["--from", run, "--time", budget] for label, run in bases.items()},
-                f"scratch {budget}": ["--time", budget]}, args.work)
+                f"scratch {budget}": ["--scratch", "--time", budget]}, args.work)
     print("\n| text | run | best val (nats) | steps | command wall s |\n|---|---|---|---|---|")
     print("\n".join(rows))
     for name in args.texts:

@@ -84,12 +84,12 @@ def main() -> int:
     if not (args.work / "checkpoints" / "parent" / "best.pt").exists():
         walls["parent"] = train(["shakespeare", "--time", args.parent_time, "--name", "parent"], args.work)
     runs = {"fine-tuned": ["--from", "parent", "--time", args.tune_time],
-            "scratch": ["--time", args.tune_time]}
+            "scratch": ["--scratch", "--time", args.tune_time]}
     if args.only_variants:
         runs = {}
     elif not args.skip_long:
         long = seconds(args.parent_time) + seconds(args.tune_time)
-        runs["scratch-long"] = ["--time", f"{long:g}s"]
+        runs["scratch-long"] = ["--scratch", "--time", f"{long:g}s"]
     for variant in args.variant:
         runs[f"fine-tuned {variant}"] = ["--from", "parent", "--time", args.tune_time, *shlex.split(variant)]
     names = {}

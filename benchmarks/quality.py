@@ -44,7 +44,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="charnn-quality-"))
     ckpts = args.keep or work / "checkpoints"
     name = f"quality-{args.time}-{time.strftime('%H%M%S')}"
-    cmd = [sys.executable, "-m", "charnn", "train", str(args.corpus), "--time", args.time, "--name", name,
+    cmd = [sys.executable, "-m", "charnn", "train", str(args.corpus), "--time", args.time, "--scratch", "--name", name,
            "--checkpoints-dir", str(ckpts), "--corpora-dir", str(work / "corpora"), *args.extra]
     print(" ".join(cmd[1:]), flush=True)
     started = time.perf_counter()

@@ -54,7 +54,9 @@ def train(checkout: Path, corpus: str, budget: str, name: str, work: Path, reuse
     if not (reuse and log.exists()):
         env = {**os.environ, "PYTHONPATH": str(checkout)}  # that checkout's charnn, whatever is installed
         launch = ["-m", "charnn"] if pinned is None else [str(PINNED), "run", str(pinned)]
-        cmd = [sys.executable, *launch, "train", corpus, "--time", budget, "--name", name, "--overwrite",
+        # From scratch: a checkout with the base-or-scratch rule would start a small text from the base.
+        scratch = ["--scratch"] if (checkout / "charnn" / "recipe" / "origin.py").exists() else []
+        cmd = [sys.executable, *launch, "train", corpus, "--time", budget, *scratch, "--name", name, "--overwrite",
                "--checkpoints-dir", str(work / "checkpoints"), "--corpora-dir", str(work / "corpora")]
         done = subprocess.run(cmd, env=env, cwd=checkout, capture_output=True, text=True, check=True)
         log.write_text(done.stderr)

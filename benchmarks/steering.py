@@ -127,7 +127,7 @@ def main() -> None:
     rows = []
     for name, path in texts(args.work).items():
         if not (args.work / "checkpoints" / name / "best.pt").exists():
-            train([str(path), "--name", name, "--time", args.train_time, "--overwrite"], args.work)
+            train([str(path), "--name", name, "--time", args.train_time, "--scratch", "--overwrite"], args.work)
         model = api.load_run(str(args.work / "checkpoints" / name), device="cpu")
         paths = api.Paths(args.work / "checkpoints", args.work / "corpora")
         model.lexicon(paths)  # built once here, so every command reads it from the cache

@@ -83,7 +83,7 @@ def main() -> int:
         walls[design] = train([*(str(paths[n]) for n in names), "--voices", "--time", args.time],
                               f"voices-{design}", args.work, args.reuse)
     for n in names:
-        walls[n] = train([str(paths[n]), "--time", share], f"single-{n}", args.work, args.reuse)
+        walls[n] = train([str(paths[n]), "--time", share, "--scratch"], f"single-{n}", args.work, args.reuse)
     print("Runs (whole commands, wall seconds): " + ", ".join(f"{k} {v:.0f}" for k, v in walls.items()))
     others = [f"as {o}" for o in names]
     print("\n| design | voice | own voice | no voice | " + " | ".join(others) + " | alone (own model) |")
