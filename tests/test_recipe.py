@@ -280,3 +280,45 @@ def test_the_time_a_bigger_model_spends_scoring_counts_against_it() -> None:
                     scale=0.418)
     assert (free.hidden, costly.hidden) == (384, 320)
     assert costly.eval_pass_s is not None and 15 < costly.eval_pass_s < 30
+
+
+def test_a_text_passed_over_many_times_is_sized_by_passes_at_measured_speeds() -> None:
+    from charnn.recipe.plan import CANDIDATES, EVAL_SHARE, TURN_PASSES, by_passes
+
+    two_layer = [size for size in CANDIDATES if size[0] == 2]
+    asked: list[tuple[int, int, int]] = []
+
+    def speed_of(size: tuple[int, int, int]) -> float:
+        asked.append(size)
+        return {256: 40_000.0, 320: 30_000.0, 384: 20_000.0, 512: 10_000.0}[size[1]]
+
+    chars = 200_000  # 2x512 at 10,000 chars/s makes 15 passes in 300 s less the evaluation share
+    need = TURN_PASSES * chars / (1 - EVAL_SHARE)
+    assert by_passes(need / 10_000, chars, speed_of) == (two_layer[-1], 10_000.0)
+    assert asked == [two_layer[-1]]  # largest first, and no further than needed
+    asked.clear()
+    assert by_passes(need / 20_000, chars, speed_of) == ((2, 384, 64), 20_000.0)  # 2x512 would not reach its turn
+    assert asked == [(2, 512, 64), (2, 384, 64)]
+    assert by_passes(1.0, chars, speed_of) == (two_layer[0], 40_000.0)  # nothing reaches it: the smallest
+
+
+def test_a_small_text_with_a_long_budget_trains_the_size_measured_to_reach_its_turn(
+        words_file: Path, fake_probe: FakeProbe) -> None:
+    """The probe's small model scaled is not trusted for a text passed over many times: each size is timed at the
+    run's batch and precision (largest first), kept beside the machine's reading, and the next run times none."""
+    fake_probe.speed = 400_000.0  # a fast machine: 8 s are many passes over 18,000 characters, even for 2x512
+    args = ["train", str(words_file), "--scratch", "--time", "8s", "--device", "cpu", "--overwrite"]
+    first = CliRunner().invoke(app, [*args, "--name", "a"])
+    assert first.exit_code == 0, first.output
+    sized = [call for call in fake_probe.calls if call[0] == "speeds"]
+    assert len(sized) >= 2  # the probe's reading, then at least one size of its own
+    assert "times at" in first.output and "its speed timed at this size" in first.output
+    config = json.loads(Path("checkpoints/a/config.json").read_text())
+    recipe = config["recipe"]
+    assert recipe["measured_tokens_per_s"] > 0 and config["model"]["layers"] == 2 and recipe["dropout"] == 0.3
+    fake_probe.calls.clear()
+    second = CliRunner().invoke(app, [*args, "--name", "b"])
+    assert second.exit_code == 0, second.output
+    # the quick check of the kept reading, and no size timed again
+    assert [call for call in fake_probe.calls if call[0] == "speeds"] == [("speeds", (False,))]
+    assert json.loads(Path("checkpoints/b/config.json").read_text())["model"] == config["model"]

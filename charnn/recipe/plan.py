@@ -16,6 +16,7 @@ benchmarks/RECIPES.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -66,6 +67,13 @@ AMP_MIN_GAIN = 1.15
 # updates per pass) and is scored about once a pass, so that patience (schedule.TIME_PATIENCE passes without
 # a new best) stops it a few passes after its turn, on its best weights, instead of thousands of steps after.
 MANY_PASSES = 15
+# Such a text's model is sized by passes, not by characters per parameter: its run ends at the validation turn
+# whatever the budget, so what counts is that the model reaches its turn (TURN_PASSES passes, the far end of
+# 8-15) before the budget ends, at its own speed measured at its size, batch and precision (the small probe's
+# reading scaled over-promised a 2x384 by 1.7-1.9x, RECIPES.md #52). Larger models with dropout 0.3 turn later and
+# lower (a 237 KB text: 2x512 1.3893 against the characters-per-parameter rule's 2x384 1.4243, issue #52), up to
+# the sizes ever measured on small texts: the two-layer candidates.
+TURN_PASSES = 15
 MIN_EVAL_EVERY = 50  # steps: a pass of a tiny text is a few steps; a validation pass and a checkpoint cost more
 
 
@@ -101,6 +109,8 @@ class Recipe:
     # and the quick check's speed over the kept one. None: probed afresh for this run.
     probe_kept: str | None = None
     probe_check: float | None = None
+    # A text passed over many times: the chosen size's own speed, measured at its batch and precision (`by_passes`).
+    measured_tokens_per_s: float | None = None
     eval_pass_s: float | None = None  # the chosen model's expected time for one validation pass
     expected_tokens: float | None = None  # characters the chosen model should see in the budget
     expected_passes: float | None = None  # ... as passes over the training text
@@ -215,9 +225,11 @@ def announcement(recipe: Recipe, auto: frozenset[str], model_cfg: ModelConfig, c
     speed = recipe.probe_tokens_per_s or 0.0
     source = (f"kept probe reading of {recipe.probe_kept.replace('T', ' ')}, checked at {recipe.probe_check:.2f}x; "
               "--reprobe to measure again" if recipe.probe_kept and recipe.probe_check else "probe")
+    measured = (f"; sized to pass over the text {TURN_PASSES} times at {recipe.measured_tokens_per_s:,.0f} chars/s, "
+                "its speed timed at this size" if recipe.measured_tokens_per_s else "")
     return (f"recipe for {cfg.time_budget or 0:g}s at {speed:,.0f} chars/s ({source}"
             + (f" x {processes} processes" if processes > 1 else "") + f"): {effective.describe()}"
-            + (f" (set by you: {', '.join(explicit)})" if explicit else ""))
+            + (f" (set by you: {', '.join(explicit)})" if explicit else "") + measured)
 
 
 def _params(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> int:
@@ -292,6 +304,19 @@ def plan(budget_s: float, corpus_chars: int, vocab: int, speeds: dict[int, float
     if batch == largest:
         return at_largest
     return choose(budget_s, corpus_chars, vocab, speeds[batch], cell, batch, val_chars, eval_speed, amp, scale, sizes)
+
+
+def by_passes(budget_s: float, corpus_chars: int, speed_of: Callable[[tuple[int, int, int]], float]
+              ) -> tuple[tuple[int, int, int], float]:
+    """For a text the budget passes over `MANY_PASSES` times or more: the largest two-layer candidate whose
+    measured speed (`speed_of(size)`, asked largest first, only as far as needed) reaches `TURN_PASSES` passes
+    over `corpus_chars` in the budget less `EVAL_SHARE`, else the smallest; (size, its speed)."""
+    sizes = [size for size in CANDIDATES if size[0] == 2]
+    for size in reversed(sizes):
+        speed = speed_of(size)
+        if speed * budget_s * (1 - EVAL_SHARE) >= TURN_PASSES * corpus_chars:
+            return size, speed
+    return sizes[0], speed
 
 
 def spaced_evaluations(steps: float, batch: int, budget_s: float, pass_s: float) -> int:

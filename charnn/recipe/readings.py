@@ -19,7 +19,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +47,23 @@ class Reading:
     scale: float | None  # SCALE_PROBE's speed over PROBE's (None: not timed)
     again: float | None  # the second reading at the largest batch (None: not taken)
     taken: float  # time.time() when it was measured
+    # Speeds timed at a candidate's own size for a text passed over many times (sizing._by_passes), kept with the
+    # reading they were taken beside: (layers, hidden, embed, batch, bf16 autocast) -> training characters/s.
+    sized: dict[tuple[int, int, int, int, bool], float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         record = asdict(self)
         record["speeds"] = [[batch, amp, speed] for (batch, amp), speed in self.speeds.items()]
+        record["sized"] = [[*trial, speed] for trial, speed in self.sized.items()]
         return record
 
     @staticmethod
     def from_json(record: dict[str, Any]) -> Reading:
         """From the cache file; a KeyError, TypeError or ValueError where an entry is not one this wrote."""
         speeds = {(int(b), bool(a)): float(v) for b, a, v in record["speeds"]}
+        sized = {(int(n), int(h), int(e), int(b), bool(a)): float(v) for n, h, e, b, a, v in record.get("sized", [])}
         return Reading(speeds, float(record["eval_speed"]), _maybe(record["scale"]), _maybe(record["again"]),
-                       float(record["taken"]))
+                       float(record["taken"]), sized)
 
 
 def _maybe(value: Any) -> float | None:

@@ -20,7 +20,20 @@ from charnn.errors import DeviceError, refuse
 from charnn.model.network import CharRNN, ModelConfig, amp_dtype
 from charnn.recipe import footprint, readings
 from charnn.recipe.budget import Budget
-from charnn.recipe.plan import BATCHES, FINE_TUNE, Recipe, amp_gain, announcement, apply, as_probe_speed, pick_amp, plan
+from charnn.recipe.plan import (
+    BATCHES,
+    FINE_TUNE,
+    MANY_PASSES,
+    Recipe,
+    amp_gain,
+    announcement,
+    apply,
+    as_probe_speed,
+    by_passes,
+    choose,
+    pick_amp,
+    plan,
+)
 from charnn.recipe.probe import PROBE, Setting, measure_eval_speed, measure_scale, measure_speeds, steady_speeds
 from charnn.run.config import TrainConfig
 from charnn.run.corpus import Prepared, check_fits
@@ -98,6 +111,9 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
                   len(prepared.val_ids), eval_speed, amp, scale, sizes)
     if fine_tune:
         recipe = replace(recipe, lr=FINE_TUNE.lr, warmup=FINE_TUNE.warmup, dropout=model_cfg.dropout)
+    elif {"layers", "hidden", "embed"} <= auto_fields and (recipe.expected_passes or 0.0) >= MANY_PASSES:
+        recipe = _by_passes(recipe, prepared, model_cfg, cfg.seq_len, dev, clock, launch.world_size, eval_speed,
+                            (store, key, reading))
     recipe.probe_amp_gain = None if gain is None else round(gain, 3)  # stored: why this run chose its precision
     recipe.probe_second_reading = None if again is None else round(again * launch.world_size)
     if kept is not None and check is not None:
@@ -109,6 +125,34 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
     if announce:
         announce(announcement(recipe, auto_fields, chosen_model, chosen_cfg, launch.world_size))
     return recipe
+
+
+def _by_passes(recipe: Recipe, prepared: Prepared, model_cfg: ModelConfig, seq: int, dev: torch.device,
+               clock: Budget, processes: int, eval_speed: float,
+               kept: tuple[readings.Store, str, readings.Reading]) -> Recipe:
+    """A text the budget passes over many times: the size `plan.by_passes` takes from speeds timed at each candidate's
+    own size, at the recipe's batch and precision (kept beside the machine's reading, so the next run times none),
+    and the rest of the recipe for that size at that speed."""
+    store, key, reading = kept
+    batch, amp, cell, vocab = recipe.batch_size, recipe.amp, model_cfg.cell, model_cfg.vocab_size
+    sized = dict(reading.sized)
+
+    def speed_of(size: tuple[int, int, int]) -> float:
+        trial = (*size, batch, amp)
+        if size == PROBE and (batch, amp) in reading.speeds:  # the probe timed its own size at this setting
+            return reading.speeds[(batch, amp)] * processes
+        if trial not in sized:
+            sized[trial] = measure_speeds(dev, vocab, cell, (batch,), seq, steps=5, amps=(amp,), size=size,
+                                          warm=2)[(batch, amp)]
+        return sized[trial] * processes  # every process trains its share at about this speed
+
+    size, speed = by_passes(clock.left(), len(prepared.train_ids), speed_of)
+    if sized != reading.sized:
+        store.put(key, replace(reading, sized=sized))
+    chosen = choose(clock.left(), len(prepared.train_ids), vocab, as_probe_speed(speed, cell, size, vocab), cell,
+                    batch, len(prepared.val_ids), eval_speed, amp, None, [size])
+    return replace(chosen, probe_tokens_per_s=recipe.probe_tokens_per_s, probe_scale=recipe.probe_scale,
+                   measured_tokens_per_s=round(speed))
 
 
 def _probe(dev: torch.device, model_cfg: ModelConfig, seq: int, batches: tuple[int, ...], amps: tuple[bool, ...],
