@@ -68,7 +68,7 @@ def tuning_text(into: Path) -> Path:
     return path
 
 
-def small_text(name: str, into: Path) -> Path:
+def small_text(name: str, into: Path, limit: int = MAX_BYTES) -> Path:
     package, source = TEXTS[name]
     if not source.exists():
         subprocess.run(["apt-get", "install", "-y", "-q", package], check=True, capture_output=True)
@@ -80,8 +80,8 @@ def small_text(name: str, into: Path) -> Path:
     else:
         raw = gzip.decompress(source.read_bytes()) if source.suffix == ".gz" else source.read_bytes()
         text = raw.decode("utf-8", errors="replace")
-    text = text[:MAX_BYTES]
-    path = into / f"{name}.txt"
+    text = text[:limit]
+    path = into / (f"{name}.txt" if limit == MAX_BYTES else f"{name}-{limit}.txt")
     path.write_text(text, encoding="utf-8")
     return path
 

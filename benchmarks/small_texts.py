@@ -3,14 +3,16 @@
     python benchmarks/small_texts.py --compare-with /tmp/rule-before [--texts debian-faq,songs-poems]
                                      [--budgets 10m,4m] [--work /tmp/charnn-small] [--pin-probe]
 
-Each text is trained with `charnn train TEXT --time B` and nothing else, as a new user would, once by each
+Each text is trained with `charnn train TEXT --time B` (and `--scratch`, where the checkout has the base-or-scratch
+rule) and nothing else, as a new user would, once by each
 checkout (the other's first, then this one's, text by text, so a slow spell of the machine hits both alike).
 The texts are real and small, from Debian packages (installed if missing): `debian-faq` (the Debian FAQ,
 180 KB), `songs-poems` (fortunes' songs and poems, 234 KB), `developers-reference` (Debian's developers'
-reference, 305 KB); `shakespeare` is charnn's built-in tiny-shakespeare (1.1 MB), for a large corpus that
-should train as before. Per run: what the recipe chose, the best and the last validation loss (nats, on
-the run's own validation split: the last 10% of the text, never trained on), the steps, how it stopped,
-and the command's wall time. A row is printed as each run ends.
+reference, 305 KB), or any of benchmarks/base.py's (`cataclysm-talk`, ...; `--max-chars` cuts each);
+`shakespeare` is charnn's built-in tiny-shakespeare (1.1 MB), for a large corpus that should train as before.
+Per run: what the recipe chose, the best and the last validation loss (nats, on the run's own validation
+split: the last 10% of the text, never trained on), the steps, how it stopped, and the command's wall time.
+A row is printed as each run ends.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from base import small_text  # benchmarks/ is on the path when run as a script
+from base import MAX_BYTES, small_text  # benchmarks/ is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 PINNED = Path(__file__).resolve().parent / "pinned_probe.py"
@@ -78,6 +80,7 @@ def main() -> int:
     parser.add_argument("--texts", default="debian-faq,songs-poems,developers-reference")
     parser.add_argument("--budgets", default="10m,4m")
     parser.add_argument("--work", type=Path, default=Path("/tmp/charnn-small"))
+    parser.add_argument("--max-chars", type=int, default=MAX_BYTES, help="cut each text to this many characters")
     parser.add_argument("--reuse", action="store_true", help="read runs already finished in --work, train the rest")
     parser.add_argument("--pin-probe", action="store_true",
                         help="take one probe reading per pair and give it to both runs (pinned_probe.py): the "
@@ -89,7 +92,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     for budget in args.budgets.split(","):
         for text in args.texts.split(","):
-            corpus = text if text == "shakespeare" else str(small_text(text, args.work))
+            corpus = text if text == "shakespeare" else str(small_text(text, args.work, args.max_chars))
             pair = f"{text}-{budget}" + ("-pinned" if args.pin_probe else "")
             pinned = reading(corpus, pair, args.work, args.reuse) if args.pin_probe else None
             for label, checkout in (("before", other), ("after", ROOT)):
