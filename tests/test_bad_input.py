@@ -150,7 +150,7 @@ CASES: list[tuple[str, str, Callable[[Path], None] | None, int, str]] = [
     ("--from contradicting architecture", "train {good} --from r --hidden 64 --cell gru" + FT, None, 2,
      r"--cell gru, --hidden 64 contradicts the model of 'r' \(--cell lstm, --layers 2, --hidden 32, --embed 16\)"),
     ("--from base contradicting architecture", "train {good} --from base --hidden 64" + FT, None, 2,
-     r"--hidden 64 contradicts the model of 'base' \(--cell gru, --layers 3, --hidden 512, --embed 128\)"),
+     r"--hidden 64 contradicts the model of 'base' \(--cell gru, --layers 2, --hidden 512, --embed 128\)"),
     ("--resume base", "train --resume base", None, 2, r"'base' is a model folder .* it cannot be resumed; fine-tune from "
      r"it instead: charnn train CORPUS --from base"),
     ("--from the parent's own name", "train {good} --from r --name r --overwrite" + FT, None, 2,

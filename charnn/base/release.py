@@ -110,6 +110,7 @@ def card(record: dict[str, Any], config: RunConfig, sample: str) -> str:
                      f"{record['val_loss_by_source'][s['name']]:.4f} | `{s['sha256'][:16]}…` |" for s in corpus["sources"])
     fence = "```"
     seen = record["characters_seen"]
+    commands = "\n    ".join(record["command"].splitlines())  # one command a line (a run extended with --resume)
     return f"""---
 license: gpl-3.0
 language:
@@ -150,7 +151,7 @@ Corpus sha256 `{corpus['sha256']}`; {corpus['chars']:,} characters.
 
 ## Training
 
-    {record['command']}
+    {commands}
 
 {seen:,} characters seen ({seen / corpus['chars']:.2f} passes), step {record['step']}, best validation loss
 {record['best_val_loss']:.4f} nats per character over all sources. {record.get('trained_on') or ''}
@@ -169,9 +170,9 @@ For fine-tuning on small English texts and for playing with character-level gene
 of its sources: political speeches, nineteenth-century novels, definitions, quotations and jokes, scripture,
 hacker slang and fantasy and science-fiction game dialogue; a character model of this size spells well, keeps
 grammar for a clause or two and loses the thread after a sentence. It has never seen Shakespeare. It knows no
-facts: its text only looks like its sources, and speeches it imitates put words in no one's mouth. English only:
-a text in another language is better trained from scratch (the measurements are in charnn's docs/base.md). Not
-for anything that needs the truth.
+facts: its text only looks like its sources, and speeches it imitates put words in no one's mouth. It saw English
+only, and its alphabet has no accented letters (a fine-tune adds the ones a text needs, learned from nothing).
+Not for anything that needs the truth.
 
 ## Licence
 
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("corpus_dir", type=Path)
-    parser.add_argument("--command", default="", help="the command that trained the run, for the card")
+    parser.add_argument("--command", default="", help="the commands that trained the run, one a line, for the card")
     parser.add_argument("--trained-on", default="", help="where it trained (a sentence for the card)")
     parser.add_argument("--out", type=Path, default=builtin.folder())
     args = parser.parse_args(argv)
