@@ -292,7 +292,7 @@ def test_a_text_passed_over_many_times_is_sized_by_passes_at_measured_speeds() -
         asked.append(size)
         return {256: 40_000.0, 320: 30_000.0, 384: 20_000.0, 512: 10_000.0}[size[1]]
 
-    chars = 200_000  # 2x512 at 10,000 chars/s makes 15 passes in 300 s less the evaluation share
+    chars = 200_000  # 2x512 at 10,000 chars/s makes TURN_PASSES passes in `need / 10_000` s less the evaluation share
     need = TURN_PASSES * chars / (1 - EVAL_SHARE)
     assert by_passes(need / 10_000, chars, speed_of) == (two_layer[-1], 10_000.0)
     assert asked == [two_layer[-1]]  # largest first, and no further than needed

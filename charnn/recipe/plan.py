@@ -68,12 +68,13 @@ AMP_MIN_GAIN = 1.15
 # a new best) stops it a few passes after its turn, on its best weights, instead of thousands of steps after.
 MANY_PASSES = 15
 # Such a text's model is sized by passes, not by characters per parameter: its run ends at the validation turn
-# whatever the budget, so what counts is that the model reaches its turn (TURN_PASSES passes, the far end of
-# 8-15) before the budget ends, at its own speed measured at its size, batch and precision (the small probe's
-# reading scaled over-promised a 2x384 by 1.7-1.9x, RECIPES.md #52). Larger models with dropout 0.3 turn later and
-# lower (a 237 KB text: 2x512 1.3893 against the characters-per-parameter rule's 2x384 1.4243, issue #52), up to
-# the sizes ever measured on small texts: the two-layer candidates.
-TURN_PASSES = 15
+# whatever the budget, so what counts is that the model reaches its turn before the budget ends, at its own speed
+# measured at its size, batch and precision (the small probe's reading scaled over-promised a 2x384 by 1.7-1.9x,
+# RECIPES.md #52). Larger models with dropout 0.3 turn earlier in passes and lower (a 290K-character text at 10
+# minutes: 2x512 turned after 7 passes at 1.3487, the characters-per-parameter rule's 2x384 after 11-12 at
+# 1.3524-1.3574), so the turn is asked at TURN_PASSES, the near end of #41's 8-15 (15 kept 2x512 out of that text),
+# up to the sizes ever measured on small texts: the two-layer candidates.
+TURN_PASSES = 8
 MIN_EVAL_EVERY = 50  # steps: a pass of a tiny text is a few steps; a validation pass and a checkpoint cost more
 
 
