@@ -2,10 +2,10 @@
 
     python benchmarks/finetune.py [--parent-time 4m] [--tune-time 1m] [--work DIR] [--variant "--lr 3e-3" ...]
 
-1. parent:       charnn train shakespeare --time PARENT                      (tiny-shakespeare, built in)
+1. parent:       charnn train shakespeare --scratch --time PARENT            (tiny-shakespeare, built in)
 2. fine-tuned:   charnn train small.txt --from parent --time TUNE
-3. scratch:      charnn train small.txt --time TUNE
-4. scratch-long: charnn train small.txt --time PARENT+TUNE                   (the parent's time and the tune's)
+3. scratch:      charnn train small.txt --scratch --time TUNE
+4. scratch-long: charnn train small.txt --scratch --time PARENT+TUNE         (the parent's time and the tune's)
 
 small.txt is the first ~200 KB of `songs-poems` from Debian's `fortunes` package (BSD fortune's
 collection of verse and song: real English text that is not in tiny-shakespeare; installed with apt-get
@@ -82,7 +82,8 @@ def main() -> int:
     small = small_corpus(args.work)
     walls: dict[str, float] = {}
     if not (args.work / "checkpoints" / "parent" / "best.pt").exists():
-        walls["parent"] = train(["shakespeare", "--time", args.parent_time, "--name", "parent"], args.work)
+        walls["parent"] = train(["shakespeare", "--scratch", "--time", args.parent_time, "--name", "parent"],
+                                 args.work)  # from scratch: the parent of this comparison, not the base's fine-tune
     runs = {"fine-tuned": ["--from", "parent", "--time", args.tune_time],
             "scratch": ["--scratch", "--time", args.tune_time]}
     if args.only_variants:

@@ -19,27 +19,29 @@ from charnn.run import builtin
 from tests.conftest import FakeProbe
 
 
-def test_text_of_counts_every_character_and_those_the_base_knows() -> None:
+def test_text_of_counts_the_letters_the_base_knows() -> None:
     text = text_of(["héllo ", "wörld\n"], alphabet="helo wrd\n")
-    assert text == Text(chars=12, known=10)
-    assert text.known_share == pytest.approx(10 / 12)
+    assert text == Text(chars=12, letters=10, known=8)  # the space and the newline are not letters
+    assert text.known_share == pytest.approx(8 / 10)
+    assert text_of(["Привет, мир"], "abc ,").known_share == 0.0  # another script: its punctuation does not count
+    assert text_of(["1\t2 ✓"], "12 ") == Text(chars=5, letters=5, known=3)  # no letters: every character counts
     assert text_of([], "abc").known_share == 1.0  # an empty text has nothing the base cannot spell
 
 
 def test_the_rule_at_its_edges() -> None:
-    assert decide(Text(MAX_CHARS, MAX_CHARS), 60).base
-    assert not decide(Text(MAX_CHARS + 1, MAX_CHARS + 1), 60).base
-    assert decide(Text(1000, int(1000 * MIN_KNOWN)), 60).base
-    assert not decide(Text(1000, int(1000 * MIN_KNOWN) - 1), 60).base
-    assert decide(Text(1000, 1000), MAX_BUDGET_S).base
-    assert not decide(Text(1000, 1000), MAX_BUDGET_S + 1).base
+    assert decide(Text(MAX_CHARS, 900, 900), 60).base
+    assert not decide(Text(MAX_CHARS + 1, 900, 900), 60).base
+    assert decide(Text(2000, 1000, round(1000 * MIN_KNOWN)), 60).base
+    assert not decide(Text(2000, 1000, round(1000 * MIN_KNOWN) - 1), 60).base
+    assert decide(Text(1000, 1000, 1000), MAX_BUDGET_S).base
+    assert not decide(Text(1000, 1000, 1000), MAX_BUDGET_S + 1).base
 
 
 @settings(max_examples=60, derandomize=True)
 @given(chars=st.integers(1, 3 * MAX_CHARS), share=st.floats(0, 1), budget=st.floats(1, 4 * MAX_BUDGET_S))
 def test_the_base_only_for_a_small_text_it_can_spell_in_a_measured_budget(chars: int, share: float,
                                                                           budget: float) -> None:
-    text = Text(chars, int(chars * share))
+    text = Text(chars, chars, int(chars * share))
     chosen = decide(text, budget)
     assert chosen.base == (chars <= MAX_CHARS and text.known_share >= MIN_KNOWN and budget <= MAX_BUDGET_S)
     assert chosen.line().startswith("start: from the base model — " if chosen.base else "start: from scratch — ")
@@ -69,9 +71,11 @@ def _train(*args: str) -> tuple[int, list[str], dict]:
 def test_a_small_text_with_a_budget_starts_from_the_base_and_says_so(english: Path, fake_probe: FakeProbe) -> None:
     code, lines, config = _train(str(english), "--time", "6s", "--batch-size", "8", "--seq-len", "16")
     assert code == 0, lines
-    assert lines[0].startswith("start: from the base model — a small text (18,000 characters, 100.0% of it"), lines
+    assert lines[0].startswith("start: from the base model — a text of 18,000 characters (100.0% of its letters"), lines
     assert "--scratch" in lines[0]
     assert config["parent"]["name"] == "base"  # fine-tuned: the base's architecture, its vocabulary grown
+    recipe = next(line for line in lines if line.startswith("recipe for"))  # the architecture is not the user's
+    assert "(the parent's: dropout, embed, hidden, layers; set by you: batch_size, seq_len)" in recipe, recipe
     base = json.loads((builtin.folder() / "config.json").read_text())["model"]
     assert (config["model"]["layers"], config["model"]["hidden"]) == (base["layers"], base["hidden"])
 
@@ -107,10 +111,19 @@ def test_a_text_the_base_cannot_spell_starts_from_scratch(words_file: Path, tmp_
     path.write_text("съешь же ещё этих мягких французских булок, да выпей чаю\n" * 300, encoding="utf-8")
     code, lines, config = _train(str(path), "--time", "6s", "--batch-size", "8", "--seq-len", "16")
     assert code == 0 and config["parent"] is None
-    assert lines[0].startswith("start: from scratch — the base knows 1"), lines  # the spaces, comma and newline
-    # a few letters the base never saw (ü, ï in 5% of the characters) are enough to stay from scratch
+    assert lines[0].startswith("start: from scratch — the base knows 0.0% of the text's letters"), lines
+    # a few letters the base never saw (ü and ï, 7% of the letters) are enough to stay from scratch
     code, lines, config = _train(str(words_file), "--time", "6s", "--batch-size", "8", "--seq-len", "16", "--overwrite")
     assert code == 0 and config["parent"] is None and "the base knows 9" in lines[0], lines
+
+
+def test_characters_outside_the_base_that_are_not_letters_do_not_send_a_text_to_scratch(
+        tmp_path: Path, fake_probe: FakeProbe) -> None:
+    path = tmp_path / "tabbed.txt"  # a tab (which the base never saw) in every line: 6% of the characters
+    path.write_text("\tThe cat sat on the mat.\n" * 400, encoding="utf-8")
+    code, lines, config = _train(str(path), "--time", "6s", "--batch-size", "8", "--seq-len", "16")
+    assert code == 0 and config["parent"]["name"] == "base", lines
+    assert "(100.0% of its letters" in lines[0], lines
 
 
 def test_a_large_text_starts_from_scratch_without_reading_its_alphabet(tmp_path: Path, fake_probe: FakeProbe,

@@ -46,8 +46,8 @@ _FROM_RUN = typer.Option(
          f"Defaults change to fine-tuning's: --lr {FINE_TUNE.lr:g}, --warmup {FINE_TUNE.warmup}, --batch-size "
          f"{FINE_TUNE.batch_size}, --ema {FINE_TUNE.ema:g}, --eval-every {FINE_TUNE.eval_every}, the parent's --dropout.")
 _SCRATCH = typer.Option(
-    False, "--scratch", help="Start from random weights. Without it (and without --from), a small text with a time "
-    "budget starts from the base model, as its start: line says (docs/base.md: the measured rule).")
+    False, "--scratch", help="Start from random weights. Without it (and without --from), an English text of up to "
+    "1.2M characters with a time budget starts from the base model, as its start: line says (docs/base.md: the measured rule).")
 _NAME = typer.Option(None, "--name", help="Run name under --checkpoints-dir (default: corpus name + timestamp).")
 _VOICES = typer.Option(
     False, "--voices", help="Each CORPUS is one voice (a style), named by its file or folder stem, or NAME=PATH: "

@@ -218,9 +218,14 @@ def record(recipe: Recipe, auto: frozenset[str]) -> dict[str, Any]:
 
 
 def announcement(recipe: Recipe, auto: frozenset[str], model_cfg: ModelConfig, cfg: TrainConfig,
-                 processes: int = 1) -> str:
-    """The line printed at the start: the budget, the measured speed, and what will train (set by whom)."""
+                 processes: int = 1, fine_tune: bool = False) -> str:
+    """The line printed at the start: the budget, the measured speed, and what will train (set by whom: a fine-tune's
+    architecture and dropout are its parent's, not the user's)."""
     explicit = set_by_user(auto)
+    inherited = [name for name in explicit if fine_tune and name in MODEL_FIELDS]
+    yours = [name for name in explicit if name not in inherited]
+    whose = "; ".join([f"the parent's: {', '.join(inherited)}"] * bool(inherited)
+                      + [f"set by you: {', '.join(yours)}"] * bool(yours))
     effective = Recipe(**{k: getattr(model_cfg if k in MODEL_FIELDS else cfg, k) for k in CHOSEN},
                        expected_tokens=None if explicit else recipe.expected_tokens)
     speed = recipe.probe_tokens_per_s or 0.0
@@ -230,7 +235,7 @@ def announcement(recipe: Recipe, auto: frozenset[str], model_cfg: ModelConfig, c
                 "its speed timed at this size" if recipe.measured_tokens_per_s else "")
     return (f"recipe for {cfg.time_budget or 0:g}s at {speed:,.0f} chars/s ({source}"
             + (f" x {processes} processes" if processes > 1 else "") + f"): {effective.describe()}"
-            + (f" (set by you: {', '.join(explicit)})" if explicit else "") + measured)
+            + (f" ({whose})" if whose else "") + measured)
 
 
 def _params(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> int:

@@ -123,7 +123,7 @@ def _plan(prepared: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, dev: tor
     refuse(chosen_model.validate() + chosen_cfg.validate())
     check_fits(prepared.corpus.chars, chosen_cfg)
     if announce:
-        announce(announcement(recipe, auto_fields, chosen_model, chosen_cfg, launch.world_size))
+        announce(announcement(recipe, auto_fields, chosen_model, chosen_cfg, launch.world_size, fine_tune))
     return recipe
 
 

@@ -134,7 +134,7 @@ def origin_of(request: TrainRequest, sources: Sequence[str], voiced: bool,
         return Origin(False, "the base model is not installed with this charnn"), None
     source = request.reading.resolve(sources, paths)
     if source.chars > origin.MAX_CHARS:  # large: no need to read it for the alphabet
-        return origin.decide(origin.Text(source.chars, source.chars), request.time or DEFAULT_TIME), source
+        return origin.decide(origin.Text(source.chars, 0, 0), request.time or DEFAULT_TIME), source  # size decides
     alphabet = checkpoint.load_tokenizer(builtin.folder()).chars
     return origin.decide(origin.text_of(source.chunks(), alphabet), request.time or DEFAULT_TIME), source
 
