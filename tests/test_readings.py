@@ -131,3 +131,29 @@ def test_reprobe_where_nothing_is_probed_is_refused(words_file: Path, monkeypatc
     assert sorted(p.name for p in Path("checkpoints/a").iterdir()) == before
     unbudgeted = runner.invoke(app, ["train", str(words_file), "--name", "b", "--max-steps", "1", "--reprobe"])
     assert unbudgeted.exit_code == 2 and "--reprobe" in unbudgeted.output and not Path("checkpoints/b").exists()
+
+
+def test_the_quick_check_times_the_smallest_batch_at_its_faster_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fine-tune's check times the base's large model: its quickest steps are the smallest batch in bf16 where the
+    kept reading found bf16 faster, and in fp32 where it did not."""
+    import torch
+
+    from charnn.model.network import ModelConfig
+
+    asked: list[tuple[int, bool]] = []
+
+    def timed(device: object, vocab: int, cell: str, batches: tuple[int, ...], seq: int, steps: int,
+              amps: tuple[bool, ...], size: tuple[int, int, int], warm: int) -> dict[tuple[int, bool], float]:
+        asked.append((batches[0], amps[0]))
+        return {(batches[0], amps[0]): 1000.0}
+
+    monkeypatch.setattr(sizing, "measure_speeds", timed)
+    model = ModelConfig(vocab_size=50, cell="gru", layers=2, hidden=64, embed=16)
+
+    def check(speeds: dict[tuple[int, bool], float]) -> tuple[int, bool]:
+        asked.clear()
+        sizing._quick_check(torch.device("cpu"), model, 16, PROBE, readings.Reading(speeds, 1.0, None, None, 0.0))
+        return asked[0]
+
+    assert check({(32, False): 100.0, (32, True): 150.0, (64, True): 200.0}) == (32, True)
+    assert check({(32, False): 150.0, (32, True): 100.0, (64, False): 200.0}) == (32, False)

@@ -224,8 +224,12 @@ def announcement(recipe: Recipe, auto: frozenset[str], model_cfg: ModelConfig, c
     explicit = set_by_user(auto)
     inherited = [name for name in explicit if fine_tune and name in MODEL_FIELDS]
     yours = [name for name in explicit if name not in inherited]
-    whose = "; ".join([f"the parent's: {', '.join(inherited)}"] * bool(inherited)
-                      + [f"set by you: {', '.join(yours)}"] * bool(yours))
+    parts = []
+    if inherited:
+        parts.append(f"the parent's: {', '.join(inherited)}")
+    if yours:
+        parts.append(f"set by you: {', '.join(yours)}")
+    whose = "; ".join(parts)
     effective = Recipe(**{k: getattr(model_cfg if k in MODEL_FIELDS else cfg, k) for k in CHOSEN},
                        expected_tokens=None if explicit else recipe.expected_tokens)
     speed = recipe.probe_tokens_per_s or 0.0
